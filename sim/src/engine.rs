@@ -1,0 +1,534 @@
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId;
+use mortar_net::resolve::{SimAnswer, SimDns};
+use mortar_net::time::Instant;
+use mortar_net::{DetRng, DnsName, Runtime, TraceSink};
+
+/// How many recent trace events are kept to print when a run fails.
+const TRACE_TAIL_EVENTS_MAX: usize = 200;
+
+/// Hashes every event of a run, in order, with the simulated time it
+/// happened at. Two runs of one seed must produce the same hash.
+pub struct TraceLog {
+    start: Instant,
+    state: Mutex<TraceState>,
+}
+
+struct TraceState {
+    hash: u64,
+    events: u64,
+    tail: VecDeque<String>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+impl TraceLog {
+    fn new() -> Self {
+        TraceLog {
+            start: mortar_net::Clock::new().now(),
+            state: Mutex::new(TraceState {
+                hash: FNV_OFFSET,
+                events: 0,
+                tail: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub fn record(&self, scope: &str, event: &str) {
+        let t = mortar_net::Clock::new().now() - self.start;
+        let line = format!("{:>12.6}s {scope}: {event}", t.as_secs_f64());
+        let mut st = self.state.lock().expect("trace lock");
+        st.hash = fnv1a(st.hash, line.as_bytes());
+        st.hash = fnv1a(st.hash, b"\n");
+        st.events += 1;
+        if st.tail.len() == TRACE_TAIL_EVENTS_MAX {
+            st.tail.pop_front();
+        }
+        st.tail.push_back(line);
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.state.lock().expect("trace lock").hash
+    }
+
+    pub fn events(&self) -> u64 {
+        self.state.lock().expect("trace lock").events
+    }
+
+    /// The most recent events, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("trace lock")
+            .tail
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+impl TraceSink for TraceLog {
+    fn event(&self, scope: &str, event: &str) {
+        self.record(scope, event)
+    }
+}
+
+type ProcFactory = Arc<dyn Fn(Runtime) -> mortar_net::BoxFuture<'static, ()> + Send + Sync>;
+
+struct Proc {
+    factory: ProcFactory,
+    /// The running instance, if any.
+    rt: Option<Runtime>,
+}
+
+/// What the storage backend leaves in a host's disk slot: the disk itself
+/// (any type; processes fetch it by type) and what a crash does to it.
+#[derive(Clone)]
+struct DiskSlot {
+    disk: Arc<dyn Any + Send + Sync>,
+    on_crash: Arc<dyn Fn(&mut DetRng) + Send + Sync>,
+}
+
+struct HostEntry {
+    name: String,
+    ip: IpAddr,
+    node: NodeHandle,
+    procs: BTreeMap<String, Proc>,
+    disk: Option<DiskSlot>,
+    up: bool,
+}
+
+struct SimState {
+    hosts: BTreeMap<String, HostEntry>,
+    /// One-way clogged links, by host name.
+    clogged: BTreeSet<(String, String)>,
+    rng: DetRng,
+}
+
+/// A simulated cluster. Create one inside a madsim runtime (a
+/// `#[madsim::test]` or [`run`]); clone freely.
+#[derive(Clone)]
+pub struct Sim {
+    name: String,
+    seed: u64,
+    trace: Arc<TraceLog>,
+    dns: SimDns,
+    state: Arc<Mutex<SimState>>,
+}
+
+/// Handy when a factory needs to build a runtime for a host by hand.
+pub fn replay_command(test: &str, seed: u64) -> String {
+    format!("scripts/sim-replay {seed} {test}")
+}
+
+impl Sim {
+    /// Start a simulation in the current madsim runtime. Prints the seed and
+    /// the command that replays it.
+    pub fn new(test: &str) -> Sim {
+        let seed = Handle::current().seed();
+        eprintln!("sim: {test}: seed {seed}; replay: {}", replay_command(test, seed));
+        let sim = Sim {
+            name: test.to_string(),
+            seed,
+            trace: Arc::new(TraceLog::new()),
+            dns: SimDns::new(),
+            state: Arc::new(Mutex::new(SimState {
+                hosts: BTreeMap::new(),
+                clogged: BTreeSet::new(),
+                rng: DetRng::from_seed(seed ^ 0x5eed_5eed_5eed_5eed),
+            })),
+        };
+        sim.trace.record("sim", &format!("start {test} seed {seed}"));
+        sim
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.hash()
+    }
+
+    pub fn trace(&self) -> &Arc<TraceLog> {
+        &self.trace
+    }
+
+    /// Record an event from the test itself (workload steps, checks).
+    pub fn note(&self, event: impl AsRef<str>) {
+        self.trace.record("test", event.as_ref());
+    }
+
+    /// The cluster's DNS server, for injecting faults.
+    pub fn dns(&self) -> &SimDns {
+        &self.dns
+    }
+
+    /// Draw from the simulation's own seeded generator (fault choices).
+    pub fn with_rng<R>(&self, f: impl FnOnce(&mut DetRng) -> R) -> R {
+        f(&mut self.state.lock().expect("sim lock").rng)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().expect("sim lock")
+    }
+
+    /// Add a host with a name (registered in DNS) and an address.
+    pub fn add_host(&self, name: &str, ip: IpAddr) {
+        let node = Handle::current()
+            .create_node()
+            .name(name)
+            .ip(ip)
+            // Processes are started by the simulation, not by the node's
+            // init; the init only has to keep the node alive.
+            .init(std::future::pending::<()>)
+            .build();
+        self.dns.set_addr(name, ip);
+        let mut st = self.lock();
+        assert!(!st.hosts.contains_key(name), "host {name} added twice");
+        st.hosts.insert(
+            name.to_string(),
+            HostEntry {
+                name: name.to_string(),
+                ip,
+                node,
+                procs: BTreeMap::new(),
+                disk: None,
+                up: true,
+            },
+        );
+        drop(st);
+        self.trace.record("sim", &format!("add host {name} {ip}"));
+    }
+
+    pub fn host_ip(&self, host: &str) -> IpAddr {
+        self.lock().hosts.get(host).expect("unknown host").ip
+    }
+
+    fn node_id(&self, host: &str) -> NodeId {
+        self.lock()
+            .hosts
+            .get(host)
+            .unwrap_or_else(|| panic!("unknown host {host}"))
+            .node
+            .id()
+    }
+
+    /// A runtime for code running on `host`: seeded from the simulation,
+    /// resolving through the simulated DNS, tracing into the run's hash.
+    pub fn runtime_for(&self, host: &str, process: &str) -> Runtime {
+        let seed = self.with_rng(|r| r.next_u64());
+        Runtime::builder(format!("{host}/{process}"))
+            .seed(seed)
+            .dns(Arc::new(self.dns.clone()))
+            .trace(self.trace.clone())
+            .build()
+    }
+
+    /// Start a process on a host. `factory` is kept so the process can be
+    /// restarted (by [`Sim::restart_process`] or when its host restarts).
+    pub fn start_process<F, Fut>(&self, host: &str, process: &str, factory: F)
+    where
+        F: Fn(Runtime) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let factory: ProcFactory = Arc::new(move |rt| Box::pin(factory(rt)));
+        {
+            let mut st = self.lock();
+            let h = st.hosts.get_mut(host).unwrap_or_else(|| panic!("unknown host {host}"));
+            assert!(
+                !h.procs.get(process).is_some_and(|p| p.rt.is_some()),
+                "process {process} already running on {host}"
+            );
+            h.procs.insert(
+                process.to_string(),
+                Proc {
+                    factory,
+                    rt: None,
+                },
+            );
+        }
+        self.launch(host, process);
+    }
+
+    fn launch(&self, host: &str, process: &str) {
+        let rt = self.runtime_for(host, process);
+        let (node, factory) = {
+            let mut st = self.lock();
+            let h = st.hosts.get_mut(host).expect("host");
+            if !h.up {
+                // The process starts when the host comes back.
+                return;
+            }
+            let p = h.procs.get_mut(process).expect("process");
+            p.rt = Some(rt.clone());
+            (h.node.clone(), p.factory.clone())
+        };
+        self.trace
+            .record("sim", &format!("start process {host}/{process}"));
+        // Spawned via the node so the process's own spawns land on it.
+        node.spawn(async move {
+            let body = factory(rt.clone());
+            let _ = rt.spawn(body).await;
+        });
+    }
+
+    /// Kill one process; its host and other processes run on. Its sockets
+    /// close as the OS would close a dead process's sockets.
+    pub fn kill_process(&self, host: &str, process: &str) {
+        let rt = {
+            let mut st = self.lock();
+            let h = st.hosts.get_mut(host).expect("unknown host");
+            h.procs
+                .get_mut(process)
+                .unwrap_or_else(|| panic!("no process {process} on {host}"))
+                .rt
+                .take()
+        };
+        if let Some(rt) = rt {
+            rt.scope().kill();
+            self.trace
+                .record("sim", &format!("kill process {host}/{process}"));
+        }
+    }
+
+    pub fn restart_process(&self, host: &str, process: &str) {
+        self.kill_process(host, process);
+        self.launch(host, process);
+    }
+
+    pub fn process_running(&self, host: &str, process: &str) -> bool {
+        self.lock()
+            .hosts
+            .get(host)
+            .and_then(|h| h.procs.get(process))
+            .is_some_and(|p| p.rt.as_ref().is_some_and(|rt| !rt.scope().is_killed()))
+    }
+
+    /// Put a disk in the host's slot. It survives process kills; on a host
+    /// crash `on_crash` runs with the simulation's rng (drop unsynced data).
+    pub fn attach_disk<D: Any + Send + Sync>(
+        &self,
+        host: &str,
+        disk: Arc<D>,
+        on_crash: impl Fn(&D, &mut DetRng) + Send + Sync + 'static,
+    ) {
+        let d2 = disk.clone();
+        let slot = DiskSlot {
+            disk,
+            on_crash: Arc::new(move |rng| on_crash(&d2, rng)),
+        };
+        self.lock().hosts.get_mut(host).expect("unknown host").disk = Some(slot);
+    }
+
+    /// The disk in a host's slot, if it is of type `D`.
+    pub fn disk<D: Any + Send + Sync>(&self, host: &str) -> Option<Arc<D>> {
+        let slot = self.lock().hosts.get(host)?.disk.clone()?;
+        slot.disk.downcast::<D>().ok()
+    }
+
+    /// Crash a whole host: every process dies at once, nothing is flushed,
+    /// and the disk loses what was not synced.
+    pub fn crash_host(&self, host: &str) {
+        let (id, slot, rts) = {
+            let mut st = self.lock();
+            let h = st.hosts.get_mut(host).expect("unknown host");
+            h.up = false;
+            let rts: Vec<Runtime> = h.procs.values_mut().filter_map(|p| p.rt.take()).collect();
+            (h.node.id(), h.disk.clone(), rts)
+        };
+        for rt in rts {
+            rt.scope().kill();
+        }
+        Handle::current().kill(id);
+        if let Some(slot) = slot {
+            let mut rng = self.with_rng(|r| r.fork());
+            (slot.on_crash)(&mut rng);
+        }
+        self.trace.record("sim", &format!("crash host {host}"));
+    }
+
+    /// Boot a crashed host again and start the processes it ran.
+    pub fn restart_host(&self, host: &str) {
+        let (id, procs) = {
+            let mut st = self.lock();
+            let h = st.hosts.get_mut(host).expect("unknown host");
+            h.up = true;
+            (h.node.id(), h.procs.keys().cloned().collect::<Vec<_>>())
+        };
+        Handle::current().restart(id);
+        self.trace.record("sim", &format!("restart host {host}"));
+        for p in procs {
+            self.launch(host, &p);
+        }
+    }
+
+    fn clog(&self, from: &str, to: &str) {
+        let (a, b) = (self.node_id(from), self.node_id(to));
+        NetSim::current().clog_link(a, b);
+        self.lock().clogged.insert((from.to_string(), to.to_string()));
+    }
+
+    /// Cut traffic both ways between every host of `a` and every host of `b`.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        for x in a {
+            for y in b {
+                self.clog(x, y);
+                self.clog(y, x);
+            }
+        }
+        self.trace
+            .record("sim", &format!("partition {a:?} <-> {b:?}"));
+    }
+
+    /// Cut traffic from `from` to `to` only: replies still flow back.
+    pub fn partition_oneway(&self, from: &[&str], to: &[&str]) {
+        for x in from {
+            for y in to {
+                self.clog(x, y);
+            }
+        }
+        self.trace
+            .record("sim", &format!("partition {from:?} -> {to:?}"));
+    }
+
+    /// Heal every partition.
+    pub fn repair(&self) {
+        let clogged = std::mem::take(&mut self.lock().clogged);
+        for (from, to) in clogged {
+            let (a, b) = (self.node_id(&from), self.node_id(&to));
+            NetSim::current().unclog_link(a, b);
+        }
+        self.trace.record("sim", "repair all partitions");
+    }
+
+    /// Every message takes between `min` and `max` (madsim's default is
+    /// 1-10 ms).
+    pub fn set_latency(&self, min: Duration, max: Duration) {
+        assert!(min < max, "latency range must not be empty");
+        NetSim::current().update_config(|c| c.send_latency = min..max);
+        self.trace
+            .record("sim", &format!("latency {min:?}..{max:?}"));
+    }
+
+    /// Each message is lost with probability `p` (TCP retransmits, so on
+    /// streams this is delay; connection attempts fail).
+    pub fn set_loss(&self, p: f64) {
+        NetSim::current().update_config(|c| c.packet_loss_rate = p);
+        self.trace.record("sim", &format!("loss {p}"));
+    }
+
+    /// DNS for `name` answers only after `latency` (or never).
+    pub fn dns_fault(&self, name: &str, answer: SimAnswer, latency: Duration) {
+        let n: DnsName = name.parse().expect("valid host name");
+        self.trace
+            .record("sim", &format!("dns {name} -> {answer:?} after {latency:?}"));
+        self.dns.set(&n, answer, latency);
+    }
+
+    /// Sleep in simulated time.
+    pub async fn sleep(&self, d: Duration) {
+        mortar_net::Clock::new().sleep(d).await
+    }
+
+    /// Wait until `cond` holds, checking every `step`, at most `limit` of
+    /// simulated time. Panics with `what` if it never does.
+    pub async fn wait_until(&self, what: &str, limit: Duration, step: Duration, cond: impl Fn() -> bool) {
+        let clock = mortar_net::Clock::new();
+        let deadline = clock.now() + limit;
+        while !cond() {
+            assert!(clock.now() < deadline, "{}: {what} did not happen within {limit:?}", self.name);
+            clock.sleep(step).await;
+        }
+    }
+
+    /// Print the end-of-run line: seed, event count and trace hash.
+    pub fn finish(&self) -> u64 {
+        let h = self.trace.hash();
+        eprintln!(
+            "sim: {}: seed {} done: {} events, trace hash {h:016x}",
+            self.name,
+            self.seed,
+            self.trace.events()
+        );
+        h
+    }
+
+    pub fn host_names(&self) -> Vec<String> {
+        self.lock().hosts.values().map(|h| h.name.clone()).collect()
+    }
+}
+
+/// The outcome of one seed run by [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub events: u64,
+}
+
+/// Run `scenario` once under a fresh madsim runtime with `seed`. A panic in
+/// the scenario propagates (after the trace tail is printed).
+pub fn run<F, Fut>(test: &str, seed: u64, scenario: F) -> RunOutcome
+where
+    F: FnOnce(Sim) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.set_allow_system_thread(true);
+    let test = test.to_string();
+    rt.block_on(async move {
+        let sim = Sim::new(&test);
+        let guard = TailOnPanic(sim.trace.clone());
+        scenario(sim.clone()).await;
+        std::mem::forget(guard);
+        let trace_hash = sim.finish();
+        RunOutcome {
+            seed,
+            trace_hash,
+            events: sim.trace.events(),
+        }
+    })
+}
+
+/// Prints the last trace events if the scenario panics, so a failing seed
+/// shows what led up to the failure.
+struct TailOnPanic(Arc<TraceLog>);
+
+impl Drop for TailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("sim: last {} events before the failure:", TRACE_TAIL_EVENTS_MAX);
+            for line in self.0.tail() {
+                eprintln!("  {line}");
+            }
+        }
+    }
+}
+
+/// Use inside `#[madsim::test]`: prints the trace tail if the test panics.
+pub fn tail_on_panic(sim: &Sim) -> impl Drop {
+    TailOnPanic(sim.trace.clone())
+}
+
+/// An address in the simulation's private range for host number `n`.
+pub fn host_ip(n: u8) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n))
+}
