@@ -186,7 +186,7 @@ impl FrameDecoder {
             return Err(FrameError::BadMagic { found: magic });
         }
         let stored = u32::from_le_bytes([hdr[28], hdr[29], hdr[30], hdr[31]]);
-        let computed = crc32c::crc32c(&hdr[..28]);
+        let computed = header_crc(hdr);
         if stored != computed {
             return Err(FrameError::BadHeaderCrc { computed, stored });
         }
@@ -223,6 +223,12 @@ impl FrameDecoder {
         }
         Ok(HEADER_LEN + body_len as usize + payload_len as usize + TRAILER_LEN)
     }
+}
+
+/// The checksum stored at bytes 28..32 of a header, computed over its
+/// first 28 bytes (exposed for tools and tests that craft frames).
+pub fn header_crc(first_28_bytes: &[u8]) -> u32 {
+    crc32c::crc32c(&first_28_bytes[..28])
 }
 
 /// Verify the trailing checksum of a complete frame and slice it apart.
@@ -332,8 +338,8 @@ pub fn encode(
     head.put_u64_le(header.request_id);
     head.put_u32_le(body_len);
     head.put_u32_le(payload_len);
-    let header_crc = crc32c::crc32c(&head[..28]);
-    head.put_u32_le(header_crc);
+    let hcrc = header_crc(&head);
+    head.put_u32_le(hcrc);
     head.put_slice(body);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &payload);
     Ok(EncodedFrame {

@@ -92,6 +92,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> StreamSource<R> {
         }
     }
 
+    /// Bytes the receive buffer currently has reserved (for tests that
+    /// check a peer cannot make us allocate what it merely announces).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     async fn recv_frame(&mut self) -> Result<Option<Frame>, LinkError> {
         loop {
             if let Some(f) = self.decoder.decode(&mut self.buf)? {

@@ -6,6 +6,7 @@
 //! never goes through the codec; it travels as the frame's raw payload.
 
 mod client;
+pub mod echo;
 mod server;
 
 use std::time::Duration;
