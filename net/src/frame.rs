@@ -82,7 +82,9 @@ pub enum FrameError {
     BadMagic { found: u32 },
     #[error("unsupported frame version {found} (this build speaks {FRAME_VERSION}): upgrade the older side")]
     UnsupportedVersion { found: u8 },
-    #[error("unknown flag bits {found:#04x}: the peer speaks a newer protocol or the frame is corrupt")]
+    #[error(
+        "unknown flag bits {found:#04x}: the peer speaks a newer protocol or the frame is corrupt"
+    )]
     UnknownFlags { found: u8 },
     #[error("reserved header field is {found}, expected 0: the frame is corrupt")]
     ReservedNonZero { found: u16 },

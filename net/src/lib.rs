@@ -16,6 +16,7 @@ pub mod rng;
 pub mod rpc;
 pub mod runtime;
 pub mod scope;
+pub mod sync;
 pub mod time;
 pub mod transport;
 

@@ -16,9 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::addr::{Addr, DnsName, Endpoint, Host, HostPort};
+use crate::sync::Watch;
 use crate::time::{Clock, Instant};
 use crate::BoxFuture;
 
@@ -72,7 +71,16 @@ struct CacheEntry {
     expires: Instant,
 }
 
-type Shared = watch::Receiver<Option<Result<Vec<IpAddr>, ResolveError>>>;
+/// A shared in-flight lookup, as its followers see it.
+#[derive(Debug, Clone)]
+enum Flight {
+    Pending,
+    Done(Result<Vec<IpAddr>, ResolveError>),
+    /// The leader was cancelled before answering.
+    Abandoned,
+}
+
+type Shared = Watch<Flight>;
 
 #[derive(Default)]
 struct State {
@@ -105,14 +113,20 @@ impl std::fmt::Debug for Resolver {
 }
 
 enum Role {
-    Leader(watch::Sender<Option<Result<Vec<IpAddr>, ResolveError>>>),
+    Leader(Shared),
     Follower(Shared),
 }
 
 impl Resolver {
     pub fn new(backend: Arc<dyn ResolveBackend>, cfg: ResolverConfig, clock: Clock) -> Self {
-        assert!(!cfg.deadline.is_zero(), "resolver deadline must be non-zero");
-        assert!(cfg.cache_entries_max > 0, "resolver cache must hold an entry");
+        assert!(
+            !cfg.deadline.is_zero(),
+            "resolver deadline must be non-zero"
+        );
+        assert!(
+            cfg.cache_entries_max > 0,
+            "resolver cache must hold an entry"
+        );
         Resolver {
             backend,
             cfg,
@@ -170,24 +184,24 @@ impl Resolver {
                 match st.in_flight.get(name) {
                     Some(rx) => Role::Follower(rx.clone()),
                     None => {
-                        let (tx, rx) = watch::channel(None);
-                        st.in_flight.insert(name.clone(), rx);
-                        Role::Leader(tx)
+                        let flight = Watch::new(Flight::Pending);
+                        st.in_flight.insert(name.clone(), flight.clone());
+                        Role::Leader(flight)
                     }
                 }
             };
             match role {
                 Role::Leader(tx) => return self.lead(name, deadline, tx).await,
-                Role::Follower(mut rx) => {
+                Role::Follower(flight) => {
                     let waited = self
                         .clock
-                        .timeout_at(deadline, rx.wait_for(|v| v.is_some()))
+                        .timeout_at(deadline, flight.wait_for(|f| !matches!(f, Flight::Pending)))
                         .await;
                     match waited {
-                        Ok(Ok(v)) => return v.clone().expect("waited for Some"),
+                        Ok(Flight::Done(answer)) => return answer,
                         // The leader was cancelled before answering; try
                         // again, possibly as the new leader.
-                        Ok(Err(_)) => continue,
+                        Ok(_) => continue,
                         Err(_) => return self.on_failure(name, self.timeout_error(name)),
                     }
                 }
@@ -199,19 +213,25 @@ impl Resolver {
         &self,
         name: &DnsName,
         deadline: Instant,
-        tx: watch::Sender<Option<Result<Vec<IpAddr>, ResolveError>>>,
+        flight: Shared,
     ) -> Result<Vec<IpAddr>, ResolveError> {
         // If this future is dropped mid-lookup, the in-flight marker must go
-        // so that followers retry instead of waiting on a dead leader.
-        struct Unmark<'a>(&'a Resolver, &'a DnsName);
+        // and followers must hear of it, so they retry instead of waiting
+        // on a dead leader.
+        struct Unmark<'a>(&'a Resolver, &'a DnsName, Shared);
         impl Drop for Unmark<'_> {
             fn drop(&mut self) {
                 if let Ok(mut st) = self.0.state.lock() {
                     st.in_flight.remove(self.1);
                 }
+                self.2.modify(|f| {
+                    if matches!(f, Flight::Pending) {
+                        *f = Flight::Abandoned;
+                    }
+                });
             }
         }
-        let _unmark = Unmark(self, name);
+        let _unmark = Unmark(self, name, flight.clone());
         self.bump(|s| s.backend_lookups += 1);
         let answer = match self
             .clock
@@ -233,7 +253,7 @@ impl Resolver {
             }
             Err(e) => self.on_failure(name, e),
         };
-        tx.send_replace(Some(answer.clone()));
+        flight.set(Flight::Done(answer.clone()));
         answer
     }
 
@@ -325,10 +345,14 @@ impl Default for SystemDns {
 impl ResolveBackend for SystemDns {
     fn lookup<'a>(&'a self, name: &'a DnsName) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
         Box::pin(async move {
-            let _slot = self.slots.acquire().await.map_err(|_| ResolveError::ServFail {
-                name: name.clone(),
-                detail: "resolver shut down".into(),
-            })?;
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| ResolveError::ServFail {
+                    name: name.clone(),
+                    detail: "resolver shut down".into(),
+                })?;
             #[allow(clippy::disallowed_methods)] // The seam is the one door to real DNS.
             let found = tokio::net::lookup_host((name.as_str(), 0)).await;
             match found {
@@ -413,8 +437,16 @@ impl SimDns {
 impl ResolveBackend for SimDns {
     fn lookup<'a>(&'a self, name: &'a DnsName) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
         Box::pin(async move {
-            self.queries.lock().expect("sim dns lock").push(name.clone());
-            let rec = self.records.lock().expect("sim dns lock").get(name).cloned();
+            self.queries
+                .lock()
+                .expect("sim dns lock")
+                .push(name.clone());
+            let rec = self
+                .records
+                .lock()
+                .expect("sim dns lock")
+                .get(name)
+                .cloned();
             let Some(rec) = rec else {
                 return Err(ResolveError::NxDomain(name.clone()));
             };
@@ -465,7 +497,12 @@ mod tests {
         let (dns, r) = setup(ResolverConfig::default());
         dns.set(&name("everything"), SimAnswer::Hang, Duration::ZERO);
         let t0 = Instant::now();
-        for ep in ["/var/run/mortar/mgmtd.sock", "unix:/x.sock", "127.0.0.1:24007", "[::1]:1"] {
+        for ep in [
+            "/var/run/mortar/mgmtd.sock",
+            "unix:/x.sock",
+            "127.0.0.1:24007",
+            "[::1]:1",
+        ] {
             let ep: Endpoint = ep.parse().unwrap();
             let got = r.resolve(&ep).await.unwrap();
             assert_eq!(got.len(), 1);
@@ -478,7 +515,11 @@ mod tests {
     async fn positive_and_negative_caching_with_ttl() {
         let cfg = ResolverConfig::default();
         let (dns, r) = setup(cfg);
-        dns.set(&name("a"), SimAnswer::Addrs(vec![IP]), Duration::from_millis(300));
+        dns.set(
+            &name("a"),
+            SimAnswer::Addrs(vec![IP]),
+            Duration::from_millis(300),
+        );
         assert_eq!(r.lookup(&name("a")).await.unwrap(), vec![IP]);
         let t0 = Instant::now();
         assert_eq!(r.lookup(&name("a")).await.unwrap(), vec![IP]);
@@ -494,7 +535,10 @@ mod tests {
         // The positive entry expires after its TTL and is fetched again.
         tokio::time::sleep(cfg.positive_ttl).await;
         r.lookup(&name("a")).await.unwrap();
-        assert_eq!(dns.queries().iter().filter(|q| q.as_str() == "a").count(), 2);
+        assert_eq!(
+            dns.queries().iter().filter(|q| q.as_str() == "a").count(),
+            2
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -517,7 +561,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrent_lookups_share_one_query() {
         let (dns, r) = setup(ResolverConfig::default());
-        dns.set(&name("busy"), SimAnswer::Addrs(vec![IP]), Duration::from_millis(500));
+        dns.set(
+            &name("busy"),
+            SimAnswer::Addrs(vec![IP]),
+            Duration::from_millis(500),
+        );
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let r = r.clone();

@@ -234,7 +234,9 @@ impl Runtime {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{ep}: no addresses"))))
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{ep}: no addresses"))
+        }))
     }
 
     /// Resolve and bind. A name must resolve to exactly the address to
@@ -245,9 +247,9 @@ impl Runtime {
             .resolve(ep)
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
-        let addr: &Addr = addrs
-            .first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{ep}: no addresses")))?;
+        let addr: &Addr = addrs.first().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{ep}: no addresses"))
+        })?;
         self.transport()
             .bind(addr, limits)
             .await

@@ -14,19 +14,20 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::sync::Watch;
 
 struct ScopeInner {
     name: String,
-    killed: watch::Sender<bool>,
+    killed: Watch<bool>,
     live_tasks: AtomicUsize,
     children: Mutex<Vec<Weak<ScopeInner>>>,
 }
 
 impl ScopeInner {
     fn kill(&self) {
-        self.killed.send_replace(true);
+        self.killed.set(true);
         let children = std::mem::take(&mut *self.children.lock().expect("scope lock"));
         for c in children.iter().filter_map(Weak::upgrade) {
             c.kill();
@@ -61,7 +62,7 @@ impl Drop for LiveGuard {
 
 impl Scope {
     pub fn new(name: impl Into<String>) -> Self {
-        let (killed, _) = watch::channel(false);
+        let killed = Watch::new(false);
         Scope {
             inner: Arc::new(ScopeInner {
                 name: name.into(),
@@ -114,11 +115,9 @@ impl Scope {
 
     /// Completes when the scope is killed.
     pub fn killed_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.inner.killed.subscribe();
+        let killed = self.inner.killed.clone();
         async move {
-            // An error means the sender is gone, which only happens when
-            // the scope itself is dropped; treat that as killed too.
-            let _ = rx.wait_for(|k| *k).await;
+            killed.wait_for(|k| *k).await;
         }
     }
 
@@ -128,7 +127,7 @@ impl Scope {
     }
 
     pub fn is_killed(&self) -> bool {
-        *self.inner.killed.borrow()
+        self.inner.killed.get()
     }
 
     /// Tasks spawned here that have not yet ended.

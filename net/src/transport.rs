@@ -65,9 +65,16 @@ pub trait Listener: Send + 'static {
 
 /// Dials and binds addresses. Daemons get one from their runtime handle.
 pub trait Transport: Send + Sync + 'static {
-    fn connect<'a>(&'a self, addr: &'a Addr, limits: FrameLimits) -> BoxFuture<'a, io::Result<Link>>;
-    fn bind<'a>(&'a self, addr: &'a Addr, limits: FrameLimits)
-        -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
+    fn connect<'a>(
+        &'a self,
+        addr: &'a Addr,
+        limits: FrameLimits,
+    ) -> BoxFuture<'a, io::Result<Link>>;
+    fn bind<'a>(
+        &'a self,
+        addr: &'a Addr,
+        limits: FrameLimits,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Listener>>>;
 }
 
 /// Read buffers grow by at most this much beyond what has arrived, so a
@@ -276,7 +283,10 @@ mod sockets {
             }
         }
 
-        pub(super) async fn bind(path: &Path, limits: FrameLimits) -> io::Result<Box<dyn Listener>> {
+        pub(super) async fn bind(
+            path: &Path,
+            limits: FrameLimits,
+        ) -> io::Result<Box<dyn Listener>> {
             // A socket file left by a dead daemon would make bind fail with
             // EADDRINUSE; remove it only if nothing answers on it.
             if path.exists() && UnixStream::connect(path).await.is_err() {
@@ -310,14 +320,21 @@ mod sockets {
             Err(unsupported(path))
         }
 
-        pub(super) async fn bind(path: &Path, _limits: FrameLimits) -> io::Result<Box<dyn Listener>> {
+        pub(super) async fn bind(
+            path: &Path,
+            _limits: FrameLimits,
+        ) -> io::Result<Box<dyn Listener>> {
             Err(unsupported(path))
         }
     }
 }
 
 impl Transport for SocketTransport {
-    fn connect<'a>(&'a self, addr: &'a Addr, limits: FrameLimits) -> BoxFuture<'a, io::Result<Link>> {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a Addr,
+        limits: FrameLimits,
+    ) -> BoxFuture<'a, io::Result<Link>> {
         Box::pin(sockets::connect(addr, limits))
     }
     fn bind<'a>(

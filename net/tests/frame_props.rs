@@ -138,7 +138,12 @@ proptest! {
 #[test]
 fn header_announcing_more_than_the_limit_is_refused_before_any_body_arrives() {
     let lim = FrameLimits::default();
-    let h = Header { flags: 0, program: 1, procedure: 1, request_id: 1 };
+    let h = Header {
+        flags: 0,
+        program: 1,
+        procedure: 1,
+        request_id: 1,
+    };
     let mut wire = frame::encode(&h, b"", Bytes::new(), &lim).unwrap().to_vec();
     wire.truncate(HEADER_LEN);
     wire[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -146,6 +151,9 @@ fn header_announcing_more_than_the_limit_is_refused_before_any_body_arrives() {
     wire[28..32].copy_from_slice(&crc.to_le_bytes());
     let mut src = StreamSource::new(std::io::Cursor::new(wire), lim);
     let err = rt().block_on(src.recv()).unwrap_err();
-    assert!(err.to_string().contains("exceeds the configured maximum"), "{err}");
+    assert!(
+        err.to_string().contains("exceeds the configured maximum"),
+        "{err}"
+    );
     assert!(src.buffer_capacity() < 128 << 10);
 }

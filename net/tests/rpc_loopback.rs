@@ -58,12 +58,21 @@ async fn connected(rt: &Runtime, h: &ServerHandle) -> RpcClient {
 #[tokio::test]
 async fn echo_with_large_payload_over_tcp_and_unix() {
     let rt = Runtime::production("test");
-    for ep in ["127.0.0.1:0".to_string(), format!("unix:{}", unix_path("echo"))] {
+    for ep in [
+        "127.0.0.1:0".to_string(),
+        format!("unix:{}", unix_path("echo")),
+    ] {
         let (h, echo) = serve(&rt, &ep, cfg()).await;
         let c = connected(&rt, &h).await;
         let payload: Bytes = (0..(1u32 << 20)).map(|i| (i * 7 + 3) as u8).collect();
         let r = c
-            .call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"hdr"), payload.clone(), T)
+            .call(
+                PROGRAM_ECHO,
+                PROC_ECHO,
+                Bytes::from_static(b"hdr"),
+                payload.clone(),
+                T,
+            )
             .await
             .unwrap();
         assert_eq!(&r.body[..], b"hdr");
@@ -124,7 +133,13 @@ async fn unknown_procedure_and_handler_panic_are_faults_on_a_live_connection() {
         "{e}"
     );
     let e = c
-        .call(PROGRAM_ECHO, PROC_SLEEP, Bytes::from_static(b"\xff"), Bytes::new(), T)
+        .call(
+            PROGRAM_ECHO,
+            PROC_SLEEP,
+            Bytes::from_static(b"\xff"),
+            Bytes::new(),
+            T,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -147,10 +162,9 @@ async fn unknown_program_closes_the_connection_and_the_client_reconnects() {
         .await
         .unwrap_err();
     assert!(matches!(e, RpcError::NotConnected { .. }), "{e}");
-    let mut rx = c.subscribe();
+    let rx = c.subscribe();
     tokio::time::timeout(T, rx.wait_for(|s| s.up && s.generation >= 2))
         .await
-        .unwrap()
         .unwrap();
     c.call(PROGRAM_ECHO, PROC_ECHO, Bytes::new(), Bytes::new(), T)
         .await
@@ -233,12 +247,18 @@ async fn pending_calls_fail_with_enotconn_when_the_server_dies() {
     let call = {
         let c = c.clone();
         tokio::spawn(async move {
-            c.call(PROGRAM_ECHO, PROC_SLEEP, body, Bytes::new(), Duration::from_secs(120))
-                .await
+            c.call(
+                PROGRAM_ECHO,
+                PROC_SLEEP,
+                body,
+                Bytes::new(),
+                Duration::from_secs(120),
+            )
+            .await
         })
     };
     // Wait until the server is actually running the call.
-    let mut rx = c.subscribe();
+    let rx = c.subscribe();
     tokio::time::timeout(T, async {
         while h.connections() == 0 {
             tokio::task::yield_now().await;
@@ -254,14 +274,23 @@ async fn pending_calls_fail_with_enotconn_when_the_server_dies() {
         .unwrap()
         .unwrap_err();
     assert!(
-        e.to_string().starts_with("transport endpoint is not connected"),
+        e.to_string()
+            .starts_with("transport endpoint is not connected"),
         "{e}"
     );
     assert_eq!(e.errno(), 107);
-    tokio::time::timeout(T, rx.wait_for(|s| !s.up)).await.unwrap().unwrap();
+    tokio::time::timeout(T, rx.wait_for(|s| !s.up))
+        .await
+        .unwrap();
     // While down, calls fail fast instead of waiting for their deadline.
     let e = c
-        .call(PROGRAM_ECHO, PROC_ECHO, Bytes::new(), Bytes::new(), Duration::from_secs(60))
+        .call(
+            PROGRAM_ECHO,
+            PROC_ECHO,
+            Bytes::new(),
+            Bytes::new(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, RpcError::NotConnected { .. }), "{e}");
@@ -275,7 +304,10 @@ async fn graceful_shutdown_lets_running_calls_finish() {
     let body = encode_body(&300u64).unwrap();
     let call = {
         let c = c.clone();
-        tokio::spawn(async move { c.call(PROGRAM_ECHO, PROC_SLEEP, body, Bytes::new(), T).await })
+        tokio::spawn(async move {
+            c.call(PROGRAM_ECHO, PROC_SLEEP, body, Bytes::new(), T)
+                .await
+        })
     };
     tokio::time::timeout(T, async {
         while echo.calls() == 0 {
@@ -285,7 +317,9 @@ async fn graceful_shutdown_lets_running_calls_finish() {
     .await
     .unwrap();
     h.shutdown().await;
-    call.await.unwrap().expect("call running at shutdown must complete");
+    call.await
+        .unwrap()
+        .expect("call running at shutdown must complete");
     assert_eq!(echo.disconnects(), 1);
 }
 
@@ -296,12 +330,21 @@ async fn deadline_and_oversized_requests_fail_cleanly() {
     let c = connected(&rt, &h).await;
     let body = encode_body(&5_000u64).unwrap();
     let e = c
-        .call(PROGRAM_ECHO, PROC_SLEEP, body, Bytes::new(), Duration::from_millis(100))
+        .call(
+            PROGRAM_ECHO,
+            PROC_SLEEP,
+            body,
+            Bytes::new(),
+            Duration::from_millis(100),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, RpcError::Timeout { .. }), "{e}");
     assert_eq!(e.errno(), 110);
-    let too_big = Bytes::from(vec![0u8; (FrameLimits::default().payload_bytes_max + 1) as usize]);
+    let too_big = Bytes::from(vec![
+        0u8;
+        (FrameLimits::default().payload_bytes_max + 1) as usize
+    ]);
     let e = c
         .call(PROGRAM_ECHO, PROC_ECHO, Bytes::new(), too_big, T)
         .await
@@ -321,12 +364,13 @@ async fn client_reconnects_to_a_restarted_server_on_the_same_port() {
     let ep = endpoint_of(&h);
     let c = connected(&rt, &h).await;
     h.kill();
-    let mut rx = c.subscribe();
-    tokio::time::timeout(T, rx.wait_for(|s| !s.up)).await.unwrap().unwrap();
+    let rx = c.subscribe();
+    tokio::time::timeout(T, rx.wait_for(|s| !s.up))
+        .await
+        .unwrap();
     let (h2, _) = serve(&rt, &ep.to_string(), cfg()).await;
     tokio::time::timeout(T, rx.wait_for(|s| s.up && s.generation == 2))
         .await
-        .unwrap()
         .unwrap();
     c.call(PROGRAM_ECHO, PROC_ECHO, Bytes::new(), Bytes::new(), T)
         .await
@@ -357,8 +401,10 @@ async fn silent_server_is_declared_dead_after_the_ping_timeout() {
     };
     let c = RpcClient::new(&rt, Endpoint::tcp(addr.ip(), addr.port()), cfg);
     c.wait_connected(T).await.unwrap();
-    let mut rx = c.subscribe();
-    tokio::time::timeout(T, rx.wait_for(|s| !s.up)).await.unwrap().unwrap();
+    let rx = c.subscribe();
+    tokio::time::timeout(T, rx.wait_for(|s| !s.up))
+        .await
+        .unwrap();
     let why = c.link_state().last_error.unwrap();
     assert!(why.contains("ping-timeout"), "{why}");
     hold.abort();

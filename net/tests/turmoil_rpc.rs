@@ -45,7 +45,11 @@ impl Listener for TurmoilListener {
 }
 
 impl Transport for TurmoilTransport {
-    fn connect<'a>(&'a self, addr: &'a Addr, limits: FrameLimits) -> BoxFuture<'a, io::Result<Link>> {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a Addr,
+        limits: FrameLimits,
+    ) -> BoxFuture<'a, io::Result<Link>> {
         Box::pin(async move {
             let Addr::Inet(sa) = addr else {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "tcp only"));
@@ -108,7 +112,10 @@ fn add_server(sim: &mut turmoil::Sim<'_>, calls: Arc<AtomicU64>) {
             let echo = EchoService::new();
             let mut s = RpcServer::new(rt.clone(), cfg());
             s.register(PROGRAM_ECHO, Arc::new(echo.clone()));
-            let bind = Endpoint::Tcp(HostPort::new(Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), PORT));
+            let bind = Endpoint::Tcp(HostPort::new(
+                Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                PORT,
+            ));
             let _h = s.listen(&bind).await?;
             let mut seen = 0;
             loop {
@@ -140,13 +147,25 @@ fn partition_mid_call_ends_in_a_deadline_error_then_recovers() {
         let rt = runtime("client", 1);
         let c = RpcClient::new(&rt, server_endpoint(), cfg());
         c.wait_connected(Duration::from_secs(10)).await?;
-        c.call(PROGRAM_ECHO, PROC_ECHO, Bytes::new(), Bytes::new(), Duration::from_secs(5))
-            .await?;
+        c.call(
+            PROGRAM_ECHO,
+            PROC_ECHO,
+            Bytes::new(),
+            Bytes::new(),
+            Duration::from_secs(5),
+        )
+        .await?;
         let call = {
             let c = c.clone();
             tokio::spawn(async move {
-                c.call(PROGRAM_ECHO, PROC_SLEEP, sleep_body(500), Bytes::new(), Duration::from_secs(3))
-                    .await
+                c.call(
+                    PROGRAM_ECHO,
+                    PROC_SLEEP,
+                    sleep_body(500),
+                    Bytes::new(),
+                    Duration::from_secs(3),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -157,17 +176,29 @@ fn partition_mid_call_ends_in_a_deadline_error_then_recovers() {
         // Either the 3 s deadline or the 4 s ping timeout ends the call,
         // whichever the partition hits first; it never hangs.
         assert!(
-            matches!(err, RpcError::Timeout { .. } | RpcError::NotConnected { .. }),
+            matches!(
+                err,
+                RpcError::Timeout { .. } | RpcError::NotConnected { .. }
+            ),
             "{err}"
         );
         assert!(waited <= Duration::from_secs(4), "call hung for {waited:?}");
         turmoil::repair("client", "server");
         // The stalled connection is declared dead and replaced.
-        let mut rx = c.subscribe();
-        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.up && s.generation >= 2))
-            .await??;
-        c.call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"after"), Bytes::new(), Duration::from_secs(5))
-            .await?;
+        let rx = c.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|s| s.up && s.generation >= 2),
+        )
+        .await?;
+        c.call(
+            PROGRAM_ECHO,
+            PROC_ECHO,
+            Bytes::from_static(b"after"),
+            Bytes::new(),
+            Duration::from_secs(5),
+        )
+        .await?;
         Ok(())
     });
     sim.run().unwrap();
@@ -190,8 +221,14 @@ fn held_messages_released_later_complete_exactly_once() {
         let call = {
             let c = c.clone();
             tokio::spawn(async move {
-                c.call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"one"), Bytes::new(), Duration::from_secs(3))
-                    .await
+                c.call(
+                    PROGRAM_ECHO,
+                    PROC_ECHO,
+                    Bytes::from_static(b"one"),
+                    Bytes::new(),
+                    Duration::from_secs(3),
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -203,20 +240,40 @@ fn held_messages_released_later_complete_exactly_once() {
         // arrives after release must not complete anything else.
         turmoil::hold("client", "server");
         let e = c
-            .call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"late"), Bytes::new(), Duration::from_millis(500))
+            .call(
+                PROGRAM_ECHO,
+                PROC_ECHO,
+                Bytes::from_static(b"late"),
+                Bytes::new(),
+                Duration::from_millis(500),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RpcError::Timeout { .. }), "{e}");
         tokio::time::sleep(Duration::from_secs(1)).await;
         turmoil::release("client", "server");
         let r = c
-            .call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"next"), Bytes::new(), Duration::from_secs(3))
+            .call(
+                PROGRAM_ECHO,
+                PROC_ECHO,
+                Bytes::from_static(b"next"),
+                Bytes::new(),
+                Duration::from_secs(3),
+            )
             .await?;
-        assert_eq!(&r.body[..], b"next", "a stale reply was delivered to a new call");
+        assert_eq!(
+            &r.body[..],
+            b"next",
+            "a stale reply was delivered to a new call"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         // "one", "late" and "next": each executed exactly once.
         assert_eq!(calls2.load(Ordering::SeqCst) - base, 3);
-        assert_eq!(c.link_state().generation, 1, "hold must not break the connection");
+        assert_eq!(
+            c.link_state().generation,
+            1,
+            "hold must not break the connection"
+        );
         Ok(())
     });
     sim.run().unwrap();
@@ -235,16 +292,31 @@ fn restarted_server_process_is_reconnected_to() {
         // with ENOTCONN promptly, not wait out its 60 s deadline.
         let t0 = tokio::time::Instant::now();
         let e = c
-            .call(PROGRAM_ECHO, PROC_SLEEP, sleep_body(30_000), Bytes::new(), Duration::from_secs(60))
+            .call(
+                PROGRAM_ECHO,
+                PROC_SLEEP,
+                sleep_body(30_000),
+                Bytes::new(),
+                Duration::from_secs(60),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RpcError::NotConnected { .. }), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-        let mut rx = c.subscribe();
-        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.up && s.generation >= 2))
-            .await??;
+        let rx = c.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|s| s.up && s.generation >= 2),
+        )
+        .await?;
         let r = c
-            .call(PROGRAM_ECHO, PROC_ECHO, Bytes::from_static(b"again"), Bytes::new(), Duration::from_secs(5))
+            .call(
+                PROGRAM_ECHO,
+                PROC_ECHO,
+                Bytes::from_static(b"again"),
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
             .await?;
         assert_eq!(&r.body[..], b"again");
         Ok(())

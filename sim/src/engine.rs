@@ -94,6 +94,8 @@ type ProcFactory = Arc<dyn Fn(Runtime) -> mortar_net::BoxFuture<'static, ()> + S
 
 struct Proc {
     factory: ProcFactory,
+    /// Started by `run_on`: not relaunched when the host restarts.
+    one_shot: bool,
     /// The running instance, if any.
     rt: Option<Runtime>,
 }
@@ -143,7 +145,10 @@ impl Sim {
     /// the command that replays it.
     pub fn new(test: &str) -> Sim {
         let seed = Handle::current().seed();
-        eprintln!("sim: {test}: seed {seed}; replay: {}", replay_command(test, seed));
+        eprintln!(
+            "sim: {test}: seed {seed}; replay: {}",
+            replay_command(test, seed)
+        );
         let sim = Sim {
             name: test.to_string(),
             seed,
@@ -155,7 +160,8 @@ impl Sim {
                 rng: DetRng::from_seed(seed ^ 0x5eed_5eed_5eed_5eed),
             })),
         };
-        sim.trace.record("sim", &format!("start {test} seed {seed}"));
+        sim.trace
+            .record("sim", &format!("start {test} seed {seed}"));
         sim
     }
 
@@ -252,7 +258,10 @@ impl Sim {
         let factory: ProcFactory = Arc::new(move |rt| Box::pin(factory(rt)));
         {
             let mut st = self.lock();
-            let h = st.hosts.get_mut(host).unwrap_or_else(|| panic!("unknown host {host}"));
+            let h = st
+                .hosts
+                .get_mut(host)
+                .unwrap_or_else(|| panic!("unknown host {host}"));
             assert!(
                 !h.procs.get(process).is_some_and(|p| p.rt.is_some()),
                 "process {process} already running on {host}"
@@ -261,6 +270,7 @@ impl Sim {
                 process.to_string(),
                 Proc {
                     factory,
+                    one_shot: false,
                     rt: None,
                 },
             );
@@ -288,6 +298,46 @@ impl Sim {
             let body = factory(rt.clone());
             let _ = rt.spawn(body).await;
         });
+    }
+
+    /// Run `f` as a process named `process` on `host` and return its
+    /// result. Tasks it spawned (an RPC client's connection, say) keep
+    /// running on the host until the process is killed or the host crashes.
+    pub async fn run_on<F, Fut, T>(&self, host: &str, process: &str, f: F) -> T
+    where
+        F: FnOnce(Runtime) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let rt = self.runtime_for(host, process);
+        let node = {
+            let mut st = self.lock();
+            let h = st
+                .hosts
+                .get_mut(host)
+                .unwrap_or_else(|| panic!("unknown host {host}"));
+            assert!(h.up, "run_on {host}: host is down");
+            let placeholder: ProcFactory = Arc::new(|_| Box::pin(async {}));
+            // Registered so kill_process can stop it; not restarted with
+            // the host, since it is a one-shot.
+            h.procs.insert(
+                process.to_string(),
+                Proc {
+                    factory: placeholder,
+                    one_shot: true,
+                    rt: Some(rt.clone()),
+                },
+            );
+            h.node.clone()
+        };
+        self.trace.record("sim", &format!("run {host}/{process}"));
+        let out = node
+            .spawn(async move { rt.spawn(f(rt.clone())).await })
+            .await;
+        match out {
+            Ok(Ok(Some(v))) => v,
+            _ => panic!("{host}/{process} was killed before it finished"),
+        }
     }
 
     /// Kill one process; its host and other processes run on. Its sockets
@@ -371,7 +421,13 @@ impl Sim {
             let mut st = self.lock();
             let h = st.hosts.get_mut(host).expect("unknown host");
             h.up = true;
-            (h.node.id(), h.procs.keys().cloned().collect::<Vec<_>>())
+            let services = h
+                .procs
+                .iter()
+                .filter(|(_, p)| !p.one_shot)
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>();
+            (h.node.id(), services)
         };
         Handle::current().restart(id);
         self.trace.record("sim", &format!("restart host {host}"));
@@ -383,7 +439,9 @@ impl Sim {
     fn clog(&self, from: &str, to: &str) {
         let (a, b) = (self.node_id(from), self.node_id(to));
         NetSim::current().clog_link(a, b);
-        self.lock().clogged.insert((from.to_string(), to.to_string()));
+        self.lock()
+            .clogged
+            .insert((from.to_string(), to.to_string()));
     }
 
     /// Cut traffic both ways between every host of `a` and every host of `b`.
@@ -438,8 +496,10 @@ impl Sim {
     /// DNS for `name` answers only after `latency` (or never).
     pub fn dns_fault(&self, name: &str, answer: SimAnswer, latency: Duration) {
         let n: DnsName = name.parse().expect("valid host name");
-        self.trace
-            .record("sim", &format!("dns {name} -> {answer:?} after {latency:?}"));
+        self.trace.record(
+            "sim",
+            &format!("dns {name} -> {answer:?} after {latency:?}"),
+        );
         self.dns.set(&n, answer, latency);
     }
 
@@ -450,11 +510,21 @@ impl Sim {
 
     /// Wait until `cond` holds, checking every `step`, at most `limit` of
     /// simulated time. Panics with `what` if it never does.
-    pub async fn wait_until(&self, what: &str, limit: Duration, step: Duration, cond: impl Fn() -> bool) {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        step: Duration,
+        cond: impl Fn() -> bool,
+    ) {
         let clock = mortar_net::Clock::new();
         let deadline = clock.now() + limit;
         while !cond() {
-            assert!(clock.now() < deadline, "{}: {what} did not happen within {limit:?}", self.name);
+            assert!(
+                clock.now() < deadline,
+                "{}: {what} did not happen within {limit:?}",
+                self.name
+            );
             clock.sleep(step).await;
         }
     }
@@ -486,7 +556,29 @@ pub struct RunOutcome {
 
 /// Run `scenario` once under a fresh madsim runtime with `seed`. A panic in
 /// the scenario propagates (after the trace tail is printed).
+///
+/// Each run gets a fresh OS thread, as `#[madsim::test]` does: std's
+/// HashMap keys are per thread and advance with every map created, so a
+/// second simulation on the same thread would see different hash orders
+/// inside madsim and diverge from the first.
 pub fn run<F, Fut>(test: &str, seed: u64, scenario: F) -> RunOutcome
+where
+    F: FnOnce(Sim) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let test = test.to_string();
+    #[allow(clippy::disallowed_methods)] // The simulator's own thread, outside any simulation.
+    let worker = std::thread::Builder::new()
+        .name(format!("sim {test} seed {seed}"))
+        .spawn(move || run_here(&test, seed, scenario))
+        .expect("spawn simulation thread");
+    match worker.join() {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn run_here<F, Fut>(test: &str, seed: u64, scenario: F) -> RunOutcome
 where
     F: FnOnce(Sim) -> Fut,
     Fut: Future<Output = ()> + 'static,
@@ -515,7 +607,10 @@ struct TailOnPanic(Arc<TraceLog>);
 impl Drop for TailOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("sim: last {} events before the failure:", TRACE_TAIL_EVENTS_MAX);
+            eprintln!(
+                "sim: last {} events before the failure:",
+                TRACE_TAIL_EVENTS_MAX
+            );
             for line in self.0.tail() {
                 eprintln!("  {line}");
             }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{
     decode_body, encode_body, write_loop, Fault, Reply, RpcConfig, RpcError, PROC_PING,
@@ -30,6 +30,7 @@ use super::{
 use crate::addr::Endpoint;
 use crate::frame::{self, EncodedFrame, Frame, Header};
 use crate::runtime::Runtime;
+use crate::sync::Watch;
 use crate::time::Instant;
 use crate::transport::FrameSource;
 
@@ -61,7 +62,7 @@ struct Inner {
     endpoint: Endpoint,
     name: String,
     state: Mutex<State>,
-    link: watch::Sender<LinkState>,
+    link: Watch<LinkState>,
     next_id: AtomicU64,
     slots: Semaphore,
 }
@@ -85,7 +86,7 @@ impl std::fmt::Debug for RpcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RpcClient")
             .field("endpoint", &self.inner().name)
-            .field("link", &*self.inner().link.borrow())
+            .field("link", &self.inner().link.get())
             .finish()
     }
 }
@@ -95,7 +96,7 @@ impl RpcClient {
     pub fn new(rt: &Runtime, endpoint: Endpoint, cfg: RpcConfig) -> RpcClient {
         cfg.validate().expect("invalid RpcConfig");
         let name = endpoint.to_string();
-        let (link, _) = watch::channel(LinkState {
+        let link = Watch::new(LinkState {
             up: false,
             generation: 0,
             last_error: Some("not yet connected".into()),
@@ -125,33 +126,34 @@ impl RpcClient {
     }
 
     /// Follow connection state changes (child-up / child-down).
-    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
-        self.inner().link.subscribe()
+    pub fn subscribe(&self) -> Watch<LinkState> {
+        self.inner().link.clone()
     }
 
     pub fn link_state(&self) -> LinkState {
-        self.inner().link.borrow().clone()
+        self.inner().link.get()
     }
 
     pub fn is_connected(&self) -> bool {
-        self.inner().link.borrow().up
+        self.inner().link.with(|s| s.up)
     }
 
     /// Wait until connected, at most `timeout`. Returns the generation.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<u64, RpcError> {
         let inner = self.inner();
-        let mut rx = inner.link.subscribe();
         let waited = inner
             .rt
             .clock()
-            .timeout(timeout, async { rx.wait_for(|s| s.up).await.map(|s| s.generation) })
+            .timeout(timeout, inner.link.wait_for(|s| s.up))
             .await;
         match waited {
-            Ok(Ok(generation)) => Ok(generation),
-            Ok(Err(_)) => Err(RpcError::Closed(inner.name.clone())),
+            Ok(s) => Ok(s.generation),
             Err(_) => Err(inner.not_connected(format!(
                 "not connected within {timeout:?}: {}",
-                inner.link.borrow().last_error.as_deref().unwrap_or("unknown")
+                inner
+                    .link
+                    .with(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "unknown".into())
             ))),
         }
     }
@@ -159,8 +161,14 @@ impl RpcClient {
     /// Round trip to the server's messenger.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, RpcError> {
         let t0 = self.inner().rt.clock().now();
-        self.call(PROGRAM_MESSENGER, PROC_PING, Bytes::new(), Bytes::new(), timeout)
-            .await?;
+        self.call(
+            PROGRAM_MESSENGER,
+            PROC_PING,
+            Bytes::new(),
+            Bytes::new(),
+            timeout,
+        )
+        .await?;
         Ok(self.inner().rt.clock().now() - t0)
     }
 
@@ -188,7 +196,9 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<(A, Bytes), RpcError> {
         let body = encode_body(req).map_err(RpcError::Codec)?;
-        let reply = self.call(program, procedure, body, payload, timeout).await?;
+        let reply = self
+            .call(program, procedure, body, payload, timeout)
+            .await?;
         let value = decode_body(&reply.body).map_err(RpcError::Codec)?;
         Ok((value, reply.payload))
     }
@@ -232,7 +242,7 @@ impl Inner {
         for (_, p) in pending {
             let _ = p.tx.send(Err(RpcError::Closed(self.name.clone())));
         }
-        self.link.send_modify(|s| {
+        self.link.modify(|s| {
             s.up = false;
             s.last_error = Some(why.into());
         });
@@ -267,7 +277,8 @@ impl Inner {
             procedure,
             request_id: id,
         };
-        let frame = frame::encode(&header, &body, payload, &self.cfg.limits).map_err(RpcError::Frame)?;
+        let frame =
+            frame::encode(&header, &body, payload, &self.cfg.limits).map_err(RpcError::Frame)?;
         let (otx, orx) = oneshot::channel();
         let tx = {
             let mut st = self.state.lock().expect("client lock");
@@ -278,13 +289,17 @@ impl Inner {
                 drop(st);
                 return Err(self.not_connected(
                     self.link
-                        .borrow()
-                        .last_error
-                        .clone()
+                        .with(|s| s.last_error.clone())
                         .unwrap_or_else(|| "connection down".into()),
                 ));
             };
-            st.pending.insert(id, Pending { generation, tx: otx });
+            st.pending.insert(
+                id,
+                Pending {
+                    generation,
+                    tx: otx,
+                },
+            );
             tx
         };
         let _guard = PendingGuard { inner: self, id };
@@ -302,6 +317,18 @@ impl Inner {
             Ok(Err(_)) => return Err(self.not_connected("connection lost before the reply")),
             Ok(Ok(r)) => r?,
         };
+        self.rt.trace(|| {
+            format!(
+                "call {program}/{procedure} id {id} replied ({} + {} bytes{})",
+                frame.body.len(),
+                frame.payload.len(),
+                if frame.header.is_error() {
+                    ", error"
+                } else {
+                    ""
+                }
+            )
+        });
         if frame.header.is_error() {
             let fault: Fault = decode_body(&frame.body).map_err(RpcError::Codec)?;
             return Err(RpcError::Fault {
@@ -326,7 +353,9 @@ impl Inner {
                 let _ = p.tx.send(Ok(frame));
             }
             None if frame.header.program == PROGRAM_MESSENGER => {}
-            None => tracing::debug!(endpoint = %self.name, id, "reply for a call that already gave up"),
+            None => {
+                tracing::debug!(endpoint = %self.name, id, "reply for a call that already gave up")
+            }
         }
     }
 
@@ -348,7 +377,7 @@ impl Inner {
         for p in failed {
             let _ = p.tx.send(Err(self.not_connected(reason.to_string())));
         }
-        self.link.send_modify(|s| {
+        self.link.modify(|s| {
             s.up = false;
             s.last_error = Some(reason.into());
         });
@@ -388,7 +417,7 @@ async fn connection_manager(inner: Arc<Inner>) {
                     }
                     st.conn = Some((generation, tx.clone()));
                 }
-                inner.link.send_modify(|s| {
+                inner.link.modify(|s| {
                     s.up = true;
                     s.generation = generation;
                     s.last_error = None;
@@ -400,9 +429,12 @@ async fn connection_manager(inner: Arc<Inner>) {
                 let reason = read_replies(&inner, link.source, writer, tx).await;
                 conn_rt.scope().kill();
                 inner.connection_lost(generation, &reason);
-                inner
-                    .rt
-                    .trace(|| format!("disconnected from {} gen {generation}: {reason}", inner.name));
+                inner.rt.trace(|| {
+                    format!(
+                        "disconnected from {} gen {generation}: {reason}",
+                        inner.name
+                    )
+                });
                 tracing::warn!(endpoint = %inner.name, %reason, "disconnected; reconnecting");
             }
             Err(e) => {
@@ -410,8 +442,10 @@ async fn connection_manager(inner: Arc<Inner>) {
                 if attempt == 0 {
                     tracing::warn!(endpoint = %inner.name, error = %msg, "connect failed; retrying with backoff");
                 }
-                inner.rt.trace(|| format!("connect to {} failed: {msg}", inner.name));
-                inner.link.send_modify(|s| s.last_error = Some(msg));
+                inner
+                    .rt
+                    .trace(|| format!("connect to {} failed: {msg}", inner.name));
+                inner.link.modify(|s| s.last_error = Some(msg));
             }
         }
         let pause = inner.backoff(attempt);

@@ -295,7 +295,9 @@ mod tests {
             endpoint: "tcp:10.0.0.1:49152".into(),
             detail: "connection reset".into(),
         };
-        assert!(e.to_string().starts_with("transport endpoint is not connected"));
+        assert!(e
+            .to_string()
+            .starts_with("transport endpoint is not connected"));
         assert!(e.to_string().contains("10.0.0.1"));
         assert_eq!(e.errno(), 107);
     }

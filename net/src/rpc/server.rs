@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::{
-    encode_body, write_loop, Fault, FaultCode, Reply, Request, RpcConfig, Service,
-    PROC_PING, PROGRAM_MESSENGER,
+    encode_body, write_loop, Fault, FaultCode, Reply, Request, RpcConfig, Service, PROC_PING,
+    PROGRAM_MESSENGER,
 };
 use crate::addr::{Addr, Endpoint};
 use crate::frame::{self, flags, EncodedFrame, Frame, Header};
 use crate::runtime::Runtime;
+use crate::sync::Watch;
 use crate::transport::{Link, Listener};
 
 /// Who is on the other end of a server connection.
@@ -36,7 +37,7 @@ struct ServerShared {
     rt: Runtime,
     cfg: RpcConfig,
     services: BTreeMap<u16, Arc<dyn Service>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Watch<bool>,
     next_conn_id: AtomicU64,
     live_conns: AtomicUsize,
     conns_done: tokio::sync::Notify,
@@ -59,7 +60,10 @@ impl RpcServer {
 
     /// Register a program. Program 0 belongs to the messenger.
     pub fn register(&mut self, program: u16, svc: Arc<dyn Service>) -> &mut Self {
-        assert_ne!(program, PROGRAM_MESSENGER, "program 0 is the messenger's own");
+        assert_ne!(
+            program, PROGRAM_MESSENGER,
+            "program 0 is the messenger's own"
+        );
         let clash = self.services.insert(program, svc);
         assert!(clash.is_none(), "program {program} registered twice");
         self
@@ -75,7 +79,7 @@ impl RpcServer {
     pub fn serve(self, listener: Box<dyn Listener>) -> ServerHandle {
         self.cfg.validate().expect("invalid RpcConfig");
         let local = listener.local_addr();
-        let (shutdown, _) = watch::channel(false);
+        let shutdown = Watch::new(false);
         let shared = Arc::new(ServerShared {
             rt: self.rt.child(format!("rpc-server {local}")),
             cfg: self.cfg,
@@ -103,7 +107,7 @@ impl ServerHandle {
     /// Stop accepting, let running requests finish (within the configured
     /// grace), send their replies, then close every connection.
     pub async fn shutdown(self) {
-        self.shared.shutdown.send_replace(true);
+        self.shared.shutdown.set(true);
         let clock = self.shared.rt.clock().clone();
         // Connection tasks bound their own drain by the grace period; the
         // extra margin covers closing the sockets.
@@ -130,7 +134,7 @@ impl ServerHandle {
 
 async fn accept_loop(shared: Arc<ServerShared>, mut listener: Box<dyn Listener>) {
     let slots = Arc::new(Semaphore::new(shared.cfg.server_connections_max));
-    let mut stop = shared.shutdown.subscribe();
+    let stop = shared.shutdown.clone();
     loop {
         let permit = tokio::select! {
             biased;
@@ -221,7 +225,7 @@ async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: C
     let (tx, rx) = mpsc::channel::<EncodedFrame>(cfg.send_queue_frames_max);
     let mut writer = rt.spawn(write_loop(sink, rx));
     let in_flight = Arc::new(Semaphore::new(cfg.server_calls_in_flight_max));
-    let mut stop = shared.shutdown.subscribe();
+    let stop = shared.shutdown.clone();
     let clock = rt.clock().clone();
 
     let reason = loop {
@@ -309,8 +313,12 @@ async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: C
     };
 
     match &reason {
-        EndReason::Normal(r) => tracing::debug!(conn = info.id, peer = %info.peer, reason = %r, "connection closed"),
-        EndReason::Malformed(r) => tracing::warn!(conn = info.id, peer = %info.peer, reason = %r, "closing connection"),
+        EndReason::Normal(r) => {
+            tracing::debug!(conn = info.id, peer = %info.peer, reason = %r, "connection closed")
+        }
+        EndReason::Malformed(r) => {
+            tracing::warn!(conn = info.id, peer = %info.peer, reason = %r, "closing connection")
+        }
     }
     rt.trace(|| {
         format!(
@@ -324,7 +332,9 @@ async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: C
     drop(source);
     // Let requests already running finish and their replies go out.
     let all = u32::try_from(cfg.server_calls_in_flight_max).unwrap_or(u32::MAX);
-    let _ = clock.timeout(cfg.shutdown_grace, in_flight.acquire_many(all)).await;
+    let _ = clock
+        .timeout(cfg.shutdown_grace, in_flight.acquire_many(all))
+        .await;
     drop(tx);
     let _ = clock.timeout(cfg.shutdown_grace, &mut writer).await;
     for svc in shared.services.values() {
