@@ -121,66 +121,217 @@ impl Default for FrameLimits {
     }
 }
 
+/// Fields of a validated header that the decoder keeps while the rest of
+/// the frame arrives.
+#[derive(Debug, Clone, Copy)]
+struct Parsed {
+    header: Header,
+    body_len: usize,
+    payload_len: usize,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a whole header in the buffer.
+    Header,
+    /// Header valid; waiting for the body behind it.
+    Body(Parsed),
+    /// Collecting the payload into its own buffer. `crc` covers header,
+    /// body and the first `crc_done` payload bytes.
+    Payload {
+        p: Parsed,
+        head: Bytes,
+        payload: BytesMut,
+        crc: u32,
+        crc_done: usize,
+    },
+    /// Payload complete; waiting for the 4-byte trailer.
+    Trailer {
+        p: Parsed,
+        head: Bytes,
+        payload: Bytes,
+        crc: u32,
+    },
+}
+
 /// Parses frames out of a growing receive buffer.
-#[derive(Debug, Clone)]
+///
+/// The payload of a frame is collected in a buffer of its own, so a stream
+/// reader can read it there directly ([`FrameDecoder::payload_target`]):
+/// large payloads land in one exactly-sized allocation with no regrowth
+/// copies, and each chunk is checksummed right after it arrives, while it is
+/// still in cache.
+#[derive(Debug)]
 pub struct FrameDecoder {
     limits: FrameLimits,
-    /// Total length of the frame whose header has been validated, if any.
-    pending_len: Option<usize>,
+    phase: Phase,
 }
+
+/// A stream reader may reserve at most this much payload space ahead of
+/// the payload bytes that have actually arrived (beyond it, payload space
+/// grows only by doubling what arrived). This bounds what a peer can make
+/// us allocate by announcing a large frame and then sending nothing.
+pub const PAYLOAD_RESERVE_AHEAD_BYTES_MAX: usize = 1 << 20;
 
 impl FrameDecoder {
     pub fn new(limits: FrameLimits) -> Self {
         FrameDecoder {
             limits,
-            pending_len: None,
+            phase: Phase::Header,
         }
     }
 
-    /// How many more bytes the decoder needs before it can make progress,
-    /// given what `buf` holds. The read loop reserves at most this much
-    /// (capped by its own chunk size), so buffer growth follows bytes that
-    /// really arrived and never an attacker-announced length.
+    /// How many more bytes the control buffer `buf` needs before the
+    /// decoder can make progress (at least 1). In the payload phase the
+    /// reader should read into [`FrameDecoder::payload_target`] instead.
     pub fn bytes_wanted(&self, buf: &BytesMut) -> usize {
-        let need = self.pending_len.unwrap_or(HEADER_LEN);
+        let need = match &self.phase {
+            Phase::Header => HEADER_LEN,
+            Phase::Body(p) => HEADER_LEN + p.body_len,
+            Phase::Payload { p, payload, .. } => p.payload_len - payload.len(),
+            Phase::Trailer { .. } => TRAILER_LEN,
+        };
         need.saturating_sub(buf.len()).max(1)
+    }
+
+    /// When the decoder is collecting a payload and the control buffer is
+    /// empty: the payload buffer and how many bytes it still lacks. The
+    /// reader reads at most that many bytes into it, then calls `decode`.
+    pub fn payload_target(&mut self, buf: &BytesMut) -> Option<(&mut BytesMut, usize)> {
+        match &mut self.phase {
+            Phase::Payload { p, payload, .. } if buf.is_empty() => {
+                let missing = p.payload_len - payload.len();
+                Some((payload, missing))
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes reserved by the payload being collected (for tests of the
+    /// allocation bound).
+    pub fn payload_capacity(&self) -> usize {
+        match &self.phase {
+            Phase::Payload { payload, .. } => payload.capacity(),
+            _ => 0,
+        }
     }
 
     /// Take one frame from the front of `buf` if a whole one is there.
     /// `Ok(None)` means "need more bytes". Errors are final for the stream.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let total = match self.pending_len {
-            Some(total) => total,
-            None => {
-                if buf.len() < HEADER_LEN {
-                    return Ok(None);
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Header) {
+                Phase::Header => {
+                    if buf.len() < HEADER_LEN {
+                        return Ok(None);
+                    }
+                    self.phase = Phase::Body(self.check_header(&buf[..HEADER_LEN])?);
                 }
-                let total = self.check_header(&buf[..HEADER_LEN])?;
-                self.pending_len = Some(total);
-                total
+                Phase::Body(p) => {
+                    if buf.len() < HEADER_LEN + p.body_len {
+                        self.phase = Phase::Body(p);
+                        return Ok(None);
+                    }
+                    let head = buf.split_to(HEADER_LEN + p.body_len).freeze();
+                    let crc = crc32c::crc32c(&head);
+                    self.phase = Phase::Payload {
+                        p,
+                        head,
+                        payload: BytesMut::new(),
+                        crc,
+                        crc_done: 0,
+                    };
+                }
+                Phase::Payload {
+                    p,
+                    head,
+                    mut payload,
+                    mut crc,
+                    mut crc_done,
+                } => {
+                    let missing = p.payload_len - payload.len();
+                    let take = missing.min(buf.len());
+                    if take > 0 {
+                        if payload.is_empty() && take == missing {
+                            // The whole payload is already here: slice it
+                            // out of the buffer without copying.
+                            payload = buf.split_to(take);
+                        } else {
+                            payload.extend_from_slice(&buf[..take]);
+                            buf.advance(take);
+                        }
+                    }
+                    crc = crc32c::crc32c_append(crc, &payload[crc_done..]);
+                    crc_done = payload.len();
+                    if payload.len() < p.payload_len {
+                        self.phase = Phase::Payload {
+                            p,
+                            head,
+                            payload,
+                            crc,
+                            crc_done,
+                        };
+                        return Ok(None);
+                    }
+                    self.phase = Phase::Trailer {
+                        p,
+                        head,
+                        payload: payload.freeze(),
+                        crc,
+                    };
+                }
+                Phase::Trailer {
+                    p,
+                    head,
+                    payload,
+                    crc,
+                } => {
+                    if buf.len() < TRAILER_LEN {
+                        self.phase = Phase::Trailer {
+                            p,
+                            head,
+                            payload,
+                            crc,
+                        };
+                        return Ok(None);
+                    }
+                    let stored = buf.get_u32_le();
+                    if stored != crc {
+                        return Err(FrameError::BadCrc {
+                            computed: crc,
+                            stored,
+                        });
+                    }
+                    return Ok(Some(Frame {
+                        header: p.header,
+                        body: head.slice(HEADER_LEN..),
+                        payload,
+                    }));
+                }
             }
-        };
-        if buf.len() < total {
-            return Ok(None);
         }
-        self.pending_len = None;
-        let raw = buf.split_to(total).freeze();
-        Ok(Some(split_checked(raw)?))
     }
 
-    /// Called when the stream ends: leftover bytes mean a cut-off frame.
+    /// Called when the stream ends: a partly received frame is an error.
     pub fn finish(&self, buf: &BytesMut) -> Result<(), FrameError> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        Err(FrameError::Truncated {
-            have: buf.len(),
-            need: self.pending_len.unwrap_or(HEADER_LEN),
-        })
+        let (have, need) = match &self.phase {
+            Phase::Header if buf.is_empty() => return Ok(()),
+            Phase::Header => (buf.len(), HEADER_LEN),
+            Phase::Body(p) => (buf.len(), HEADER_LEN + p.body_len),
+            Phase::Payload { p, payload, .. } => (
+                HEADER_LEN + p.body_len + payload.len() + buf.len(),
+                HEADER_LEN + p.body_len + p.payload_len + TRAILER_LEN,
+            ),
+            Phase::Trailer { p, .. } => (
+                HEADER_LEN + p.body_len + p.payload_len + buf.len(),
+                HEADER_LEN + p.body_len + p.payload_len + TRAILER_LEN,
+            ),
+        };
+        Err(FrameError::Truncated { have, need })
     }
 
-    /// Validate a header and return the whole frame length it announces.
-    fn check_header(&self, hdr: &[u8]) -> Result<usize, FrameError> {
+    /// Validate a header and return what the rest of the frame must hold.
+    fn check_header(&self, hdr: &[u8]) -> Result<Parsed, FrameError> {
         debug_assert_eq!(hdr.len(), HEADER_LEN);
         let mut c = hdr;
         let magic = c.get_u32_le();
@@ -200,13 +351,13 @@ impl FrameDecoder {
         if fl & !flags::KNOWN != 0 {
             return Err(FrameError::UnknownFlags { found: fl });
         }
-        let _program = c.get_u16_le();
-        let _procedure = c.get_u16_le();
+        let program = c.get_u16_le();
+        let procedure = c.get_u16_le();
         let reserved = c.get_u16_le();
         if reserved != 0 {
             return Err(FrameError::ReservedNonZero { found: reserved });
         }
-        let _request_id = c.get_u64_le();
+        let request_id = c.get_u64_le();
         let body_len = c.get_u32_le();
         let payload_len = c.get_u32_le();
         if body_len > self.limits.body_bytes_max {
@@ -223,7 +374,16 @@ impl FrameDecoder {
                 max: self.limits.payload_bytes_max.into(),
             });
         }
-        Ok(HEADER_LEN + body_len as usize + payload_len as usize + TRAILER_LEN)
+        Ok(Parsed {
+            header: Header {
+                flags: fl,
+                program,
+                procedure,
+                request_id,
+            },
+            body_len: body_len as usize,
+            payload_len: payload_len as usize,
+        })
     }
 }
 
@@ -231,44 +391,6 @@ impl FrameDecoder {
 /// first 28 bytes (exposed for tools and tests that craft frames).
 pub fn header_crc(first_28_bytes: &[u8]) -> u32 {
     crc32c::crc32c(&first_28_bytes[..28])
-}
-
-/// Verify the trailing checksum of a complete frame and slice it apart.
-fn split_checked(raw: Bytes) -> Result<Frame, FrameError> {
-    let total = raw.len();
-    let body_end_of_data = total - TRAILER_LEN;
-    let stored = u32::from_le_bytes(
-        raw[body_end_of_data..]
-            .try_into()
-            .expect("trailer is four bytes"),
-    );
-    let computed = crc32c::crc32c(&raw[..body_end_of_data]);
-    if stored != computed {
-        return Err(FrameError::BadCrc { computed, stored });
-    }
-    let mut c = &raw[4..HEADER_LEN];
-    let fl = {
-        c.advance(1);
-        c.get_u8()
-    };
-    let program = c.get_u16_le();
-    let procedure = c.get_u16_le();
-    c.advance(2);
-    let request_id = c.get_u64_le();
-    let body_len = c.get_u32_le() as usize;
-    let header = Header {
-        flags: fl,
-        program,
-        procedure,
-        request_id,
-    };
-    let body = raw.slice(HEADER_LEN..HEADER_LEN + body_len);
-    let payload = raw.slice(HEADER_LEN + body_len..body_end_of_data);
-    Ok(Frame {
-        header,
-        body,
-        payload,
-    })
 }
 
 /// A frame ready to send: the header and body in one small buffer, the

@@ -13,7 +13,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
 use crate::addr::Addr;
-use crate::frame::{EncodedFrame, Frame, FrameDecoder, FrameError, FrameLimits};
+use crate::frame::{
+    EncodedFrame, Frame, FrameDecoder, FrameError, FrameLimits, PAYLOAD_RESERVE_AHEAD_BYTES_MAX,
+};
 use crate::BoxFuture;
 
 /// Why a link stopped delivering frames.
@@ -99,10 +101,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> StreamSource<R> {
         }
     }
 
-    /// Bytes the receive buffer currently has reserved (for tests that
+    /// Bytes the receive buffers currently have reserved (for tests that
     /// check a peer cannot make us allocate what it merely announces).
     pub fn buffer_capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf.capacity() + self.decoder.payload_capacity()
     }
 
     async fn recv_frame(&mut self) -> Result<Option<Frame>, LinkError> {
@@ -110,15 +112,28 @@ impl<R: AsyncRead + Unpin + Send + 'static> StreamSource<R> {
             if let Some(f) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(f));
             }
-            // Grow geometrically with what has actually arrived (so large
-            // frames are not copied over and over) but never by more than
-            // the frame still needs.
-            let grow = self
-                .decoder
-                .bytes_wanted(&self.buf)
-                .min(self.buf.len().max(READ_CHUNK_MIN_BYTES));
-            self.buf.reserve(grow);
-            let n = self.reader.read_buf(&mut self.buf).await?;
+            let n = if let Some((payload, missing)) = self.decoder.payload_target(&self.buf) {
+                // Read the payload straight into its own buffer, never past
+                // its end (the trailer and next frame go to the control
+                // buffer). Reserve at most a fixed amount ahead of what
+                // arrived, then grow by doubling.
+                let ahead = payload.len().max(PAYLOAD_RESERVE_AHEAD_BYTES_MAX);
+                payload.reserve(missing.min(ahead));
+                (&mut self.reader)
+                    .take(missing as u64)
+                    .read_buf(payload)
+                    .await?
+            } else {
+                // Grow geometrically with what has actually arrived (so
+                // large bodies are not copied over and over) but never by
+                // more than the frame still needs.
+                let grow = self
+                    .decoder
+                    .bytes_wanted(&self.buf)
+                    .min(self.buf.len().max(READ_CHUNK_MIN_BYTES));
+                self.buf.reserve(grow);
+                self.reader.read_buf(&mut self.buf).await?
+            };
             if n == 0 {
                 self.decoder.finish(&self.buf)?;
                 return Ok(None);
@@ -146,13 +161,51 @@ impl<W: AsyncWrite + Unpin + Send + 'static> StreamSink<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send + 'static> FrameSink for StreamSink<W> {
-    fn send(&mut self, frame: EncodedFrame) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async move {
+/// Frames at least this large skip the coalescing buffer and go out as one
+/// vectored write of header, payload and trailer (one syscall, no copy).
+const DIRECT_WRITE_BYTES_MIN: usize = 16 << 10;
+
+impl<W: AsyncWrite + Unpin + Send + 'static> StreamSink<W> {
+    async fn send_frame(&mut self, frame: EncodedFrame) -> io::Result<()> {
+        if frame.len() < DIRECT_WRITE_BYTES_MIN {
             self.writer.write_all(&frame.head).await?;
             self.writer.write_all(&frame.payload).await?;
-            self.writer.write_all(&frame.trailer).await
-        })
+            return self.writer.write_all(&frame.trailer).await;
+        }
+        // Keep order: whatever small frames are buffered go first.
+        self.writer.flush().await?;
+        let inner = self.writer.get_mut();
+        let parts: [&[u8]; 3] = [&frame.head, &frame.payload, &frame.trailer];
+        let total = frame.len();
+        let mut sent = 0;
+        while sent < total {
+            // Rebuild the slices past what has been written; at most three.
+            let mut slices = Vec::with_capacity(3);
+            let mut skip = sent;
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                slices.push(io::IoSlice::new(&p[skip..]));
+                skip = 0;
+            }
+            let n = inner.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "connection accepted no more bytes",
+                ));
+            }
+            sent += n;
+        }
+        Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameSink for StreamSink<W> {
+    fn send(&mut self, frame: EncodedFrame) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(self.send_frame(frame))
     }
 
     fn flush(&mut self) -> BoxFuture<'_, io::Result<()>> {

@@ -127,9 +127,11 @@ proptest! {
         if announced + 4 > tail.len() {
             prop_assert!(res.is_err(), "a truncated frame must be an error");
         }
-        // Geometric growth over what arrived, plus one read chunk.
+        // Geometric growth over what arrived, plus one control-buffer read
+        // chunk and the fixed payload reserve-ahead.
+        let bound = 2 * arrived + (128 << 10) + frame::PAYLOAD_RESERVE_AHEAD_BYTES_MAX;
         prop_assert!(
-            src.buffer_capacity() <= 2 * arrived + (128 << 10),
+            src.buffer_capacity() <= bound,
             "reserved {} bytes after receiving {}", src.buffer_capacity(), arrived
         );
     }
@@ -156,4 +158,26 @@ fn header_announcing_more_than_the_limit_is_refused_before_any_body_arrives() {
         "{err}"
     );
     assert!(src.buffer_capacity() < 128 << 10);
+}
+
+#[test]
+fn decoder_state_is_reported_on_truncation_at_every_phase() {
+    let lim = FrameLimits::default();
+    let h = Header {
+        flags: 0,
+        program: 1,
+        procedure: 1,
+        request_id: 1,
+    };
+    let wire = frame::encode(&h, b"body", Bytes::from_static(b"payload"), &lim)
+        .unwrap()
+        .to_vec();
+    for cut in 1..wire.len() {
+        let r = decode_chunked(&wire[..cut], &[3], lim);
+        assert!(
+            matches!(r, Err(frame::FrameError::Truncated { .. })),
+            "cut at {cut}: {r:?}"
+        );
+    }
+    assert_eq!(decode_chunked(&wire, &[3], lim).unwrap().len(), 1);
 }

@@ -430,6 +430,12 @@ impl Sim {
             (h.node.id(), services)
         };
         Handle::current().restart(id);
+        // A restarted node has a fresh task context; spawning through the
+        // handle taken before the crash would land on the dead one.
+        let fresh = Handle::current()
+            .get_node(id)
+            .expect("restarted node exists");
+        self.lock().hosts.get_mut(host).expect("host").node = fresh;
         self.trace.record("sim", &format!("restart host {host}"));
         for p in procs {
             self.launch(host, &p);

@@ -20,6 +20,8 @@ pub const PROC_SLEEP: u16 = 2;
 pub const PROC_COUNT: u16 = 3;
 /// Panic inside the handler (tests that a panic becomes an error reply).
 pub const PROC_PANIC: u16 = 4;
+/// Accept the payload and reply with nothing (a write-shaped call).
+pub const PROC_SINK: u16 = 5;
 
 #[derive(Debug, Default)]
 pub struct EchoService {
@@ -62,6 +64,7 @@ impl Service for Arc<EchoService> {
                 }
                 PROC_COUNT => Reply::encode(&n),
                 PROC_PANIC => panic!("echo service asked to panic"),
+                PROC_SINK => Ok(Reply::default()),
                 p => Err(Fault::new(
                     FaultCode::ProcUnavail,
                     format!("echo has no procedure {p}"),
