@@ -29,6 +29,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::checksum::{crc32c, Crc32c};
+
 /// `b"MRTR"` read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"MRTR");
 /// The only frame version this build speaks.
@@ -142,7 +144,7 @@ enum Phase {
         p: Parsed,
         head: Bytes,
         payload: BytesMut,
-        crc: u32,
+        crc: Crc32c,
         crc_done: usize,
     },
     /// Payload complete; waiting for the 4-byte trailer.
@@ -150,7 +152,7 @@ enum Phase {
         p: Parsed,
         head: Bytes,
         payload: Bytes,
-        crc: u32,
+        crc: Crc32c,
     },
 }
 
@@ -233,7 +235,8 @@ impl FrameDecoder {
                         return Ok(None);
                     }
                     let head = buf.split_to(HEADER_LEN + p.body_len).freeze();
-                    let crc = crc32c::crc32c(&head);
+                    let mut crc = Crc32c::new();
+                    crc.update(&head);
                     self.phase = Phase::Payload {
                         p,
                         head,
@@ -261,7 +264,7 @@ impl FrameDecoder {
                             buf.advance(take);
                         }
                     }
-                    crc = crc32c::crc32c_append(crc, &payload[crc_done..]);
+                    crc.update(&payload[crc_done..]);
                     crc_done = payload.len();
                     if payload.len() < p.payload_len {
                         self.phase = Phase::Payload {
@@ -296,11 +299,9 @@ impl FrameDecoder {
                         return Ok(None);
                     }
                     let stored = buf.get_u32_le();
-                    if stored != crc {
-                        return Err(FrameError::BadCrc {
-                            computed: crc,
-                            stored,
-                        });
+                    let computed = crc.value();
+                    if stored != computed {
+                        return Err(FrameError::BadCrc { computed, stored });
                     }
                     return Ok(Some(Frame {
                         header: p.header,
@@ -390,7 +391,7 @@ impl FrameDecoder {
 /// The checksum stored at bytes 28..32 of a header, computed over its
 /// first 28 bytes (exposed for tools and tests that craft frames).
 pub fn header_crc(first_28_bytes: &[u8]) -> u32 {
-    crc32c::crc32c(&first_28_bytes[..28])
+    crc32c(&first_28_bytes[..28])
 }
 
 /// A frame ready to send: the header and body in one small buffer, the
@@ -465,7 +466,10 @@ pub fn encode(
     let hcrc = header_crc(&head);
     head.put_u32_le(hcrc);
     head.put_slice(body);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &payload);
+    let mut crc = Crc32c::new();
+    crc.update(&head);
+    crc.update(&payload);
+    let crc = crc.value();
     Ok(EncodedFrame {
         head: head.freeze(),
         payload,
@@ -576,7 +580,7 @@ mod tests {
         ));
         let mut wire = encode(&hdr(), b"", Bytes::new(), &lim).unwrap().to_vec();
         wire[4] = 9;
-        let crc = crc32c::crc32c(&wire[..28]);
+        let crc = header_crc(&wire[..28]);
         wire[28..32].copy_from_slice(&crc.to_le_bytes());
         let mut buf = BytesMut::from(&wire[..]);
         assert_eq!(

@@ -10,6 +10,7 @@
 //! crates built on top of it.
 
 pub mod addr;
+pub mod checksum;
 pub mod frame;
 pub mod resolve;
 pub mod rng;
