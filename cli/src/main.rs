@@ -1,1 +1,216 @@
-fn main() {}
+//! `mortar`: every Mortar daemon and the command line, in one binary.
+
+// Printing results is this binary's job; libraries log instead.
+#![allow(clippy::print_stdout)]
+
+mod args;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use args::{Args, UsageError};
+use mortar_net::rpc::echo::{EchoService, PROGRAM_ECHO};
+use mortar_net::rpc::{RpcClient, RpcConfig, RpcServer};
+use mortar_net::{Endpoint, Runtime};
+
+const USAGE: &str = "\
+usage: mortar <command> [options]
+
+commands:
+  ping ADDRESS [--count N] [--timeout-ms MS] [--json]
+        round trip to any Mortar daemon's messenger (ADDRESS is HOST:PORT,
+        tcp:HOST:PORT or unix:/path)
+  echo-server [--listen ADDRESS]... [--pidfile PATH]
+        a diagnostic messenger server (echo program); stops on SIGTERM/SIGINT
+  version
+        print the version
+
+options for every command:
+  --log-level error|warn|info|debug|trace
+        (default: $MORTAR_LOG, else info for daemons and error for commands)
+
+The brick, mgmtd, shd and mount daemons and the peer/volume commands are
+added as they are built (see ARCHITECTURE.md).";
+
+/// What went wrong, and the exit code it maps to.
+enum Failure {
+    Usage(UsageError),
+    Runtime(String),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::new(std::env::args().skip(1));
+    let level = match args.option("--log-level") {
+        Ok(l) => l.or_else(|| std::env::var("MORTAR_LOG").ok()),
+        Err(e) => return usage_error(&e),
+    };
+    let Some(cmd) = args.next() else {
+        return usage_error(&UsageError("no command given".into()));
+    };
+    let daemon = matches!(cmd.as_str(), "echo-server");
+    let default_level = if daemon { "info" } else { "error" };
+    if let Err(e) = init_logging(level.as_deref().unwrap_or(default_level)) {
+        return usage_error(&e);
+    }
+    let result = match cmd.as_str() {
+        "ping" => run(ping(args)),
+        "echo-server" => run(echo_server(args)),
+        "version" | "--version" => {
+            println!("mortar {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Failure::Usage(UsageError(format!(
+            "unknown command {other:?}"
+        )))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => usage_error(&e),
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("mortar {cmd}: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage_error(e: &UsageError) -> ExitCode {
+    eprintln!("mortar: {e}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn init_logging(level: &str) -> Result<(), UsageError> {
+    use tracing_subscriber::filter::LevelFilter;
+    let filter = match level {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        other => {
+            return Err(UsageError(format!(
+                "log level {other:?} is not one of error, warn, info, debug, trace"
+            )))
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    Ok(())
+}
+
+fn run(fut: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(fut)
+}
+
+fn endpoint(s: &str) -> Result<Endpoint, UsageError> {
+    s.parse()
+        .map_err(|e: mortar_net::addr::AddrError| UsageError(e.to_string()))
+}
+
+async fn ping(mut args: Args) -> Result<(), Failure> {
+    let count = args.number("--count", 1u32, 1..=100_000)?;
+    let timeout = Duration::from_millis(args.number("--timeout-ms", 5_000u64, 1..=600_000)?);
+    let json = args.flag("--json");
+    let ep = endpoint(&args.required("ADDRESS")?)?;
+    args.finish()?;
+    let rt = Runtime::production("mortar-ping");
+    let cfg = RpcConfig {
+        connect_timeout: timeout,
+        ..RpcConfig::default()
+    };
+    let client = RpcClient::new(&rt, ep.clone(), cfg);
+    client
+        .wait_connected(timeout)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot reach {ep}: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    for i in 1..=count {
+        let rtt = client
+            .ping(timeout)
+            .await
+            .map_err(|e| Failure::Runtime(format!("ping {i} to {ep} failed: {e}")))?;
+        let ms = rtt.as_secs_f64() * 1e3;
+        let _ = if json {
+            writeln!(
+                out,
+                "{{\"endpoint\":\"{}\",\"seq\":{i},\"time_ms\":{ms:.3}}}",
+                ep.to_string().replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        } else {
+            writeln!(out, "reply from {ep}: seq={i} time={ms:.3} ms")
+        };
+    }
+    client.close();
+    Ok(())
+}
+
+async fn echo_server(mut args: Args) -> Result<(), Failure> {
+    let mut listen = Vec::new();
+    while let Some(a) = args.option("--listen")? {
+        listen.push(endpoint(&a)?);
+    }
+    if listen.is_empty() {
+        listen.push(endpoint("127.0.0.1:24007")?);
+    }
+    let pidfile = args.option("--pidfile")?.map(PathBuf::from);
+    args.finish()?;
+    let rt = Runtime::production("echo-server");
+    let echo = EchoService::new();
+    let mut servers = Vec::new();
+    for ep in &listen {
+        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
+        s.register(PROGRAM_ECHO, Arc::new(echo.clone()));
+        let h = s
+            .listen(ep)
+            .await
+            .map_err(|e| Failure::Runtime(format!("{e} (is another daemon using it?)")))?;
+        tracing::info!(listen = %h.local_addr(), "echo server ready");
+        servers.push(h);
+    }
+    if let Some(p) = &pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| Failure::Runtime(format!("cannot write pidfile {}: {e}", p.display())))?;
+    }
+    let why = shutdown_signal().await?;
+    tracing::info!(signal = why, "shutting down");
+    for h in servers {
+        h.shutdown().await;
+    }
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT.
+async fn shutdown_signal() -> Result<&'static str, Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::Runtime(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::Runtime(format!("cannot watch SIGINT: {e}")))?;
+    tokio::select! {
+        biased;
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+    }
+}

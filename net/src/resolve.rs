@@ -466,6 +466,7 @@ impl ResolveBackend for SimDns {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Unit tests run on tokio's paused clock; the ban guards daemon code.
 mod tests {
     use super::*;
 

@@ -92,7 +92,7 @@ impl RuntimeBuilder {
         Runtime {
             shared: Arc::new(Shared {
                 resolver,
-                transport: self.transport.unwrap_or_else(SocketTransport::new),
+                transport: self.transport.unwrap_or_else(SocketTransport::shared),
                 trace: self.trace,
             }),
             clock,

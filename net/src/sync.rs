@@ -87,6 +87,7 @@ impl<T: Clone> Watch<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Unit tests run on tokio's paused clock; the ban guards daemon code.
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -29,6 +29,7 @@ impl Clock {
 
     /// Monotonic now.
     pub fn now(&self) -> Instant {
+        #[allow(clippy::disallowed_methods)] // The seam is the one door to the clock.
         Instant::now()
     }
 

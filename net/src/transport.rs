@@ -242,7 +242,8 @@ pub struct SocketTransport {
 }
 
 impl SocketTransport {
-    pub fn new() -> Arc<dyn Transport> {
+    /// The transport every production daemon shares.
+    pub fn shared() -> Arc<dyn Transport> {
         Arc::new(SocketTransport { _private: () })
     }
 }

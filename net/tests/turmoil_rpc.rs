@@ -4,6 +4,8 @@
 //! server code runs here on turmoil's TCP; time inside hosts is turmoil's
 //! simulated time, so the waits below cost nothing real.
 #![cfg(not(madsim))]
+// Inside turmoil hosts tokio's clock and spawn are turmoil's simulation.
+#![allow(clippy::disallowed_methods)]
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -5,8 +5,8 @@
 use mortar_scenarios::rpc::{rpc_faults, Plant};
 
 fn twice(seed: u64, plant: Plant) -> (u64, u64) {
-    let a = mortar_sim::run("determinism", seed, move |sim| rpc_faults(sim, plant));
-    let b = mortar_sim::run("determinism", seed, move |sim| rpc_faults(sim, plant));
+    let a = mortar_sim::run("rpc_faults", seed, move |sim| rpc_faults(sim, plant));
+    let b = mortar_sim::run("rpc_faults", seed, move |sim| rpc_faults(sim, plant));
     assert!(a.events > 50, "scenario produced only {} events", a.events);
     (a.trace_hash, b.trace_hash)
 }
@@ -21,8 +21,8 @@ fn same_seed_same_trace_hash() {
 
 #[test]
 fn different_seeds_differ() {
-    let a = mortar_sim::run("determinism", 11, |sim| rpc_faults(sim, Plant::None));
-    let b = mortar_sim::run("determinism", 12, |sim| rpc_faults(sim, Plant::None));
+    let a = mortar_sim::run("rpc_faults", 11, |sim| rpc_faults(sim, Plant::None));
+    let b = mortar_sim::run("rpc_faults", 12, |sim| rpc_faults(sim, Plant::None));
     assert_ne!(
         a.trace_hash, b.trace_hash,
         "the seed has no effect on the run"

@@ -263,7 +263,7 @@ impl Sim {
                 .get_mut(host)
                 .unwrap_or_else(|| panic!("unknown host {host}"));
             assert!(
-                !h.procs.get(process).is_some_and(|p| p.rt.is_some()),
+                h.procs.get(process).is_none_or(|p| p.rt.is_none()),
                 "process {process} already running on {host}"
             );
             h.procs.insert(

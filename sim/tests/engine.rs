@@ -77,7 +77,7 @@ async fn down(c: &RpcClient, within: Duration) {
 
 #[madsim::test]
 async fn killing_one_process_spares_the_host_and_its_other_processes() {
-    let sim = Sim::new("killing_one_process_spares_the_host");
+    let sim = Sim::new("killing_one_process_spares_the_host_and_its_other_processes");
     let _tail = mortar_sim::tail_on_panic(&sim);
     sim.add_host("a", host_ip(1));
     sim.add_host("b", host_ip(2));
@@ -112,7 +112,7 @@ struct ToyDisk {
 
 #[madsim::test]
 async fn host_crash_loses_unsynced_data_and_restart_brings_processes_back() {
-    let sim = Sim::new("host_crash_loses_unsynced_data");
+    let sim = Sim::new("host_crash_loses_unsynced_data_and_restart_brings_processes_back");
     let _tail = mortar_sim::tail_on_panic(&sim);
     sim.add_host("a", host_ip(1));
     sim.add_host("b", host_ip(2));
@@ -151,7 +151,7 @@ async fn host_crash_loses_unsynced_data_and_restart_brings_processes_back() {
 
 #[madsim::test]
 async fn one_way_partition_starves_the_client_of_replies() {
-    let sim = Sim::new("one_way_partition");
+    let sim = Sim::new("one_way_partition_starves_the_client_of_replies");
     let _tail = mortar_sim::tail_on_panic(&sim);
     sim.add_host("a", host_ip(1));
     sim.add_host("b", host_ip(2));
@@ -172,7 +172,7 @@ async fn one_way_partition_starves_the_client_of_replies() {
 
 #[madsim::test]
 async fn dns_faults_cost_at_most_the_resolver_deadline() {
-    let sim = Sim::new("dns_faults");
+    let sim = Sim::new("dns_faults_cost_at_most_the_resolver_deadline");
     let _tail = mortar_sim::tail_on_panic(&sim);
     sim.add_host("a", host_ip(1));
     sim.add_host("b", host_ip(2));
@@ -212,7 +212,7 @@ async fn dns_faults_cost_at_most_the_resolver_deadline() {
 
 #[madsim::test]
 async fn latency_shows_in_round_trips() {
-    let sim = Sim::new("latency");
+    let sim = Sim::new("latency_shows_in_round_trips");
     let _tail = mortar_sim::tail_on_panic(&sim);
     sim.add_host("a", host_ip(1));
     sim.add_host("b", host_ip(2));

@@ -1,7 +1,8 @@
 //! Run every scenario over a range of seeds and report each failure with
 //! the command that replays it.
 //!
-//! Usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME]
+//! Usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] | --list
+#![allow(clippy::print_stdout)] // --list prints scenario names for scripts.
 
 #[cfg(madsim)]
 fn main() {
@@ -28,6 +29,12 @@ fn main() {
                     .unwrap_or_else(|_| usage("--from takes a number"))
             }
             "--scenario" => only = Some(val("--scenario")),
+            "--list" => {
+                for s in mortar_scenarios::all() {
+                    println!("{}", s.name);
+                }
+                return;
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -69,7 +76,7 @@ fn main() {
 
 #[cfg(madsim)]
 fn replay(name: &str, seed: u64) -> String {
-    format!("scripts/sim-seeds --scenario {name} --from {seed} --seeds 1")
+    mortar_sim::replay_command(name, seed)
 }
 
 #[cfg(madsim)]
@@ -77,7 +84,7 @@ fn usage(why: &str) -> ! {
     if !why.is_empty() {
         eprintln!("sim-seeds: {why}");
     }
-    eprintln!("usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME]");
+    eprintln!("usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] | --list");
     std::process::exit(2)
 }
 
