@@ -19,6 +19,10 @@ use crate::scope::Scope;
 use crate::time::Clock;
 use crate::transport::{Link, Listener, SocketTransport, Transport};
 
+/// Blocking calls (disk I/O) that may run at once; more wait their turn,
+/// so a slow disk cannot pile up hundreds of threads.
+pub const BLOCKING_CALLS_MAX: usize = 32;
+
 /// Receives trace events. The simulator hashes them (with simulated time)
 /// into the run's trace hash, so any divergence between two runs of one
 /// seed shows up as a different hash.
@@ -27,6 +31,8 @@ pub trait TraceSink: Send + Sync + 'static {
 }
 
 struct Shared {
+    /// Bounds how many blocking calls (disk I/O) run at once.
+    blocking_slots: Arc<tokio::sync::Semaphore>,
     resolver: Arc<Resolver>,
     transport: Arc<dyn Transport>,
     trace: Option<Arc<dyn TraceSink>>,
@@ -91,6 +97,7 @@ impl RuntimeBuilder {
         let resolver = Arc::new(Resolver::new(dns, self.resolver_cfg, clock.clone()));
         Runtime {
             shared: Arc::new(Shared {
+                blocking_slots: Arc::new(tokio::sync::Semaphore::new(BLOCKING_CALLS_MAX)),
                 resolver,
                 transport: self.transport.unwrap_or_else(SocketTransport::shared),
                 trace: self.trace,
@@ -185,6 +192,39 @@ impl Runtime {
             scope: self.scope.child(name),
             seed,
             rng: Arc::new(Mutex::new(DetRng::from_seed(seed))),
+        }
+    }
+
+    /// Run a blocking call (disk I/O) off the async threads. In production
+    /// it runs on tokio's blocking pool, at most [`BLOCKING_CALLS_MAX`] at
+    /// once. In the simulator it runs inline: the simulated disk is memory,
+    /// and running it in place keeps the schedule deterministic.
+    pub async fn blocking<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        #[cfg(madsim)]
+        {
+            f()
+        }
+        #[cfg(not(madsim))]
+        {
+            let _slot = self
+                .shared
+                .blocking_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the blocking semaphore is never closed");
+            #[allow(clippy::disallowed_methods)] // The seam is the one door to blocking threads.
+            let handle = tokio::task::spawn_blocking(f);
+            match handle.await {
+                Ok(v) => v,
+                // A panic in the blocking call is a bug; surface it in the
+                // caller rather than hiding it.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         }
     }
 

@@ -1,0 +1,230 @@
+//! What a brick needs from a disk: a small, POSIX-shaped, synchronous
+//! interface over paths inside the brick.
+//!
+//! Two backends implement it: [`posix::PosixStorage`] (a directory on a
+//! local filesystem) and [`sim::SimDisk`] (in memory, with crash and fault
+//! injection). The brick's logic (handles, counters, the pending-heal
+//! index) is written once on top, and one conformance suite
+//! (`node/tests/storage_conformance.rs`) runs on both.
+//!
+//! Semantics every backend keeps:
+//! * Paths are [`BrickPath`]s: relative, normal components only. No
+//!   operation ever follows a symlink, at any position: a symlink where a
+//!   directory is needed is `ELOOP`; a symlink as the final component is
+//!   operated on itself (lstat semantics).
+//! * A missing component is `ENOENT`; a non-directory where a directory is
+//!   needed is `ENOTDIR`.
+//! * Nothing is durable until `fsync`: `fsync` of a file makes its data,
+//!   size and attributes durable; `fsync` of a directory makes its entries
+//!   durable. (Backends may make things durable earlier, never later.)
+//! * Calls are synchronous; the brick runs them on blocking threads.
+
+pub mod posix;
+pub mod sim;
+
+use bytes::Bytes;
+use mortar_proto::brick::{XattrFlags, NAME_BYTES_MAX, PATH_BYTES_MAX};
+use mortar_proto::{Errno, FileKind, Timespec};
+
+pub type SResult<T> = Result<T, Errno>;
+
+/// A validated path inside a brick: zero or more components joined by
+/// `/`, each non-empty, not `.` or `..`, free of `/` and NUL, at most 255
+/// bytes; at most 4096 bytes in all. The empty path is the brick root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BrickPath(String);
+
+/// Check one directory-entry name.
+pub fn check_name(name: &str) -> SResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Errno::EINVAL);
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+impl BrickPath {
+    pub fn root() -> Self {
+        BrickPath(String::new())
+    }
+
+    /// Parse `a/b/c` (no leading or trailing `/`).
+    pub fn new(s: &str) -> SResult<Self> {
+        if s.len() > PATH_BYTES_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if s.is_empty() {
+            return Ok(Self::root());
+        }
+        for c in s.split('/') {
+            check_name(c)?;
+        }
+        Ok(BrickPath(s.to_string()))
+    }
+
+    /// This path plus one validated component.
+    pub fn join(&self, name: &str) -> SResult<BrickPath> {
+        check_name(name)?;
+        let joined = if self.0.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{}", self.0, name)
+        };
+        if joined.len() > PATH_BYTES_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(BrickPath(joined))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The parent directory and the final name; `None` for the root.
+    pub fn split_last(&self) -> Option<(BrickPath, &str)> {
+        if self.0.is_empty() {
+            return None;
+        }
+        match self.0.rsplit_once('/') {
+            Some((dir, name)) => Some((BrickPath(dir.to_string()), name)),
+            None => Some((BrickPath::root(), &self.0)),
+        }
+    }
+
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|c| !c.is_empty())
+    }
+}
+
+impl std::fmt::Display for BrickPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("/")
+        } else {
+            write!(f, "/{}", self.0)
+        }
+    }
+}
+
+/// What `lstat` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Stable for the object's life; equal for hard links of one file.
+    pub ino: u64,
+    pub kind: FileKind,
+    /// Permission bits only (07777).
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsStat {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_avail: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub name_max: u64,
+}
+
+/// A brick's disk. See the module documentation for the semantics.
+pub trait Storage: Send + Sync + 'static {
+    /// Where this storage lives, for logs and errors.
+    fn describe(&self) -> String;
+
+    fn lstat(&self, p: &BrickPath) -> SResult<Stat>;
+    /// `EEXIST` if anything exists at `p`.
+    fn mkdir(&self, p: &BrickPath, mode: u32) -> SResult<()>;
+    /// Create an empty regular file; `EEXIST` if anything exists at `p`.
+    fn create(&self, p: &BrickPath, mode: u32) -> SResult<()>;
+    fn mkfifo(&self, p: &BrickPath, mode: u32) -> SResult<()>;
+    fn symlink(&self, target: &str, p: &BrickPath) -> SResult<()>;
+    /// `EINVAL` if `p` is not a symlink.
+    fn readlink(&self, p: &BrickPath) -> SResult<String>;
+    /// Hard link; `EEXIST` if `new` exists, `EPERM` if `existing` is a
+    /// directory.
+    fn link(&self, existing: &BrickPath, new: &BrickPath) -> SResult<()>;
+    /// POSIX rename: atomically replaces `to` if it exists and is
+    /// compatible (`EISDIR` file over directory, `ENOTDIR` directory over
+    /// file, `ENOTEMPTY` over a non-empty directory, `EINVAL` directory
+    /// into itself). Renaming a path onto a hard link of the same file
+    /// does nothing.
+    fn rename(&self, from: &BrickPath, to: &BrickPath) -> SResult<()>;
+    /// `EISDIR` for a directory.
+    fn unlink(&self, p: &BrickPath) -> SResult<()>;
+    /// `ENOTDIR` for a non-directory, `ENOTEMPTY` if it has entries.
+    fn rmdir(&self, p: &BrickPath) -> SResult<()>;
+    /// Up to `len` bytes at `offset` (fewer at end of file). `EISDIR` for a
+    /// directory, `EINVAL` for anything else that is not a regular file.
+    fn read(&self, p: &BrickPath, offset: u64, len: usize) -> SResult<Bytes>;
+    /// Write all of `data` at `offset`, extending the file as needed.
+    fn write(&self, p: &BrickPath, offset: u64, data: &[u8]) -> SResult<()>;
+    fn truncate(&self, p: &BrickPath, size: u64) -> SResult<()>;
+    /// Make durable: a file's data, size and attributes, or a directory's
+    /// entries (see the module documentation).
+    fn fsync(&self, p: &BrickPath, datasync: bool) -> SResult<()>;
+    /// Every entry except `.` and `..`, in no particular order.
+    fn readdir(&self, p: &BrickPath) -> SResult<Vec<DirEntry>>;
+    /// `ENODATA` if absent.
+    fn getxattr(&self, p: &BrickPath, name: &str) -> SResult<Vec<u8>>;
+    fn setxattr(&self, p: &BrickPath, name: &str, value: &[u8], flags: XattrFlags) -> SResult<()>;
+    /// `ENODATA` if absent.
+    fn removexattr(&self, p: &BrickPath, name: &str) -> SResult<()>;
+    fn listxattr(&self, p: &BrickPath) -> SResult<Vec<String>>;
+    /// Permission bits (07777) of a non-symlink.
+    fn set_mode(&self, p: &BrickPath, mode: u32) -> SResult<()>;
+    fn set_owner(&self, p: &BrickPath, uid: u32, gid: u32) -> SResult<()>;
+    fn set_times(
+        &self,
+        p: &BrickPath,
+        atime: Option<Timespec>,
+        mtime: Option<Timespec>,
+    ) -> SResult<()>;
+    fn statfs(&self) -> SResult<FsStat>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brick_paths_refuse_everything_that_could_escape() {
+        assert!(BrickPath::new("a/b/c").is_ok());
+        assert!(BrickPath::new("").unwrap().is_root());
+        for bad in ["/a", "a/", "a//b", "..", "a/../b", ".", "a/./b", "a\0b"] {
+            assert_eq!(BrickPath::new(bad), Err(Errno::EINVAL), "{bad:?}");
+        }
+        assert_eq!(BrickPath::new(&"x".repeat(256)), Err(Errno::ENAMETOOLONG));
+        let deep = vec!["d"; 2049].join("/");
+        assert_eq!(BrickPath::new(&deep), Err(Errno::ENAMETOOLONG));
+        let p = BrickPath::new("a/b").unwrap();
+        assert_eq!(p.join("c").unwrap().as_str(), "a/b/c");
+        assert_eq!(p.join("../x"), Err(Errno::EINVAL));
+        assert_eq!(
+            p.split_last().map(|(d, n)| (d.0, n.to_string())),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(BrickPath::root().split_last(), None);
+        assert_eq!(p.to_string(), "/a/b");
+    }
+}

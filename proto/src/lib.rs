@@ -1,0 +1,141 @@
+//! `mortar-proto`: what travels between Mortar processes.
+//!
+//! Plain serde types and constants, no I/O. Bodies are encoded with the
+//! messenger's codec (postcard); file data travels as the frame's raw
+//! payload, never inside these types.
+//!
+//! Versioning: a new procedure gets a new number; an existing request or
+//! reply type only ever grows by appending `Option` fields at the end,
+//! which older decoders reject cleanly (postcard) rather than misread, and
+//! the messenger's `ProcUnavail` tells a newer client that an older brick
+//! lacks a procedure.
+
+pub mod brick;
+pub mod errno;
+pub mod portmap;
+
+use serde::{Deserialize, Serialize};
+
+pub use errno::{Errno, FopError};
+
+/// A file's identity across renames and across the bricks of a replica
+/// set: the client picks it at creation, every brick stores it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Gfid(pub [u8; 16]);
+
+impl Gfid {
+    /// The volume's root directory on every brick.
+    pub const ROOT: Gfid = Gfid([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    pub const NULL: Gfid = Gfid([0; 16]);
+
+    pub fn from_u128(v: u128) -> Gfid {
+        Gfid(v.to_be_bytes())
+    }
+
+    pub fn is_null(&self) -> bool {
+        *self == Gfid::NULL
+    }
+
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Parse exactly 32 hex digits (case-insensitive).
+    pub fn from_hex(s: &str) -> Option<Gfid> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        Some(Gfid(out))
+    }
+}
+
+impl std::fmt::Debug for Gfid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gfid({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for Gfid {
+    /// The conventional 8-4-4-4-12 form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.to_hex();
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timespec {
+    pub secs: i64,
+    pub nsecs: u32,
+}
+
+/// A file's attributes as a brick reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub gfid: Gfid,
+    pub kind: FileKind,
+    /// Permission bits (07777).
+    pub mode: u32,
+    /// Links to the file, not counting the brick's own handle link.
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gfid_hex_round_trip_and_display() {
+        let g = Gfid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(g.to_hex(), "0123456789abcdef0011223344556677");
+        assert_eq!(Gfid::from_hex(&g.to_hex()), Some(g));
+        assert_eq!(Gfid::from_hex(&g.to_hex().to_uppercase()), Some(g));
+        assert_eq!(g.to_string(), "01234567-89ab-cdef-0011-223344556677");
+        for bad in [
+            "",
+            "0123",
+            "../../etc/passwd/0000000000000000",
+            "zz23456789abcdef0011223344556677",
+        ] {
+            assert_eq!(Gfid::from_hex(bad), None, "{bad}");
+        }
+        assert_eq!(Gfid::ROOT.to_hex(), "00000000000000000000000000000001");
+    }
+}
