@@ -409,10 +409,13 @@ impl<S: Storage> Brick<S> {
             let target = match self.storage.readlink(&dir_handle_path(&cur)) {
                 Ok(t) => t,
                 Err(Errno::ENOENT) => {
-                    return Err(fop(
-                        Errno::ESTALE,
-                        format!("no file or directory has gfid {cur}"),
-                    ))
+                    return Err(match self.storage.lstat(&handle_path(&cur)) {
+                        Ok(_) => fop(Errno::ENOTDIR, format!("{cur} is not a directory")),
+                        Err(_) => fop(
+                            Errno::ESTALE,
+                            format!("no file or directory has gfid {cur}"),
+                        ),
+                    })
                 }
                 Err(Errno::EINVAL) => {
                     return Err(fop(Errno::ENOTDIR, format!("{cur} is not a directory")))
@@ -601,6 +604,14 @@ impl<S: Storage> Brick<S> {
             self.storage
                 .set_owner(&tmp, new.uid, new.gid)
                 .ctx(|| format!("set owner of {name:?}"))?;
+            if kind != FileKind::Symlink {
+                // The mode the client asked for, whatever the brick
+                // process's umask (and after chown, which clears set-id
+                // bits).
+                self.storage
+                    .set_mode(&tmp, new.mode & 0o7777)
+                    .ctx(|| format!("set mode of {name:?}"))?;
+            }
             self.storage
                 .setxattr(&tmp, xa::GFID, &new.gfid.0, XattrFlags::Create)
                 .ctx(|| format!("set gfid of {name:?}"))?;

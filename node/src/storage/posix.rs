@@ -122,7 +122,10 @@ impl PosixStorage {
         rustix::fs::openat2(
             &self.root,
             rel,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            // RESOLVE_NO_SYMLINKS refuses a symlink at any position,
+            // the last included, with ELOOP. (O_NOFOLLOW would turn the
+            // last one into ENOTDIR when O_DIRECTORY is also given.)
+            flags | OFlags::CLOEXEC,
             Mode::empty(),
             resolve_flags(),
         )
@@ -155,7 +158,15 @@ impl PosixStorage {
         if let Some(fd) = self.fds.lock().expect("fd cache lock").get(p.as_str()) {
             return Ok(fd);
         }
-        let fd = self.open_beneath(p, OFlags::RDWR | OFlags::NONBLOCK)?;
+        let fd = match self.open_beneath(p, OFlags::RDWR | OFlags::NONBLOCK) {
+            Ok(fd) => fd,
+            // O_NOFOLLOW refuses a symlink with ELOOP; the trait says a
+            // non-regular file is EINVAL.
+            Err(Errno::ELOOP) if self.lstat(p)?.kind == FileKind::Symlink => {
+                return Err(Errno::EINVAL)
+            }
+            Err(e) => return Err(e),
+        };
         let st = rustix::fs::fstat(&fd).map_err(errno)?;
         match kind_of(st.st_mode) {
             Some(FileKind::Regular) => {}

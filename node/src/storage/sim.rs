@@ -1527,6 +1527,7 @@ impl Storage for SimStorage {
                     })
                 })
                 .collect(),
+            // Never followed, as everywhere: a symlink is ELOOP.
             Content::Symlink(_) => Err(Errno::ELOOP),
             _ => Err(Errno::ENOTDIR),
         }
