@@ -23,6 +23,11 @@ commands:
   ping ADDRESS [--count N] [--timeout-ms MS] [--json]
         round trip to any Mortar daemon's messenger (ADDRESS is HOST:PORT,
         tcp:HOST:PORT or unix:/path)
+  brick --brick DIR --volume-id ID [--listen HOST:PORT] [--mgmt ADDRESS]
+        [--pidfile PATH] [--port-file PATH] [--auth-allow PATTERNS]
+        [--auth-reject PATTERNS] [--ping-timeout SECS] [--no-fsync-namespace]
+        serve one brick directory (port 0, the default, picks a free port;
+        --port-file records it); stops cleanly on SIGTERM/SIGINT
   echo-server [--listen ADDRESS]... [--pidfile PATH]
         a diagnostic messenger server (echo program); stops on SIGTERM/SIGINT
   version
@@ -56,7 +61,7 @@ fn main() -> ExitCode {
     let Some(cmd) = args.next() else {
         return usage_error(&UsageError("no command given".into()));
     };
-    let daemon = matches!(cmd.as_str(), "echo-server");
+    let daemon = matches!(cmd.as_str(), "echo-server" | "brick");
     let default_level = if daemon { "info" } else { "error" };
     if let Err(e) = init_logging(level.as_deref().unwrap_or(default_level)) {
         return usage_error(&e);
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "ping" => run(ping(args)),
         "echo-server" => run(echo_server(args)),
+        "brick" => run(brick(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -196,6 +202,84 @@ async fn echo_server(mut args: Args) -> Result<(), Failure> {
         h.shutdown().await;
     }
     if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+async fn brick(mut args: Args) -> Result<(), Failure> {
+    use mortar_node::brick::BrickConfig;
+    use mortar_node::server::{start_brick, BrickServerConfig};
+    use mortar_node::service::AuthRules;
+    use mortar_node::storage::posix::PosixStorage;
+
+    let dir = PathBuf::from(
+        args.option("--brick")?
+            .ok_or_else(|| UsageError("--brick DIR is required".into()))?,
+    );
+    let volume_id = args
+        .option("--volume-id")?
+        .ok_or_else(|| UsageError("--volume-id ID is required".into()))?;
+    let listen = endpoint(
+        &args
+            .option("--listen")?
+            .unwrap_or_else(|| "0.0.0.0:0".into()),
+    )?;
+    let mgmt = args.option("--mgmt")?.map(|m| endpoint(&m)).transpose()?;
+    let pidfile = args.option("--pidfile")?.map(PathBuf::from);
+    let port_file = args.option("--port-file")?.map(PathBuf::from);
+    let allow = args.option("--auth-allow")?.unwrap_or_default();
+    let reject = args.option("--auth-reject")?.unwrap_or_default();
+    let ping = args.number("--ping-timeout", 42u64, 1..=3600)?;
+    let fsync_namespace = !args.flag("--no-fsync-namespace");
+    args.finish()?;
+    if !dir.is_absolute() {
+        return Err(UsageError(format!(
+            "--brick {} must be an absolute path",
+            dir.display()
+        ))
+        .into());
+    }
+    if dir == std::path::Path::new("/") {
+        return Err(Failure::Runtime(
+            "refusing to serve / as a brick: use a dedicated directory".into(),
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Failure::Runtime(format!(
+            "brick directory {} does not exist or is not a directory: create it (mkdir -p) or fix the path",
+            dir.display()
+        )));
+    }
+    let auth = AuthRules::parse(&allow, &reject).map_err(|e| Failure::Usage(UsageError(e)))?;
+    let storage = PosixStorage::open(&dir).map_err(Failure::Runtime)?;
+    let rt = Runtime::production(format!("brick {}", dir.display()));
+    let mut brick = BrickConfig::new(volume_id);
+    brick.fsync_namespace = fsync_namespace;
+    let cfg = BrickServerConfig {
+        brick,
+        brick_path: dir.display().to_string(),
+        listen,
+        mgmt,
+        auth,
+        rpc: RpcConfig::with_ping_timeout(Duration::from_secs(ping)),
+    };
+    let running = start_brick(&rt, storage, cfg)
+        .await
+        .map_err(Failure::Runtime)?;
+    if let (Some(p), mortar_net::Addr::Inet(sa)) = (&port_file, &running.local) {
+        std::fs::write(p, format!("{}\n", sa.port())).map_err(|e| {
+            Failure::Runtime(format!("cannot write port file {}: {e}", p.display()))
+        })?;
+    }
+    if let Some(p) = &pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| Failure::Runtime(format!("cannot write pidfile {}: {e}", p.display())))?;
+    }
+    let why = shutdown_signal().await?;
+    tracing::info!(signal = why, "brick shutting down");
+    running.shutdown().await;
+    for p in [&pidfile, &port_file].into_iter().flatten() {
         let _ = std::fs::remove_file(p);
     }
     Ok(())

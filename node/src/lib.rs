@@ -10,4 +10,7 @@
 
 pub mod brick;
 pub mod locks;
+pub mod remote;
+pub mod server;
+pub mod service;
 pub mod storage;
