@@ -31,7 +31,9 @@ pub trait TraceSink: Send + Sync + 'static {
 }
 
 struct Shared {
-    /// Bounds how many blocking calls (disk I/O) run at once.
+    /// Bounds how many blocking calls (disk I/O) run at once. (Unused in
+    /// the simulator, where blocking calls run inline.)
+    #[cfg_attr(madsim, allow(dead_code))]
     blocking_slots: Arc<tokio::sync::Semaphore>,
     resolver: Arc<Resolver>,
     transport: Arc<dyn Transport>,

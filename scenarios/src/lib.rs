@@ -6,6 +6,8 @@
 //! Exists only under `--cfg madsim`.
 
 #[cfg(madsim)]
+pub mod brick;
+#[cfg(madsim)]
 pub mod rpc;
 
 #[cfg(madsim)]
@@ -25,10 +27,16 @@ mod registry {
 
     /// Every scenario, for `scripts/sim-seeds`.
     pub fn all() -> Vec<Scenario> {
-        vec![Scenario {
-            name: "rpc_faults",
-            run: |sim| Box::pin(crate::rpc::rpc_faults(sim, crate::rpc::Plant::None)),
-        }]
+        vec![
+            Scenario {
+                name: "rpc_faults",
+                run: |sim| Box::pin(crate::rpc::rpc_faults(sim, crate::rpc::Plant::None)),
+            },
+            Scenario {
+                name: "brick_locks",
+                run: |sim| Box::pin(crate::brick::brick_locks(sim)),
+            },
+        ]
     }
 }
 
