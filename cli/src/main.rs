@@ -28,6 +28,8 @@ commands:
         [--auth-reject PATTERNS] [--ping-timeout SECS] [--no-fsync-namespace]
         serve one brick directory (port 0, the default, picks a free port;
         --port-file records it); stops cleanly on SIGTERM/SIGINT
+  locks ADDRESS --volume-id ID [--json] [--timeout-ms MS]
+        list the locks a brick holds and awaits (who, what, since when)
   echo-server [--listen ADDRESS]... [--pidfile PATH]
         a diagnostic messenger server (echo program); stops on SIGTERM/SIGINT
   version
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         "ping" => run(ping(args)),
         "echo-server" => run(echo_server(args)),
         "brick" => run(brick(args)),
+        "locks" => run(locks(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -166,6 +169,74 @@ async fn ping(mut args: Args) -> Result<(), Failure> {
         };
     }
     client.close();
+    Ok(())
+}
+
+async fn locks(mut args: Args) -> Result<(), Failure> {
+    use mortar_node::remote::RemoteBrick;
+    use mortar_proto::brick::{LockDump, LockKind, LockTarget};
+
+    let json = args.flag("--json");
+    let timeout = Duration::from_millis(args.number("--timeout-ms", 5_000u64, 1..=600_000)?);
+    let volume = args
+        .option("--volume-id")?
+        .ok_or_else(|| UsageError("--volume-id ID is required".into()))?;
+    let ep = endpoint(&args.required("ADDRESS")?)?;
+    args.finish()?;
+    let rt = Runtime::production("mortar-locks");
+    let client = RpcClient::new(&rt, ep.clone(), RpcConfig::default());
+    client
+        .wait_connected(timeout)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot reach brick {ep}: {e}")))?;
+    let brick = RemoteBrick::new(client);
+    let me = format!("mortar-locks-{}", std::process::id());
+    brick
+        .connect(&volume, &me, &me, timeout)
+        .await
+        .map_err(|e| Failure::Runtime(format!("brick {ep} refused: {e}")))?;
+    let locks = brick
+        .call(&LockDump {}, timeout)
+        .await
+        .map_err(|e| Failure::Runtime(format!("lock dump from {ep} failed: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&locks)
+            .map_err(|e| Failure::Runtime(format!("cannot format JSON: {e}")))?;
+        let _ = writeln!(out, "{text}");
+        return Ok(());
+    }
+    if locks.is_empty() {
+        let _ = writeln!(out, "no locks held or awaited on {ep}");
+        return Ok(());
+    }
+    for l in &locks {
+        let what = match &l.target {
+            LockTarget::Inode { gfid, start, len } => {
+                let end = if *len == 0 {
+                    "EOF".to_string()
+                } else {
+                    (start + len).to_string()
+                };
+                format!("inode {gfid} bytes {start}..{end}")
+            }
+            LockTarget::Entry { parent, name } => match name {
+                Some(n) => format!("entry {parent}/{n}"),
+                None => format!("entry {parent}/*"),
+            },
+        };
+        let kind = match l.kind {
+            LockKind::Read => "read",
+            LockKind::Write => "write",
+            LockKind::Unlock => "unlock",
+        };
+        let state = if l.granted { "held" } else { "waiting" };
+        let _ = writeln!(
+            out,
+            "{state:<7} {kind:<5} domain {} {what} by {} (client {}, owner {}) since {}",
+            l.domain, l.client_name, l.owner.client_id, l.owner.owner, l.since
+        );
+    }
     Ok(())
 }
 

@@ -244,8 +244,20 @@ where
     encode(&res)
 }
 
-fn lock_wait(ms: Option<u64>) -> Option<Duration> {
-    ms.map(|ms| Duration::from_millis(ms).min(LOCK_WAIT_MAX))
+/// A lock request on behalf of this connection's client.
+fn lock_request(
+    client_id: String,
+    client_name: String,
+    req: &Request,
+    owner: u64,
+    wait_ms: Option<u64>,
+) -> LockRequest {
+    LockRequest {
+        owner: LockOwner { client_id, owner },
+        conn: req.conn.id,
+        client_name,
+        wait: wait_ms.map(|ms| Duration::from_millis(ms).min(LOCK_WAIT_MAX)),
+    }
 }
 
 fn check_domain(d: &str) -> FopResult<()> {
@@ -314,15 +326,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
             let q: bp::Inodelk = req.decode()?;
             let res = match check_domain(&q.domain) {
                 Ok(()) => {
-                    let lr = LockRequest {
-                        owner: LockOwner {
-                            client_id,
-                            owner: q.owner,
-                        },
-                        conn: req.conn.id,
-                        client_name,
-                        wait: lock_wait(q.wait_ms),
-                    };
+                    let lr = lock_request(client_id, client_name, &req, q.owner, q.wait_ms);
                     inner
                         .locks
                         .inodelk(q.gfid, &q.domain, q.kind, q.start, q.len, lr)
@@ -341,15 +345,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
             });
             let res = match valid {
                 Ok(()) => {
-                    let lr = LockRequest {
-                        owner: LockOwner {
-                            client_id,
-                            owner: q.owner,
-                        },
-                        conn: req.conn.id,
-                        client_name,
-                        wait: lock_wait(q.wait_ms),
-                    };
+                    let lr = lock_request(client_id, client_name, &req, q.owner, q.wait_ms);
                     inner
                         .locks
                         .entrylk(q.parent, q.name, &q.domain, q.kind, lr)

@@ -21,3 +21,24 @@ pub fn mortar_bin() -> PathBuf {
     );
     bin
 }
+
+/// A fresh scratch directory for one test (removed first if left over).
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mortar-tests-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch directory");
+    d
+}
+
+/// Poll `cond` every 20 ms for at most `limit`. These tests drive real
+/// processes in real time, so polling with a deadline is the only way to
+/// wait for them.
+pub fn wait(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let step = std::time::Duration::from_millis(20);
+    let mut waited = std::time::Duration::ZERO;
+    while !cond() {
+        assert!(waited < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(step);
+        waited += step;
+    }
+}

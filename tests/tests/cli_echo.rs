@@ -2,29 +2,10 @@
 //! that stops cleanly on SIGTERM, a command that talks to it, and clear
 //! errors with exit code 2 for wrong usage.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mortar_tests::mortar_bin;
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mortar-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Poll `cond` every 20 ms for at most `limit` (real processes, real time).
-fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let step = Duration::from_millis(20);
-    let mut waited = Duration::ZERO;
-    while !cond() {
-        assert!(waited < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(step);
-        waited += step;
-    }
-}
+use mortar_tests::{mortar_bin, scratch, wait};
 
 #[test]
 fn echo_server_ping_and_clean_sigterm() {
