@@ -4,5 +4,9 @@
 //! It must not spawn OS processes directly: bricks and self-heal daemons are
 //! started through a launcher trait, so the simulator can run them as tasks.
 //!
-//! The daemon is built in issue 4; this crate holds its place in the
-//! workspace so the dependency graph is fixed from the start.
+//! Decisions (option checks, volume plans, volfile text, transaction
+//! phases) are plain functions over data, tested without a runtime.
+
+pub mod options;
+pub mod volfile;
+pub mod volume;

@@ -13,6 +13,7 @@
 pub mod brick;
 pub mod errno;
 pub mod portmap;
+pub mod volfile;
 
 use serde::{Deserialize, Serialize};
 

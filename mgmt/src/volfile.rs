@@ -1,0 +1,172 @@
+//! Volfiles for a volume: the client graph (protocol clients, then
+//! replicate or disperse sets, then distribute on top) and one server
+//! graph per brick. Pure functions of the volume.
+
+use mortar_proto::volfile::{Graph, Node};
+
+use crate::options;
+use crate::volume::{BrickSpec, Layout, Volume};
+
+/// The name clients mount: the top of the client graph.
+pub fn top_name(v: &Volume) -> String {
+    v.name.clone()
+}
+
+/// The graph a client builds to use the volume.
+pub fn client_graph(v: &Volume) -> Graph {
+    let opt = |k| options::get(&v.options, k).unwrap_or_default();
+    let mut nodes = Vec::new();
+    let clients: Vec<String> = v
+        .bricks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let name = format!("{}-client-{i}", v.name);
+            nodes.push(
+                Node::new(&name, "protocol/client")
+                    .option("remote-host", &b.host)
+                    .option("remote-subvolume", &b.path)
+                    .option("transport-type", v.transport.as_str())
+                    .option("ping-timeout", opt("network.ping-timeout"))
+                    .option("volume-id", &v.id),
+            );
+            name
+        })
+        .collect();
+    let set = v.layout.set_size().max(1) as usize;
+    let sets: Vec<String> = match v.layout {
+        Layout::Distribute => clients.clone(),
+        Layout::Replicate { arbiter, .. } => clients
+            .chunks(set)
+            .enumerate()
+            .map(|(i, members)| {
+                let name = format!("{}-replicate-{i}", v.name);
+                let mut n = Node::new(&name, "cluster/replicate")
+                    .option("arbiter-count", u8::from(arbiter))
+                    .option("quorum-type", opt("cluster.quorum-type"))
+                    .subvolumes(members.to_vec());
+                if opt("cluster.quorum-type") == "fixed" {
+                    n = n.option("quorum-count", opt("cluster.quorum-count"));
+                }
+                nodes.push(n);
+                name
+            })
+            .collect(),
+        Layout::Disperse { redundancy, .. } => clients
+            .chunks(set)
+            .enumerate()
+            .map(|(i, members)| {
+                let name = format!("{}-disperse-{i}", v.name);
+                nodes.push(
+                    Node::new(&name, "cluster/disperse")
+                        .option("redundancy", redundancy)
+                        .subvolumes(members.to_vec()),
+                );
+                name
+            })
+            .collect(),
+    };
+    nodes.push(Node::new(top_name(v), "cluster/distribute").subvolumes(sets));
+    Graph {
+        description: format!("volume {} (client graph), version {}", v.name, v.version),
+        nodes,
+    }
+}
+
+/// The graph one brick serves.
+pub fn brick_graph(v: &Volume, brick: &BrickSpec) -> Graph {
+    let opt = |k| options::get(&v.options, k).unwrap_or_default();
+    let posix = format!("{}-posix", v.name);
+    Graph {
+        description: format!("volume {} (brick {brick}), version {}", v.name, v.version),
+        nodes: vec![
+            Node::new(&posix, "storage/posix")
+                .option("directory", &brick.path)
+                .option("volume-id", &v.id)
+                .option("fsync-namespace", opt("storage.fsync-namespace")),
+            Node::new(format!("{}-server", v.name), "protocol/server")
+                .option("transport-type", v.transport.as_str())
+                .option("auth-allow", opt("auth.allow"))
+                .option("auth-reject", opt("auth.reject"))
+                .option("ping-timeout", opt("network.ping-timeout"))
+                .option("event-threads", opt("server.event-threads"))
+                .subvolumes([posix]),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{parse_brick, Transport, VolumeStatus};
+    use std::collections::BTreeMap;
+
+    fn vol(layout: Layout, bricks: &[&str]) -> Volume {
+        Volume {
+            name: "vol1".into(),
+            id: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
+            layout,
+            transport: Transport::Tcp,
+            bricks: bricks.iter().map(|b| parse_brick(b).unwrap()).collect(),
+            status: VolumeStatus::Created,
+            options: BTreeMap::new(),
+            version: 4,
+        }
+    }
+
+    #[test]
+    fn distributed_replicate_client_volfile() {
+        let mut v = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            &[
+                "s1:/b/1", "s2:/b/1", "s3:/b/1", "s1:/b/2", "s2:/b/2", "s3:/b/2",
+            ],
+        );
+        v.options.insert("network.ping-timeout".into(), "10".into());
+        let g = client_graph(&v);
+        let text = g.render();
+        assert_eq!(mortar_proto::volfile::Graph::parse(&text).unwrap(), g);
+        insta::assert_snapshot!("client_2x3", text);
+    }
+
+    #[test]
+    fn disperse_and_arbiter_and_distribute_volfiles() {
+        let d = vol(
+            Layout::Disperse {
+                data: 4,
+                redundancy: 2,
+            },
+            &["s1:/e", "s2:/e", "s3:/e", "s4:/e", "s5:/e", "s6:/e"],
+        );
+        insta::assert_snapshot!("client_disperse_4_2", client_graph(&d).render());
+        let mut a = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: true,
+            },
+            &["s1:/a", "s2:/a", "s3:/a"],
+        );
+        a.options
+            .insert("cluster.quorum-type".into(), "fixed".into());
+        a.options.insert("cluster.quorum-count".into(), "2".into());
+        insta::assert_snapshot!("client_arbiter_fixed_quorum", client_graph(&a).render());
+        let p = vol(Layout::Distribute, &["s1:/p", "s2:/p"]);
+        insta::assert_snapshot!("client_distribute", client_graph(&p).render());
+    }
+
+    #[test]
+    fn brick_volfile() {
+        let mut v = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            &["s1:/b", "s2:/b", "s3:/b"],
+        );
+        v.options.insert("auth.allow".into(), "10.0.0.*".into());
+        insta::assert_snapshot!("brick_s1", brick_graph(&v, &v.bricks[0].clone()).render());
+    }
+}
