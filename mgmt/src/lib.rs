@@ -8,5 +8,8 @@
 //! phases) are plain functions over data, tested without a runtime.
 
 pub mod options;
+pub mod state;
+pub mod store;
+pub mod txnlock;
 pub mod volfile;
 pub mod volume;
