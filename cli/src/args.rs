@@ -31,6 +31,16 @@ impl Args {
         self.words.pop_front()
     }
 
+    /// Remove and return the first word that is one of `commands`, so that
+    /// global options may come before or after the command.
+    pub fn take_command(&mut self, commands: &[&str]) -> Option<String> {
+        let i = self
+            .words
+            .iter()
+            .position(|w| commands.contains(&w.as_str()))?;
+        self.words.remove(i)
+    }
+
     /// A required positional word.
     pub fn required(&mut self, what: &str) -> Result<String, UsageError> {
         match self.words.pop_front() {

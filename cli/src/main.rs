@@ -4,6 +4,9 @@
 #![allow(clippy::print_stdout)]
 
 mod args;
+mod launch;
+mod mgmt_cmds;
+mod render;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +22,22 @@ use mortar_net::{Endpoint, Runtime};
 const USAGE: &str = "\
 usage: mortar <command> [options]
 
-commands:
+management (talks to the local mgmtd; --remote-host HOST to use another):
+  mgmtd [--workdir DIR] [--listen HOST:PORT] [--hostname NAME]... [--cli-socket PATH] [--pidfile PATH]
+  peer probe HOST | peer detach HOST [force] | peer status | peer sync HOST
+  pool list
+  volume create NAME [replica N [arbiter 1]] [disperse N [redundancy M]]
+                [transport tcp|rdma] HOST:/PATH... [force]
+  volume start|stop NAME [force] | volume delete NAME
+  volume info [NAME|all] | volume status [NAME|all] | volume list
+  volume set NAME KEY VALUE | volume get NAME KEY|all | volume reset NAME [KEY]
+  volume add-brick NAME [replica N] HOST:/PATH... [force]
+  volume remove-brick NAME HOST:/PATH... start|status|commit|force
+  volume replace-brick NAME OLD NEW commit force
+  volume volfile NAME [HOST:/BRICK]
+  options: --json  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS
+
+daemons and tools:
   ping ADDRESS [--count N] [--timeout-ms MS] [--json]
         round trip to any Mortar daemon's messenger (ADDRESS is HOST:PORT,
         tcp:HOST:PORT or unix:/path)
@@ -43,7 +61,7 @@ The brick, mgmtd, shd and mount daemons and the peer/volume commands are
 added as they are built (see ARCHITECTURE.md).";
 
 /// What went wrong, and the exit code it maps to.
-enum Failure {
+pub(crate) enum Failure {
     Usage(UsageError),
     Runtime(String),
 }
@@ -60,10 +78,31 @@ fn main() -> ExitCode {
         Ok(l) => l.or_else(|| std::env::var("MORTAR_LOG").ok()),
         Err(e) => return usage_error(&e),
     };
-    let Some(cmd) = args.next() else {
-        return usage_error(&UsageError("no command given".into()));
+    const COMMANDS: &[&str] = &[
+        "mgmtd",
+        "peer",
+        "pool",
+        "volume",
+        "brick",
+        "locks",
+        "ping",
+        "echo-server",
+        "version",
+        "--version",
+        "help",
+        "--help",
+        "-h",
+    ];
+    let cmd = match args.take_command(COMMANDS) {
+        Some(c) => c,
+        None => match args.next() {
+            Some(w) if !w.starts_with("--") => {
+                return usage_error(&UsageError(format!("unknown command {w:?}")))
+            }
+            _ => return usage_error(&UsageError("no command given".into())),
+        },
     };
-    let daemon = matches!(cmd.as_str(), "echo-server" | "brick");
+    let daemon = matches!(cmd.as_str(), "echo-server" | "brick" | "mgmtd");
     let default_level = if daemon { "info" } else { "error" };
     if let Err(e) = init_logging(level.as_deref().unwrap_or(default_level)) {
         return usage_error(&e);
@@ -73,6 +112,10 @@ fn main() -> ExitCode {
         "echo-server" => run(echo_server(args)),
         "brick" => run(brick(args)),
         "locks" => run(locks(args)),
+        "mgmtd" => run(mgmt_cmds::mgmtd(args)),
+        "peer" => run(mgmt_cmds::peer(args)),
+        "pool" => run(mgmt_cmds::pool(args)),
+        "volume" => run(mgmt_cmds::volume(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -357,7 +400,7 @@ async fn brick(mut args: Args) -> Result<(), Failure> {
 }
 
 /// Wait for SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<&'static str, Failure> {
+pub(crate) async fn shutdown_signal() -> Result<&'static str, Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Failure::Runtime(format!("cannot watch SIGTERM: {e}")))?;

@@ -7,6 +7,8 @@
 //! Decisions (option checks, volume plans, volfile text, transaction
 //! phases) are plain functions over data, tested without a runtime.
 
+pub mod api;
+pub mod daemon;
 pub mod options;
 pub mod state;
 pub mod store;

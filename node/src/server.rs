@@ -75,8 +75,9 @@ pub async fn start_brick<S: Storage>(
     })
 }
 
-/// Keep trying to register with the port map until it answers: mgmtd may
-/// start after the brick or be restarting.
+/// Register with the port map, and again whenever the connection to mgmtd
+/// comes back (a restarted mgmtd starts with an empty port map, while its
+/// bricks keep running).
 async fn sign_in(rt: Runtime, mgmt: Endpoint, cfg: BrickServerConfig, port: u16) {
     let client = RpcClient::new(&rt, mgmt.clone(), cfg.rpc);
     let req = portmap::SignIn {
@@ -85,9 +86,14 @@ async fn sign_in(rt: Runtime, mgmt: Endpoint, cfg: BrickServerConfig, port: u16)
         port,
         pid: std::process::id(),
     };
-    let mut pause = Duration::from_millis(200);
+    let link = client.subscribe();
+    let mut signed_in_generation = 0;
     let mut warned = false;
     loop {
+        let generation = link
+            .wait_for(|s| s.up && s.generation != signed_in_generation)
+            .await
+            .generation;
         let r: Result<((), _), _> = client
             .call_typed(
                 PROGRAM_PORTMAP,
@@ -101,15 +107,15 @@ async fn sign_in(rt: Runtime, mgmt: Endpoint, cfg: BrickServerConfig, port: u16)
             Ok(_) => {
                 tracing::info!(mgmt = %mgmt, port, "signed in to the port map");
                 rt.trace(|| format!("brick {} signed in on port {port}", cfg.brick_path));
-                return;
+                signed_in_generation = generation;
+                warned = false;
             }
             Err(e) => {
                 if !warned {
                     tracing::warn!(mgmt = %mgmt, error = %e, "cannot sign in to the port map yet; retrying");
                     warned = true;
                 }
-                rt.clock().sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
+                rt.clock().sleep(Duration::from_secs(1)).await;
             }
         }
     }

@@ -1,0 +1,300 @@
+//! Text output of the management commands, shaped like the original
+//! system's so operators (and their scripts) find things where they
+//! expect. Pure functions of the replies; snapshot-tested.
+
+use mortar_mgmt::api::{CliReply, OptionView, PeerView, VolumeStatusView};
+use mortar_mgmt::volume::Volume;
+
+pub fn reply(r: &CliReply) -> String {
+    match r {
+        CliReply::Done(msg) => format!("{msg}\n"),
+        CliReply::Peers(p) => peers(p),
+        CliReply::Volumes(v) => volume_info(v),
+        CliReply::Status(s) => volume_status(s),
+        CliReply::Options(o) => options(o),
+        CliReply::Names(n) => {
+            if n.is_empty() {
+                "No volumes present in cluster\n".into()
+            } else {
+                n.iter().map(|x| format!("{x}\n")).collect()
+            }
+        }
+        CliReply::Volfile(text) => text.clone(),
+    }
+}
+
+pub fn volume_info(vols: &[Volume]) -> String {
+    if vols.is_empty() {
+        return "No volumes present\n".into();
+    }
+    let mut s = String::new();
+    for v in vols {
+        s.push_str(&format!(
+            "\nVolume Name: {}\nType: {}\nVolume ID: {}\nStatus: {}\nNumber of Bricks: {}\nTransport-type: {}\nBricks:\n",
+            v.name,
+            v.type_name(),
+            v.id,
+            v.status.as_str(),
+            v.brick_count_text(),
+            v.transport.as_str()
+        ));
+        let set = v.layout.set_size() as usize;
+        for (i, b) in v.bricks.iter().enumerate() {
+            let arbiter = matches!(
+                v.layout,
+                mortar_mgmt::volume::Layout::Replicate { arbiter: true, .. }
+            ) && (i + 1) % set == 0;
+            s.push_str(&format!(
+                "Brick{}: {b}{}\n",
+                i + 1,
+                if arbiter { " (arbiter)" } else { "" }
+            ));
+        }
+        if !v.options.is_empty() {
+            s.push_str("Options Reconfigured:\n");
+            for (k, val) in &v.options {
+                s.push_str(&format!("{k}: {val}\n"));
+            }
+        }
+    }
+    s
+}
+
+pub fn volume_status(vols: &[VolumeStatusView]) -> String {
+    let mut s = String::new();
+    for v in vols {
+        s.push_str(&format!("Status of volume: {}\n", v.name));
+        if v.status != "Started" {
+            s.push_str(&format!("Volume {} is not started\n\n", v.name));
+            continue;
+        }
+        s.push_str(&format!(
+            "{:<50} {:<9} {:<8} {}\n",
+            "Brick", "TCP Port", "Pid", "Online"
+        ));
+        s.push_str(&format!("{}\n", "-".repeat(76)));
+        for b in &v.bricks {
+            let port = b.port.map_or("N/A".to_string(), |p| p.to_string());
+            let pid = b.pid.map_or("N/A".to_string(), |p| p.to_string());
+            let row = format!(
+                "{:<50} {:<9} {:<8} {}",
+                format!("Brick {}", b.brick),
+                port,
+                pid,
+                if b.online { "Y" } else { "N" }
+            );
+            s.push_str(row.trim_end());
+            s.push('\n');
+        }
+        for (host, up) in &v.shd {
+            s.push_str(&format!(
+                "{:<50} {:<9} {:<8} {}\n",
+                format!("Self-heal Daemon on {host}"),
+                "N/A",
+                "N/A",
+                if *up { "Y" } else { "N" }
+            ));
+        }
+        s.push('\n');
+    }
+    if vols.is_empty() {
+        s.push_str("No volumes present\n");
+    }
+    s
+}
+
+pub fn peers(p: &[PeerView]) -> String {
+    // `pool list` puts this server first as "localhost".
+    if p.first().is_some_and(|x| x.hostname == "localhost") {
+        let mut s = format!("{:<38}{:<24}{}\n", "UUID", "Hostname", "State");
+        for x in p {
+            s.push_str(&format!(
+                "{:<38}{:<24}{}\n",
+                x.uuid,
+                x.hostname,
+                if x.connected {
+                    "Connected"
+                } else {
+                    "Disconnected"
+                }
+            ));
+        }
+        return s;
+    }
+    let mut s = format!("Number of Peers: {}\n", p.len());
+    for x in p {
+        s.push_str(&format!(
+            "\nHostname: {}\nUuid: {}\nState: Peer in Cluster ({})\n",
+            x.hostname,
+            x.uuid,
+            if x.connected {
+                "Connected"
+            } else {
+                "Disconnected"
+            }
+        ));
+        if !x.other_names.is_empty() {
+            s.push_str("Other names:\n");
+            for n in &x.other_names {
+                s.push_str(&format!("{n}\n"));
+            }
+        }
+        for d in &x.divergence {
+            s.push_str(&format!("Diverged: {d}\n"));
+        }
+    }
+    s
+}
+
+pub fn options(o: &[OptionView]) -> String {
+    let mut s = format!("{:<40} {}\n", "Option", "Value");
+    s.push_str(&format!("{:<40} {}\n", "------", "-----"));
+    for x in o {
+        s.push_str(&format!(
+            "{:<40} {}{}\n",
+            x.key,
+            x.value,
+            if x.set { "" } else { " (default)" }
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mortar_mgmt::api::BrickStatus;
+    use mortar_mgmt::volume::{parse_brick, Layout, Transport, VolumeStatus};
+    use std::collections::BTreeMap;
+
+    fn vol(layout: Layout, bricks: &[&str], status: VolumeStatus) -> Volume {
+        let mut options = BTreeMap::new();
+        options.insert("network.ping-timeout".to_string(), "10".to_string());
+        Volume {
+            name: "vol1".into(),
+            id: "6b8e1f3a-22c4-4d1e-9a7b-0c5d2e4f6a81".into(),
+            layout,
+            transport: Transport::Tcp,
+            bricks: bricks.iter().map(|b| parse_brick(b).unwrap()).collect(),
+            status,
+            options,
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn volume_info_text() {
+        let r3 = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            &["s1:/b/1", "s2:/b/1", "s3:/b/1"],
+            VolumeStatus::Started,
+        );
+        let ec = vol(
+            Layout::Disperse {
+                data: 4,
+                redundancy: 2,
+            },
+            &["s1:/e", "s2:/e", "s3:/e", "s4:/e", "s5:/e", "s6:/e"],
+            VolumeStatus::Created,
+        );
+        let arb = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: true,
+            },
+            &["s1:/a", "s2:/a", "s3:/a"],
+            VolumeStatus::Stopped,
+        );
+        insta::assert_snapshot!("volume_info", volume_info(&[r3, ec, arb]));
+        insta::assert_snapshot!("volume_info_empty", volume_info(&[]));
+    }
+
+    #[test]
+    fn volume_status_text() {
+        let b = |s: &str, port, pid, online| BrickStatus {
+            brick: parse_brick(s).unwrap(),
+            port,
+            pid,
+            online,
+        };
+        let v = VolumeStatusView {
+            name: "vol1".into(),
+            status: "Started".into(),
+            bricks: vec![
+                b("127.0.0.1:/srv/b1", Some(49152), Some(4101), true),
+                b("127.0.0.2:/srv/b1", Some(49153), Some(4102), true),
+                b("127.0.0.3:/srv/b1", None, None, false),
+            ],
+            shd: vec![("localhost".into(), false)],
+        };
+        let stopped = VolumeStatusView {
+            name: "vol2".into(),
+            status: "Stopped".into(),
+            bricks: vec![],
+            shd: vec![],
+        };
+        insta::assert_snapshot!("volume_status", volume_status(&[v, stopped]));
+    }
+
+    #[test]
+    fn peer_status_and_pool_list_text() {
+        let p = |h: &str, u: &str, c| PeerView {
+            uuid: u.into(),
+            hostname: h.into(),
+            other_names: vec![],
+            connected: c,
+            divergence: vec![],
+        };
+        let mut diverged = p("127.0.0.3", "c3c3c3c3-0000-4000-8000-000000000003", true);
+        diverged.divergence =
+            vec!["volume vol1: both at version 4 but different (status Started vs Stopped)".into()];
+        let peers = vec![
+            p("127.0.0.2", "b2b2b2b2-0000-4000-8000-000000000002", true),
+            diverged,
+        ];
+        insta::assert_snapshot!("peer_status", reply(&CliReply::Peers(peers.clone())));
+        let mut pool = peers;
+        pool.insert(
+            0,
+            p("localhost", "a1a1a1a1-0000-4000-8000-000000000001", true),
+        );
+        pool[2].connected = false;
+        insta::assert_snapshot!("pool_list", reply(&CliReply::Peers(pool)));
+    }
+
+    #[test]
+    fn volume_get_text() {
+        let o = vec![
+            OptionView {
+                key: "network.ping-timeout".into(),
+                value: "10".into(),
+                set: true,
+            },
+            OptionView {
+                key: "cluster.quorum-type".into(),
+                value: "auto".into(),
+                set: false,
+            },
+        ];
+        insta::assert_snapshot!("volume_get", reply(&CliReply::Options(o)));
+    }
+
+    #[test]
+    fn json_replies_are_stable() {
+        let r3 = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            &["s1:/b", "s2:/b", "s3:/b"],
+            VolumeStatus::Created,
+        );
+        insta::assert_snapshot!(
+            "volume_info_json",
+            serde_json::to_string_pretty(&CliReply::Volumes(vec![r3])).unwrap()
+        );
+    }
+}

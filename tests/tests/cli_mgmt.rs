@@ -1,0 +1,207 @@
+//! Three management daemons on 127.0.0.1, 127.0.0.2 and 127.0.0.3 form a
+//! pool and run a replica-3 volume with real brick processes, all from the
+//! command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use mortar_tests::{mortar_bin, scratch, wait};
+
+struct Server {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port for this test run's mgmtds (all three use the same port on
+/// their own loopback address, as servers in a pool do).
+fn port() -> u16 {
+    30_000 + (std::process::id() % 20_000) as u16
+}
+
+fn start(dir: &Path, n: u8) -> Server {
+    let work = dir.join(format!("m{n}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let socket = work.join("mgmtd.sock");
+    let log = std::fs::File::create(dir.join(format!("m{n}.log"))).unwrap();
+    let child = Command::new(mortar_bin())
+        .arg("mgmtd")
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--listen")
+        .arg(format!("127.0.0.{n}:{}", port()))
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = socket.clone();
+    wait("mgmtd socket", Duration::from_secs(20), || s.exists());
+    Server { child, socket }
+}
+
+fn cli(server: &Server, args: &[&str]) -> Output {
+    Command::new(mortar_bin())
+        .arg("--socket")
+        .arg(&server.socket)
+        .arg("--mode=script")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = cli(server, args);
+    assert!(
+        out.status.success(),
+        "mortar {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(server: &Server, args: &[&str], code: i32, reason: &str) {
+    let out = cli(server, args);
+    assert_eq!(out.status.code(), Some(code), "mortar {args:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(reason), "mortar {args:?}: {err}");
+}
+
+#[test]
+fn three_servers_run_a_replica_3_volume_from_the_cli() {
+    let dir = scratch("mgmt3");
+    let s1 = start(&dir, 1);
+    let s2 = start(&dir, 2);
+    let s3 = start(&dir, 3);
+
+    assert!(ok(&s1, &["peer", "probe", "127.0.0.2"]).contains("success"));
+    assert!(ok(&s1, &["peer", "probe", "127.0.0.3"]).contains("success"));
+    assert!(ok(&s1, &["peer", "probe", "127.0.0.2"]).contains("already in the pool"));
+    // Every server sees the other two, connected.
+    for s in [&s1, &s2, &s3] {
+        wait("peers connected", Duration::from_secs(20), || {
+            let t = ok(s, &["peer", "status"]);
+            t.contains("Number of Peers: 2") && t.matches("(Connected)").count() == 2
+        });
+    }
+    let pool = ok(&s2, &["pool", "list"]);
+    assert_eq!(pool.lines().count(), 4, "{pool}");
+
+    let b = |n: u8| format!("127.0.0.{n}:{}", dir.join(format!("bricks/b{n}")).display());
+    let create = [
+        "volume",
+        "create",
+        "vol1",
+        "replica",
+        "3",
+        &b(1),
+        &b(2),
+        &b(3),
+    ];
+    // Bricks on the root filesystem need force, and the reason is given.
+    fails(&s1, &create, 1, "on the root filesystem");
+    fails(
+        &s1,
+        &["volume", "create", "vol1", "replica", "3", &b(1), &b(2)],
+        1,
+        "not a multiple of the replica count (3)",
+    );
+    fails(&s1, &["volume", "create"], 2, "needs a volume name");
+    let mut forced = create.to_vec();
+    forced.push("force");
+    assert!(ok(&s1, &forced).contains("success"));
+    for n in 1..=3 {
+        assert!(
+            dir.join(format!("bricks/b{n}")).is_dir(),
+            "brick directory {n} not created"
+        );
+    }
+    // The volume is known everywhere.
+    let info = ok(&s3, &["volume", "info", "vol1"]);
+    assert!(
+        info.contains("Type: Replicate") && info.contains("Number of Bricks: 1 x 3 = 3"),
+        "{info}"
+    );
+
+    assert!(ok(&s2, &["volume", "start", "vol1"]).contains("success"));
+    fails(&s1, &["volume", "start", "vol1"], 1, "already started");
+    wait("bricks online", Duration::from_secs(30), || {
+        let st = ok(&s1, &["volume", "status", "vol1"]);
+        st.lines()
+            .filter(|l| l.starts_with("Brick ") && l.trim_end().ends_with('Y'))
+            .count()
+            == 3
+    });
+    // Each brick answers on the port the status reports.
+    let json = ok(&s1, &["volume", "status", "vol1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let bricks = v["Status"][0]["bricks"].as_array().unwrap();
+    assert_eq!(bricks.len(), 3);
+    for (i, brick) in bricks.iter().enumerate() {
+        let port = brick["port"].as_u64().expect("port known");
+        let addr = format!("127.0.0.{}:{port}", i + 1);
+        let out = Command::new(mortar_bin())
+            .args(["ping", &addr])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "brick {addr} does not answer");
+    }
+
+    ok(
+        &s1,
+        &["volume", "set", "vol1", "network.ping-timeout", "10"],
+    );
+    fails(
+        &s1,
+        &["volume", "set", "vol1", "network.ping-timeout", "0"],
+        1,
+        "seconds from 1 to 1800",
+    );
+    fails(
+        &s1,
+        &["volume", "set", "vol1", "no.such-option", "1"],
+        1,
+        "unknown option",
+    );
+    assert!(ok(&s3, &["volume", "get", "vol1", "network.ping-timeout"]).contains("10"));
+
+    ok(&s3, &["volume", "stop", "vol1"]);
+    let st = ok(&s1, &["volume", "status", "vol1"]);
+    assert!(st.contains("is not started"), "{st}");
+    ok(&s1, &["volume", "delete", "vol1"]);
+    for s in [&s1, &s2, &s3] {
+        wait("delete seen everywhere", Duration::from_secs(20), || {
+            ok(s, &["volume", "list"]).contains("No volumes present")
+        });
+    }
+    // No brick process is left behind.
+    let left = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&left.stdout);
+    let brick_pids: Vec<&str> = pids.lines().collect();
+    // pgrep matches the three mgmtds (their workdirs are under `dir`).
+    assert_eq!(brick_pids.len(), 3, "stray processes: {pids}");
+
+    for mut s in [s1, s2, s3] {
+        let pid = s.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        wait("mgmtd exit", Duration::from_secs(15), || {
+            s.child.try_wait().unwrap().is_some()
+        });
+        assert!(s.child.wait().unwrap().success());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
