@@ -72,7 +72,14 @@ pub trait LocalFs: Send + Sync + 'static {
     fn prepare_brick(&self, path: &str) -> Result<(), String>;
 }
 
-#[derive(Debug, Clone)]
+/// A fault point: called by a transaction's originator at each phase
+/// boundary with the phase about to run ("lock", "pre-validate",
+/// "brick-op", "commit-local", "commit-peers", "post-validate", "unlock").
+/// The simulator uses it to crash or partition servers exactly there;
+/// production leaves it unset.
+pub type PhaseHook = Arc<dyn Fn(&'static str) -> BoxFuture<'static, ()> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct MgmtdConfig {
     /// Names and addresses this server is known by; the first is used in
     /// messages. Bricks are "here" when their host is one of these.
@@ -86,6 +93,19 @@ pub struct MgmtdConfig {
     pub sync_interval: Duration,
     /// Deadline for one phase of a transaction on one peer.
     pub phase_timeout: Duration,
+    pub phase_hook: Option<PhaseHook>,
+}
+
+impl std::fmt::Debug for MgmtdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MgmtdConfig")
+            .field("hostnames", &self.hostnames)
+            .field("listen", &self.listen)
+            .field("cli_socket", &self.cli_socket)
+            .field("sync_interval", &self.sync_interval)
+            .field("phase_timeout", &self.phase_timeout)
+            .finish()
+    }
 }
 
 impl MgmtdConfig {
@@ -97,6 +117,7 @@ impl MgmtdConfig {
             rpc: RpcConfig::with_ping_timeout(Duration::from_secs(30)),
             sync_interval: Duration::from_secs(3),
             phase_timeout: Duration::from_secs(20),
+            phase_hook: None,
         }
     }
 }
@@ -827,21 +848,46 @@ impl<S: Storage> Inner<S> {
                 reachable.len()
             )
         });
-        // Lock.
+        self.at("lock").await;
         let lreq = LockReq {
             key: key.clone(),
             owner: owner.clone(),
             lease_ms: LEASE.as_millis() as u64,
         };
-        self.lock(&lreq)?;
+        // Every originator locks the servers in one global order (by
+        // uuid): of transactions racing for one volume, whoever wins the
+        // first server's lock proceeds; the others fail there at once,
+        // holding nothing. Locking ourselves first instead would let every
+        // racer hold its own lock and all of them fail.
+        let mut order: Vec<(String, Option<RpcClient>)> = reachable
+            .iter()
+            .map(|(u, c)| (u.clone(), Some(c.clone())))
+            .collect();
+        order.push((self.me.uuid.clone(), None));
+        order.sort_by(|a, b| a.0.cmp(&b.0));
         let mut locked: Vec<(String, RpcClient)> = Vec::new();
-        for (u, c) in &reachable {
-            match self
-                .call_peer::<_, PeerResult<()>>(c, peer_procs::LOCK, &lreq)
-                .await
-            {
-                Ok(Ok(())) => locked.push((u.clone(), c.clone())),
-                Ok(Err(e)) | Err(e) => {
+        let mut locked_self = false;
+        for (u, c) in &order {
+            let r = match c {
+                None => self.lock(&lreq),
+                Some(c) => match self
+                    .call_peer::<_, PeerResult<()>>(c, peer_procs::LOCK, &lreq)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("{}: {e}", self.peer_name(u))),
+                },
+            };
+            match (r, c) {
+                (Ok(()), None) => locked_self = true,
+                (Ok(()), Some(c)) => locked.push((u.clone(), c.clone())),
+                (Err(e), _) => {
+                    if locked_self {
+                        self.locks
+                            .lock()
+                            .expect("locks")
+                            .release(&key, &self.me.uuid, txn_id);
+                    }
                     self.unlock_all(&key, txn_id, &locked).await;
                     return Err(e);
                 }
@@ -859,6 +905,7 @@ impl<S: Storage> Inner<S> {
             (peer_procs::STAGE, "pre-validate"),
             (peer_procs::BRICK_OP, "brick-op"),
         ] {
+            self.at(name).await;
             let local = if proc_ == peer_procs::STAGE {
                 self.stage(&phase)
             } else {
@@ -884,7 +931,9 @@ impl<S: Storage> Inner<S> {
         }
         // Commit: from here the change is made; a server that misses it
         // converges by sync.
+        self.at("commit-local").await;
         self.commit(&phase).await?;
+        self.at("commit-peers").await;
         let mut warnings = Vec::new();
         for (u, c) in &locked {
             match self
@@ -899,6 +948,7 @@ impl<S: Storage> Inner<S> {
                 )),
             }
         }
+        self.at("post-validate").await;
         if let Err(e) = self.post_validate(&phase).await {
             warnings.push(e);
         }
@@ -910,6 +960,7 @@ impl<S: Storage> Inner<S> {
                 warnings.push(e);
             }
         }
+        self.at("unlock").await;
         self.unlock_all(&key, txn_id, &locked).await;
         self.rt
             .trace(|| format!("txn {txn_id} {command}: committed"));
@@ -918,6 +969,12 @@ impl<S: Storage> Inner<S> {
             msg.push_str(&format!(" (warnings: {})", warnings.join("; ")));
         }
         Ok(msg)
+    }
+
+    async fn at(&self, phase: &'static str) {
+        if let Some(hook) = &self.cfg.phase_hook {
+            hook(phase).await;
+        }
     }
 
     async fn unlock_all(&self, key: &str, txn_id: u64, locked: &[(String, RpcClient)]) {
@@ -1082,6 +1139,14 @@ impl<S: Storage> Inner<S> {
     }
 
     /// Compare with every reachable peer and take what is newer there.
+    ///
+    /// Two servers holding one object at the same version with different
+    /// contents means a transaction's commit was cut short (its originator
+    /// crashed after committing on some servers) and another transaction
+    /// committed since. Changes need a majority, so the variant a strict
+    /// majority of the pool holds is the acknowledged one: it is adopted,
+    /// and the unacknowledged partial commit dropped. Without a majority
+    /// the conflict is reported for an operator (`peer sync`).
     async fn sync_once(&self) {
         let clients: Vec<(String, RpcClient)> = self
             .peer_clients
@@ -1091,20 +1156,57 @@ impl<S: Storage> Inner<S> {
             .filter(|(_, c)| c.is_connected())
             .map(|(u, c)| (u.clone(), c.clone()))
             .collect();
+        let pool_size = self.peer_clients.lock().expect("peer clients").len() + 1;
+        let mut views: Vec<(String, ClusterState)> = Vec::new();
+        for (uuid, c) in &clients {
+            if let Ok(s) = self
+                .call_peer::<_, ClusterState>(c, peer_procs::GET_STATE, &())
+                .await
+            {
+                views.push((uuid.clone(), s));
+            }
+        }
         let mut changed = false;
-        for (uuid, c) in clients {
-            let theirs: ClusterState = match self.call_peer(&c, peer_procs::GET_STATE, &()).await {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
+        for (uuid, theirs) in &views {
             let mut st = self.state.lock().expect("state");
-            let r = reconcile(&st, &theirs);
-            if !r.take_volumes.is_empty() || !r.take_peers.is_empty() {
-                let mut next = st.clone();
-                r.adopt(&mut next);
+            let r = reconcile(&st, theirs);
+            let mut next = st.clone();
+            let mut adopted = r.take_volumes.len() + r.take_peers.len();
+            r.adopt(&mut next);
+            let mut unresolved = Vec::new();
+            for line in &r.conflicts {
+                let Some(name) = line
+                    .strip_prefix("volume ")
+                    .and_then(|l| l.split(':').next())
+                else {
+                    unresolved.push(line.clone());
+                    continue;
+                };
+                let Some(variant) = theirs.volumes.get(name) else {
+                    continue;
+                };
+                let holders = 1 + views
+                    .iter()
+                    .filter(|(u, v)| u != uuid && v.volumes.get(name) == Some(variant))
+                    .count();
+                if holders * 2 > pool_size {
+                    tracing::warn!(volume = name, "discarding an unacknowledged partial commit: a majority holds another version");
+                    self.rt.trace(|| {
+                        format!(
+                            "{} dropped a partial commit of {name}",
+                            self.me.hostnames[0]
+                        )
+                    });
+                    next.volumes.insert(name.to_string(), variant.clone());
+                    adopted += 1;
+                } else {
+                    unresolved.push(line.clone());
+                }
+            }
+            if adopted > 0 {
                 match self.store.save_all(&next) {
                     Ok(()) => {
-                        tracing::info!(peer = %uuid, volumes = r.take_volumes.len(), peers = r.take_peers.len(), "caught up from peer");
+                        tracing::info!(peer = %uuid, adopted, "caught up from peer");
                         self.rt
                             .trace(|| format!("{} caught up from {uuid}", self.me.hostnames[0]));
                         *st = next;
@@ -1115,15 +1217,14 @@ impl<S: Storage> Inner<S> {
             }
             drop(st);
             let mut div = self.divergence.lock().expect("divergence");
-            if r.conflicts.is_empty() {
-                div.remove(&uuid);
+            if unresolved.is_empty() {
+                div.remove(uuid);
             } else {
-                let mut lines = r.conflicts.clone();
-                lines.push(format!(
+                unresolved.push(format!(
                     "repair: run 'mortar peer sync {}' on the server whose view is wrong",
                     self.name()
                 ));
-                div.insert(uuid, lines);
+                div.insert(uuid.clone(), unresolved);
             }
         }
         if changed {

@@ -8,6 +8,8 @@
 #[cfg(madsim)]
 pub mod brick;
 #[cfg(madsim)]
+pub mod mgmt;
+#[cfg(madsim)]
 pub mod rpc;
 
 #[cfg(madsim)]
@@ -35,6 +37,27 @@ mod registry {
             Scenario {
                 name: "brick_locks",
                 run: |sim| Box::pin(crate::brick::brick_locks(sim)),
+            },
+            Scenario {
+                name: "mgmt_originator_crash",
+                // The phase to crash in is drawn from the seed.
+                run: |sim| {
+                    let phase = crate::mgmt::PHASES
+                        [sim.with_rng(|r| r.below(crate::mgmt::PHASES.len() as u64)) as usize];
+                    Box::pin(crate::mgmt::originator_crash(sim, phase))
+                },
+            },
+            Scenario {
+                name: "mgmt_concurrent",
+                run: |sim| Box::pin(crate::mgmt::concurrent_transactions(sim)),
+            },
+            Scenario {
+                name: "mgmt_partition_commit",
+                run: |sim| Box::pin(crate::mgmt::partition_during_commit(sim)),
+            },
+            Scenario {
+                name: "mgmt_brick_lifecycle",
+                run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
             },
         ]
     }

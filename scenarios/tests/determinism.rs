@@ -40,3 +40,17 @@ fn planted_os_randomness_is_caught() {
     let (a, b) = twice(5, Plant::OsRandom);
     assert_ne!(a, b, "OS randomness leaked in but the hashes agree");
 }
+
+#[test]
+fn every_scenario_replays_its_seed_exactly() {
+    for s in mortar_scenarios::all() {
+        let run = s.run;
+        let a = mortar_sim::run(s.name, 3, run);
+        let b = mortar_sim::run(s.name, 3, run);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "scenario {} is not deterministic",
+            s.name
+        );
+    }
+}

@@ -309,6 +309,19 @@ impl Sim {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        self.try_run_on(host, process, f)
+            .await
+            .unwrap_or_else(|| panic!("{host}/{process} was killed before it finished"))
+    }
+
+    /// [`Sim::run_on`], returning `None` if the process (or its host) is
+    /// killed before it finishes.
+    pub async fn try_run_on<F, Fut, T>(&self, host: &str, process: &str, f: F) -> Option<T>
+    where
+        F: FnOnce(Runtime) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
         let rt = self.runtime_for(host, process);
         let node = {
             let mut st = self.lock();
@@ -335,9 +348,41 @@ impl Sim {
             .spawn(async move { rt.spawn(f(rt.clone())).await })
             .await;
         match out {
-            Ok(Ok(Some(v))) => v,
-            _ => panic!("{host}/{process} was killed before it finished"),
+            Ok(Ok(Some(v))) => Some(v),
+            _ => None,
         }
+    }
+
+    /// Start `f` as a process named `process` on `host` without waiting
+    /// for it. Like [`Sim::run_on`] it is a one-shot: not restarted with
+    /// its host (a daemon that starts it again after a reboot does that).
+    pub fn start_oneshot<F, Fut>(&self, host: &str, process: &str, f: F)
+    where
+        F: FnOnce(Runtime) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let rt = self.runtime_for(host, process);
+        let node = {
+            let mut st = self.lock();
+            let h = st
+                .hosts
+                .get_mut(host)
+                .unwrap_or_else(|| panic!("unknown host {host}"));
+            let placeholder: ProcFactory = Arc::new(|_| Box::pin(async {}));
+            h.procs.insert(
+                process.to_string(),
+                Proc {
+                    factory: placeholder,
+                    one_shot: true,
+                    rt: Some(rt.clone()),
+                },
+            );
+            h.node.clone()
+        };
+        self.trace.record("sim", &format!("start {host}/{process}"));
+        node.spawn(async move {
+            let _ = rt.spawn(f(rt.clone())).await;
+        });
     }
 
     /// Kill one process; its host and other processes run on. Its sockets

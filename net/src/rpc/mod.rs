@@ -67,7 +67,9 @@ impl RpcConfig {
         RpcConfig {
             limits: FrameLimits::default(),
             ping_timeout,
-            ping_interval: ping_timeout / 4,
+            // Pinging often is cheap (an empty frame), and the peer's idle
+            // limit may be shorter than ours: keep well under any sane one.
+            ping_interval: (ping_timeout / 4).min(Duration::from_secs(3)),
             call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             reconnect_backoff_min: Duration::from_millis(100),
@@ -282,6 +284,11 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.ping_timeout, Duration::from_secs(42));
         assert!(c.ping_interval * 3 < c.ping_timeout);
+        assert_eq!(c.ping_interval, Duration::from_secs(3));
+        assert_eq!(
+            RpcConfig::with_ping_timeout(Duration::from_secs(4)).ping_interval,
+            Duration::from_secs(1)
+        );
         let bad = RpcConfig {
             ping_interval: c.ping_timeout,
             ..c

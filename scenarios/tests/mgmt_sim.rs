@@ -1,0 +1,30 @@
+//! Management transactions under crashes and partitions, in the simulator.
+#![cfg(madsim)]
+
+use mortar_scenarios::mgmt;
+
+/// The originator crashes at every phase boundary in turn.
+#[test]
+fn originator_crash_at_every_phase() {
+    for (i, phase) in mgmt::PHASES.iter().enumerate() {
+        let phase: &'static str = phase;
+        mortar_sim::run("mgmt_originator_crash", 100 + i as u64, move |sim| {
+            mgmt::originator_crash(sim, phase)
+        });
+    }
+}
+
+#[test]
+fn concurrent_transactions_from_different_peers() {
+    mortar_sim::run("mgmt_concurrent", 7, mgmt::concurrent_transactions);
+}
+
+#[test]
+fn a_peer_partitioned_during_commit_catches_up() {
+    mortar_sim::run("mgmt_partition_commit", 8, mgmt::partition_during_commit);
+}
+
+#[test]
+fn bricks_restart_with_their_mgmtd() {
+    mortar_sim::run("mgmt_brick_lifecycle", 9, mgmt::brick_lifecycle);
+}
