@@ -56,9 +56,10 @@ daemons and tools:
 options for every command:
   --log-level error|warn|info|debug|trace
         (default: $MORTAR_LOG, else info for daemons and error for commands)
+  --log-file PATH   append logs to PATH instead of stderr
 
-The brick, mgmtd, shd and mount daemons and the peer/volume commands are
-added as they are built (see ARCHITECTURE.md).";
+The self-heal daemon and the FUSE mount are added as they are built (see
+ARCHITECTURE.md).";
 
 /// What went wrong, and the exit code it maps to.
 pub(crate) enum Failure {
@@ -76,6 +77,10 @@ fn main() -> ExitCode {
     let mut args = Args::new(std::env::args().skip(1));
     let level = match args.option("--log-level") {
         Ok(l) => l.or_else(|| std::env::var("MORTAR_LOG").ok()),
+        Err(e) => return usage_error(&e),
+    };
+    let log_file = match args.option("--log-file") {
+        Ok(f) => f.map(PathBuf::from),
         Err(e) => return usage_error(&e),
     };
     const COMMANDS: &[&str] = &[
@@ -104,7 +109,10 @@ fn main() -> ExitCode {
     };
     let daemon = matches!(cmd.as_str(), "echo-server" | "brick" | "mgmtd");
     let default_level = if daemon { "info" } else { "error" };
-    if let Err(e) = init_logging(level.as_deref().unwrap_or(default_level)) {
+    if let Err(e) = init_logging(
+        level.as_deref().unwrap_or(default_level),
+        log_file.as_deref(),
+    ) {
         return usage_error(&e);
     }
     let result = match cmd.as_str() {
@@ -143,7 +151,7 @@ fn usage_error(e: &UsageError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(level: &str) -> Result<(), UsageError> {
+fn init_logging(level: &str, file: Option<&std::path::Path>) -> Result<(), UsageError> {
     use tracing_subscriber::filter::LevelFilter;
     let filter = match level {
         "error" => LevelFilter::ERROR,
@@ -157,11 +165,20 @@ fn init_logging(level: &str) -> Result<(), UsageError> {
             )))
         }
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match file {
+        None => builder.with_writer(std::io::stderr).init(),
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| UsageError(format!("cannot open log file {}: {e}", path.display())))?;
+            builder.with_writer(std::sync::Mutex::new(f)).init()
+        }
+    }
     Ok(())
 }
 

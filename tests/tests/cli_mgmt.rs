@@ -172,6 +172,55 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
     );
     assert!(ok(&s3, &["volume", "get", "vol1", "network.ping-timeout"]).contains("10"));
 
+    // Grow to distributed-replicate 2 x 3, then swap one brick.
+    let mut add = vec!["volume", "add-brick", "vol1"];
+    let more: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.{n}:{}", dir.join(format!("bricks/c{n}")).display()))
+        .collect();
+    add.extend(more.iter().map(String::as_str));
+    fails(&s1, &add[..5], 1, "not a multiple of the replica count");
+    add.push("force");
+    ok(&s1, &add);
+    let info = ok(&s2, &["volume", "info", "vol1"]);
+    assert!(
+        info.contains("Type: Distributed-Replicate") && info.contains("2 x 3 = 6"),
+        "{info}"
+    );
+    let newb = format!("127.0.0.3:{}", dir.join("bricks/d3").display());
+    ok(
+        &s1,
+        &[
+            "volume",
+            "replace-brick",
+            "vol1",
+            &more[2],
+            &newb,
+            "commit",
+            "force",
+        ],
+    );
+    assert!(ok(&s3, &["volume", "info", "vol1"]).contains(&newb));
+    fails(
+        &s1,
+        &[
+            "volume",
+            "replace-brick",
+            "vol1",
+            &more[2],
+            &newb,
+            "commit",
+            "force",
+        ],
+        1,
+        "is not a brick of vol1",
+    );
+    let volfile = ok(&s1, &["volume", "volfile", "vol1"]);
+    assert!(
+        volfile.contains("type cluster/distribute")
+            && volfile.matches("type cluster/replicate").count() == 2,
+        "{volfile}"
+    );
+
     ok(&s3, &["volume", "stop", "vol1"]);
     let st = ok(&s1, &["volume", "status", "vol1"]);
     assert!(st.contains("is not started"), "{st}");
@@ -181,6 +230,18 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
             ok(s, &["volume", "list"]).contains("No volumes present")
         });
     }
+    // Detach a server; the pool shrinks everywhere.
+    fails(
+        &s1,
+        &["peer", "detach", "127.0.0.1"],
+        1,
+        "cannot detach this server from itself",
+    );
+    ok(&s1, &["peer", "detach", "127.0.0.3"]);
+    wait("detach seen", Duration::from_secs(20), || {
+        ok(&s2, &["peer", "status"]).contains("Number of Peers: 1")
+    });
+
     // No brick process is left behind.
     let left = Command::new("pgrep")
         .args(["-f", &dir.display().to_string()])
