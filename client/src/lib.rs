@@ -10,3 +10,4 @@
 //! It must not talk to a disk: bricks do that.
 
 pub mod afr;
+pub mod protocol;

@@ -1,0 +1,282 @@
+//! The protocol client: one brick, as a child of replicate or disperse.
+//!
+//! It finds the brick's port in the port map of the brick host's mgmtd,
+//! connects, and identifies itself (`Connect`). Up and down transitions are
+//! published with a generation number: a child that went down and came back
+//! lost its locks on the brick, and the layer above must know. When the
+//! connection drops it starts over from the port lookup, since a restarted
+//! brick may listen on another port.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_net::rpc::{RpcClient, RpcConfig};
+use mortar_net::sync::Watch;
+use mortar_net::{Endpoint, Runtime};
+use mortar_node::remote::RemoteBrick;
+use mortar_proto::brick::BrickRequest;
+use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
+use mortar_proto::volfile::Node;
+use mortar_proto::{Errno, FopError};
+
+/// A child's connection state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildState {
+    pub up: bool,
+    /// Incremented on every successful connect and handshake.
+    pub generation: u64,
+    /// Why it is down (or last went down).
+    pub last_error: Option<String>,
+}
+
+/// Where a protocol client connects, from its volfile node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrickAddress {
+    pub name: String,
+    pub host: String,
+    pub brick_path: String,
+    pub volume_id: String,
+    pub ping_timeout: Duration,
+}
+
+impl BrickAddress {
+    pub fn from_node(n: &Node) -> Result<BrickAddress, String> {
+        let get = |k: &str| {
+            n.options
+                .get(k)
+                .cloned()
+                .ok_or_else(|| format!("volfile: {} has no option {k}", n.name))
+        };
+        let ping: u64 = get("ping-timeout")?
+            .parse()
+            .map_err(|_| format!("volfile: {}: ping-timeout is not a number", n.name))?;
+        Ok(BrickAddress {
+            name: n.name.clone(),
+            host: get("remote-host")?,
+            brick_path: get("remote-subvolume")?,
+            volume_id: get("volume-id")?,
+            ping_timeout: Duration::from_secs(ping.max(1)),
+        })
+    }
+}
+
+struct Inner {
+    rt: Runtime,
+    addr: BrickAddress,
+    mgmt_port: u16,
+    client_id: String,
+    state: Watch<ChildState>,
+    remote: Mutex<Option<RemoteBrick>>,
+}
+
+/// One brick's client. Cheap to clone.
+#[derive(Clone)]
+pub struct ProtocolClient {
+    inner: Arc<Inner>,
+}
+
+/// Deadline for the port lookup and the handshake.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ProtocolClient {
+    /// Start connecting in the background (in a child scope of `rt`).
+    pub fn start(
+        rt: &Runtime,
+        addr: BrickAddress,
+        mgmt_port: u16,
+        client_id: &str,
+    ) -> ProtocolClient {
+        let inner = Arc::new(Inner {
+            rt: rt.child(format!("client {}", addr.name)),
+            addr,
+            mgmt_port,
+            client_id: client_id.to_string(),
+            state: Watch::new(ChildState {
+                up: false,
+                generation: 0,
+                last_error: Some("not yet connected".into()),
+            }),
+            remote: Mutex::new(None),
+        });
+        inner.rt.spawn(keep_connected(inner.clone()));
+        ProtocolClient { inner }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.addr.name
+    }
+
+    pub fn address(&self) -> &BrickAddress {
+        &self.inner.addr
+    }
+
+    /// Child-up / child-down.
+    pub fn state(&self) -> Watch<ChildState> {
+        self.inner.state.clone()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.inner.state.with(|s| s.up)
+    }
+
+    /// Wait until up, at most `timeout`.
+    pub async fn wait_up(&self, timeout: Duration) -> Result<u64, FopError> {
+        self.inner
+            .rt
+            .clock()
+            .timeout(timeout, self.inner.state.wait_for(|s| s.up))
+            .await
+            .map(|s| s.generation)
+            .map_err(|_| self.down_error())
+    }
+
+    fn down_error(&self) -> FopError {
+        let why = self
+            .inner
+            .state
+            .with(|s| s.last_error.clone())
+            .unwrap_or_else(|| "down".into());
+        FopError::new(
+            Errno::ENOTCONN,
+            format!("{} is not connected: {why}", self.inner.addr.name),
+        )
+    }
+
+    /// Send one request to the brick; ENOTCONN while down.
+    pub async fn call<Q: BrickRequest>(
+        &self,
+        q: &Q,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<(Q::Reply, Bytes), FopError> {
+        let remote = self.inner.remote.lock().expect("remote").clone();
+        match remote {
+            Some(r) => r.call_with(q, payload, timeout).await,
+            None => Err(self.down_error()),
+        }
+    }
+
+    /// Stop reconnecting and close.
+    pub fn close(&self) {
+        if let Some(r) = self.inner.remote.lock().expect("remote").take() {
+            r.rpc.close();
+        }
+        self.inner.rt.scope().kill();
+    }
+}
+
+fn set_down(inner: &Inner, why: String) {
+    inner.state.modify(|s| {
+        s.up = false;
+        s.last_error = Some(why);
+    });
+}
+
+async fn lookup_port(inner: &Inner) -> Result<u16, String> {
+    let ep: Endpoint = format!("{}:{}", inner.addr.host, inner.mgmt_port)
+        .parse()
+        .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
+    let pm = RpcClient::new(&inner.rt, ep.clone(), RpcConfig::default());
+    let r = async {
+        pm.wait_connected(SETUP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let q = portmap::Query {
+            brick_path: inner.addr.brick_path.clone(),
+        };
+        let (port, _): (Option<u16>, Bytes) = pm
+            .call_typed(
+                PROGRAM_PORTMAP,
+                portmap::procs::QUERY,
+                &q,
+                Bytes::new(),
+                SETUP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        port.ok_or_else(|| {
+            format!(
+                "brick {} is not running (not in the port map of {ep})",
+                inner.addr.brick_path
+            )
+        })
+    }
+    .await;
+    pm.close();
+    r
+}
+
+async fn keep_connected(inner: Arc<Inner>) {
+    let clock = inner.rt.clock().clone();
+    let mut pause = Duration::from_millis(100);
+    let cfg = RpcConfig {
+        reconnect_backoff_min: Duration::from_millis(100),
+        reconnect_backoff_max: Duration::from_secs(2),
+        ..RpcConfig::with_ping_timeout(inner.addr.ping_timeout)
+    };
+    let mut generation = 0;
+    loop {
+        let setup = async {
+            let port = lookup_port(&inner).await?;
+            let ep: Endpoint = format!("{}:{port}", inner.addr.host)
+                .parse()
+                .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
+            let rpc = RpcClient::new(&inner.rt, ep, cfg);
+            if let Err(e) = rpc.wait_connected(SETUP_TIMEOUT).await {
+                rpc.close();
+                return Err(e.to_string());
+            }
+            let remote = RemoteBrick::new(rpc);
+            match remote
+                .connect(
+                    &inner.addr.volume_id,
+                    &inner.client_id,
+                    &inner.addr.name,
+                    SETUP_TIMEOUT,
+                )
+                .await
+            {
+                Ok(_) => Ok(remote),
+                Err(e) => {
+                    remote.rpc.close();
+                    Err(e.to_string())
+                }
+            }
+        }
+        .await;
+        match setup {
+            Ok(remote) => {
+                pause = Duration::from_millis(100);
+                generation += 1;
+                let link = remote.rpc.subscribe();
+                let link_gen = remote.rpc.link_state().generation;
+                *inner.remote.lock().expect("remote") = Some(remote.clone());
+                inner.state.modify(|s| {
+                    s.up = true;
+                    s.generation = generation;
+                    s.last_error = None;
+                });
+                inner
+                    .rt
+                    .trace(|| format!("{} up (generation {generation})", inner.addr.name));
+                // Down as soon as the link drops (a reconnect of the
+                // underlying RPC client would lack the handshake).
+                let st = link.wait_for(|s| !s.up || s.generation != link_gen).await;
+                inner.remote.lock().expect("remote").take();
+                remote.rpc.close();
+                let why = st.last_error.unwrap_or_else(|| "connection lost".into());
+                inner
+                    .rt
+                    .trace(|| format!("{} down: {why}", inner.addr.name));
+                tracing::warn!(child = %inner.addr.name, reason = %why, "brick connection lost");
+                set_down(&inner, why);
+            }
+            Err(why) => {
+                set_down(&inner, why);
+                clock.sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(3));
+            }
+        }
+    }
+}
