@@ -10,4 +10,6 @@
 //! It must not talk to a disk: bricks do that.
 
 pub mod afr;
+pub mod fop;
 pub mod protocol;
+pub mod replicate;

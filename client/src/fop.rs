@@ -1,0 +1,184 @@
+//! The one interface every layer of a client graph serves: a brick, a
+//! replica set, a disperse set, the distribute layer on top. File
+//! operations travel as one enum so that a layer can route them by kind
+//! (write-type operations become transactions in replicate, entry
+//! operations pick a subvolume by name hash in distribute, and so on).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_net::BoxFuture;
+use mortar_proto::brick::{self as bp, BrickRequest, CounterDelta};
+use mortar_proto::{Attr, Errno, FopError};
+
+use crate::protocol::ProtocolClient;
+
+/// A file operation.
+#[derive(Debug, Clone)]
+pub enum Fop {
+    Lookup(bp::Lookup),
+    Stat(bp::Stat),
+    Create(bp::Create),
+    Mkdir(bp::Mkdir),
+    Mknod(bp::Mknod),
+    Symlink(bp::Symlink),
+    Link(bp::Link),
+    Unlink(bp::Unlink),
+    Rmdir(bp::Rmdir),
+    Rename(bp::Rename),
+    Readlink(bp::Readlink),
+    Open(bp::Open),
+    Read(bp::Read),
+    Write(bp::Write, Bytes),
+    Truncate(bp::Truncate),
+    Fsync(bp::Fsync),
+    Setattr(bp::Setattr),
+    Readdir(bp::Readdir),
+    Getxattr(bp::Getxattr),
+    Setxattr(bp::Setxattr),
+    Removexattr(bp::Removexattr),
+    Listxattr(bp::Listxattr),
+    Xattrop(bp::Xattrop),
+    Inodelk(bp::Inodelk),
+    Entrylk(bp::Entrylk),
+    Statfs,
+}
+
+/// What an operation returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FopOut {
+    Attr(Attr),
+    Done,
+    Data(Bytes),
+    Written(bp::WriteReply),
+    Dir(bp::ReaddirReply),
+    Value(Vec<u8>),
+    Names(Vec<String>),
+    Target(String),
+    Counters(Vec<(String, CounterDelta)>),
+    Statfs(bp::StatfsReply),
+}
+
+pub type FopRes = Result<FopOut, FopError>;
+
+/// The reply did not have the shape the operation promises: a bug in a
+/// layer, reported as EIO rather than a panic.
+pub fn shape_error(what: &str, got: &FopOut) -> FopError {
+    FopError::new(
+        Errno::EIO,
+        format!("internal error: {what} returned {got:?}"),
+    )
+}
+
+impl FopOut {
+    pub fn attr(self) -> Result<Attr, FopError> {
+        match self {
+            FopOut::Attr(a) => Ok(a),
+            other => Err(shape_error("an attribute operation", &other)),
+        }
+    }
+    pub fn data(self) -> Result<Bytes, FopError> {
+        match self {
+            FopOut::Data(d) => Ok(d),
+            other => Err(shape_error("read", &other)),
+        }
+    }
+    pub fn counters(self) -> Result<Vec<(String, CounterDelta)>, FopError> {
+        match self {
+            FopOut::Counters(c) => Ok(c),
+            other => Err(shape_error("xattrop", &other)),
+        }
+    }
+}
+
+/// A layer of the graph.
+pub trait Subvolume: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Can operations be sent now? (A brick that is connected; a set with
+    /// enough bricks.)
+    fn is_up(&self) -> bool;
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes>;
+}
+
+/// Deadline for one brick operation. Locks that wait have their own,
+/// shorter, wait bound inside the request.
+pub const BRICK_OP_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn call<Q: BrickRequest>(c: &ProtocolClient, q: &Q) -> Result<Q::Reply, FopError> {
+    Ok(c.call(q, Bytes::new(), BRICK_OP_TIMEOUT).await?.0)
+}
+
+impl Subvolume for ProtocolClient {
+    fn name(&self) -> &str {
+        ProtocolClient::name(self)
+    }
+
+    fn is_up(&self) -> bool {
+        ProtocolClient::is_up(self)
+    }
+
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
+        Box::pin(async move {
+            Ok(match op {
+                Fop::Lookup(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Stat(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Create(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Mkdir(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Mknod(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Symlink(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Link(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Unlink(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Rmdir(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Rename(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Readlink(q) => FopOut::Target(call(self, &q).await?),
+                Fop::Open(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Read(q) => {
+                    FopOut::Data(self.call(&q, Bytes::new(), BRICK_OP_TIMEOUT).await?.1)
+                }
+                Fop::Write(q, data) => {
+                    FopOut::Written(self.call(&q, data, BRICK_OP_TIMEOUT).await?.0)
+                }
+                Fop::Truncate(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Fsync(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Setattr(q) => FopOut::Attr(call(self, &q).await?),
+                Fop::Readdir(q) => FopOut::Dir(call(self, &q).await?),
+                Fop::Getxattr(q) => FopOut::Value(call(self, &q).await?),
+                Fop::Setxattr(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Removexattr(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Listxattr(q) => FopOut::Names(call(self, &q).await?),
+                Fop::Xattrop(q) => FopOut::Counters(call(self, &q).await?),
+                Fop::Inodelk(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Entrylk(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
+                Fop::Statfs => FopOut::Statfs(call(self, &bp::Statfs {}).await?),
+            })
+        })
+    }
+}
+
+/// A shared handle to any layer.
+pub type Child = Arc<dyn Subvolume>;

@@ -1,0 +1,612 @@
+//! The replicate layer: one replica set of bricks kept identical.
+//!
+//! Write-type operations run as transactions (see [`crate::afr`]):
+//!
+//! ```text
+//! lock (inode range or parent entry, on every up brick, in brick order)
+//!   -> quorum, split-brain and arbiter checks (refuse before touching data)
+//!   -> pre-op: dirty += 1, durable
+//!   -> the operation on every locked brick
+//!   -> post-op: dirty -= 1 where it succeeded; blame the others, durable
+//!   -> unlock
+//! ```
+//!
+//! Reads go to a brick no other brick blames; a file whose copies blame
+//! each other is in split-brain and reads and writes get EIO. Entry
+//! operations keep their changelog on the parent directory, so heal can
+//! repair names as well as data.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mortar_net::{BoxFuture, Runtime};
+use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
+use mortar_proto::{Errno, FopError, Gfid};
+
+use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
+use crate::fop::{Child, Fop, FopOut, FopRes, Subvolume};
+
+/// How long a transaction waits for a lock held by another client.
+const LOCK_WAIT_MS: u64 = 30_000;
+
+pub struct Replicate {
+    name: String,
+    rt: Runtime,
+    children: Vec<Child>,
+    /// The changelog key naming each child.
+    keys: Vec<String>,
+    quorum: Quorum,
+    arbiter: Option<usize>,
+    next_owner: AtomicU64,
+}
+
+/// What a transaction locks.
+#[derive(Debug, Clone)]
+enum LockOn {
+    Inode { gfid: Gfid, start: u64, len: u64 },
+    Entry { parent: Gfid, name: Option<String> },
+}
+
+fn delta(kind: Kind, v: i32) -> CounterDelta {
+    let mut d = vec![0; 3];
+    d[kind as usize] = v;
+    CounterDelta::Add32(d)
+}
+
+impl Replicate {
+    pub fn new(
+        rt: &Runtime,
+        name: &str,
+        children: Vec<Child>,
+        quorum: Quorum,
+        arbiter: bool,
+    ) -> Replicate {
+        let keys = children
+            .iter()
+            .map(|c| format!("{}{}", xa::CHANGELOG_PREFIX, c.name()))
+            .collect();
+        let arbiter = (arbiter && children.len() == 3).then_some(2);
+        Replicate {
+            name: name.to_string(),
+            rt: rt.child(name.to_string()),
+            children,
+            keys,
+            quorum,
+            arbiter,
+            next_owner: AtomicU64::new(1),
+        }
+    }
+
+    pub fn children(&self) -> &[Child] {
+        &self.children
+    }
+
+    fn up_mask(&self) -> Vec<bool> {
+        self.children.iter().map(|c| c.is_up()).collect()
+    }
+
+    /// Run `make(child)` on the children `idx` concurrently; `None` for a
+    /// child whose task was cancelled.
+    async fn fan_any<T: Send + 'static>(
+        &self,
+        idx: &[usize],
+        make: impl Fn(Child) -> BoxFuture<'static, T>,
+    ) -> Vec<(usize, Option<T>)> {
+        let handles: Vec<_> = idx
+            .iter()
+            .map(|&i| (i, self.rt.spawn(make(self.children[i].clone()))))
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for (i, h) in handles {
+            out.push((i, h.await.ok().flatten()));
+        }
+        out
+    }
+
+    /// [`Replicate::fan_any`] for file operations.
+    async fn fan(
+        &self,
+        idx: &[usize],
+        make: impl Fn(Child) -> BoxFuture<'static, FopRes>,
+    ) -> Vec<(usize, FopRes)> {
+        self.fan_any(idx, make)
+            .await
+            .into_iter()
+            .map(|(i, r)| {
+                let r = r.unwrap_or_else(|| {
+                    Err(FopError::new(
+                        Errno::EIO,
+                        format!("{}: operation on child {i} was cancelled", self.name),
+                    ))
+                });
+                (i, r)
+            })
+            .collect()
+    }
+
+    /// The counters each child in `idx` holds for `gfid` (`None` for a
+    /// child that did not answer).
+    async fn views(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<BrickView>> {
+        let mut names = self.keys.clone();
+        names.push(xa::DIRTY.to_string());
+        let results = self
+            .fan_any(idx, move |c| {
+                let names = names.clone();
+                Box::pin(async move {
+                    let mut vals = Vec::with_capacity(names.len());
+                    for n in names {
+                        match c.fop(Fop::Getxattr(bp::Getxattr { gfid, name: n })).await {
+                            Ok(FopOut::Value(v)) => vals.push(counters(&v)),
+                            Err(e) if e.errno == Errno::ENODATA => vals.push([0; 3]),
+                            _ => return None,
+                        }
+                    }
+                    Some(vals)
+                })
+            })
+            .await;
+        let n = self.children.len();
+        let mut views: Vec<Option<BrickView>> = vec![None; n];
+        for (i, r) in results {
+            if let Some(Some(vals)) = r {
+                views[i] = Some(BrickView {
+                    blames: vals[..n].to_vec(),
+                    dirty: vals[n],
+                });
+            }
+        }
+        views
+    }
+
+    async fn verdict(&self, gfid: Gfid, kind: Kind, idx: &[usize]) -> Verdict {
+        let views = self.views(gfid, idx).await;
+        afr::examine(&views, kind, self.arbiter)
+    }
+
+    fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
+        let names: Vec<&str> = accused.iter().map(|i| self.children[*i].name()).collect();
+        FopError::new(
+            Errno::EIO,
+            format!(
+                "{}: {gfid} is in split-brain: the copies on {} blame each other; resolve it with heal before using the file",
+                self.name,
+                names.join(" and ")
+            ),
+        )
+    }
+
+    /// Send a read-type operation to a good copy (trying the next good copy
+    /// if one fails to answer).
+    async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopRes {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        if up.is_empty() {
+            return Err(FopError::new(
+                Errno::ENOTCONN,
+                format!("{}: no brick of the replica set is reachable", self.name),
+            ));
+        }
+        let good = match self.verdict(gfid, kind, &up).await {
+            Verdict::Sources { good, .. } => good,
+            Verdict::SplitBrain { accused } => return Err(self.split_brain(gfid, &accused)),
+            Verdict::NoneReachable => up.clone(),
+        };
+        let mut last = None;
+        for i in good.into_iter().filter(|i| up.contains(i)) {
+            match self.children[i].fop(op.clone()).await {
+                Err(e) if e.errno == Errno::ENOTCONN => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            FopError::new(
+                Errno::EIO,
+                format!(
+                    "{}: no good copy of {gfid} is reachable (the reachable copies are stale)",
+                    self.name
+                ),
+            )
+        }))
+    }
+
+    /// A write-type transaction. `ctx` are the gfids whose changelog the
+    /// operation changes (the file, or the parent directories).
+    async fn transaction(&self, lock: LockOn, kind: Kind, ctx: Vec<Gfid>, op: Fop) -> FopRes {
+        let n = self.children.len();
+        let up = self.up_mask();
+        if !self.quorum.met(&up) {
+            return Err(FopError::new(
+                Errno::EROFS,
+                format!("{}: {}", self.name, self.quorum.describe(&up)),
+            ));
+        }
+        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let lock_fop = |kind: LockKind, wait: Option<u64>| match &lock {
+            LockOn::Inode { gfid, start, len } => Fop::Inodelk(bp::Inodelk {
+                gfid: *gfid,
+                domain: self.name.clone(),
+                kind,
+                start: *start,
+                len: *len,
+                owner,
+                wait_ms: wait,
+            }),
+            LockOn::Entry { parent, name } => Fop::Entrylk(bp::Entrylk {
+                parent: *parent,
+                name: name.clone(),
+                domain: self.name.clone(),
+                kind,
+                owner,
+                wait_ms: wait,
+            }),
+        };
+        // Lock in brick order, so that two clients never each hold part.
+        let mut locked = Vec::new();
+        for i in (0..n).filter(|i| up[*i]) {
+            match self.children[i]
+                .fop(lock_fop(LockKind::Write, Some(LOCK_WAIT_MS)))
+                .await
+            {
+                Ok(_) => locked.push(i),
+                Err(e) if e.errno == Errno::ENOTCONN => {}
+                Err(e) => {
+                    self.unlock(&locked, &lock_fop(LockKind::Unlock, None))
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        let result = self.locked_transaction(kind, &ctx, &locked, op).await;
+        self.unlock(&locked, &lock_fop(LockKind::Unlock, None))
+            .await;
+        result
+    }
+
+    async fn unlock(&self, locked: &[usize], unlock: &Fop) {
+        let unlock = unlock.clone();
+        // A failed unlock is released when the connection goes; nothing
+        // more to do here.
+        let _ = self
+            .fan(locked, move |c| {
+                let u = unlock.clone();
+                Box::pin(async move { c.fop(u).await })
+            })
+            .await;
+    }
+
+    async fn locked_transaction(
+        &self,
+        kind: Kind,
+        ctx: &[Gfid],
+        locked: &[usize],
+        op: Fop,
+    ) -> FopRes {
+        let n = self.children.len();
+        let mask: Vec<bool> = (0..n).map(|i| locked.contains(&i)).collect();
+        if !self.quorum.met(&mask) {
+            return Err(FopError::new(
+                Errno::EROFS,
+                format!("{}: {}", self.name, self.quorum.describe(&mask)),
+            ));
+        }
+        for g in ctx {
+            match self.verdict(*g, kind, locked).await {
+                Verdict::SplitBrain { accused } => return Err(self.split_brain(*g, &accused)),
+                v @ Verdict::Sources { .. } => {
+                    if let Some(a) = self.arbiter {
+                        if !afr::arbiter_allows(&mask, &v, a) {
+                            return Err(FopError::new(
+                                Errno::EROFS,
+                                format!("{}: no good data copy of {g} is reachable; writing now would leave only the arbiter as witness", self.name),
+                            ));
+                        }
+                    }
+                }
+                Verdict::NoneReachable => {}
+            }
+        }
+        // Pre-op: mark every locked copy dirty, durably, before the data.
+        let mut participants = Vec::new();
+        for &i in locked {
+            let mut ok = true;
+            for g in ctx {
+                let q = Fop::Xattrop(bp::Xattrop {
+                    gfid: *g,
+                    deltas: vec![(xa::DIRTY.to_string(), delta(kind, 1))],
+                    durable: true,
+                });
+                if self.children[i].fop(q).await.is_err() {
+                    ok = false;
+                }
+            }
+            if ok {
+                participants.push(i);
+            }
+        }
+        let results = self
+            .fan(&participants, move |c| {
+                let op = op.clone();
+                Box::pin(async move { c.fop(op).await })
+            })
+            .await;
+        let ok: Vec<usize> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        // Post-op: clear dirty where it worked and blame where it did not.
+        for p in afr::post_op(n, &participants, &ok) {
+            for g in ctx {
+                let mut deltas = vec![(xa::DIRTY.to_string(), delta(kind, -1))];
+                for j in &p.blame {
+                    deltas.push((self.keys[*j].clone(), delta(kind, 1)));
+                }
+                let durable = !p.blame.is_empty();
+                let q = Fop::Xattrop(bp::Xattrop {
+                    gfid: *g,
+                    deltas,
+                    durable,
+                });
+                if let Err(e) = self.children[p.brick].fop(q).await {
+                    tracing::warn!(set = %self.name, brick = p.brick, error = %e, "post-op failed; the copy stays marked dirty");
+                }
+            }
+        }
+        let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
+        let first_err = results.iter().find_map(|(_, r)| r.as_ref().err().cloned());
+        if ok.is_empty() {
+            return Err(first_err.unwrap_or_else(|| {
+                FopError::new(
+                    Errno::EIO,
+                    format!("{}: no brick took the operation", self.name),
+                )
+            }));
+        }
+        if !self.quorum.met(&ok_mask) {
+            let e = first_err.map(|e| e.to_string()).unwrap_or_default();
+            return Err(FopError::new(
+                Errno::EIO,
+                format!("{}: the operation succeeded on too few bricks to meet quorum ({e}); it is pending heal", self.name),
+            ));
+        }
+        // Prefer the reply of a brick that is not the arbiter.
+        let pick = results
+            .into_iter()
+            .filter(|(i, r)| r.is_ok() && Some(*i) != self.arbiter)
+            .map(|(_, r)| r)
+            .next();
+        match pick {
+            Some(r) => r,
+            None => Ok(FopOut::Done),
+        }
+    }
+
+    /// Operations sent to every up brick without a transaction (fsync,
+    /// lock requests from layers above); success when quorum answered.
+    async fn to_all(&self, op: Fop) -> FopRes {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        let results = self
+            .fan(&up, move |c| {
+                let op = op.clone();
+                Box::pin(async move { c.fop(op).await })
+            })
+            .await;
+        let n = self.children.len();
+        let ok_mask: Vec<bool> = (0..n)
+            .map(|i| results.iter().any(|(j, r)| *j == i && r.is_ok()))
+            .collect();
+        let first_ok = results
+            .iter()
+            .find(|(_, r)| r.is_ok())
+            .map(|(_, r)| r.clone());
+        let first_err = results.into_iter().find_map(|(_, r)| r.err());
+        match first_ok {
+            Some(r) if self.quorum.met(&ok_mask) || self.quorum == Quorum::None => r,
+            _ => Err(first_err.unwrap_or_else(|| {
+                FopError::new(
+                    Errno::ENOTCONN,
+                    format!("{}: no brick is reachable", self.name),
+                )
+            })),
+        }
+    }
+
+    /// Lookup on every up brick: names must agree on the gfid; the
+    /// attributes come from a good data copy.
+    async fn lookup(&self, q: bp::Lookup) -> FopRes {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        if up.is_empty() {
+            return Err(FopError::new(
+                Errno::ENOTCONN,
+                format!("{}: no brick of the replica set is reachable", self.name),
+            ));
+        }
+        let q2 = q.clone();
+        let results = self
+            .fan(&up, move |c| {
+                let q = q2.clone();
+                Box::pin(async move { c.fop(Fop::Lookup(q)).await })
+            })
+            .await;
+        let mut found: Vec<mortar_proto::Attr> = Vec::new();
+        let mut err = None;
+        for (_, r) in results {
+            match r {
+                Ok(FopOut::Attr(a)) => found.push(a),
+                Ok(other) => return Err(crate::fop::shape_error("lookup", &other)),
+                Err(e) => err = Some(e),
+            }
+        }
+        let Some(first) = found.first().cloned() else {
+            return Err(err.unwrap_or_else(|| FopError::new(Errno::ENOENT, q.name.clone())));
+        };
+        if found.iter().any(|a| a.gfid != first.gfid) {
+            return Err(FopError::new(
+                Errno::EIO,
+                format!("{}: {:?} has different gfids on different bricks (gfid split-brain); resolve it with heal", self.name, q.name),
+            ));
+        }
+        let kind = if first.kind == mortar_proto::FileKind::Regular {
+            Kind::Data
+        } else {
+            Kind::Metadata
+        };
+        self.read_from_source(first.gfid, kind, Fop::Stat(bp::Stat { gfid: first.gfid }))
+            .await
+    }
+}
+
+/// The three counters of a changelog value (missing ones are zero).
+fn counters(raw: &[u8]) -> [i64; 3] {
+    let mut c = [0i64; 3];
+    for (k, chunk) in raw.chunks(4).take(3).enumerate() {
+        if let Ok(b) = <[u8; 4]>::try_from(chunk) {
+            c[k] = i64::from(i32::from_be_bytes(b));
+        }
+    }
+    c
+}
+
+impl Subvolume for Replicate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_up(&self) -> bool {
+        self.children.iter().any(|c| c.is_up())
+    }
+
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
+        Box::pin(async move {
+            let entry = |parent: Gfid, name: &str| LockOn::Entry {
+                parent,
+                name: Some(name.to_string()),
+            };
+            match op {
+                Fop::Lookup(q) => self.lookup(q).await,
+                Fop::Stat(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Data, op).await
+                }
+                Fop::Read(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Data, op).await
+                }
+                Fop::Readlink(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Metadata, op).await
+                }
+                Fop::Open(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Data, op).await
+                }
+                Fop::Readdir(ref q) => {
+                    let g = q.dir;
+                    self.read_from_source(g, Kind::Entry, op).await
+                }
+                Fop::Getxattr(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Metadata, op).await
+                }
+                Fop::Listxattr(ref q) => {
+                    let g = q.gfid;
+                    self.read_from_source(g, Kind::Metadata, op).await
+                }
+                Fop::Statfs => self.to_all(Fop::Statfs).await,
+                Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
+                    self.to_all(op).await
+                }
+                Fop::Write(ref q, ref data) => {
+                    let lock = LockOn::Inode {
+                        gfid: q.gfid,
+                        start: q.offset,
+                        len: (data.len() as u64).max(1),
+                    };
+                    let g = q.gfid;
+                    self.transaction(lock, Kind::Data, vec![g], op).await
+                }
+                Fop::Truncate(ref q) => {
+                    let lock = LockOn::Inode {
+                        gfid: q.gfid,
+                        start: 0,
+                        len: 0,
+                    };
+                    let g = q.gfid;
+                    self.transaction(lock, Kind::Data, vec![g], op).await
+                }
+                Fop::Setattr(ref q) => {
+                    let lock = LockOn::Inode {
+                        gfid: q.gfid,
+                        start: 0,
+                        len: 0,
+                    };
+                    let g = q.gfid;
+                    self.transaction(lock, Kind::Metadata, vec![g], op).await
+                }
+                Fop::Setxattr(ref q) => {
+                    let lock = LockOn::Inode {
+                        gfid: q.gfid,
+                        start: 0,
+                        len: 0,
+                    };
+                    let g = q.gfid;
+                    self.transaction(lock, Kind::Metadata, vec![g], op).await
+                }
+                Fop::Removexattr(ref q) => {
+                    let lock = LockOn::Inode {
+                        gfid: q.gfid,
+                        start: 0,
+                        len: 0,
+                    };
+                    let g = q.gfid;
+                    self.transaction(lock, Kind::Metadata, vec![g], op).await
+                }
+                Fop::Create(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Mkdir(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Mknod(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Symlink(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Link(ref q) => {
+                    let (p, l) = (q.new_parent, entry(q.new_parent, &q.new_name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Unlink(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Rmdir(ref q) => {
+                    let (p, l) = (q.parent, entry(q.parent, &q.name));
+                    self.transaction(l, Kind::Entry, vec![p], op).await
+                }
+                Fop::Rename(ref q) => {
+                    // Whole-directory lock on the source parent; the
+                    // changelog of both parents records the change.
+                    let l = LockOn::Entry {
+                        parent: q.old_parent,
+                        name: None,
+                    };
+                    let mut ctx = vec![q.old_parent];
+                    if q.new_parent != q.old_parent {
+                        ctx.push(q.new_parent);
+                    }
+                    self.transaction(l, Kind::Entry, ctx, op).await
+                }
+            }
+        })
+    }
+}

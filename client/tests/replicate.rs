@@ -1,0 +1,334 @@
+//! Replicate over three real bricks on loopback: writes reach every up
+//! brick, a missing brick is blamed, reads come from a good copy, quorum
+//! refuses writes that could split the brain, and copies that blame each
+//! other are a split-brain (EIO).
+#![allow(clippy::disallowed_methods)] // Loopback and real time.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_client::afr::Quorum;
+use mortar_client::fop::{Child, Fop, FopOut, Subvolume};
+use mortar_client::protocol::{BrickAddress, ProtocolClient};
+use mortar_client::replicate::Replicate;
+use mortar_net::rpc::{Fault, Reply, Request, RpcConfig, RpcServer, ServerHandle, Service};
+use mortar_net::{Addr, BoxFuture, Endpoint, Runtime};
+use mortar_node::brick::BrickConfig;
+use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
+use mortar_node::service::AuthRules;
+use mortar_node::storage::posix::PosixStorage;
+use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, NewObject};
+use mortar_proto::{Errno, Gfid};
+
+const T: Duration = Duration::from_secs(10);
+const VOL: &str = "vol-r3";
+
+#[derive(Default)]
+struct Map(Mutex<BTreeMap<String, u16>>);
+struct MapService(Arc<Map>);
+impl Service for MapService {
+    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
+        let map = self.0.clone();
+        Box::pin(async move {
+            let q: mortar_proto::portmap::Query = req.decode()?;
+            Reply::encode(&map.0.lock().unwrap().get(&q.brick_path).copied())
+        })
+    }
+}
+
+struct Cluster {
+    rt: Runtime,
+    dir: PathBuf,
+    map: Arc<Map>,
+    _pm: ServerHandle,
+    bricks: Vec<Option<RunningBrick<PosixStorage>>>,
+    clients: Vec<ProtocolClient>,
+    set: Replicate,
+}
+
+impl Cluster {
+    async fn start(quorum: Quorum) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "mortar-client-r3-{}-{:?}",
+            std::process::id(),
+            quorum
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = Runtime::production("test");
+        let map = Arc::new(Map::default());
+        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
+        s.register(
+            mortar_proto::portmap::PROGRAM_PORTMAP,
+            Arc::new(MapService(map.clone())),
+        );
+        let pm = s.listen(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let Addr::Inet(pm_sa) = pm.local_addr().clone() else {
+            unreachable!()
+        };
+        let mut c = Cluster {
+            rt: rt.clone(),
+            dir,
+            map,
+            _pm: pm,
+            bricks: vec![],
+            clients: vec![],
+            set: Replicate::new(&rt, "x", vec![], quorum, false),
+        };
+        for i in 0..3 {
+            c.bricks.push(Some(c.brick(i).await));
+            let addr = BrickAddress {
+                name: format!("{VOL}-client-{i}"),
+                host: "127.0.0.1".into(),
+                brick_path: format!("/b{i}"),
+                volume_id: VOL.into(),
+                ping_timeout: Duration::from_secs(5),
+            };
+            c.clients
+                .push(ProtocolClient::start(&rt, addr, pm_sa.port(), "client-a"));
+        }
+        for cl in &c.clients {
+            cl.wait_up(T).await.unwrap();
+        }
+        let children: Vec<Child> = c
+            .clients
+            .iter()
+            .map(|p| Arc::new(p.clone()) as Child)
+            .collect();
+        c.set = Replicate::new(&rt, &format!("{VOL}-replicate-0"), children, quorum, false);
+        c
+    }
+
+    async fn brick(&self, i: usize) -> RunningBrick<PosixStorage> {
+        let d = self.dir.join(format!("b{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = BrickServerConfig {
+            brick: BrickConfig::new(VOL),
+            brick_path: format!("/b{i}"),
+            listen: Endpoint::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            mgmt: None,
+            auth: AuthRules::default(),
+            rpc: RpcConfig::default(),
+        };
+        let b = start_brick(&self.rt, PosixStorage::open(&d).unwrap(), cfg)
+            .await
+            .unwrap();
+        let Addr::Inet(sa) = b.local.clone() else {
+            unreachable!()
+        };
+        self.map
+            .0
+            .lock()
+            .unwrap()
+            .insert(format!("/b{i}"), sa.port());
+        b
+    }
+
+    async fn kill(&mut self, i: usize) {
+        self.bricks[i].take().unwrap().kill();
+        self.map.0.lock().unwrap().remove(&format!("/b{i}"));
+        let st = self.clients[i].state();
+        tokio::time::timeout(T, st.wait_for(|s| !s.up))
+            .await
+            .unwrap();
+    }
+
+    async fn revive(&mut self, i: usize) {
+        self.bricks[i] = Some(self.brick(i).await);
+        self.clients[i].wait_up(T).await.unwrap();
+    }
+
+    async fn read_on(&self, i: usize, g: Gfid) -> Bytes {
+        match self.clients[i]
+            .fop(Fop::Read(bp::Read {
+                gfid: g,
+                offset: 0,
+                len: 1 << 20,
+            }))
+            .await
+            .unwrap()
+        {
+            FopOut::Data(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn blame(&self, on: usize, of: usize, g: Gfid) -> i32 {
+        let name = format!("{}{VOL}-client-{of}", xa::CHANGELOG_PREFIX);
+        match self.clients[on]
+            .fop(Fop::Getxattr(bp::Getxattr { gfid: g, name }))
+            .await
+        {
+            Ok(FopOut::Value(v)) => i32::from_be_bytes(v[0..4].try_into().unwrap()),
+            _ => 0,
+        }
+    }
+}
+
+fn obj(n: u128) -> NewObject {
+    NewObject {
+        gfid: Gfid::from_u128(0xa000 + n),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> Result<FopOut, mortar_proto::FopError> {
+    set.fop(Fop::Write(
+        bp::Write { gfid: g, offset: 0 },
+        Bytes::copy_from_slice(data),
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_blame_missing_bricks_and_reads_avoid_stale_copies() {
+    let mut c = Cluster::start(Quorum::Auto).await;
+    let g = obj(1).gfid;
+    c.set
+        .fop(Fop::Create(bp::Create {
+            parent: Gfid::ROOT,
+            name: "f".into(),
+            new: obj(1),
+        }))
+        .await
+        .unwrap();
+    write(&c.set, g, &[1u8; 65536]).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            c.read_on(i, g).await,
+            Bytes::from(vec![1u8; 65536]),
+            "brick {i}"
+        );
+    }
+    // Brick 2 goes away; the write still succeeds (2 of 3) and 2 is blamed.
+    c.kill(2).await;
+    write(&c.set, g, &[2u8; 65536]).await.unwrap();
+    assert_eq!(c.blame(0, 2, g).await, 1);
+    assert_eq!(c.blame(1, 2, g).await, 1);
+    assert_eq!(c.blame(0, 1, g).await, 0);
+    // The survivors list the file as needing heal.
+    match c.clients[0]
+        .fop(Fop::Xattrop(bp::Xattrop {
+            gfid: g,
+            deltas: vec![("trusted.mortar.probe".into(), CounterDelta::Add32(vec![0]))],
+            durable: false,
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) => panic!("{e}"),
+    }
+    // Brick 2 returns with stale data: reads must come from a good copy.
+    c.revive(2).await;
+    assert_eq!(
+        c.read_on(2, g).await,
+        Bytes::from(vec![1u8; 65536]),
+        "brick 2 is stale until healed"
+    );
+    for _ in 0..10 {
+        let d = c
+            .set
+            .fop(Fop::Read(bp::Read {
+                gfid: g,
+                offset: 0,
+                len: 1 << 20,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            d,
+            FopOut::Data(Bytes::from(vec![2u8; 65536])),
+            "read served from a stale copy"
+        );
+    }
+    // Two bricks down: quorum refuses, and nothing is written anywhere.
+    c.kill(1).await;
+    c.kill(2).await;
+    let e = write(&c.set, g, &[3u8; 65536]).await.unwrap_err();
+    assert_eq!(e.errno, Errno::EROFS, "{e}");
+    assert!(e.detail.contains("quorum not met: 1 of 3"), "{e}");
+    assert_eq!(
+        c.read_on(0, g).await,
+        Bytes::from(vec![2u8; 65536]),
+        "a refused write left data behind"
+    );
+    let e = c
+        .set
+        .fop(Fop::Create(bp::Create {
+            parent: Gfid::ROOT,
+            name: "g".into(),
+            new: obj(2),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EROFS);
+    // Reads still work from the good copy.
+    assert_eq!(
+        c.set
+            .fop(Fop::Read(bp::Read {
+                gfid: g,
+                offset: 0,
+                len: 10
+            }))
+            .await
+            .unwrap(),
+        FopOut::Data(Bytes::from(vec![2u8; 10]))
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_that_blame_each_other_are_a_split_brain() {
+    let c = Cluster::start(Quorum::None).await;
+    let g = obj(3).gfid;
+    c.set
+        .fop(Fop::Create(bp::Create {
+            parent: Gfid::ROOT,
+            name: "sb".into(),
+            new: obj(3),
+        }))
+        .await
+        .unwrap();
+    write(&c.set, g, b"same").await.unwrap();
+    // Every copy is blamed by another (as partitioned writers without
+    // quorum leave them): no copy can be trusted. (Had 0 and 1 only blamed
+    // each other, the unblamed copy on 2 would be the good one.)
+    for (on, of) in [(0usize, 1usize), (1, 2), (2, 0)] {
+        let key = format!("{}{VOL}-client-{of}", xa::CHANGELOG_PREFIX);
+        c.clients[on]
+            .fop(Fop::Xattrop(bp::Xattrop {
+                gfid: g,
+                deltas: vec![(key, CounterDelta::Add32(vec![1, 0, 0]))],
+                durable: true,
+            }))
+            .await
+            .unwrap();
+    }
+    let e = c
+        .set
+        .fop(Fop::Read(bp::Read {
+            gfid: g,
+            offset: 0,
+            len: 10,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EIO);
+    assert!(e.detail.contains("split-brain"), "{e}");
+    let e = write(&c.set, g, b"new").await.unwrap_err();
+    assert_eq!(e.errno, Errno::EIO, "{e}");
+    // Metadata is not affected by data blame.
+    c.set
+        .fop(Fop::Getxattr(bp::Getxattr {
+            gfid: g,
+            name: xa::GFID.into(),
+        }))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
