@@ -35,6 +35,8 @@ management (talks to the local mgmtd; --remote-host HOST to use another):
   volume remove-brick NAME HOST:/PATH... start|status|commit|force
   volume replace-brick NAME OLD NEW commit force
   volume volfile NAME [HOST:/BRICK]
+  mount HOST:/VOLUME MOUNTPOINT [--mgmt-port PORT]
+        FUSE-mount a volume (runs in the foreground; SIGINT/SIGTERM unmounts)
   options: --json  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS
 
 daemons and tools:
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         "peer",
         "pool",
         "volume",
+        "mount",
         "brick",
         "locks",
         "ping",
@@ -107,7 +110,7 @@ fn main() -> ExitCode {
             _ => return usage_error(&UsageError("no command given".into())),
         },
     };
-    let daemon = matches!(cmd.as_str(), "echo-server" | "brick" | "mgmtd");
+    let daemon = matches!(cmd.as_str(), "echo-server" | "brick" | "mgmtd" | "mount");
     let default_level = if daemon { "info" } else { "error" };
     if let Err(e) = init_logging(
         level.as_deref().unwrap_or(default_level),
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         "peer" => run(mgmt_cmds::peer(args)),
         "pool" => run(mgmt_cmds::pool(args)),
         "volume" => run(mgmt_cmds::volume(args)),
+        "mount" => run(mount(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -229,6 +233,48 @@ async fn ping(mut args: Args) -> Result<(), Failure> {
         };
     }
     client.close();
+    Ok(())
+}
+
+async fn mount(mut args: Args) -> Result<(), Failure> {
+    let port = args.number("--mgmt-port", mgmt_cmds::DEFAULT_PORT, 1..=65535)?;
+    let spec = args.required("HOST:/VOLUME")?;
+    let mountpoint = PathBuf::from(args.required("MOUNTPOINT")?);
+    args.finish()?;
+    let (host, volume) = spec
+        .split_once(':')
+        .map(|(h, v)| (h.to_string(), v.trim_start_matches('/').to_string()))
+        .filter(|(h, v)| !h.is_empty() && !v.is_empty())
+        .ok_or_else(|| UsageError(format!("{spec:?} is not HOST:/VOLUME")))?;
+    if !mountpoint.is_dir() {
+        return Err(Failure::Runtime(format!(
+            "mount point {} does not exist or is not a directory",
+            mountpoint.display()
+        )));
+    }
+    let mgmt = endpoint(&format!("{host}:{port}"))?;
+    let rt = Runtime::production(format!("mount {volume}"));
+    let client = mortar_client::api::Client::mount(&rt, &mgmt, &volume)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot mount {spec}: {e}")))?;
+    let (up, total) = client.bricks_up();
+    let client = Arc::new(client);
+    let session = mortar_client::fuse::mount(
+        client.clone(),
+        tokio::runtime::Handle::current(),
+        &mountpoint,
+    )
+    .map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot mount {spec} on {}: {e}",
+            mountpoint.display()
+        ))
+    })?;
+    tracing::info!(volume = %volume, mountpoint = %mountpoint.display(), bricks_up = up, bricks = total, "mounted");
+    let why = shutdown_signal().await?;
+    tracing::info!(signal = why, "unmounting");
+    drop(session);
+    client.unmount();
     Ok(())
 }
 

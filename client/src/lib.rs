@@ -10,6 +10,10 @@
 //! It must not talk to a disk: bricks do that.
 
 pub mod afr;
+pub mod api;
+pub mod distribute;
 pub mod fop;
+pub mod fuse;
+pub mod graph;
 pub mod protocol;
 pub mod replicate;

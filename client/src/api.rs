@@ -1,0 +1,544 @@
+//! The Rust client API: a mounted volume, addressed by path or by gfid.
+//!
+//! ```no_run
+//! # async fn demo(rt: mortar_net::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+//! let c = mortar_client::api::Client::mount(&rt, &"server1:24007".parse()?, "vol1").await?;
+//! let f = c.create_path("/hello.txt", 0o644).await?;
+//! c.write(f.gfid, 0, bytes::Bytes::from_static(b"hi")).await?;
+//! assert_eq!(&c.read(f.gfid, 0, 2).await?[..], b"hi");
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_net::rpc::{RpcClient, RpcConfig};
+use mortar_net::{Endpoint, Runtime};
+use mortar_proto::brick::{self as bp, NewObject, XattrFlags, IO_BYTES_MAX};
+use mortar_proto::volfile::Graph;
+use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
+
+use crate::fop::{shape_error, Child, Fop, FopOut};
+use crate::graph::VolumeGraph;
+
+/// How long `mount` waits for bricks before serving with those it has.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+pub type Res<T> = Result<T, FopError>;
+
+/// A mounted volume.
+pub struct Client {
+    rt: Runtime,
+    graph: VolumeGraph,
+    pub volume: String,
+    /// The volfile version this graph was built from.
+    pub volfile: String,
+}
+
+/// Fetch a volume's client volfile from an mgmtd.
+pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<String, String> {
+    use mortar_mgmt::api::{CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
+    let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
+    rpc.wait_connected(Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("cannot reach mgmtd at {mgmt}: {e}"))?;
+    let req = CliRequest::GetVolfile {
+        name: volume.to_string(),
+        brick: None,
+    };
+    let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
+        .call_typed(
+            PROGRAM_MGMT_CLI,
+            PROC_CLI,
+            &req,
+            Bytes::new(),
+            Duration::from_secs(30),
+        )
+        .await;
+    rpc.close();
+    match r.map_err(|e| format!("mgmtd at {mgmt}: {e}"))?.0 {
+        Ok(CliReply::Volfile(text)) => Ok(text),
+        Ok(_) => Err(format!(
+            "mgmtd at {mgmt} answered the volfile request with something else"
+        )),
+        Err(e) => Err(format!("mgmtd at {mgmt}: {e}")),
+    }
+}
+
+impl Client {
+    /// Fetch the volfile of `volume` from the mgmtd at `mgmt`, build the
+    /// graph and connect.
+    pub async fn mount(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<Client, String> {
+        let text = fetch_volfile(rt, mgmt, volume).await?;
+        let port = match mgmt {
+            Endpoint::Tcp(hp) | Endpoint::Rdma(hp) => hp.port,
+            Endpoint::Unix(_) => 24007,
+        };
+        let c = Client::from_volfile(rt, volume, &text, port)?;
+        let up = c.graph.wait_connected(rt, CONNECT_WAIT).await;
+        tracing::info!(
+            volume,
+            bricks = c.graph.clients.len(),
+            connected = up,
+            "volume mounted"
+        );
+        Ok(c)
+    }
+
+    /// Build from a volfile's text (bricks' mgmtds on `mgmt_port`).
+    pub fn from_volfile(
+        rt: &Runtime,
+        volume: &str,
+        text: &str,
+        mgmt_port: u16,
+    ) -> Result<Client, String> {
+        let g = Graph::parse(text).map_err(|e| e.to_string())?;
+        let mut id = [0u8; 16];
+        rt.with_rng(|r| r.fill(&mut id));
+        let client_id = format!("client-{}", Gfid(id));
+        let rt = rt.child(format!("client {volume}"));
+        let graph = VolumeGraph::build(&rt, &g, mgmt_port, &client_id)?;
+        Ok(Client {
+            rt,
+            graph,
+            volume: volume.to_string(),
+            volfile: g.description,
+        })
+    }
+
+    pub fn top(&self) -> &Child {
+        &self.graph.top
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// Bricks connected now, and in all.
+    pub fn bricks_up(&self) -> (usize, usize) {
+        let up = self.graph.clients.iter().filter(|c| c.is_up()).count();
+        (up, self.graph.clients.len())
+    }
+
+    pub fn unmount(&self) {
+        self.graph.close();
+        self.rt.scope().kill();
+    }
+
+    fn new_gfid(&self) -> Gfid {
+        let mut b = [0u8; 16];
+        self.rt.with_rng(|r| r.fill(&mut b));
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let g = Gfid(b);
+        if g.is_null() || g == Gfid::ROOT {
+            return self.new_gfid();
+        }
+        g
+    }
+
+    async fn op(&self, f: Fop) -> Res<FopOut> {
+        self.graph.top.fop(f).await
+    }
+
+    // ---- by gfid (FUSE) ----
+
+    pub async fn lookup(&self, parent: Gfid, name: &str) -> Res<Attr> {
+        self.op(Fop::Lookup(bp::Lookup {
+            parent,
+            name: name.into(),
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn stat(&self, gfid: Gfid) -> Res<Attr> {
+        self.op(Fop::Stat(bp::Stat { gfid })).await?.attr()
+    }
+
+    pub async fn create(
+        &self,
+        parent: Gfid,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Res<Attr> {
+        let new = NewObject {
+            gfid: self.new_gfid(),
+            mode,
+            uid,
+            gid,
+        };
+        self.op(Fop::Create(bp::Create {
+            parent,
+            name: name.into(),
+            new,
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Gfid,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Res<Attr> {
+        let new = NewObject {
+            gfid: self.new_gfid(),
+            mode,
+            uid,
+            gid,
+        };
+        self.op(Fop::Mkdir(bp::Mkdir {
+            parent,
+            name: name.into(),
+            new,
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn mknod_fifo(
+        &self,
+        parent: Gfid,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Res<Attr> {
+        let new = NewObject {
+            gfid: self.new_gfid(),
+            mode,
+            uid,
+            gid,
+        };
+        self.op(Fop::Mknod(bp::Mknod {
+            parent,
+            name: name.into(),
+            new,
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Gfid,
+        name: &str,
+        target: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Res<Attr> {
+        let new = NewObject {
+            gfid: self.new_gfid(),
+            mode: 0o777,
+            uid,
+            gid,
+        };
+        self.op(Fop::Symlink(bp::Symlink {
+            parent,
+            name: name.into(),
+            target: target.into(),
+            new,
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn link(&self, gfid: Gfid, new_parent: Gfid, new_name: &str) -> Res<Attr> {
+        self.op(Fop::Link(bp::Link {
+            gfid,
+            new_parent,
+            new_name: new_name.into(),
+        }))
+        .await?
+        .attr()
+    }
+
+    pub async fn unlink(&self, parent: Gfid, name: &str) -> Res<()> {
+        self.op(Fop::Unlink(bp::Unlink {
+            parent,
+            name: name.into(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn rmdir(&self, parent: Gfid, name: &str) -> Res<()> {
+        self.op(Fop::Rmdir(bp::Rmdir {
+            parent,
+            name: name.into(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn rename(
+        &self,
+        old_parent: Gfid,
+        old_name: &str,
+        new_parent: Gfid,
+        new_name: &str,
+    ) -> Res<()> {
+        self.op(Fop::Rename(bp::Rename {
+            old_parent,
+            old_name: old_name.into(),
+            new_parent,
+            new_name: new_name.into(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn readlink(&self, gfid: Gfid) -> Res<String> {
+        match self.op(Fop::Readlink(bp::Readlink { gfid })).await? {
+            FopOut::Target(t) => Ok(t),
+            other => Err(shape_error("readlink", &other)),
+        }
+    }
+
+    /// Read up to `len` bytes (fewer at end of file).
+    pub async fn read(&self, gfid: Gfid, offset: u64, len: u64) -> Res<Bytes> {
+        let len = len.min(IO_BYTES_MAX);
+        self.op(Fop::Read(bp::Read { gfid, offset, len }))
+            .await?
+            .data()
+    }
+
+    /// Write all of `data` at `offset`, in pieces of at most the I/O limit.
+    pub async fn write(&self, gfid: Gfid, offset: u64, data: Bytes) -> Res<u64> {
+        let mut done = 0u64;
+        while done < data.len() as u64 {
+            let end = (done + IO_BYTES_MAX).min(data.len() as u64);
+            let piece = data.slice(done as usize..end as usize);
+            match self
+                .op(Fop::Write(
+                    bp::Write {
+                        gfid,
+                        offset: offset + done,
+                    },
+                    piece,
+                ))
+                .await?
+            {
+                FopOut::Written(w) => done += w.written,
+                other => return Err(shape_error("write", &other)),
+            }
+        }
+        Ok(done)
+    }
+
+    pub async fn truncate(&self, gfid: Gfid, size: u64) -> Res<Attr> {
+        self.op(Fop::Truncate(bp::Truncate { gfid, size }))
+            .await?
+            .attr()
+    }
+
+    pub async fn fsync(&self, gfid: Gfid, datasync: bool) -> Res<()> {
+        self.op(Fop::Fsync(bp::Fsync { gfid, datasync }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn setattr(&self, q: bp::Setattr) -> Res<Attr> {
+        self.op(Fop::Setattr(q)).await?.attr()
+    }
+
+    /// One page of a directory after `after`.
+    pub async fn readdir_page(
+        &self,
+        dir: Gfid,
+        after: Option<String>,
+        max: u32,
+    ) -> Res<bp::ReaddirReply> {
+        match self
+            .op(Fop::Readdir(bp::Readdir {
+                dir,
+                after,
+                max_entries: max,
+            }))
+            .await?
+        {
+            FopOut::Dir(d) => Ok(d),
+            other => Err(shape_error("readdir", &other)),
+        }
+    }
+
+    /// Every entry of a directory.
+    pub async fn readdir(&self, dir: Gfid) -> Res<Vec<bp::DirEntry>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.readdir_page(dir, after, 1024).await?;
+            after = page.entries.last().map(|e| e.name.clone());
+            out.extend(page.entries);
+            if page.eof || after.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn getxattr(&self, gfid: Gfid, name: &str) -> Res<Vec<u8>> {
+        match self
+            .op(Fop::Getxattr(bp::Getxattr {
+                gfid,
+                name: name.into(),
+            }))
+            .await?
+        {
+            FopOut::Value(v) => Ok(v),
+            other => Err(shape_error("getxattr", &other)),
+        }
+    }
+
+    pub async fn setxattr(
+        &self,
+        gfid: Gfid,
+        name: &str,
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Res<()> {
+        self.op(Fop::Setxattr(bp::Setxattr {
+            gfid,
+            name: name.into(),
+            value: value.to_vec(),
+            flags,
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn removexattr(&self, gfid: Gfid, name: &str) -> Res<()> {
+        self.op(Fop::Removexattr(bp::Removexattr {
+            gfid,
+            name: name.into(),
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn listxattr(&self, gfid: Gfid) -> Res<Vec<String>> {
+        match self.op(Fop::Listxattr(bp::Listxattr { gfid })).await? {
+            FopOut::Names(n) => Ok(n),
+            other => Err(shape_error("listxattr", &other)),
+        }
+    }
+
+    pub async fn statfs(&self) -> Res<bp::StatfsReply> {
+        match self.op(Fop::Statfs).await? {
+            FopOut::Statfs(s) => Ok(s),
+            other => Err(shape_error("statfs", &other)),
+        }
+    }
+
+    // ---- by path ----
+
+    /// The attributes of the object at an absolute path (`/` = root).
+    /// Symlinks along the way are not followed (callers resolve them).
+    pub async fn resolve(&self, path: &str) -> Res<Attr> {
+        let mut attr = self.stat(Gfid::ROOT).await?;
+        for name in components(path)? {
+            if attr.kind != FileKind::Directory {
+                return Err(FopError::new(
+                    Errno::ENOTDIR,
+                    format!("{path}: not a directory on the way"),
+                ));
+            }
+            attr = self.lookup(attr.gfid, name).await?;
+        }
+        Ok(attr)
+    }
+
+    /// The parent directory's gfid and the last name of `path`.
+    async fn parent_of<'p>(&self, path: &'p str) -> Res<(Gfid, &'p str)> {
+        let parts = components(path)?;
+        let (name, dirs) = parts.split_last().ok_or_else(|| {
+            FopError::new(Errno::EINVAL, format!("{path}: the root has no parent"))
+        })?;
+        let mut dir = Gfid::ROOT;
+        for d in dirs {
+            let a = self.lookup(dir, d).await?;
+            if a.kind != FileKind::Directory {
+                return Err(FopError::new(
+                    Errno::ENOTDIR,
+                    format!("{path}: {d} is not a directory"),
+                ));
+            }
+            dir = a.gfid;
+        }
+        Ok((dir, name))
+    }
+
+    pub async fn create_path(&self, path: &str, mode: u32) -> Res<Attr> {
+        let (p, n) = self.parent_of(path).await?;
+        self.create(p, n, mode, 0, 0).await
+    }
+
+    pub async fn mkdir_path(&self, path: &str, mode: u32) -> Res<Attr> {
+        let (p, n) = self.parent_of(path).await?;
+        self.mkdir(p, n, mode, 0, 0).await
+    }
+
+    pub async fn unlink_path(&self, path: &str) -> Res<()> {
+        let (p, n) = self.parent_of(path).await?;
+        self.unlink(p, n).await
+    }
+
+    pub async fn rmdir_path(&self, path: &str) -> Res<()> {
+        let (p, n) = self.parent_of(path).await?;
+        self.rmdir(p, n).await
+    }
+
+    pub async fn rename_path(&self, from: &str, to: &str) -> Res<()> {
+        let (a, an) = self.parent_of(from).await?;
+        let (b, bn) = self.parent_of(to).await?;
+        self.rename(a, an, b, bn).await
+    }
+
+    pub async fn symlink_path(&self, target: &str, path: &str) -> Res<Attr> {
+        let (p, n) = self.parent_of(path).await?;
+        self.symlink(p, n, target, 0, 0).await
+    }
+
+    /// The whole content of a file.
+    pub async fn read_path(&self, path: &str) -> Res<Vec<u8>> {
+        let a = self.resolve(path).await?;
+        let mut out = Vec::with_capacity(a.size as usize);
+        while (out.len() as u64) < a.size {
+            let chunk = self.read(a.gfid, out.len() as u64, IO_BYTES_MAX).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Create (or replace the content of) a file.
+    pub async fn write_path(&self, path: &str, data: &[u8]) -> Res<Attr> {
+        let a = match self.resolve(path).await {
+            Ok(a) => self.truncate(a.gfid, 0).await?,
+            Err(e) if e.errno == Errno::ENOENT => self.create_path(path, 0o644).await?,
+            Err(e) => return Err(e),
+        };
+        self.write(a.gfid, 0, Bytes::copy_from_slice(data)).await?;
+        self.stat(a.gfid).await
+    }
+}
+
+fn components(path: &str) -> Res<Vec<&str>> {
+    if !path.starts_with('/') {
+        return Err(FopError::new(
+            Errno::EINVAL,
+            format!("{path:?} is not an absolute path"),
+        ));
+    }
+    Ok(path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect())
+}

@@ -1,0 +1,721 @@
+//! The FUSE mount: kernel requests become client API calls.
+//!
+//! Inode numbers are handed out per mount and map to gfids (the root is
+//! 1). Each request is answered from a task on the client's runtime, so a
+//! slow brick delays only the requests that need it. Directory listings
+//! are read once per open directory handle and served from memory to the
+//! kernel's successive readdir calls. Only `user.*` xattrs are visible to
+//! applications; Mortar's own metadata stays hidden.
+
+#![allow(clippy::too_many_arguments)] // The signatures are fuser's.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use mortar_proto::brick::{self as bp, DirEntry, XattrFlags};
+use mortar_proto::{Attr, FileKind, FopError, Gfid, Timespec};
+
+use crate::api::Client;
+
+/// How long the kernel may cache names and attributes.
+const TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Inodes {
+    by_ino: BTreeMap<u64, Gfid>,
+    by_gfid: BTreeMap<Gfid, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    fn new() -> Self {
+        let mut i = Inodes {
+            next: 2,
+            ..Default::default()
+        };
+        i.by_ino.insert(1, Gfid::ROOT);
+        i.by_gfid.insert(Gfid::ROOT, 1);
+        i
+    }
+
+    fn ino(&mut self, g: Gfid) -> u64 {
+        if let Some(i) = self.by_gfid.get(&g) {
+            return *i;
+        }
+        let i = self.next;
+        self.next += 1;
+        self.by_ino.insert(i, g);
+        self.by_gfid.insert(g, i);
+        i
+    }
+}
+
+struct Shared {
+    client: Arc<Client>,
+    handle: tokio::runtime::Handle,
+    inodes: Mutex<Inodes>,
+    /// Open directory handles and their listings.
+    dirs: Mutex<BTreeMap<u64, DirSnapshot>>,
+    next_fh: Mutex<u64>,
+}
+
+/// Entries of one open directory: (inode, type, name), taken at opendir.
+type DirSnapshot = Vec<(u64, FileType, String)>;
+
+/// The filesystem fuser drives.
+pub struct MortarFs {
+    s: Arc<Shared>,
+}
+
+fn errno(e: &FopError) -> FErrno {
+    FErrno::from_i32(e.errno.0)
+}
+
+fn ts(t: Timespec) -> SystemTime {
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::new(t.secs as u64, t.nsecs)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn to_timespec(t: TimeOrNow) -> Timespec {
+    let st = match t {
+        TimeOrNow::SpecificTime(s) => s,
+        #[allow(clippy::disallowed_methods)] // The kernel asked for "now" in wall time.
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    let d = st.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timespec {
+        secs: d.as_secs() as i64,
+        nsecs: d.subsec_nanos(),
+    }
+}
+
+fn name_of(n: &OsStr) -> Result<String, FErrno> {
+    // Names travel as UTF-8; anything else is refused rather than mangled.
+    n.to_str().map(str::to_string).ok_or(FErrno::EINVAL)
+}
+
+impl MortarFs {
+    pub fn new(client: Arc<Client>, handle: tokio::runtime::Handle) -> MortarFs {
+        MortarFs {
+            s: Arc::new(Shared {
+                client,
+                handle,
+                inodes: Mutex::new(Inodes::new()),
+                dirs: Mutex::new(BTreeMap::new()),
+                next_fh: Mutex::new(1),
+            }),
+        }
+    }
+
+    /// Run `f` on the client's runtime.
+    fn run<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let fut = f(self.s.clone());
+        let _entered = self.s.handle.enter();
+        self.s.client.runtime().spawn(fut);
+    }
+}
+
+impl Shared {
+    fn gfid(&self, ino: INodeNo) -> Result<Gfid, FErrno> {
+        self.inodes
+            .lock()
+            .expect("inodes")
+            .by_ino
+            .get(&ino.0)
+            .copied()
+            .ok_or(FErrno::ESTALE)
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let ino = self.inodes.lock().expect("inodes").ino(a.gfid);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: ts(a.atime),
+            mtime: ts(a.mtime),
+            ctime: ts(a.ctime),
+            crtime: ts(a.ctime),
+            kind: kind(a.kind),
+            perm: (a.mode & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: 128 << 10,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr, FopError>) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+macro_rules! gfid_or_reply {
+    ($s:expr, $ino:expr, $reply:expr) => {
+        match $s.gfid($ino) {
+            Ok(g) => g,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+macro_rules! name_or_reply {
+    ($n:expr, $reply:expr) => {
+        match name_of($n) {
+            Ok(n) => n,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+impl Filesystem for MortarFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name_or_reply!(name, reply);
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            let r = s.client.lookup(p, &name).await;
+            s.entry(reply, r);
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.stat(g).await {
+                Ok(a) => reply.attr(&TTL, &s.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            let r = async {
+                let mut a = None;
+                if let Some(size) = size {
+                    a = Some(s.client.truncate(g, size).await?);
+                }
+                if mode.is_some()
+                    || uid.is_some()
+                    || gid.is_some()
+                    || atime.is_some()
+                    || mtime.is_some()
+                {
+                    a = Some(
+                        s.client
+                            .setattr(bp::Setattr {
+                                gfid: g,
+                                mode: mode.map(|m| m & 0o7777),
+                                uid,
+                                gid,
+                                atime: atime.map(to_timespec),
+                                mtime: mtime.map(to_timespec),
+                            })
+                            .await?,
+                    );
+                }
+                match a {
+                    Some(a) => Ok(a),
+                    None => s.client.stat(g).await,
+                }
+            }
+            .await;
+            match r {
+                Ok(a) => reply.attr(&TTL, &s.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.readlink(g).await {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_or_reply!(name, reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        let perm = mode & !umask & 0o7777;
+        let fmt = mode & 0o170000;
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            let r = match fmt {
+                0o010000 => s.client.mknod_fifo(p, &name, perm, uid, gid).await,
+                0o100000 | 0 => s.client.create(p, &name, perm, uid, gid).await,
+                // Device nodes and sockets are not stored by bricks.
+                _ => return reply.error(FErrno::EPERM),
+            };
+            s.entry(reply, r);
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_or_reply!(name, reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            let r = s
+                .client
+                .mkdir(p, &name, mode & !umask & 0o7777, uid, gid)
+                .await;
+            s.entry(reply, r);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            match s.client.unlink(p, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            match s.client.rmdir(p, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = name_or_reply!(link_name, reply);
+        let target = name_or_reply!(target.as_os_str(), reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            let r = s.client.symlink(p, &name, &target, uid, gid).await;
+            s.entry(reply, r);
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if !flags.is_empty() {
+            // RENAME_NOREPLACE / RENAME_EXCHANGE need atomic support across
+            // bricks that the volume does not have.
+            return reply.error(FErrno::EINVAL);
+        }
+        let name = name_or_reply!(name, reply);
+        let newname = name_or_reply!(newname, reply);
+        self.run(move |s| async move {
+            let a = gfid_or_reply!(s, parent, reply);
+            let b = gfid_or_reply!(s, newparent, reply);
+            match s.client.rename(a, &name, b, &newname).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = name_or_reply!(newname, reply);
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            let p = gfid_or_reply!(s, newparent, reply);
+            let r = s.client.link(g, p, &newname).await;
+            s.entry(reply, r);
+        });
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Bricks keep no per-open state; every read and write names the file.
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.read(g, offset, u64::from(size)).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // The kernel's buffer is only lent for this call.
+        let data = Bytes::copy_from_slice(data);
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.write(g, offset, data).await {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.fsync(g, datasync).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fsync(req, ino, fh, datasync, reply)
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut next = self.s.next_fh.lock().expect("fh");
+        let fh = *next;
+        *next += 1;
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            let cached = s.dirs.lock().expect("dirs").get(&fh.0).cloned();
+            let listing = match cached {
+                Some(l) if offset > 0 => l,
+                _ => {
+                    let entries: Vec<DirEntry> = match s.client.readdir(g).await {
+                        Ok(e) => e,
+                        Err(e) => return reply.error(errno(&e)),
+                    };
+                    let mut l = vec![
+                        (ino.0, FileType::Directory, ".".to_string()),
+                        (ino.0, FileType::Directory, "..".to_string()),
+                    ];
+                    let mut inodes = s.inodes.lock().expect("inodes");
+                    for e in entries {
+                        l.push((inodes.ino(e.attr.gfid), kind(e.attr.kind), e.name));
+                    }
+                    drop(inodes);
+                    s.dirs.lock().expect("dirs").insert(fh.0, l.clone());
+                    l
+                }
+            };
+            for (i, (eino, k, name)) in listing.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*eino), (i + 1) as u64, *k, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.s.dirs.lock().expect("dirs").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.run(move |s| async move {
+            match s.client.statfs().await {
+                Ok(f) => reply.statfs(
+                    f.blocks,
+                    f.blocks_free,
+                    f.blocks_avail,
+                    f.files,
+                    f.files_free,
+                    f.block_size as u32,
+                    f.name_max as u32,
+                    f.block_size as u32,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name_or_reply!(name, reply);
+        if !name.starts_with("user.") {
+            return reply.error(FErrno::EOPNOTSUPP);
+        }
+        let value = value.to_vec();
+        let flags = match flags {
+            1 => XattrFlags::Create,
+            2 => XattrFlags::Replace,
+            _ => XattrFlags::Any,
+        };
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.setxattr(g, &name, &value, flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_or_reply!(name, reply);
+        if !name.starts_with("user.") {
+            return reply.error(FErrno::ENODATA);
+        }
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.getxattr(g, &name).await {
+                Ok(v) if size == 0 => reply.size(v.len() as u32),
+                Ok(v) if v.len() > size as usize => reply.error(FErrno::ERANGE),
+                Ok(v) => reply.data(&v),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.listxattr(g).await {
+                Ok(names) => {
+                    let mut buf = Vec::new();
+                    for n in names.iter().filter(|n| n.starts_with("user.")) {
+                        buf.extend_from_slice(n.as_bytes());
+                        buf.push(0);
+                    }
+                    if size == 0 {
+                        reply.size(buf.len() as u32)
+                    } else if buf.len() > size as usize {
+                        reply.error(FErrno::ERANGE)
+                    } else {
+                        reply.data(&buf)
+                    }
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        if !name.starts_with("user.") {
+            return reply.error(FErrno::ENODATA);
+        }
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            match s.client.removexattr(g, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions: the kernel checks modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name_or_reply!(name, reply);
+        let (uid, gid) = (req.uid(), req.gid());
+        self.run(move |s| async move {
+            let p = gfid_or_reply!(s, parent, reply);
+            match s
+                .client
+                .create(p, &name, mode & !umask & 0o7777, uid, gid)
+                .await
+            {
+                Ok(a) => reply.created(
+                    &TTL,
+                    &s.attr(&a),
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}
+
+/// Mount `client` at `mountpoint`; the mount lasts as long as the returned
+/// session (dropping it unmounts).
+pub fn mount(
+    client: Arc<Client>,
+    handle: tokio::runtime::Handle,
+    mountpoint: &Path,
+) -> std::io::Result<fuser::BackgroundSession> {
+    let volume = client.volume.clone();
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName(format!("mortar:{volume}")),
+        fuser::MountOption::Subtype("mortar".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(4);
+    fuser::spawn_mount(MortarFs::new(client, handle), mountpoint, &cfg)
+}
+
+/// Check that `Errno` values cross into the kernel unchanged.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errno_values_are_linux_values() {
+        use mortar_proto::Errno;
+        assert_eq!(Errno::ENOENT.0, 2);
+        assert_eq!(Errno::ENOTCONN.0, 107);
+        let _ = super::errno(&mortar_proto::FopError::from(Errno::EIO));
+    }
+}

@@ -1,0 +1,112 @@
+//! Building a client graph from a volfile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mortar_net::Runtime;
+use mortar_proto::volfile::Graph;
+
+use crate::afr::Quorum;
+use crate::distribute::Distribute;
+use crate::fop::Child;
+use crate::protocol::{BrickAddress, ProtocolClient};
+use crate::replicate::Replicate;
+
+/// A built graph: its top layer and the protocol clients under it.
+pub struct VolumeGraph {
+    pub top: Child,
+    pub clients: Vec<ProtocolClient>,
+}
+
+impl VolumeGraph {
+    /// Build every node of `g` (each defined after its subvolumes).
+    /// `mgmt_port` is where bricks' hosts run mgmtd (for port lookups).
+    pub fn build(
+        rt: &Runtime,
+        g: &Graph,
+        mgmt_port: u16,
+        client_id: &str,
+    ) -> Result<VolumeGraph, String> {
+        let mut built: BTreeMap<String, Child> = BTreeMap::new();
+        let mut clients = Vec::new();
+        for n in &g.nodes {
+            let subs: Result<Vec<Child>, String> = n
+                .subvolumes
+                .iter()
+                .map(|s| {
+                    built
+                        .get(s)
+                        .cloned()
+                        .ok_or_else(|| format!("volfile: {} uses undefined {s}", n.name))
+                })
+                .collect();
+            let subs = subs?;
+            let layer: Child = match n.kind.as_str() {
+                "protocol/client" => {
+                    let pc = ProtocolClient::start(
+                        rt,
+                        BrickAddress::from_node(n)?,
+                        mgmt_port,
+                        client_id,
+                    );
+                    clients.push(pc.clone());
+                    Arc::new(pc)
+                }
+                "cluster/replicate" => {
+                    let kind = n
+                        .options
+                        .get("quorum-type")
+                        .map(String::as_str)
+                        .unwrap_or("auto");
+                    let count = n
+                        .options
+                        .get("quorum-count")
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(1);
+                    let arbiter = n.options.get("arbiter-count").is_some_and(|a| a == "1");
+                    Arc::new(Replicate::new(
+                        rt,
+                        &n.name,
+                        subs,
+                        Quorum::from_options(kind, count),
+                        arbiter,
+                    ))
+                }
+                "cluster/distribute" => Arc::new(Distribute::new(&n.name, subs)),
+                "cluster/disperse" => {
+                    return Err(format!(
+                        "volfile: {} is a disperse set, which this client does not serve yet",
+                        n.name
+                    ))
+                }
+                other => return Err(format!("volfile: {} has unknown type {other}", n.name)),
+            };
+            built.insert(n.name.clone(), layer);
+        }
+        let top = g
+            .top()
+            .and_then(|t| built.get(&t.name).cloned())
+            .ok_or("volfile: empty graph")?;
+        Ok(VolumeGraph { top, clients })
+    }
+
+    /// Wait (bounded) until every brick is connected, or return how many
+    /// are; a volume is usable before all are.
+    pub async fn wait_connected(&self, rt: &Runtime, within: Duration) -> usize {
+        let deadline = rt.clock().now() + within;
+        loop {
+            let up = self.clients.iter().filter(|c| c.is_up()).count();
+            if up == self.clients.len() || rt.clock().now() >= deadline {
+                return up;
+            }
+            rt.clock().sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn close(&self) {
+        for c in &self.clients {
+            c.close();
+        }
+    }
+}
