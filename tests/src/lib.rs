@@ -42,3 +42,82 @@ pub fn wait(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bo
         waited += step;
     }
 }
+
+/// A management daemon started by a test; killed when dropped.
+pub struct Mgmtd {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl Drop for Mgmtd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port for one test binary's mgmtds (all of them use the same port on
+/// their own loopback address, as servers in a pool do). `salt` keeps test
+/// binaries apart (0 or 1; ports stay below the brick range at 49152).
+pub fn pool_port(salt: u16) -> u16 {
+    assert!(salt < 2, "pool_port salt must be 0 or 1");
+    20_000 + salt * 10_000 + (std::process::id() % 10_000) as u16
+}
+
+impl Mgmtd {
+    /// Start `mortar mgmtd` on 127.0.0.`n`:`port` with its workdir and log
+    /// under `dir`; returns once its CLI socket exists.
+    pub fn start(dir: &std::path::Path, n: u8, port: u16) -> Mgmtd {
+        use std::process::{Command, Stdio};
+        let work = dir.join(format!("m{n}"));
+        std::fs::create_dir_all(&work).expect("create mgmtd workdir");
+        let socket = work.join("mgmtd.sock");
+        let log = std::fs::File::create(dir.join(format!("m{n}.log"))).expect("create log");
+        let child = Command::new(mortar_bin())
+            .arg("mgmtd")
+            .arg("--workdir")
+            .arg(&work)
+            .arg("--listen")
+            .arg(format!("127.0.0.{n}:{port}"))
+            .stderr(log)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn mortar mgmtd");
+        let s = socket.clone();
+        wait("mgmtd socket", std::time::Duration::from_secs(20), || {
+            s.exists()
+        });
+        Mgmtd { child, socket }
+    }
+
+    /// Run a CLI command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(mortar_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--mode=script")
+            .args(args)
+            .output()
+            .expect("run mortar")
+    }
+
+    /// Run a CLI command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "mortar {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Run a CLI command that must fail with `code` and say `reason`.
+    pub fn fails(&self, args: &[&str], code: i32, reason: &str) {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(code), "mortar {args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(reason), "mortar {args:?}: {err}");
+    }
+}

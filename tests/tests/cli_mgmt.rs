@@ -2,96 +2,32 @@
 //! pool and run a replica-3 volume with real brick processes, all from the
 //! command line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use mortar_tests::{mortar_bin, scratch, wait};
-
-struct Server {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port for this test run's mgmtds (all three use the same port on
-/// their own loopback address, as servers in a pool do).
-fn port() -> u16 {
-    30_000 + (std::process::id() % 20_000) as u16
-}
-
-fn start(dir: &Path, n: u8) -> Server {
-    let work = dir.join(format!("m{n}"));
-    std::fs::create_dir_all(&work).unwrap();
-    let socket = work.join("mgmtd.sock");
-    let log = std::fs::File::create(dir.join(format!("m{n}.log"))).unwrap();
-    let child = Command::new(mortar_bin())
-        .arg("mgmtd")
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--listen")
-        .arg(format!("127.0.0.{n}:{}", port()))
-        .stderr(log)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = socket.clone();
-    wait("mgmtd socket", Duration::from_secs(20), || s.exists());
-    Server { child, socket }
-}
-
-fn cli(server: &Server, args: &[&str]) -> Output {
-    Command::new(mortar_bin())
-        .arg("--socket")
-        .arg(&server.socket)
-        .arg("--mode=script")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(server: &Server, args: &[&str]) -> String {
-    let out = cli(server, args);
-    assert!(
-        out.status.success(),
-        "mortar {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(server: &Server, args: &[&str], code: i32, reason: &str) {
-    let out = cli(server, args);
-    assert_eq!(out.status.code(), Some(code), "mortar {args:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(reason), "mortar {args:?}: {err}");
-}
+use mortar_tests::{mortar_bin, pool_port, scratch, wait, Mgmtd};
 
 #[test]
 fn three_servers_run_a_replica_3_volume_from_the_cli() {
     let dir = scratch("mgmt3");
-    let s1 = start(&dir, 1);
-    let s2 = start(&dir, 2);
-    let s3 = start(&dir, 3);
+    let port = pool_port(0);
+    let s1 = Mgmtd::start(&dir, 1, port);
+    let s2 = Mgmtd::start(&dir, 2, port);
+    let s3 = Mgmtd::start(&dir, 3, port);
 
-    assert!(ok(&s1, &["peer", "probe", "127.0.0.2"]).contains("success"));
-    assert!(ok(&s1, &["peer", "probe", "127.0.0.3"]).contains("success"));
-    assert!(ok(&s1, &["peer", "probe", "127.0.0.2"]).contains("already in the pool"));
+    assert!(s1.ok(&["peer", "probe", "127.0.0.2"]).contains("success"));
+    assert!(s1.ok(&["peer", "probe", "127.0.0.3"]).contains("success"));
+    assert!(s1
+        .ok(&["peer", "probe", "127.0.0.2"])
+        .contains("already in the pool"));
     // Every server sees the other two, connected.
     for s in [&s1, &s2, &s3] {
         wait("peers connected", Duration::from_secs(20), || {
-            let t = ok(s, &["peer", "status"]);
+            let t = s.ok(&["peer", "status"]);
             t.contains("Number of Peers: 2") && t.matches("(Connected)").count() == 2
         });
     }
-    let pool = ok(&s2, &["pool", "list"]);
+    let pool = s2.ok(&["pool", "list"]);
     assert_eq!(pool.lines().count(), 4, "{pool}");
 
     let b = |n: u8| format!("127.0.0.{n}:{}", dir.join(format!("bricks/b{n}")).display());
@@ -106,17 +42,16 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         &b(3),
     ];
     // Bricks on the root filesystem need force, and the reason is given.
-    fails(&s1, &create, 1, "on the root filesystem");
-    fails(
-        &s1,
+    s1.fails(&create, 1, "on the root filesystem");
+    s1.fails(
         &["volume", "create", "vol1", "replica", "3", &b(1), &b(2)],
         1,
         "not a multiple of the replica count (3)",
     );
-    fails(&s1, &["volume", "create"], 2, "needs a volume name");
+    s1.fails(&["volume", "create"], 2, "needs a volume name");
     let mut forced = create.to_vec();
     forced.push("force");
-    assert!(ok(&s1, &forced).contains("success"));
+    assert!(s1.ok(&forced).contains("success"));
     for n in 1..=3 {
         assert!(
             dir.join(format!("bricks/b{n}")).is_dir(),
@@ -124,23 +59,23 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         );
     }
     // The volume is known everywhere.
-    let info = ok(&s3, &["volume", "info", "vol1"]);
+    let info = s3.ok(&["volume", "info", "vol1"]);
     assert!(
         info.contains("Type: Replicate") && info.contains("Number of Bricks: 1 x 3 = 3"),
         "{info}"
     );
 
-    assert!(ok(&s2, &["volume", "start", "vol1"]).contains("success"));
-    fails(&s1, &["volume", "start", "vol1"], 1, "already started");
+    assert!(s2.ok(&["volume", "start", "vol1"]).contains("success"));
+    s1.fails(&["volume", "start", "vol1"], 1, "already started");
     wait("bricks online", Duration::from_secs(30), || {
-        let st = ok(&s1, &["volume", "status", "vol1"]);
+        let st = s1.ok(&["volume", "status", "vol1"]);
         st.lines()
             .filter(|l| l.starts_with("Brick ") && l.trim_end().ends_with('Y'))
             .count()
             == 3
     });
     // Each brick answers on the port the status reports.
-    let json = ok(&s1, &["volume", "status", "vol1", "--json"]);
+    let json = s1.ok(&["volume", "status", "vol1", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let bricks = v["Status"][0]["bricks"].as_array().unwrap();
     assert_eq!(bricks.len(), 3);
@@ -154,23 +89,20 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         assert!(out.status.success(), "brick {addr} does not answer");
     }
 
-    ok(
-        &s1,
-        &["volume", "set", "vol1", "network.ping-timeout", "10"],
-    );
-    fails(
-        &s1,
+    s1.ok(&["volume", "set", "vol1", "network.ping-timeout", "10"]);
+    s1.fails(
         &["volume", "set", "vol1", "network.ping-timeout", "0"],
         1,
         "seconds from 1 to 1800",
     );
-    fails(
-        &s1,
+    s1.fails(
         &["volume", "set", "vol1", "no.such-option", "1"],
         1,
         "unknown option",
     );
-    assert!(ok(&s3, &["volume", "get", "vol1", "network.ping-timeout"]).contains("10"));
+    assert!(s3
+        .ok(&["volume", "get", "vol1", "network.ping-timeout"])
+        .contains("10"));
 
     // Grow to distributed-replicate 2 x 3, then swap one brick.
     let mut add = vec!["volume", "add-brick", "vol1"];
@@ -178,30 +110,26 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         .map(|n| format!("127.0.0.{n}:{}", dir.join(format!("bricks/c{n}")).display()))
         .collect();
     add.extend(more.iter().map(String::as_str));
-    fails(&s1, &add[..5], 1, "not a multiple of the replica count");
+    s1.fails(&add[..5], 1, "not a multiple of the replica count");
     add.push("force");
-    ok(&s1, &add);
-    let info = ok(&s2, &["volume", "info", "vol1"]);
+    s1.ok(&add);
+    let info = s2.ok(&["volume", "info", "vol1"]);
     assert!(
         info.contains("Type: Distributed-Replicate") && info.contains("2 x 3 = 6"),
         "{info}"
     );
     let newb = format!("127.0.0.3:{}", dir.join("bricks/d3").display());
-    ok(
-        &s1,
-        &[
-            "volume",
-            "replace-brick",
-            "vol1",
-            &more[2],
-            &newb,
-            "commit",
-            "force",
-        ],
-    );
-    assert!(ok(&s3, &["volume", "info", "vol1"]).contains(&newb));
-    fails(
-        &s1,
+    s1.ok(&[
+        "volume",
+        "replace-brick",
+        "vol1",
+        &more[2],
+        &newb,
+        "commit",
+        "force",
+    ]);
+    assert!(s3.ok(&["volume", "info", "vol1"]).contains(&newb));
+    s1.fails(
         &[
             "volume",
             "replace-brick",
@@ -214,32 +142,31 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         1,
         "is not a brick of vol1",
     );
-    let volfile = ok(&s1, &["volume", "volfile", "vol1"]);
+    let volfile = s1.ok(&["volume", "volfile", "vol1"]);
     assert!(
         volfile.contains("type cluster/distribute")
             && volfile.matches("type cluster/replicate").count() == 2,
         "{volfile}"
     );
 
-    ok(&s3, &["volume", "stop", "vol1"]);
-    let st = ok(&s1, &["volume", "status", "vol1"]);
+    s3.ok(&["volume", "stop", "vol1"]);
+    let st = s1.ok(&["volume", "status", "vol1"]);
     assert!(st.contains("is not started"), "{st}");
-    ok(&s1, &["volume", "delete", "vol1"]);
+    s1.ok(&["volume", "delete", "vol1"]);
     for s in [&s1, &s2, &s3] {
         wait("delete seen everywhere", Duration::from_secs(20), || {
-            ok(s, &["volume", "list"]).contains("No volumes present")
+            s.ok(&["volume", "list"]).contains("No volumes present")
         });
     }
     // Detach a server; the pool shrinks everywhere.
-    fails(
-        &s1,
+    s1.fails(
         &["peer", "detach", "127.0.0.1"],
         1,
         "cannot detach this server from itself",
     );
-    ok(&s1, &["peer", "detach", "127.0.0.3"]);
+    s1.ok(&["peer", "detach", "127.0.0.3"]);
     wait("detach seen", Duration::from_secs(20), || {
-        ok(&s2, &["peer", "status"]).contains("Number of Peers: 1")
+        s2.ok(&["peer", "status"]).contains("Number of Peers: 1")
     });
 
     // No brick process is left behind.

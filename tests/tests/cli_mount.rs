@@ -1,0 +1,450 @@
+//! POSIX behaviour through a real FUSE mount: three management daemons on
+//! 127.0.0.1-3 run a replica-3 volume and a distributed-replicate 2 x 3
+//! volume; `mortar mount` mounts them and the test uses them with ordinary
+//! file system calls, then checks what landed on the bricks.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mortar_tests::{mortar_bin, pool_port, scratch, wait, Mgmtd};
+
+/// A running `mortar mount`; on drop the process is killed and the mount
+/// point detached, so a failing test leaves no stale mount behind.
+struct Mount {
+    child: Child,
+    at: PathBuf,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if mounted(&self.at) {
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+fn mounted(at: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let at = at.display().to_string();
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(at.as_str()))
+}
+
+fn mount(dir: &Path, port: u16, volume: &str) -> Mount {
+    let at = dir.join(format!("mnt-{volume}"));
+    fs::create_dir_all(&at).unwrap();
+    let log = File::create(dir.join(format!("mount-{volume}.log"))).unwrap();
+    let child = Command::new(mortar_bin())
+        .args(["mount", &format!("127.0.0.1:/{volume}")])
+        .arg(&at)
+        .args(["--mgmt-port", &port.to_string()])
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut m = Mount { child, at };
+    let at = m.at.clone();
+    wait("mount appears", Duration::from_secs(30), || {
+        if let Some(status) = m.child.try_wait().unwrap() {
+            let log = fs::read_to_string(dir.join(format!("mount-{volume}.log"))).unwrap();
+            panic!("mortar mount exited with {status}: {log}");
+        }
+        mounted(&at)
+    });
+    m
+}
+
+/// Stop a mount the way an operator does (SIGTERM) and check it unmounted.
+fn unmount(mut m: Mount) {
+    let pid = m.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait("mount process exits", Duration::from_secs(20), || {
+        m.child.try_wait().unwrap().is_some()
+    });
+    assert!(m.child.wait().unwrap().success(), "mount exit status");
+    assert!(!mounted(&m.at), "{} still mounted", m.at.display());
+}
+
+fn bricks_online(s: &Mgmtd, volume: &str, n: usize) {
+    wait("bricks online", Duration::from_secs(30), || {
+        let st = s.ok(&["volume", "status", volume]);
+        st.lines()
+            .filter(|l| l.starts_with("Brick ") && l.trim_end().ends_with('Y'))
+            .count()
+            == n
+    });
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn setxattr(path: &Path, name: &str, value: &[u8]) -> i32 {
+    match rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty()) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error(),
+    }
+}
+
+fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::getxattr(path, name, &mut buf[..]).map_err(|e| e.raw_os_error())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn listxattr(path: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::listxattr(path, &mut buf[..]).expect("listxattr");
+    buf.truncate(n);
+    buf.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn removexattr(path: &Path, name: &str) -> i32 {
+    match rustix::fs::removexattr(path, name) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error(),
+    }
+}
+
+#[test]
+fn posix_behaviour_through_fuse_mounts() {
+    let dir = scratch("mount");
+    let port = pool_port(1);
+    let s1 = Mgmtd::start(&dir, 1, port);
+    let _s2 = Mgmtd::start(&dir, 2, port);
+    let _s3 = Mgmtd::start(&dir, 3, port);
+    s1.ok(&["peer", "probe", "127.0.0.2"]);
+    s1.ok(&["peer", "probe", "127.0.0.3"]);
+    wait("peers connected", Duration::from_secs(20), || {
+        s1.ok(&["peer", "status"]).matches("(Connected)").count() == 2
+    });
+    let brick = |name: &str| dir.join("bricks").join(name);
+    let spec = |n: u8, name: &str| format!("127.0.0.{n}:{}", brick(name).display());
+
+    // ---- replica 3
+    let (b1, b2, b3) = (spec(1, "r1"), spec(2, "r2"), spec(3, "r3"));
+    s1.ok(&[
+        "volume", "create", "rep", "replica", "3", &b1, &b2, &b3, "force",
+    ]);
+    s1.ok(&["volume", "start", "rep"]);
+    bricks_online(&s1, "rep", 3);
+    let m = mount(&dir, port, "rep");
+    let root = m.at.clone();
+    let replicas = [brick("r1"), brick("r2"), brick("r3")];
+    let on_every_brick = |rel: &str, want: &[u8]| {
+        for b in &replicas {
+            let got = fs::read(b.join(rel)).unwrap_or_else(|e| panic!("{rel} on {b:?}: {e}"));
+            assert!(got == want, "{rel} on {} differs", b.display());
+        }
+    };
+
+    // create, write, read, append
+    fs::write(root.join("a.txt"), b"hello").unwrap();
+    assert_eq!(fs::read(root.join("a.txt")).unwrap(), b"hello");
+    OpenOptions::new()
+        .append(true)
+        .open(root.join("a.txt"))
+        .unwrap()
+        .write_all(b" world")
+        .unwrap();
+    assert_eq!(fs::read(root.join("a.txt")).unwrap(), b"hello world");
+    on_every_brick("a.txt", b"hello world");
+    // O_EXCL on an existing name
+    assert_eq!(
+        errno_of(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(root.join("a.txt"))
+        ),
+        rustix::io::Errno::EXIST.raw_os_error()
+    );
+
+    // rename and unlink
+    fs::rename(root.join("a.txt"), root.join("b.txt")).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("a.txt")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(fs::read(root.join("b.txt")).unwrap(), b"hello world");
+    for b in &replicas {
+        assert!(!b.join("a.txt").exists() && b.join("b.txt").exists());
+    }
+    fs::write(root.join("c.txt"), b"replaced").unwrap();
+    fs::rename(root.join("b.txt"), root.join("c.txt")).unwrap();
+    assert_eq!(fs::read(root.join("c.txt")).unwrap(), b"hello world");
+    fs::remove_file(root.join("c.txt")).unwrap();
+    assert_eq!(
+        errno_of(fs::remove_file(root.join("c.txt"))),
+        rustix::io::Errno::NOENT.raw_os_error()
+    );
+    for b in &replicas {
+        assert!(!b.join("c.txt").exists(), "unlink did not reach {b:?}");
+    }
+
+    // truncate down and up
+    fs::write(root.join("t"), b"0123456789").unwrap();
+    let f = OpenOptions::new().write(true).open(root.join("t")).unwrap();
+    f.set_len(4).unwrap();
+    assert_eq!(fs::read(root.join("t")).unwrap(), b"0123");
+    f.set_len(8).unwrap();
+    drop(f);
+    assert_eq!(fs::read(root.join("t")).unwrap(), b"0123\0\0\0\0");
+    on_every_brick("t", b"0123\0\0\0\0");
+
+    // mkdir, rmdir
+    fs::create_dir(root.join("d")).unwrap();
+    assert_eq!(
+        errno_of(fs::create_dir(root.join("d"))),
+        rustix::io::Errno::EXIST.raw_os_error()
+    );
+    fs::write(root.join("d/inner"), b"x").unwrap();
+    assert_eq!(
+        errno_of(fs::remove_dir(root.join("d"))),
+        rustix::io::Errno::NOTEMPTY.raw_os_error()
+    );
+    fs::remove_file(root.join("d/inner")).unwrap();
+    fs::remove_dir(root.join("d")).unwrap();
+    assert!(!root.join("d").exists());
+    for b in &replicas {
+        assert!(!b.join("d").exists(), "rmdir did not reach {b:?}");
+    }
+
+    // symlink, readlink
+    std::os::unix::fs::symlink("some/target", root.join("l")).unwrap();
+    assert_eq!(
+        fs::read_link(root.join("l")).unwrap(),
+        PathBuf::from("some/target")
+    );
+    assert!(fs::symlink_metadata(root.join("l"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    for b in &replicas {
+        assert_eq!(
+            fs::read_link(b.join("l")).unwrap(),
+            PathBuf::from("some/target")
+        );
+    }
+
+    // user xattrs
+    fs::write(root.join("x"), b"").unwrap();
+    assert_eq!(setxattr(&root.join("x"), "user.colour", b"blue"), 0);
+    assert_eq!(getxattr(&root.join("x"), "user.colour").unwrap(), b"blue");
+    assert!(listxattr(&root.join("x")).contains(&"user.colour".to_string()));
+    assert_eq!(removexattr(&root.join("x"), "user.colour"), 0);
+    assert_eq!(
+        getxattr(&root.join("x"), "user.colour"),
+        Err(rustix::io::Errno::NODATA.raw_os_error())
+    );
+    assert_eq!(
+        removexattr(&root.join("x"), "user.colour"),
+        rustix::io::Errno::NODATA.raw_os_error()
+    );
+
+    // a file larger than any stripe or transfer unit, identical on every brick
+    let big = pattern(3 * 1024 * 1024 + 4321, 7);
+    fs::write(root.join("big.bin"), &big).unwrap();
+    assert!(fs::read(root.join("big.bin")).unwrap() == big);
+    on_every_brick("big.bin", &big);
+
+    // a sparse file past 4 GiB
+    let far = (4u64 << 30) + 123;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(root.join("sparse"))
+        .unwrap();
+    f.seek(SeekFrom::Start(far)).unwrap();
+    f.write_all(b"tail").unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(f.metadata().unwrap().len(), far + 4);
+    let mut tail = [0u8; 4];
+    f.read_exact_at(&mut tail, far).unwrap();
+    assert_eq!(&tail, b"tail");
+    let mut hole = vec![1u8; 8192];
+    f.read_exact_at(&mut hole, 1 << 30).unwrap();
+    assert!(hole.iter().all(|b| *b == 0), "hole reads back as zeros");
+    drop(f);
+    for b in &replicas {
+        let md = fs::metadata(b.join("sparse")).unwrap();
+        assert_eq!(md.len(), far + 4);
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "sparse file allocated on {b:?}"
+        );
+    }
+
+    // two writers on one file, interleaved chunks through separate handles
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 32;
+    File::create(root.join("shared")).unwrap();
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let path = root.join("shared");
+            std::thread::spawn(move || {
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                for c in (w as usize..CHUNKS).step_by(2) {
+                    let data = pattern(CHUNK, 100 + c as u64);
+                    f.write_all_at(&data, (c * CHUNK) as u64).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut want = Vec::with_capacity(CHUNK * CHUNKS);
+    for c in 0..CHUNKS {
+        want.extend(pattern(CHUNK, 100 + c as u64));
+    }
+    assert!(fs::read(root.join("shared")).unwrap() == want);
+    on_every_brick("shared", &want);
+
+    // readdir of 10,000 entries
+    fs::create_dir(root.join("many")).unwrap();
+    let started = Instant::now();
+    for i in 0..10_000 {
+        File::create(root.join(format!("many/f{i:05}"))).unwrap();
+    }
+    let created = started.elapsed();
+    let started = Instant::now();
+    let names: BTreeSet<String> = fs::read_dir(root.join("many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed = started.elapsed();
+    let want: BTreeSet<String> = (0..10_000).map(|i| format!("f{i:05}")).collect();
+    assert_eq!(names.len(), 10_000);
+    assert!(names == want, "readdir returned other names");
+    eprintln!("10,000 creates took {created:?}, listing them {listed:?}");
+
+    // the root listing holds exactly what was made here
+    let top: BTreeSet<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let expect: BTreeSet<String> = ["t", "l", "x", "big.bin", "sparse", "shared", "many"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(top, expect);
+    unmount(m);
+
+    // ---- distributed-replicate 2 x 3
+    let specs: Vec<String> = (1..=3)
+        .map(|n| spec(n, &format!("d{n}a")))
+        .chain((1..=3).map(|n| spec(n, &format!("d{n}b"))))
+        .collect();
+    let mut create = vec!["volume", "create", "dr", "replica", "3"];
+    create.extend(specs.iter().map(String::as_str));
+    create.push("force");
+    s1.ok(&create);
+    s1.ok(&["volume", "start", "dr"]);
+    bricks_online(&s1, "dr", 6);
+    let m = mount(&dir, port, "dr");
+    let root = m.at.clone();
+    let set_a = [brick("d1a"), brick("d2a"), brick("d3a")];
+    let set_b = [brick("d1b"), brick("d2b"), brick("d3b")];
+
+    fs::create_dir(root.join("dir")).unwrap();
+    for b in set_a.iter().chain(&set_b) {
+        assert!(b.join("dir").is_dir(), "mkdir did not reach {b:?}");
+    }
+    let mut in_a = 0;
+    let mut in_b = 0;
+    for i in 0..64 {
+        let name = format!("dir/file{i}");
+        let data = pattern(1000 + i, i as u64);
+        fs::write(root.join(&name), &data).unwrap();
+        let a = set_a.iter().filter(|b| b.join(&name).is_file()).count();
+        let b = set_b.iter().filter(|b| b.join(&name).is_file()).count();
+        match (a, b) {
+            (3, 0) => in_a += 1,
+            (0, 3) => in_b += 1,
+            _ => panic!("{name} is on {a} bricks of set a and {b} of set b"),
+        }
+        let set = if a == 3 { &set_a } else { &set_b };
+        for brick in set {
+            assert!(fs::read(brick.join(&name)).unwrap() == data);
+        }
+    }
+    assert!(
+        in_a > 0 && in_b > 0,
+        "all 64 files hashed to one subvolume ({in_a} / {in_b})"
+    );
+    let listed: BTreeSet<String> = fs::read_dir(root.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed.len(), 64, "merged listing: {listed:?}");
+    // Rename every file to a new name; names hashing to the other subvolume
+    // leave a link behind, and every file stays readable under its new name.
+    for i in 0..64 {
+        fs::rename(
+            root.join(format!("dir/file{i}")),
+            root.join(format!("dir/renamed{i}")),
+        )
+        .unwrap();
+    }
+    for i in 0..64 {
+        let data = pattern(1000 + i, i as u64);
+        assert!(fs::read(root.join(format!("dir/renamed{i}"))).unwrap() == data);
+        assert!(!root.join(format!("dir/file{i}")).exists());
+    }
+    let listed: BTreeSet<String> = fs::read_dir(root.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let want: BTreeSet<String> = (0..64).map(|i| format!("renamed{i}")).collect();
+    assert_eq!(listed, want, "listing after renames shows each file once");
+    for i in 0..64 {
+        fs::remove_file(root.join(format!("dir/renamed{i}"))).unwrap();
+    }
+    fs::remove_dir(root.join("dir")).unwrap();
+    for b in set_a.iter().chain(&set_b) {
+        assert!(!b.join("dir").exists(), "rmdir left dir on {b:?}");
+    }
+    unmount(m);
+
+    let mut f = File::open(brick("r1").join("big.bin")).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert!(back == big, "data stays on the bricks after unmount");
+    drop((s1, _s2, _s3));
+    let _ = fs::remove_dir_all(&dir);
+}
