@@ -13,6 +13,7 @@ pub mod afr;
 pub mod api;
 pub mod distribute;
 pub mod fop;
+#[cfg(not(madsim))]
 pub mod fuse;
 pub mod graph;
 pub mod protocol;

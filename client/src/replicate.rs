@@ -162,6 +162,49 @@ impl Replicate {
         afr::examine(&views, kind, self.arbiter)
     }
 
+    /// A data or metadata transaction must not trust a partial view left
+    /// partly unrecorded: a locked copy still marked dirty (an earlier
+    /// transaction never finished its post-op there; none can be in flight,
+    /// as this one holds the file's whole lock) may be missing the blame
+    /// that would show another copy stale. With every brick locked all
+    /// recorded blame is in view; otherwise refuse until heal or the
+    /// missing bricks return. (Entry operations lock one name, so other
+    /// names' transactions may be in flight on the parent: not checked.)
+    fn in_doubt(
+        &self,
+        gfid: Gfid,
+        kind: Kind,
+        locked: &[usize],
+        views: &[Option<BrickView>],
+    ) -> Option<FopError> {
+        if kind == Kind::Entry || locked.len() == self.children.len() {
+            return None;
+        }
+        let k = kind as usize;
+        let dirty: Vec<&str> = views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.as_ref().is_some_and(|v| v.dirty[k] > 0))
+            .map(|(i, _)| self.children[i].name())
+            .collect();
+        if dirty.is_empty() {
+            return None;
+        }
+        let down: Vec<&str> = (0..self.children.len())
+            .filter(|i| !locked.contains(i))
+            .map(|i| self.children[i].name())
+            .collect();
+        Some(FopError::new(
+            Errno::EIO,
+            format!(
+                "{}: an earlier operation on {gfid} did not finish on {} and {} cannot be asked; refusing to write until heal or until every brick is back",
+                self.name,
+                dirty.join(", "),
+                down.join(", ")
+            ),
+        ))
+    }
+
     fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
         let names: Vec<&str> = accused.iter().map(|i| self.children[*i].name()).collect();
         FopError::new(
@@ -289,10 +332,30 @@ impl Replicate {
                 format!("{}: {}", self.name, self.quorum.describe(&mask)),
             ));
         }
+        // The good copies of each changed object, as the locked bricks see
+        // them before the operation.
+        let mut sources: Vec<Vec<usize>> = Vec::new();
         for g in ctx {
-            match self.verdict(*g, kind, locked).await {
+            let views = self.views(*g, locked).await;
+            // Decide only from a quorum's view: a brick that did not answer
+            // may hold the blame that shows another copy stale.
+            let answered: Vec<bool> = views.iter().map(Option::is_some).collect();
+            if !self.quorum.met(&answered) {
+                return Err(FopError::new(
+                    Errno::EROFS,
+                    format!("{}: {}", self.name, self.quorum.describe(&answered)),
+                ));
+            }
+            let asked: Vec<usize> = (0..n).filter(|i| answered[*i]).collect();
+            if let Some(e) = self.in_doubt(*g, kind, &asked, &views) {
+                return Err(e);
+            }
+            match afr::examine(&views, kind, self.arbiter) {
                 Verdict::SplitBrain { accused } => return Err(self.split_brain(*g, &accused)),
                 v @ Verdict::Sources { .. } => {
+                    if let Verdict::Sources { good, .. } = &v {
+                        sources.push(good.clone());
+                    }
                     if let Some(a) = self.arbiter {
                         if !afr::arbiter_allows(&mask, &v, a) {
                             return Err(FopError::new(
@@ -323,6 +386,24 @@ impl Replicate {
                 participants.push(i);
             }
         }
+        let took: Vec<bool> = (0..n).map(|i| participants.contains(&i)).collect();
+        if !self.quorum.met(&took) {
+            // Nothing was changed yet: take the marks back and refuse.
+            for &i in &participants {
+                for g in ctx {
+                    let q = Fop::Xattrop(bp::Xattrop {
+                        gfid: *g,
+                        deltas: vec![(xa::DIRTY.to_string(), delta(kind, -1))],
+                        durable: false,
+                    });
+                    let _ = self.children[i].fop(q).await;
+                }
+            }
+            return Err(FopError::new(
+                Errno::EROFS,
+                format!("{}: {}", self.name, self.quorum.describe(&took)),
+            ));
+        }
         let results = self
             .fan(&participants, move |c| {
                 let op = op.clone();
@@ -334,8 +415,34 @@ impl Replicate {
             .filter(|(_, r)| r.is_ok())
             .map(|(i, _)| *i)
             .collect();
+        // In-flight split-brain: the operation worked only on copies that
+        // were already stale. Blaming the good copies from there would make
+        // every copy accused; record nothing (the participants stay marked
+        // dirty, in doubt until heal) and fail.
+        if let Some(good) = sources
+            .iter()
+            .find(|good| !ok.is_empty() && !good.iter().any(|i| ok.contains(i)))
+        {
+            let names = |idx: &[usize]| {
+                idx.iter()
+                    .map(|i| self.children[*i].name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(FopError::new(
+                Errno::EIO,
+                format!(
+                    "{}: the operation failed on every good copy ({}) and worked only on stale ones ({}); it is not recorded, and heal will repair the stale copies",
+                    self.name,
+                    names(good),
+                    names(&ok)
+                ),
+            ));
+        }
         // Post-op: clear dirty where it worked and blame where it did not.
+        let mut recorded = vec![false; n];
         for p in afr::post_op(n, &participants, &ok) {
+            let mut all = true;
             for g in ctx {
                 let mut deltas = vec![(xa::DIRTY.to_string(), delta(kind, -1))];
                 for j in &p.blame {
@@ -348,9 +455,11 @@ impl Replicate {
                     durable,
                 });
                 if let Err(e) = self.children[p.brick].fop(q).await {
+                    all = false;
                     tracing::warn!(set = %self.name, brick = p.brick, error = %e, "post-op failed; the copy stays marked dirty");
                 }
             }
+            recorded[p.brick] = all;
         }
         let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
         let first_err = results.iter().find_map(|(_, r)| r.as_ref().err().cloned());
@@ -367,6 +476,17 @@ impl Replicate {
             return Err(FopError::new(
                 Errno::EIO,
                 format!("{}: the operation succeeded on too few bricks to meet quorum ({e}); it is pending heal", self.name),
+            ));
+        }
+        // Acknowledge only what a quorum has recorded: a later transaction
+        // sees any quorum of bricks, and so the blame this one left.
+        if !self.quorum.met(&recorded) {
+            return Err(FopError::new(
+                Errno::EIO,
+                format!(
+                    "{}: the operation worked but its outcome was recorded on too few bricks; it is pending heal",
+                    self.name
+                ),
             ));
         }
         // Prefer the reply of a brick that is not the arbiter.
@@ -520,11 +640,14 @@ impl Subvolume for Replicate {
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }
-                Fop::Write(ref q, ref data) => {
+                Fop::Write(ref q, _) => {
+                    // The whole file, not the written range: writers of one
+                    // file share its changelog, and a transaction must see
+                    // no other's pre-op in flight (see `in_doubt`).
                     let lock = LockOn::Inode {
                         gfid: q.gfid,
-                        start: q.offset,
-                        len: (data.len() as u64).max(1),
+                        start: 0,
+                        len: 0,
                     };
                     let g = q.gfid;
                     self.transaction(lock, Kind::Data, vec![g], op).await

@@ -8,6 +8,8 @@
 #[cfg(madsim)]
 pub mod brick;
 #[cfg(madsim)]
+pub mod client;
+#[cfg(madsim)]
 pub mod mgmt;
 #[cfg(madsim)]
 pub mod rpc;
@@ -58,6 +60,15 @@ mod registry {
             Scenario {
                 name: "mgmt_brick_lifecycle",
                 run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
+            },
+            Scenario {
+                name: "client_writes",
+                // The volume layout is drawn from the seed.
+                run: |sim| {
+                    let all = crate::client::Layout::ALL;
+                    let layout = all[sim.with_rng(|r| r.below(all.len() as u64)) as usize];
+                    Box::pin(crate::client::acknowledged_writes(sim, layout))
+                },
             },
         ]
     }

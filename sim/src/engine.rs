@@ -409,6 +409,21 @@ impl Sim {
         self.launch(host, process);
     }
 
+    /// Names of the processes running on `host` now, in name order.
+    pub fn running_processes(&self, host: &str) -> Vec<String> {
+        self.lock()
+            .hosts
+            .get(host)
+            .map(|h| {
+                h.procs
+                    .iter()
+                    .filter(|(_, p)| p.rt.as_ref().is_some_and(|rt| !rt.scope().is_killed()))
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn process_running(&self, host: &str, process: &str) -> bool {
         self.lock()
             .hosts

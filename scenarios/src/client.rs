@@ -1,0 +1,337 @@
+//! A client writing to a volume while bricks die and the network splits.
+//!
+//! Three servers run a volume (replica 3, replica 3 arbiter 1, or
+//! distributed-replicate 2 x 3); a client on a fourth host mounts it and
+//! overwrites ranges of a few files, each write followed by fsync, while
+//! the fault task kills brick processes (restarting them later with
+//! `volume start force`) and cuts the client off from servers. The client
+//! records every outcome:
+//!
+//! * acknowledged (write and fsync both succeeded): the bytes must read
+//!   back, unless a later write covered them;
+//! * refused with EROFS (quorum, arbiter rule): refused before anything
+//!   was touched, so the old bytes must stay;
+//! * failed otherwise: either the old or the new bytes may be there.
+//!
+//! When the faults stop and every brick is back, a fresh client mounts the
+//! volume and reads every file from whichever copy replicate picks: every
+//! byte must be one the model allows, and no file may be in split-brain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_client::api::Client;
+use mortar_mgmt::api::{CliReply, CliRequest};
+use mortar_net::sync::Watch;
+use mortar_net::{Endpoint, Runtime};
+use mortar_proto::Errno;
+use mortar_sim::{host_ip, Sim};
+
+use crate::mgmt::{create_request, Pool, HOSTS};
+
+const FILES: usize = 6;
+const SIZE: usize = 8 * 1024;
+const WRITES: usize = 120;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    Replica3,
+    Arbiter,
+    DistRep2x3,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Layout::Replica3, Layout::Arbiter, Layout::DistRep2x3];
+
+    fn create(self) -> &'static str {
+        match self {
+            Layout::Replica3 => "vol replica 3 s1:/b s2:/b s3:/b",
+            Layout::Arbiter => "vol replica 3 arbiter 1 s1:/b s2:/b s3:/b",
+            Layout::DistRep2x3 => "vol replica 3 s1:/b1 s2:/b1 s3:/b1 s1:/b2 s2:/b2 s3:/b2",
+        }
+    }
+
+    fn bricks(self) -> usize {
+        match self {
+            Layout::DistRep2x3 => 6,
+            _ => 3,
+        }
+    }
+}
+
+/// What each byte of each file may hold.
+struct Model {
+    allowed: Vec<Vec<Vec<u8>>>,
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            allowed: vec![vec![vec![0u8]; SIZE]; FILES],
+        }
+    }
+
+    fn acknowledged(&mut self, f: usize, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.allowed[f][off + i] = vec![*b];
+        }
+    }
+
+    fn uncertain(&mut self, f: usize, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            let a = &mut self.allowed[f][off + i];
+            if !a.contains(b) {
+                a.push(*b);
+            }
+        }
+    }
+
+    /// The first byte of `got` that the model does not allow.
+    fn check(&self, f: usize, got: &[u8]) -> Result<(), String> {
+        if got.len() != SIZE {
+            return Err(format!("f{f} is {} bytes, expected {SIZE}", got.len()));
+        }
+        for (i, b) in got.iter().enumerate() {
+            if !self.allowed[f][i].contains(b) {
+                return Err(format!(
+                    "f{f} byte {i} is {b:#04x}; only {:?} were written there",
+                    self.allowed[f][i]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    acknowledged: u32,
+    refused: u32,
+    failed: u32,
+}
+
+fn mgmt() -> Endpoint {
+    "s1:24007".parse().expect("endpoint")
+}
+
+async fn mount(rt: &Runtime) -> Client {
+    Client::mount(rt, &mgmt(), "vol")
+        .await
+        .unwrap_or_else(|e| panic!("mount vol: {e}"))
+}
+
+async fn wait_online(pool: &Pool, bricks: usize) {
+    for _ in 0..80 {
+        if let Ok(CliReply::Status(s)) = pool
+            .cli(
+                "s1",
+                CliRequest::VolumeStatus {
+                    name: Some("vol".into()),
+                },
+            )
+            .await
+        {
+            let up = s[0]
+                .bricks
+                .iter()
+                .filter(|b| b.online && b.port.is_some())
+                .count();
+            if up == bricks {
+                return;
+            }
+        }
+        pool.sim.sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the volume's {bricks} bricks did not all come online");
+}
+
+/// The writer: creates the files, says it is `ready` for faults, then
+/// overwrites random ranges.
+async fn writer(rt: Runtime, ready: Watch<bool>) -> (Model, Tally) {
+    let c = mount(&rt).await;
+    let mut gfids = Vec::new();
+    for f in 0..FILES {
+        let a = c
+            .write_path(&format!("/f{f}"), &vec![0u8; SIZE])
+            .await
+            .unwrap_or_else(|e| panic!("creating f{f} before any fault: {e}"));
+        gfids.push(a.gfid);
+    }
+    ready.set(true);
+    let mut model = Model::new();
+    let mut tally = Tally::default();
+    for _ in 0..WRITES {
+        let (f, off, len, pause) = rt.with_rng(|r| {
+            let len = 1 + r.below(1024) as usize;
+            (
+                r.below(FILES as u64) as usize,
+                r.below((SIZE - len) as u64) as usize,
+                len,
+                Duration::from_millis(50 + r.below(400)),
+            )
+        });
+        let mut data = vec![0u8; len];
+        rt.with_rng(|r| r.fill(&mut data));
+        let w = c
+            .write(gfids[f], off as u64, Bytes::from(data.clone()))
+            .await;
+        let outcome = match w {
+            Ok(_) => c.fsync(gfids[f], false).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                model.acknowledged(f, off, &data);
+                tally.acknowledged += 1;
+            }
+            Err(e) if e.errno == Errno::EROFS => {
+                tally.refused += 1;
+                tracing::info!(file = f, error = %e, "write refused");
+            }
+            Err(e) => {
+                model.uncertain(f, off, &data);
+                tally.failed += 1;
+                tracing::info!(file = f, error = %e, "write failed");
+            }
+        }
+        rt.clock().sleep(pause).await;
+    }
+    c.unmount();
+    (model, tally)
+}
+
+/// Kill brick processes and cut the client off from servers until the
+/// writer is done, then heal the cluster.
+async fn faults(sim: Sim, pool: Pool, ready: Watch<bool>, done: Watch<bool>) -> u32 {
+    ready.wait_for(|r| *r).await;
+    let mut n = 0;
+    while !done.get() {
+        let (kind, host, hold, gap) = sim.with_rng(|r| {
+            (
+                r.below(3),
+                HOSTS[r.below(3) as usize],
+                Duration::from_millis(500 + r.below(5000)),
+                Duration::from_millis(r.below(3000)),
+            )
+        });
+        sim.sleep(gap).await;
+        n += 1;
+        match kind {
+            0 | 1 => {
+                let bricks: Vec<String> = sim
+                    .running_processes(host)
+                    .into_iter()
+                    .filter(|p| p.starts_with("brick"))
+                    .collect();
+                let Some(b) = sim.with_rng(|r| {
+                    (!bricks.is_empty())
+                        .then(|| bricks[r.below(bricks.len() as u64) as usize].clone())
+                }) else {
+                    continue;
+                };
+                sim.note(format!("fault: kill {host}/{b}"));
+                sim.kill_process(host, &b);
+                if kind == 1 {
+                    // Leave it down while something else fails too.
+                    continue;
+                }
+                sim.sleep(hold).await;
+            }
+            _ => {
+                sim.note(format!("fault: cut c1 off from {host}"));
+                sim.partition(&["c1"], &[host]);
+                sim.sleep(hold).await;
+                sim.repair();
+            }
+        }
+        // Restart dead bricks, as an operator would.
+        let _ = pool
+            .cli(
+                "s1",
+                CliRequest::VolumeStart {
+                    name: "vol".into(),
+                    force: true,
+                },
+            )
+            .await;
+    }
+    sim.repair();
+    n
+}
+
+pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
+    eprintln!("sim: client_writes: layout {layout:?}");
+    let pool = Pool::start(&sim).await;
+    pool.ok("s1", create_request(layout.create())).await;
+    pool.ok(
+        "s1",
+        CliRequest::VolumeSet {
+            name: "vol".into(),
+            key: "network.ping-timeout".into(),
+            value: "4".into(),
+        },
+    )
+    .await;
+    pool.ok(
+        "s2",
+        CliRequest::VolumeStart {
+            name: "vol".into(),
+            force: false,
+        },
+    )
+    .await;
+    wait_online(&pool, layout.bricks()).await;
+    sim.add_host("c1", host_ip(10));
+
+    let (ready, done) = (Watch::new(false), Watch::new(false));
+    let fault_task = {
+        let (sim, pool, ready, done) = (sim.clone(), pool.clone(), ready.clone(), done.clone());
+        #[allow(clippy::disallowed_methods)] // the scenario's own task, on the supervisor node
+        tokio::spawn(async move { faults(sim, pool, ready, done).await })
+    };
+    let (model, tally) = sim
+        .run_on("c1", "writer", move |rt| writer(rt, ready))
+        .await;
+    done.set(true);
+    let injected = fault_task.await.expect("fault task");
+    eprintln!("sim: client_writes: {injected} faults; {tally:?}");
+    assert!(
+        tally.acknowledged > 0,
+        "no write was acknowledged in {WRITES} attempts: {tally:?}"
+    );
+
+    // Every brick back, then a fresh client reads everything.
+    pool.ok(
+        "s1",
+        CliRequest::VolumeStart {
+            name: "vol".into(),
+            force: true,
+        },
+    )
+    .await;
+    wait_online(&pool, layout.bricks()).await;
+    let model = Arc::new(model);
+    let bricks = layout.bricks();
+    let verdict = sim
+        .run_on("c1", "reader", move |rt| async move {
+            let c = mount(&rt).await;
+            let (up, total) = c.bricks_up();
+            if up != total || total != bricks {
+                return Err(format!("reader sees {up} of {total} bricks"));
+            }
+            for f in 0..FILES {
+                let got = c
+                    .read_path(&format!("/f{f}"))
+                    .await
+                    .map_err(|e| format!("reading f{f} with every brick up: {e}"))?;
+                model.check(f, &got)?;
+            }
+            c.unmount();
+            Ok(())
+        })
+        .await;
+    if let Err(e) = verdict {
+        panic!("after {injected} faults ({tally:?}): {e}");
+    }
+}
