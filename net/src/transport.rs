@@ -116,9 +116,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> StreamSource<R> {
                 // Read the payload straight into its own buffer, never past
                 // its end (the trailer and next frame go to the control
                 // buffer). Reserve at most a fixed amount ahead of what
-                // arrived, then grow by doubling.
-                let ahead = payload.len().max(PAYLOAD_RESERVE_AHEAD_BYTES_MAX);
-                payload.reserve(missing.min(ahead));
+                // arrived, then grow by doubling. Grow only a full buffer:
+                // reserving a little more than the spare room would make
+                // the allocator double what was merely reserved.
+                if payload.capacity() == payload.len() {
+                    let ahead = payload.len().max(PAYLOAD_RESERVE_AHEAD_BYTES_MAX);
+                    payload.reserve(missing.min(ahead));
+                }
                 (&mut self.reader)
                     .take(missing as u64)
                     .read_buf(payload)

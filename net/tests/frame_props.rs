@@ -181,3 +181,33 @@ fn decoder_state_is_reported_on_truncation_at_every_phase() {
     }
     assert_eq!(decode_chunked(&wire, &[3], lim).unwrap().len(), 1);
 }
+
+/// Found by the property above: a payload one byte over the reserve-ahead
+/// used to double the reservation after the first few bytes arrived.
+#[test]
+fn payload_just_over_the_reserve_ahead_is_not_doubled_early() {
+    let lim = FrameLimits::default();
+    let h = Header {
+        flags: 0,
+        program: 1,
+        procedure: 1,
+        request_id: 9,
+    };
+    let mut wire = frame::encode(&h, b"", Bytes::new(), &lim).unwrap().to_vec();
+    wire.truncate(HEADER_LEN);
+    let payload = (frame::PAYLOAD_RESERVE_AHEAD_BYTES_MAX + 1) as u32;
+    wire[20..24].copy_from_slice(&0u32.to_le_bytes());
+    wire[24..28].copy_from_slice(&payload.to_le_bytes());
+    let crc = frame::header_crc(&wire[..28]);
+    wire[28..32].copy_from_slice(&crc.to_le_bytes());
+    wire.extend_from_slice(&[7u8; 666]);
+    let arrived = wire.len();
+    let mut src = StreamSource::new(std::io::Cursor::new(wire), lim);
+    assert!(rt().block_on(src.recv()).is_err());
+    let bound = 2 * arrived + (128 << 10) + frame::PAYLOAD_RESERVE_AHEAD_BYTES_MAX;
+    assert!(
+        src.buffer_capacity() <= bound,
+        "reserved {} bytes after receiving {arrived}",
+        src.buffer_capacity()
+    );
+}
