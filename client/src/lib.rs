@@ -12,6 +12,7 @@
 pub mod afr;
 pub mod api;
 pub mod distribute;
+pub mod ec;
 pub mod fop;
 #[cfg(not(madsim))]
 pub mod fuse;
