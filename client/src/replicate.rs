@@ -368,24 +368,31 @@ impl Replicate {
                 Verdict::NoneReachable => {}
             }
         }
-        // Pre-op: mark every locked copy dirty, durably, before the data.
-        let mut participants = Vec::new();
-        for &i in locked {
-            let mut ok = true;
-            for g in ctx {
-                let q = Fop::Xattrop(bp::Xattrop {
-                    gfid: *g,
-                    deltas: vec![(xa::DIRTY.to_string(), delta(kind, 1))],
-                    durable: true,
-                });
-                if self.children[i].fop(q).await.is_err() {
-                    ok = false;
-                }
-            }
-            if ok {
-                participants.push(i);
-            }
-        }
+        // Pre-op: mark every locked copy dirty, durably, before the data
+        // (on all bricks at once; each brick marks its objects in order).
+        let pre: Vec<(usize, FopRes)> = {
+            let ctx = ctx.to_vec();
+            self.fan(locked, move |c| {
+                let ctx = ctx.clone();
+                Box::pin(async move {
+                    for g in ctx {
+                        c.fop(Fop::Xattrop(bp::Xattrop {
+                            gfid: g,
+                            deltas: vec![(xa::DIRTY.to_string(), delta(kind, 1))],
+                            durable: true,
+                        }))
+                        .await?;
+                    }
+                    Ok(FopOut::Done)
+                })
+            })
+            .await
+        };
+        let participants: Vec<usize> = pre
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
         let took: Vec<bool> = (0..n).map(|i| participants.contains(&i)).collect();
         if !self.quorum.met(&took) {
             // Nothing was changed yet: take the marks back and refuse.
@@ -439,27 +446,44 @@ impl Replicate {
                 ),
             ));
         }
-        // Post-op: clear dirty where it worked and blame where it did not.
+        // Post-op: clear dirty where it worked and blame where it did not
+        // (every brick that worked records the same blame; all at once).
         let mut recorded = vec![false; n];
-        for p in afr::post_op(n, &participants, &ok) {
-            let mut all = true;
-            for g in ctx {
-                let mut deltas = vec![(xa::DIRTY.to_string(), delta(kind, -1))];
-                for j in &p.blame {
-                    deltas.push((self.keys[*j].clone(), delta(kind, 1)));
-                }
-                let durable = !p.blame.is_empty();
-                let q = Fop::Xattrop(bp::Xattrop {
-                    gfid: *g,
-                    deltas,
-                    durable,
-                });
-                if let Err(e) = self.children[p.brick].fop(q).await {
-                    all = false;
-                    tracing::warn!(set = %self.name, brick = p.brick, error = %e, "post-op failed; the copy stays marked dirty");
+        let plans = afr::post_op(n, &participants, &ok);
+        if let Some(first) = plans.first() {
+            let blame = first.blame.clone();
+            debug_assert!(plans.iter().all(|p| p.blame == blame));
+            let mut deltas = vec![(xa::DIRTY.to_string(), delta(kind, -1))];
+            for j in &blame {
+                deltas.push((self.keys[*j].clone(), delta(kind, 1)));
+            }
+            let durable = !blame.is_empty();
+            let bricks: Vec<usize> = plans.iter().map(|p| p.brick).collect();
+            let ctx = ctx.to_vec();
+            let post = self
+                .fan(&bricks, move |c| {
+                    let (ctx, deltas) = (ctx.clone(), deltas.clone());
+                    Box::pin(async move {
+                        for g in ctx {
+                            c.fop(Fop::Xattrop(bp::Xattrop {
+                                gfid: g,
+                                deltas: deltas.clone(),
+                                durable,
+                            }))
+                            .await?;
+                        }
+                        Ok(FopOut::Done)
+                    })
+                })
+                .await;
+            for (i, r) in post {
+                match r {
+                    Ok(_) => recorded[i] = true,
+                    Err(e) => {
+                        tracing::warn!(set = %self.name, brick = i, error = %e, "post-op failed; the copy stays marked dirty")
+                    }
                 }
             }
-            recorded[p.brick] = all;
         }
         let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
         let first_err = results.iter().find_map(|(_, r)| r.as_ref().err().cloned());
