@@ -258,7 +258,6 @@ async fn mount(mut args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Runtime(format!("cannot mount {spec}: {e}")))?;
     let (up, total) = client.bricks_up();
-    let client = Arc::new(client);
     let session = mortar_client::fuse::mount(
         client.clone(),
         tokio::runtime::Handle::current(),

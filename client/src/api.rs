@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,11 +30,20 @@ pub type Res<T> = Result<T, FopError>;
 /// A mounted volume.
 pub struct Client {
     rt: Runtime,
-    graph: VolumeGraph,
+    /// The graph in use; replaced when the volume's volfile changes.
+    /// Operations in flight keep the graph they started on.
+    graph: Mutex<Arc<VolumeGraph>>,
+    client_id: String,
+    mgmt_port: u16,
     pub volume: String,
-    /// The volfile version this graph was built from.
-    pub volfile: String,
+    /// The volfile text the graph was built from.
+    volfile: Mutex<String>,
 }
+
+/// How often a mounted client asks mgmtd whether the volfile changed.
+pub const VOLFILE_POLL: Duration = Duration::from_secs(3);
+/// How long a replaced graph stays open for operations still using it.
+const OLD_GRAPH_GRACE: Duration = Duration::from_secs(30);
 
 /// Fetch a volume's client volfile from an mgmtd.
 pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<String, String> {
@@ -67,21 +77,42 @@ pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Resul
 
 impl Client {
     /// Fetch the volfile of `volume` from the mgmtd at `mgmt`, build the
-    /// graph and connect.
-    pub async fn mount(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<Client, String> {
+    /// graph and connect. The client then follows volfile changes (bricks
+    /// added, replaced, options set): it asks mgmtd every
+    /// [`VOLFILE_POLL`] and switches to a graph built from the new text.
+    pub async fn mount(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<Arc<Client>, String> {
         let text = fetch_volfile(rt, mgmt, volume).await?;
         let port = match mgmt {
             Endpoint::Tcp(hp) | Endpoint::Rdma(hp) => hp.port,
             Endpoint::Unix(_) => 24007,
         };
-        let c = Client::from_volfile(rt, volume, &text, port)?;
-        let up = c.graph.wait_connected(rt, CONNECT_WAIT).await;
+        let c = Arc::new(Client::from_volfile(rt, volume, &text, port)?);
+        let up = c.graph().wait_connected(rt, CONNECT_WAIT).await;
         tracing::info!(
             volume,
-            bricks = c.graph.clients.len(),
+            bricks = c.graph().clients.len(),
             connected = up,
             "volume mounted"
         );
+        let weak = Arc::downgrade(&c);
+        let mgmt = mgmt.clone();
+        let watcher_rt = c.rt.clone();
+        c.rt.spawn(async move {
+            loop {
+                watcher_rt.clock().sleep(VOLFILE_POLL).await;
+                let Some(c) = weak.upgrade() else { return };
+                match fetch_volfile(&c.rt, &mgmt, &c.volume).await {
+                    Ok(text) => {
+                        if let Err(e) = c.switch_volfile(&text).await {
+                            tracing::warn!(volume = %c.volume, error = %e, "new volfile not usable; keeping the current graph");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(volume = %c.volume, error = %e, "volfile check failed; will retry")
+                    }
+                }
+            }
+        });
         Ok(c)
     }
 
@@ -100,14 +131,57 @@ impl Client {
         let graph = VolumeGraph::build(&rt, &g, mgmt_port, &client_id)?;
         Ok(Client {
             rt,
-            graph,
+            graph: Mutex::new(Arc::new(graph)),
+            client_id,
+            mgmt_port,
             volume: volume.to_string(),
-            volfile: g.description,
+            volfile: Mutex::new(text.to_string()),
         })
     }
 
-    pub fn top(&self) -> &Child {
-        &self.graph.top
+    /// Switch to the graph of `text` if it differs from the current one.
+    /// Returns whether it switched. The new graph is connected (bounded
+    /// wait) before it takes over; the old one is closed after a grace.
+    pub async fn switch_volfile(&self, text: &str) -> Result<bool, String> {
+        if *self.volfile.lock().expect("volfile") == text {
+            return Ok(false);
+        }
+        let g = Graph::parse(text).map_err(|e| e.to_string())?;
+        let graph = Arc::new(VolumeGraph::build(
+            &self.rt,
+            &g,
+            self.mgmt_port,
+            &self.client_id,
+        )?);
+        let up = graph.wait_connected(&self.rt, CONNECT_WAIT).await;
+        let old = std::mem::replace(&mut *self.graph.lock().expect("graph"), graph.clone());
+        *self.volfile.lock().expect("volfile") = text.to_string();
+        tracing::info!(
+            volume = %self.volume,
+            bricks = graph.clients.len(),
+            connected = up,
+            "volfile changed; switched to the new graph"
+        );
+        let rt = self.rt.clone();
+        self.rt.spawn(async move {
+            rt.clock().sleep(OLD_GRAPH_GRACE).await;
+            old.close();
+        });
+        Ok(true)
+    }
+
+    fn graph(&self) -> Arc<VolumeGraph> {
+        self.graph.lock().expect("graph").clone()
+    }
+
+    /// The top of the current graph.
+    pub fn top(&self) -> Child {
+        self.graph().top.clone()
+    }
+
+    /// The volfile text in use.
+    pub fn volfile(&self) -> String {
+        self.volfile.lock().expect("volfile").clone()
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -116,12 +190,13 @@ impl Client {
 
     /// Bricks connected now, and in all.
     pub fn bricks_up(&self) -> (usize, usize) {
-        let up = self.graph.clients.iter().filter(|c| c.is_up()).count();
-        (up, self.graph.clients.len())
+        let g = self.graph();
+        let up = g.clients.iter().filter(|c| c.is_up()).count();
+        (up, g.clients.len())
     }
 
     pub fn unmount(&self) {
-        self.graph.close();
+        self.graph().close();
         self.rt.scope().kill();
     }
 
@@ -138,7 +213,8 @@ impl Client {
     }
 
     async fn op(&self, f: Fop) -> Res<FopOut> {
-        self.graph.top.fop(f).await
+        let top = self.top();
+        top.fop(f).await
     }
 
     // ---- by gfid (FUSE) ----

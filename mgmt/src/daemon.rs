@@ -621,6 +621,17 @@ impl<S: Storage> Inner<S> {
         if matches!(q.op, Op::AddPeer(_) | Op::RemovePeer { .. }) {
             self.connect_peers();
         }
+        // Bricks added to a started volume (or swapped in) start now, as
+        // the volume's others run (a failure is logged; `start force`
+        // retries).
+        if let Op::AddBricks { name, .. } | Op::ReplaceBrick { name, .. } = &q.op {
+            let v = self.state.lock().expect("state").volume(name).cloned();
+            if let Some(v) = v.filter(|v| v.status == VolumeStatus::Started) {
+                if let Err(e) = self.start_local_bricks(&v).await {
+                    tracing::warn!(volume = %v.name, error = %e, "cannot start the added bricks");
+                }
+            }
+        }
         Ok(())
     }
 

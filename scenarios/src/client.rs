@@ -115,7 +115,7 @@ fn mgmt() -> Endpoint {
     "s1:24007".parse().expect("endpoint")
 }
 
-async fn mount(rt: &Runtime) -> Client {
+async fn mount(rt: &Runtime) -> Arc<Client> {
     Client::mount(rt, &mgmt(), "vol")
         .await
         .unwrap_or_else(|e| panic!("mount vol: {e}"))

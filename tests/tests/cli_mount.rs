@@ -355,6 +355,37 @@ fn posix_behaviour_through_fuse_mounts() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(top, expect);
+
+    // Grow the mounted volume to 2 x 3: the mount follows the new volfile
+    // and places some new files on the new replica set.
+    let grown: Vec<String> = (1..=3).map(|n| spec(n, &format!("r{n}b"))).collect();
+    let mut add = vec!["volume", "add-brick", "rep"];
+    add.extend(grown.iter().map(String::as_str));
+    add.push("force");
+    s1.ok(&add);
+    bricks_online(&s1, "rep", 6);
+    let new_set = [brick("r1b"), brick("r2b"), brick("r3b")];
+    let mut n = 0;
+    wait(
+        "a new file on the added bricks",
+        Duration::from_secs(60),
+        || {
+            n += 1;
+            let name = format!("grow{n}");
+            fs::write(root.join(&name), name.as_bytes()).unwrap();
+            new_set.iter().all(|b| b.join(&name).is_file())
+        },
+    );
+    for i in 1..=n {
+        let name = format!("grow{i}");
+        assert_eq!(fs::read(root.join(&name)).unwrap(), name.as_bytes());
+    }
+    assert!(
+        fs::read(root.join("big.bin")).unwrap() == big,
+        "old data still served"
+    );
+    let listed = fs::read_dir(&root).unwrap().count();
+    assert_eq!(listed, expect.len() + n, "listing merges both replica sets");
     unmount(m);
 
     // ---- distributed-replicate 2 x 3
