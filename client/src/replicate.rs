@@ -283,9 +283,36 @@ impl Replicate {
                 wait_ms: wait,
             }),
         };
-        // Lock in brick order, so that two clients never each hold part.
+        // Fast path: ask every up brick at once, without waiting. If any
+        // refuses (someone else holds it), give back what was granted and
+        // take the slow path: in brick order, waiting, so that two clients
+        // never each hold part.
+        let up_idx: Vec<usize> = (0..n).filter(|i| up[*i]).collect();
+        let attempt = lock_fop(LockKind::Write, None);
+        let tries = self
+            .fan(&up_idx, move |c| {
+                let q = attempt.clone();
+                Box::pin(async move { c.fop(q).await })
+            })
+            .await;
+        let granted: Vec<usize> = tries
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        let contended = tries
+            .iter()
+            .any(|(_, r)| r.as_ref().is_err_and(|e| e.errno != Errno::ENOTCONN));
+        if !contended {
+            let result = self.locked_transaction(kind, &ctx, &granted, op).await;
+            self.unlock(&granted, &lock_fop(LockKind::Unlock, None))
+                .await;
+            return result;
+        }
+        self.unlock(&granted, &lock_fop(LockKind::Unlock, None))
+            .await;
         let mut locked = Vec::new();
-        for i in (0..n).filter(|i| up[*i]) {
+        for i in up_idx {
             match self.children[i]
                 .fop(lock_fop(LockKind::Write, Some(LOCK_WAIT_MS)))
                 .await
