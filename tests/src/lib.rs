@@ -61,6 +61,12 @@ impl Drop for Mgmtd {
 /// binaries apart (0 or 1; ports stay below the brick range at 49152).
 pub fn pool_port(salt: u16) -> u16 {
     assert!(salt < 2, "pool_port salt must be 0 or 1");
+    if let Some(p) = std::env::var("MORTAR_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        return p;
+    }
     20_000 + salt * 10_000 + (std::process::id() % 10_000) as u16
 }
 
