@@ -369,7 +369,7 @@ async fn echo_server(mut args: Args) -> Result<(), Failure> {
         servers.push(h);
     }
     if let Some(p) = &pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
+        write_atomic(p, &format!("{}\n", std::process::id()))
             .map_err(|e| Failure::Runtime(format!("cannot write pidfile {}: {e}", p.display())))?;
     }
     let why = shutdown_signal().await?;
@@ -444,12 +444,12 @@ async fn brick(mut args: Args) -> Result<(), Failure> {
         .await
         .map_err(Failure::Runtime)?;
     if let (Some(p), mortar_net::Addr::Inet(sa)) = (&port_file, &running.local) {
-        std::fs::write(p, format!("{}\n", sa.port())).map_err(|e| {
+        write_atomic(p, &format!("{}\n", sa.port())).map_err(|e| {
             Failure::Runtime(format!("cannot write port file {}: {e}", p.display()))
         })?;
     }
     if let Some(p) = &pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
+        write_atomic(p, &format!("{}\n", std::process::id()))
             .map_err(|e| Failure::Runtime(format!("cannot write pidfile {}: {e}", p.display())))?;
     }
     let why = shutdown_signal().await?;
@@ -473,4 +473,13 @@ pub(crate) async fn shutdown_signal() -> Result<&'static str, Failure> {
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
     }
+}
+
+/// Write a small file (pidfile, port file) so that a reader never sees it
+/// empty or half-written: write a temporary beside it, then rename.
+pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

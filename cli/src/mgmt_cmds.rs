@@ -66,7 +66,7 @@ pub async fn mgmtd(mut args: Args) -> Result<(), Failure> {
         .await
         .map_err(Failure::Runtime)?;
     if let Some(p) = &pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
+        crate::write_atomic(p, &format!("{}\n", std::process::id()))
             .map_err(|e| Failure::Runtime(format!("cannot write pidfile {}: {e}", p.display())))?;
     }
     tracing::info!(uuid = d.uuid(), socket = %socket.display(), "mgmtd serving");
