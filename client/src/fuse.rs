@@ -98,11 +98,11 @@ fn kind(k: FileKind) -> FileType {
     }
 }
 
-fn to_timespec(t: TimeOrNow) -> Timespec {
+fn to_timespec(t: TimeOrNow, clock: &mortar_net::Clock) -> Timespec {
     let st = match t {
         TimeOrNow::SpecificTime(s) => s,
-        #[allow(clippy::disallowed_methods)] // The kernel asked for "now" in wall time.
-        TimeOrNow::Now => SystemTime::now(),
+        // The kernel asked for "now": wall time from the seam's clock.
+        TimeOrNow::Now => clock.wall(),
     };
     let d = st.duration_since(UNIX_EPOCH).unwrap_or_default();
     Timespec {
@@ -257,8 +257,8 @@ impl Filesystem for MortarFs {
                                 mode: mode.map(|m| m & 0o7777),
                                 uid,
                                 gid,
-                                atime: atime.map(to_timespec),
-                                mtime: mtime.map(to_timespec),
+                                atime: atime.map(|t| to_timespec(t, s.client.runtime().clock())),
+                                mtime: mtime.map(|t| to_timespec(t, s.client.runtime().clock())),
                             })
                             .await?,
                     );

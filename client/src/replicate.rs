@@ -332,6 +332,16 @@ impl Replicate {
         result
     }
 
+    /// A transaction on one file under its whole-file lock.
+    async fn file_transaction(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopRes {
+        let lock = LockOn::Inode {
+            gfid,
+            start: 0,
+            len: 0,
+        };
+        self.transaction(lock, kind, vec![gfid], op).await
+    }
+
     async fn unlock(&self, locked: &[usize], unlock: &Fop) {
         let unlock = unlock.clone();
         // A failed unlock is released when the connection goes; nothing
@@ -691,54 +701,14 @@ impl Subvolume for Replicate {
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }
-                Fop::Write(ref q, _) => {
-                    // The whole file, not the written range: writers of one
-                    // file share its changelog, and a transaction must see
-                    // no other's pre-op in flight (see `in_doubt`).
-                    let lock = LockOn::Inode {
-                        gfid: q.gfid,
-                        start: 0,
-                        len: 0,
-                    };
-                    let g = q.gfid;
-                    self.transaction(lock, Kind::Data, vec![g], op).await
-                }
-                Fop::Truncate(ref q) => {
-                    let lock = LockOn::Inode {
-                        gfid: q.gfid,
-                        start: 0,
-                        len: 0,
-                    };
-                    let g = q.gfid;
-                    self.transaction(lock, Kind::Data, vec![g], op).await
-                }
-                Fop::Setattr(ref q) => {
-                    let lock = LockOn::Inode {
-                        gfid: q.gfid,
-                        start: 0,
-                        len: 0,
-                    };
-                    let g = q.gfid;
-                    self.transaction(lock, Kind::Metadata, vec![g], op).await
-                }
-                Fop::Setxattr(ref q) => {
-                    let lock = LockOn::Inode {
-                        gfid: q.gfid,
-                        start: 0,
-                        len: 0,
-                    };
-                    let g = q.gfid;
-                    self.transaction(lock, Kind::Metadata, vec![g], op).await
-                }
-                Fop::Removexattr(ref q) => {
-                    let lock = LockOn::Inode {
-                        gfid: q.gfid,
-                        start: 0,
-                        len: 0,
-                    };
-                    let g = q.gfid;
-                    self.transaction(lock, Kind::Metadata, vec![g], op).await
-                }
+                // Whole-file locks, not the written range: writers of one
+                // file share its changelog, and a transaction must see no
+                // other's pre-op in flight (see `in_doubt`).
+                Fop::Write(ref q, _) => self.file_transaction(q.gfid, Kind::Data, op).await,
+                Fop::Truncate(ref q) => self.file_transaction(q.gfid, Kind::Data, op).await,
+                Fop::Setattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
+                Fop::Setxattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
+                Fop::Removexattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
                 Fop::Create(ref q) => {
                     let (p, l) = (q.parent, entry(q.parent, &q.name));
                     self.transaction(l, Kind::Entry, vec![p], op).await
