@@ -40,8 +40,10 @@ pub struct Client {
     volfile: Mutex<String>,
 }
 
-/// How often a mounted client asks mgmtd whether the volfile changed.
-pub const VOLFILE_POLL: Duration = Duration::from_secs(3);
+/// How long one volfile watch waits in mgmtd before it is renewed.
+pub const VOLFILE_WATCH: Duration = Duration::from_secs(30);
+/// Pause before renewing a volfile watch that failed (mgmtd unreachable).
+pub const VOLFILE_RETRY: Duration = Duration::from_secs(3);
 /// How long a replaced graph stays open for operations still using it.
 const OLD_GRAPH_GRACE: Duration = Duration::from_secs(30);
 
@@ -75,11 +77,68 @@ pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Resul
     }
 }
 
+/// Follow a mounted volume's volfile: a standing watch on mgmtd (a long
+/// poll) answers as soon as the volfile changes, and the client switches to
+/// a graph built from the new text. Ends when the client is dropped.
+async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endpoint) {
+    use mortar_mgmt::api::{volfile_hash, CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
+    let rpc = RpcClient::new(&rt, mgmt.clone(), RpcConfig::default());
+    loop {
+        let (volume, known) = match client.upgrade() {
+            Some(c) => (c.volume.clone(), volfile_hash(&c.volfile())),
+            None => break,
+        };
+        if let Err(e) = rpc.wait_connected(VOLFILE_WATCH).await {
+            tracing::debug!(volume, mgmt = %mgmt, error = %e, "mgmtd unreachable; volfile watch will retry");
+            rt.clock().sleep(VOLFILE_RETRY).await;
+            continue;
+        }
+        let req = CliRequest::WatchVolfile {
+            name: volume.clone(),
+            known,
+            wait_ms: VOLFILE_WATCH.as_millis() as u64,
+        };
+        let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
+            .call_typed(
+                PROGRAM_MGMT_CLI,
+                PROC_CLI,
+                &req,
+                Bytes::new(),
+                VOLFILE_WATCH + Duration::from_secs(10),
+            )
+            .await;
+        let failed = match r {
+            Ok((Ok(CliReply::Volfile(text)), _)) => {
+                let Some(c) = client.upgrade() else { break };
+                if let Err(e) = c.switch_volfile(&text).await {
+                    tracing::warn!(volume, error = %e, "new volfile not usable; keeping the current graph");
+                    true
+                } else {
+                    false
+                }
+            }
+            Ok((Ok(_), _)) => false,
+            Ok((Err(e), _)) => {
+                tracing::warn!(volume, mgmt = %mgmt, error = %e, "volfile watch refused; will retry");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(volume, mgmt = %mgmt, error = %e, "volfile watch failed; will retry");
+                true
+            }
+        };
+        if failed {
+            rt.clock().sleep(VOLFILE_RETRY).await;
+        }
+    }
+    rpc.close();
+}
+
 impl Client {
     /// Fetch the volfile of `volume` from the mgmtd at `mgmt`, build the
     /// graph and connect. The client then follows volfile changes (bricks
-    /// added, replaced, options set): it asks mgmtd every
-    /// [`VOLFILE_POLL`] and switches to a graph built from the new text.
+    /// added, replaced, options set): mgmtd answers a standing watch as
+    /// soon as the volfile changes, and the client switches graphs.
     pub async fn mount(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<Arc<Client>, String> {
         let text = fetch_volfile(rt, mgmt, volume).await?;
         let port = match mgmt {
@@ -97,22 +156,7 @@ impl Client {
         let weak = Arc::downgrade(&c);
         let mgmt = mgmt.clone();
         let watcher_rt = c.rt.clone();
-        c.rt.spawn(async move {
-            loop {
-                watcher_rt.clock().sleep(VOLFILE_POLL).await;
-                let Some(c) = weak.upgrade() else { return };
-                match fetch_volfile(&c.rt, &mgmt, &c.volume).await {
-                    Ok(text) => {
-                        if let Err(e) = c.switch_volfile(&text).await {
-                            tracing::warn!(volume = %c.volume, error = %e, "new volfile not usable; keeping the current graph");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(volume = %c.volume, error = %e, "volfile check failed; will retry")
-                    }
-                }
-            }
-        });
+        c.rt.spawn(async move { follow_volfile(watcher_rt, weak, mgmt).await });
         Ok(c)
     }
 

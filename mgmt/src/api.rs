@@ -83,6 +83,28 @@ pub enum CliRequest {
         name: String,
         brick: Option<BrickSpec>,
     },
+    /// A client's volfile subscription (a long poll): answered with the
+    /// client volfile as soon as its hash differs from `known`
+    /// ([`volfile_hash`]), or with [`CliReply::VolfileUnchanged`] after at
+    /// most `wait_ms` (capped at [`VOLFILE_WATCH_MAX`]).
+    WatchVolfile {
+        name: String,
+        known: u64,
+        wait_ms: u64,
+    },
+}
+
+/// Longest a volfile watch is held open by mgmtd.
+pub const VOLFILE_WATCH_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A stable 64-bit hash of a volfile's text (FNV-1a), for watches.
+pub fn volfile_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +159,8 @@ pub enum CliReply {
     Options(Vec<OptionView>),
     Names(Vec<String>),
     Volfile(String),
+    /// A volfile watch ended without a change.
+    VolfileUnchanged,
 }
 
 /// Peer protocol procedures.

@@ -26,6 +26,7 @@ use mortar_net::rpc::echo::{EchoService, PROGRAM_ECHO};
 use mortar_net::rpc::{
     Fault, FaultCode, Reply, Request, RpcClient, RpcConfig, RpcServer, ServerHandle, Service,
 };
+use mortar_net::sync::Watch;
 use mortar_net::{BoxFuture, Endpoint, Runtime};
 use mortar_node::storage::Storage;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
@@ -143,6 +144,9 @@ struct Inner<S: Storage> {
     launcher: Arc<dyn Launcher>,
     fs: Arc<dyn LocalFs>,
     next_txn: AtomicU64,
+    /// Bumped whenever the cluster state is replaced; `.1` is set when
+    /// mgmtd stops, so volfile watches end at once.
+    changes: Watch<(u64, bool)>,
 }
 
 /// A running mgmtd.
@@ -229,6 +233,7 @@ impl<S: Storage> Mgmtd<S> {
             launcher,
             fs,
             next_txn: AtomicU64::new(1),
+            changes: Watch::new((0, false)),
         });
         let mut servers = Vec::new();
         let mut tcp = RpcServer::new(rt.clone(), cfg.rpc);
@@ -278,6 +283,7 @@ impl<S: Storage> Mgmtd<S> {
     /// Stop serving. Bricks keep running (as the original's bricks outlive
     /// a glusterd restart); the next mgmtd adopts or restarts them.
     pub async fn shutdown(self) {
+        self.inner.changes.modify(|c| c.1 = true);
         for s in self.servers {
             s.shutdown().await;
         }
@@ -664,7 +670,13 @@ impl<S: Storage> Inner<S> {
         next.apply(op)?;
         self.store.save_all(&next)?;
         *st = next;
+        self.changed();
         Ok(())
+    }
+
+    /// Wake volfile watchers: the cluster state was replaced.
+    fn changed(&self) {
+        self.changes.modify(|c| c.0 += 1);
     }
 
     async fn join(&self, q: JoinReq) -> PeerResult<()> {
@@ -682,6 +694,7 @@ impl<S: Storage> Inner<S> {
             self.store.save_all(&q.state)?;
             *st = q.state;
         }
+        self.changed();
         tracing::info!("joined a pool");
         self.connect_peers();
         self.converge_bricks(false).await;
@@ -702,6 +715,7 @@ impl<S: Storage> Inner<S> {
         self.store.save_all(&next)?;
         *st = next;
         drop(st);
+        self.changed();
         self.connect_peers();
         Ok(())
     }
@@ -1221,6 +1235,7 @@ impl<S: Storage> Inner<S> {
                         self.rt
                             .trace(|| format!("{} caught up from {uuid}", self.me.hostnames[0]));
                         *st = next;
+                        self.changed();
                         changed = true;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot persist state taken from a peer"),
@@ -1273,6 +1288,7 @@ impl<S: Storage> Inner<S> {
         }
         self.store.save_all(&next)?;
         *self.state.lock().expect("state") = next;
+        self.changed();
         self.divergence.lock().expect("divergence").remove(&uuid);
         self.connect_peers();
         self.converge_bricks(false).await;
@@ -1533,6 +1549,33 @@ impl<S: Storage> Inner<S> {
                     None => volfile::client_graph(&v),
                 };
                 CliReply::Volfile(g.render())
+            }
+            R::WatchVolfile {
+                name,
+                known,
+                wait_ms,
+            } => {
+                let wait = Duration::from_millis(wait_ms).min(VOLFILE_WATCH_MAX);
+                let deadline = self.rt.clock().now() + wait;
+                loop {
+                    let seen = self.changes.get();
+                    let text = volfile::client_graph(&self.volume_or_err(&name)?).render();
+                    if volfile_hash(&text) != known {
+                        return Ok(CliReply::Volfile(text));
+                    }
+                    let now = self.rt.clock().now();
+                    if seen.1 || now >= deadline {
+                        return Ok(CliReply::VolfileUnchanged);
+                    }
+                    let _ = self
+                        .rt
+                        .clock()
+                        .timeout(
+                            deadline - now,
+                            self.changes.wait_for(|c| c.0 != seen.0 || c.1),
+                        )
+                        .await;
+                }
             }
         })
     }

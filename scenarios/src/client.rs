@@ -335,3 +335,87 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
         panic!("after {injected} faults ({tally:?}): {e}");
     }
 }
+
+/// A mounted client follows its volume's volfile: growing the volume from
+/// replica 3 to 2 x 3 while the client is mounted switches the client to
+/// the new graph as soon as mgmtd has committed, without waiting for a
+/// poll (the watch is renewed only every 30 s), and files created after
+/// the switch work. Returns how long the switch took after add-brick
+/// answered.
+pub async fn volfile_follows(sim: Sim) -> Duration {
+    let pool = Pool::start(&sim).await;
+    pool.ok("s1", create_request("vol replica 3 s1:/b1 s2:/b1 s3:/b1"))
+        .await;
+    pool.ok(
+        "s1",
+        CliRequest::VolumeStart {
+            name: "vol".into(),
+            force: false,
+        },
+    )
+    .await;
+    wait_online(&pool, 3).await;
+    sim.add_host("c1", host_ip(10));
+    let (mounted, grown) = (Watch::new(false), Watch::new(false));
+    let client = {
+        let (sim, mounted, grown) = (sim.clone(), mounted.clone(), grown.clone());
+        #[allow(clippy::disallowed_methods)] // the scenario's own task, on the supervisor node
+        tokio::spawn(async move {
+            sim.run_on("c1", "client", move |rt| async move {
+                let c = mount(&rt).await;
+                assert_eq!(c.bricks_up(), (3, 3), "mounted before growth");
+                mounted.set(true);
+                grown.wait_for(|g| *g).await;
+                let at = rt.clock().now();
+                // Wait (bounded) for the switch, on simulated time.
+                let switched = rt
+                    .clock()
+                    .timeout(Duration::from_secs(20), async {
+                        while c.bricks_up().1 != 6 {
+                            rt.clock().sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                    .await;
+                assert!(
+                    switched.is_ok(),
+                    "client still on {} bricks 20 s after add-brick",
+                    c.bricks_up().1
+                );
+                let took = rt.clock().now() - at;
+                // Names spread over both sets once the new layout is in use.
+                let mut names = Vec::new();
+                for i in 0..24 {
+                    let name = format!("/after-{i}");
+                    c.write_path(&name, name.as_bytes())
+                        .await
+                        .unwrap_or_else(|e| panic!("create {name} after growth: {e}"));
+                    names.push(name);
+                }
+                for name in &names {
+                    let got = c.read_path(name).await.expect("read back");
+                    assert_eq!(got, name.as_bytes());
+                }
+                c.unmount();
+                took
+            })
+            .await
+        })
+    };
+    mounted.wait_for(|m| *m).await;
+    let bricks = ["s1:/b2", "s2:/b2", "s3:/b2"]
+        .iter()
+        .map(|b| mortar_mgmt::volume::parse_brick(b).expect("brick"))
+        .collect();
+    pool.ok(
+        "s1",
+        CliRequest::AddBrick {
+            name: "vol".into(),
+            replica: None,
+            bricks,
+            force: false,
+        },
+    )
+    .await;
+    grown.set(true);
+    client.await.expect("client task")
+}

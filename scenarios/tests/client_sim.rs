@@ -2,6 +2,8 @@
 //! layout the client serves, in the simulator.
 #![cfg(madsim)]
 
+use std::time::Duration;
+
 use mortar_scenarios::client::{acknowledged_writes, Layout};
 
 #[test]
@@ -36,5 +38,23 @@ fn seeds_that_found_replicate_bugs() {
         .expect("client_writes is registered");
     for seed in [12, 17, 18, 20, 33, 36] {
         mortar_sim::run("client_writes", seed, scenario.run);
+    }
+}
+
+/// mgmtd pushes volfile changes: the mounted client switches graphs well
+/// within a second of add-brick (its watch is only renewed every 30 s, so
+/// a poll could not do this).
+#[test]
+fn mounted_client_follows_add_brick_at_once() {
+    for seed in [1, 2, 3] {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let o = out.clone();
+        mortar_sim::run("volfile_follows", seed, move |sim| async move {
+            let took = mortar_scenarios::client::volfile_follows(sim).await;
+            *o.lock().unwrap() = Some(took);
+        });
+        let took = out.lock().unwrap().expect("scenario ran");
+        eprintln!("seed {seed}: client switched {took:?} after add-brick answered");
+        assert!(took < Duration::from_secs(1), "switch took {took:?}");
     }
 }
