@@ -63,6 +63,19 @@ impl ProcessLauncher {
 }
 
 impl Launcher for ProcessLauncher {
+    fn rdma_ready(&self) -> Result<(), String> {
+        #[cfg(feature = "rdma")]
+        {
+            mortar_net::rdma::device_check()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        #[cfg(not(feature = "rdma"))]
+        {
+            Err("this mortar was built without RDMA support (build it with `--features rdma`); use transport tcp".into())
+        }
+    }
+
     fn start(&self, b: BrickLaunch) -> BoxFuture<'_, Result<u32, String>> {
         Box::pin(async move {
             let name = slug(&b.volume, &b.path);
@@ -84,7 +97,11 @@ impl Launcher for ProcessLauncher {
                 .arg("--volume-id")
                 .arg(&b.volume_id)
                 .arg("--listen")
-                .arg(format!("{host}:0"))
+                .arg(if b.rdma {
+                    format!("rdma:{host}:0")
+                } else {
+                    format!("{host}:0")
+                })
                 .arg("--mgmt")
                 .arg(b.mgmt.to_string())
                 .arg("--pidfile")

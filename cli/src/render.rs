@@ -20,6 +20,7 @@ pub fn reply(r: &CliReply) -> String {
             }
         }
         CliReply::Volfile(text) => text.clone(),
+        CliReply::VolfileUnchanged => "volfile unchanged\n".into(),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct BrickAddress {
     pub brick_path: String,
     pub volume_id: String,
     pub ping_timeout: Duration,
+    /// `transport-type rdma`: connect to the brick over RDMA (the port
+    /// lookup still goes to mgmtd over TCP).
+    pub rdma: bool,
 }
 
 impl BrickAddress {
@@ -57,6 +60,16 @@ impl BrickAddress {
             brick_path: get("remote-subvolume")?,
             volume_id: get("volume-id")?,
             ping_timeout: Duration::from_secs(ping.max(1)),
+            rdma: match n.options.get("transport-type").map(String::as_str) {
+                None | Some("tcp") => false,
+                Some("rdma") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "volfile: {}: transport-type {other:?} is not tcp or rdma",
+                        n.name
+                    ))
+                }
+            },
         })
     }
 }
@@ -219,7 +232,8 @@ async fn keep_connected(inner: Arc<Inner>) {
     loop {
         let setup = async {
             let port = lookup_port(&inner).await?;
-            let ep: Endpoint = format!("{}:{port}", inner.addr.host)
+            let scheme = if inner.addr.rdma { "rdma:" } else { "" };
+            let ep: Endpoint = format!("{scheme}{}:{port}", inner.addr.host)
                 .parse()
                 .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
             let rpc = RpcClient::new(&inner.rt, ep, cfg);

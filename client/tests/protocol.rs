@@ -82,6 +82,7 @@ async fn child_up_down_and_back_on_a_new_port() {
         brick_path: "/b1".into(),
         volume_id: "vol-id-1".into(),
         ping_timeout: Duration::from_secs(5),
+        rdma: false,
     };
     let child = ProtocolClient::start(&rt, addr, pm_port, "client-1");
     // Not in the port map yet: down, saying why.

@@ -86,6 +86,7 @@ impl Cluster {
                 brick_path: format!("/b{i}"),
                 volume_id: VOL.into(),
                 ping_timeout: Duration::from_secs(5),
+                rdma: false,
             };
             c.clients
                 .push(ProtocolClient::start(&rt, addr, pm_sa.port(), "client-a"));

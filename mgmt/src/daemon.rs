@@ -53,6 +53,8 @@ pub struct BrickLaunch {
     pub auth_reject: String,
     pub ping_timeout_secs: u64,
     pub fsync_namespace: bool,
+    /// Serve clients over RDMA (`transport rdma`) instead of TCP.
+    pub rdma: bool,
 }
 
 /// Starts and stops bricks: OS processes in production, tasks on the
@@ -63,6 +65,9 @@ pub trait Launcher: Send + Sync + 'static {
     fn running(&self, id: u32) -> bool;
     /// Stop a brick (SIGTERM; with `force`, SIGKILL) and wait for it.
     fn stop(&self, id: u32, force: bool) -> BoxFuture<'_, Result<(), String>>;
+    /// Can bricks started here serve RDMA? `Err` says why not and what to
+    /// do; checked before a `transport rdma` volume starts.
+    fn rdma_ready(&self) -> Result<(), String>;
 }
 
 /// Checks and preparation on this server's filesystem for its bricks.
@@ -558,6 +563,20 @@ impl<S: Storage> Inner<S> {
                     .check_brick(&new.path, true)
                     .map_err(|e| format!("{}: {e}", self.name()))?;
             }
+            Op::SetStatus {
+                name,
+                status: VolumeStatus::Started,
+            } if before.volume(name).is_some_and(|v| {
+                v.transport == volume::Transport::Rdma && v.bricks.iter().any(|b| self.is_local(b))
+            }) && before.volume(name).map(|v| v.status) != Some(VolumeStatus::Started) =>
+            {
+                self.launcher.rdma_ready().map_err(|e| {
+                    format!(
+                        "{}: volume {name} uses transport rdma, but {e}",
+                        self.name()
+                    )
+                })?;
+            }
             Op::SetStatus { name, status } => {
                 let cur = before.volume(name).map(|v| v.status);
                 if cur == Some(*status) && !q.force {
@@ -733,6 +752,7 @@ impl<S: Storage> Inner<S> {
             auth_reject: opt("auth.reject"),
             ping_timeout_secs: opt("network.ping-timeout").parse().unwrap_or(42),
             fsync_namespace: opt("storage.fsync-namespace") == "on",
+            rdma: v.transport == volume::Transport::Rdma,
         }
     }
 

@@ -12,6 +12,8 @@
 pub mod addr;
 pub mod checksum;
 pub mod frame;
+#[cfg(not(madsim))]
+pub mod rdma;
 pub mod resolve;
 pub mod rng;
 pub mod rpc;

@@ -37,6 +37,8 @@ struct Shared {
     blocking_slots: Arc<tokio::sync::Semaphore>,
     resolver: Arc<Resolver>,
     transport: Arc<dyn Transport>,
+    /// For `rdma:` endpoints; `None` where RDMA is not built in.
+    rdma: Option<Arc<dyn Transport>>,
     trace: Option<Arc<dyn TraceSink>>,
 }
 
@@ -66,6 +68,7 @@ pub struct RuntimeBuilder {
     dns: Option<Arc<dyn ResolveBackend>>,
     resolver_cfg: ResolverConfig,
     transport: Option<Arc<dyn Transport>>,
+    rdma: Option<Arc<dyn Transport>>,
     trace: Option<Arc<dyn TraceSink>>,
 }
 
@@ -91,6 +94,12 @@ impl RuntimeBuilder {
         self.trace = Some(sink);
         self
     }
+    /// The transport for `rdma:` endpoints. Without one they fail with a
+    /// message saying this build has no RDMA.
+    pub fn rdma(mut self, t: Arc<dyn Transport>) -> Self {
+        self.rdma = Some(t);
+        self
+    }
 
     pub fn build(self) -> Runtime {
         let clock = Clock::new();
@@ -102,6 +111,7 @@ impl RuntimeBuilder {
                 blocking_slots: Arc::new(tokio::sync::Semaphore::new(BLOCKING_CALLS_MAX)),
                 resolver,
                 transport: self.transport.unwrap_or_else(SocketTransport::shared),
+                rdma: self.rdma,
                 trace: self.trace,
             }),
             clock,
@@ -142,13 +152,17 @@ impl Runtime {
             dns: None,
             resolver_cfg: ResolverConfig::default(),
             transport: None,
+            rdma: None,
             trace: None,
         }
     }
 
     /// Real sockets, the system resolver, a seed from the clock.
     pub fn production(name: impl Into<String>) -> Runtime {
-        Self::builder(name).build()
+        let b = Self::builder(name);
+        #[cfg(all(feature = "rdma", not(madsim)))]
+        let b = b.rdma(crate::rdma::RdmaTransport::shared());
+        b.build()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -238,6 +252,24 @@ impl Runtime {
         &self.shared.transport
     }
 
+    /// The transport that serves `ep`: RDMA for `rdma:` endpoints (an
+    /// error naming the fix where this build or runtime has none), the
+    /// socket transport otherwise.
+    pub fn transport_for(&self, ep: &Endpoint) -> io::Result<&Arc<dyn Transport>> {
+        match ep {
+            Endpoint::Rdma(_) => self.shared.rdma.as_ref().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "{ep}: this build of mortar has no RDMA transport (build it with \
+                         `--features rdma`), or use transport tcp"
+                    ),
+                )
+            }),
+            _ => Ok(&self.shared.transport),
+        }
+    }
+
     /// Record a trace event. The closure runs only when someone listens,
     /// so production pays one branch.
     pub fn trace(&self, event: impl FnOnce() -> String) {
@@ -254,6 +286,7 @@ impl Runtime {
         limits: FrameLimits,
         connect_timeout: std::time::Duration,
     ) -> io::Result<Link> {
+        let transport = self.transport_for(ep)?.clone();
         let addrs = self
             .resolver()
             .resolve(ep)
@@ -263,7 +296,7 @@ impl Runtime {
         for addr in &addrs {
             match self
                 .clock
-                .timeout(connect_timeout, self.transport().connect(addr, limits))
+                .timeout(connect_timeout, transport.connect(addr, limits))
                 .await
             {
                 Ok(Ok(link)) => return Ok(link),
@@ -284,6 +317,7 @@ impl Runtime {
     /// Resolve and bind. A name must resolve to exactly the address to
     /// listen on; the first is used.
     pub async fn bind(&self, ep: &Endpoint, limits: FrameLimits) -> io::Result<Box<dyn Listener>> {
+        let transport = self.transport_for(ep)?.clone();
         let addrs = self
             .resolver()
             .resolve(ep)
@@ -292,7 +326,7 @@ impl Runtime {
         let addr: &Addr = addrs.first().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("{ep}: no addresses"))
         })?;
-        self.transport()
+        transport
             .bind(addr, limits)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))

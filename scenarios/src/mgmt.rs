@@ -65,6 +65,10 @@ impl Launcher for SimLauncher {
         })
     }
 
+    fn rdma_ready(&self) -> Result<(), String> {
+        Err("simulated hosts have no RDMA devices; use transport tcp".into())
+    }
+
     fn running(&self, id: u32) -> bool {
         let name = self.names.lock().expect("names").get(&id).cloned();
         name.is_some_and(|n| self.sim.process_running(&self.host, &n))

@@ -158,6 +158,35 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
             s.ok(&["volume", "list"]).contains("No volumes present")
         });
     }
+    // transport rdma: accepted at create, refused at start on a machine
+    // without an RDMA device, saying which server and what to do; the
+    // volume stays stopped and can be deleted.
+    let r = |n: u8| format!("127.0.0.{n}:{}", dir.join(format!("bricks/r{n}")).display());
+    s1.ok(&[
+        "volume",
+        "create",
+        "vr",
+        "replica",
+        "3",
+        "transport",
+        "rdma",
+        &r(1),
+        &r(2),
+        &r(3),
+        "force",
+    ]);
+    let info = s2.ok(&["volume", "info", "vr"]);
+    assert!(info.contains("Transport-type: rdma"), "{info}");
+    s2.fails(
+        &["volume", "start", "vr"],
+        1,
+        "uses transport rdma, but RDMA is not available",
+    );
+    s2.fails(&["volume", "start", "vr"], 1, "use transport tcp");
+    let st = s1.ok(&["volume", "info", "vr"]);
+    assert!(st.contains("Status: Created"), "{st}");
+    s1.ok(&["volume", "delete", "vr"]);
+
     // Detach a server; the pool shrinks everywhere.
     s1.fails(
         &["peer", "detach", "127.0.0.1"],
