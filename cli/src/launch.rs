@@ -63,6 +63,35 @@ impl ProcessLauncher {
 }
 
 impl Launcher for ProcessLauncher {
+    fn start_migration(&self, volume: &str, mgmt: Endpoint) -> BoxFuture<'_, Result<(), String>> {
+        let volume = volume.to_string();
+        Box::pin(async move {
+            let log_path = self.log_dir.join(format!("{volume}-migrate.log"));
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let child = Command::new(&self.bin)
+                .arg("migrate")
+                .arg("--volume")
+                .arg(&volume)
+                .arg("--mgmt")
+                .arg(mgmt.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start 'mortar migrate': {e}"))?;
+            let pid = child.id();
+            tracing::info!(%volume, pid, log = %log_path.display(), "migration started");
+            // Reap it when it ends (it reports its outcome to mgmtd).
+            let rt = self.rt.clone();
+            self.rt.spawn(async move {
+                let mut child = child;
+                let _ = rt.blocking(move || child.wait()).await;
+            });
+            Ok(())
+        })
+    }
+
     fn rdma_ready(&self) -> Result<(), String> {
         #[cfg(feature = "rdma")]
         {

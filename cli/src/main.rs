@@ -48,6 +48,9 @@ daemons and tools:
         [--auth-reject PATTERNS] [--ping-timeout SECS] [--no-fsync-namespace]
         serve one brick directory (port 0, the default, picks a free port;
         --port-file records it); stops cleanly on SIGTERM/SIGINT
+  migrate --volume NAME [--mgmt HOST:PORT]
+        move files off a volume's bricks being removed (what 'remove-brick
+        start' runs; progress goes to that mgmtd, read it with 'status')
   locks ADDRESS --volume-id ID [--json] [--timeout-ms MS]
         list the locks a brick holds and awaits (who, what, since when)
   echo-server [--listen ADDRESS]... [--pidfile PATH]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         "pool",
         "volume",
         "mount",
+        "migrate",
         "brick",
         "locks",
         "ping",
@@ -110,7 +114,10 @@ fn main() -> ExitCode {
             _ => return usage_error(&UsageError("no command given".into())),
         },
     };
-    let daemon = matches!(cmd.as_str(), "echo-server" | "brick" | "mgmtd" | "mount");
+    let daemon = matches!(
+        cmd.as_str(),
+        "echo-server" | "brick" | "mgmtd" | "mount" | "migrate"
+    );
     let default_level = if daemon { "info" } else { "error" };
     if let Err(e) = init_logging(
         level.as_deref().unwrap_or(default_level),
@@ -128,6 +135,7 @@ fn main() -> ExitCode {
         "pool" => run(mgmt_cmds::pool(args)),
         "volume" => run(mgmt_cmds::volume(args)),
         "mount" => run(mount(args)),
+        "migrate" => run(migrate(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -274,6 +282,31 @@ async fn mount(mut args: Args) -> Result<(), Failure> {
     tracing::info!(signal = why, "unmounting");
     drop(session);
     client.unmount();
+    Ok(())
+}
+
+async fn migrate(mut args: Args) -> Result<(), Failure> {
+    let volume = args
+        .option("--volume")?
+        .ok_or_else(|| UsageError("--volume NAME is required".into()))?;
+    let mgmt = endpoint(
+        &args
+            .option("--mgmt")?
+            .unwrap_or_else(|| format!("127.0.0.1:{}", mgmt_cmds::DEFAULT_PORT)),
+    )?;
+    args.finish()?;
+    let rt = Runtime::production(format!("migrate {volume}"));
+    let st = mortar_client::migrate::run_migration(&rt, &mgmt, &volume)
+        .await
+        .map_err(|e| Failure::Runtime(format!("migrating {volume}: {e}")))?;
+    if st.failures > 0 {
+        return Err(Failure::Runtime(format!(
+            "migrating {volume}: {} files moved, {} failed (last: {})",
+            st.files,
+            st.failures,
+            st.last_error.unwrap_or_default()
+        )));
+    }
     Ok(())
 }
 

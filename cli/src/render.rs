@@ -21,6 +21,7 @@ pub fn reply(r: &CliReply) -> String {
         }
         CliReply::Volfile(text) => text.clone(),
         CliReply::VolfileUnchanged => "volfile unchanged\n".into(),
+        CliReply::Migration(m) => migration(m),
     }
 }
 
@@ -161,6 +162,53 @@ pub fn options(o: &[OptionView]) -> String {
     s
 }
 
+/// `remove-brick status`, shaped like the original's table.
+fn migration(views: &[mortar_mgmt::api::MigrationView]) -> String {
+    let mut out = format!(
+        "{:>20} {:>16} {:>12} {:>8} {:>9} {:>12}\n",
+        "Node", "Rebalanced-files", "size", "scanned", "failures", "status"
+    );
+    out.push_str(&format!(
+        "{:>20} {:>16} {:>12} {:>8} {:>9} {:>12}\n",
+        "-".repeat(20),
+        "-".repeat(16),
+        "-".repeat(12),
+        "-".repeat(8),
+        "-".repeat(9),
+        "-".repeat(12)
+    ));
+    for m in views {
+        out.push_str(&format!(
+            "{:>20} {:>16} {:>12} {:>8} {:>9} {:>12}\n",
+            m.node,
+            m.files,
+            human_bytes(m.bytes),
+            m.dirs,
+            m.failures,
+            m.status
+        ));
+        if let Some(e) = &m.last_error {
+            out.push_str(&format!("last failure on {}: {e}\n", m.node));
+        }
+    }
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["Bytes", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b}{}", UNITS[0])
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +228,36 @@ mod tests {
             status,
             options,
             version: 3,
+            removing: Vec::new(),
         }
+    }
+
+    #[test]
+    fn remove_brick_status_text() {
+        let m = mortar_mgmt::api::MigrationView {
+            volume: "vol1".into(),
+            node: "server1".into(),
+            status: "completed".into(),
+            dirs: 3,
+            files: 52,
+            bytes: 53_760,
+            failures: 0,
+            last_error: None,
+            bricks: vec![parse_brick("server1:/b1").unwrap()],
+        };
+        let failed = mortar_mgmt::api::MigrationView {
+            node: "server2".into(),
+            status: "failed".into(),
+            files: 7,
+            bytes: 3 << 30,
+            failures: 1,
+            last_error: Some("\"a\" exists on both vol1-replicate-0 and vol1-replicate-1 as different files; left in place".into()),
+            ..m.clone()
+        };
+        insta::assert_snapshot!(
+            "remove_brick_status",
+            reply(&CliReply::Migration(vec![m, failed]))
+        );
     }
 
     #[test]

@@ -232,6 +232,35 @@ impl Client {
         &self.rt
     }
 
+    /// Move every file off the volume's draining sets (`remove-brick
+    /// start`), calling `report` as it goes. Errors when the volfile in use
+    /// drains nothing.
+    pub async fn migrate_drained(
+        &self,
+        report: &(dyn Fn(&crate::distribute::MigrationStats) + Send + Sync),
+    ) -> Result<crate::distribute::MigrationStats, String> {
+        let g = self.graph();
+        let d = g.distribute.clone().ok_or_else(|| {
+            format!(
+                "volume {} has no distribute layer to migrate in",
+                self.volume
+            )
+        })?;
+        if !self.volfile().contains("decommissioned-subvolumes") {
+            return Err(format!(
+                "volume {} has no bricks being removed (run 'volume remove-brick ... start')",
+                self.volume
+            ));
+        }
+        Ok(d.migrate_drained(report).await)
+    }
+
+    /// Wait (bounded) until every brick of the current graph is
+    /// connected; returns how many are.
+    pub async fn wait_all_bricks(&self, within: Duration) -> usize {
+        self.graph().wait_connected(&self.rt, within).await
+    }
+
     /// Bricks connected now, and in all.
     pub fn bricks_up(&self) -> (usize, usize) {
         let g = self.graph();

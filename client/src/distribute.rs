@@ -12,7 +12,7 @@
 //! * Readdir merges every subvolume's entries in name order, skipping link
 //!   files and listing directories once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use mortar_net::BoxFuture;
@@ -64,9 +64,45 @@ fn decode_range(v: &[u8]) -> Option<(u32, u32)> {
     Some((a, b))
 }
 
+/// An empty hash range (start after end): a decommissioned subvolume's.
+const EMPTY_RANGE: (u32, u32) = (1, 0);
+
+/// Split the hash space evenly over the subvolumes not in `drained`;
+/// drained ones get an empty range.
+pub fn active_layout(n: usize, drained: &BTreeSet<usize>) -> Vec<(u32, u32)> {
+    let active: Vec<usize> = (0..n).filter(|i| !drained.contains(i)).collect();
+    if active.is_empty() {
+        return even_layout(n);
+    }
+    let even = even_layout(active.len());
+    let mut out = vec![EMPTY_RANGE; n];
+    for (slot, i) in active.into_iter().enumerate() {
+        out[i] = even[slot];
+    }
+    out
+}
+
+/// Progress of moving files off decommissioned subvolumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MigrationStats {
+    pub dirs: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    /// The latest failure, for the operator.
+    pub last_error: Option<String>,
+}
+
+/// Bytes per read/write while migrating a file.
+const MIGRATE_CHUNK: u64 = 1 << 20;
+/// Copies of a file that changed while it was copied before giving up.
+const MIGRATE_ATTEMPTS: u32 = 3;
+
 pub struct Distribute {
     name: String,
     subvols: Vec<Child>,
+    /// Subvolumes being drained (`remove-brick start`): no new files.
+    drained: BTreeSet<usize>,
     /// Which subvolume holds a non-directory gfid (learned from lookups).
     placed: Mutex<BTreeMap<Gfid, usize>>,
     /// Directory layouts, by directory gfid.
@@ -75,9 +111,15 @@ pub struct Distribute {
 
 impl Distribute {
     pub fn new(name: &str, subvols: Vec<Child>) -> Distribute {
+        Self::with_drained(name, subvols, BTreeSet::new())
+    }
+
+    /// A distribute layer whose subvolumes in `drained` take no new files.
+    pub fn with_drained(name: &str, subvols: Vec<Child>, drained: BTreeSet<usize>) -> Distribute {
         Distribute {
             name: name.to_string(),
             subvols,
+            drained,
             placed: Mutex::new(BTreeMap::new()),
             layouts: Mutex::new(BTreeMap::new()),
         }
@@ -93,7 +135,7 @@ impl Distribute {
         if let Some(l) = self.layouts.lock().expect("layouts").get(&dir) {
             return l.clone();
         }
-        let mut layout = even_layout(self.n());
+        let mut layout = active_layout(self.n(), &self.drained);
         let mut complete = true;
         for (i, s) in self.subvols.iter().enumerate() {
             let r = s
@@ -121,6 +163,28 @@ impl Distribute {
                 _ => complete = false,
             }
         }
+        if self
+            .drained
+            .iter()
+            .any(|i| layout.get(*i).is_some_and(|(a, b)| a <= b))
+        {
+            // A drained subvolume still owns hashes here: give the space
+            // to the others (fix-layout), so no new file lands on it.
+            layout = active_layout(self.n(), &self.drained);
+            for (i, s) in self.subvols.iter().enumerate() {
+                let w = s
+                    .fop(Fop::Setxattr(bp::Setxattr {
+                        gfid: dir,
+                        name: LAYOUT_XATTR.into(),
+                        value: encode_range(layout[i]),
+                        flags: XattrFlags::Any,
+                    }))
+                    .await;
+                if w.is_err() {
+                    complete = false;
+                }
+            }
+        }
         if complete {
             self.layouts
                 .lock()
@@ -136,7 +200,18 @@ impl Distribute {
         layout
             .iter()
             .position(|(a, b)| *a <= h && h <= *b)
-            .unwrap_or(h as usize % self.n())
+            .unwrap_or_else(|| {
+                // No range holds it (a hole left by a crash mid-layout):
+                // any subvolume that takes new files.
+                let active: Vec<usize> = (0..self.n())
+                    .filter(|i| !self.drained.contains(i))
+                    .collect();
+                if active.is_empty() {
+                    h as usize % self.n()
+                } else {
+                    active[h as usize % active.len()]
+                }
+            })
     }
 
     fn remember(&self, gfid: Gfid, kind: FileKind, i: usize) {
@@ -260,11 +335,22 @@ impl Distribute {
             };
         }
         let i = self.locate(gfid).await?;
-        self.subvols[i].fop(op).await
+        match self.subvols[i].fop(op.clone()).await {
+            // The file moved (migrated by remove-brick, or renamed away by
+            // another client): forget where it was and look again.
+            Err(e) if matches!(e.errno, Errno::ESTALE | Errno::ENOENT) => {
+                self.placed.lock().expect("placed").remove(&gfid);
+                match self.locate(gfid).await {
+                    Ok(j) if j != i => self.subvols[j].fop(op).await,
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     async fn mkdir(&self, q: bp::Mkdir) -> FopRes {
-        let layout = even_layout(self.n());
+        let layout = active_layout(self.n(), &self.drained);
         let mut attr = None;
         for (i, s) in self.subvols.iter().enumerate() {
             let a = s.fop(Fop::Mkdir(q.clone())).await?.attr()?;
@@ -427,6 +513,283 @@ impl Distribute {
             )
         })
     }
+
+    // ---- migration off drained subvolumes (remove-brick start) ----
+
+    /// Move every file off the drained subvolumes to where its name hashes
+    /// now, directory by directory (fixing each layout first), then delete
+    /// the source. Link files on drained subvolumes are dropped (lookups
+    /// fall back to every subvolume). `report` is called after every file.
+    /// A file that changed while it was copied is copied again (up to 3
+    /// times) before its source is removed; failures are counted and the
+    /// sweep goes on.
+    pub async fn migrate_drained(
+        &self,
+        report: &(dyn Fn(&MigrationStats) + Send + Sync),
+    ) -> MigrationStats {
+        let mut st = MigrationStats::default();
+        if self.drained.is_empty() || self.subvols.len() < 2 {
+            return st;
+        }
+        let mut queue = VecDeque::from([Gfid::ROOT]);
+        let mut seen = BTreeSet::from([Gfid::ROOT]);
+        while let Some(dir) = queue.pop_front() {
+            st.dirs += 1;
+            self.layouts.lock().expect("layouts").remove(&dir);
+            let _ = self.layout(dir).await;
+            for k in self.drained.iter().copied() {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = match self.subvols[k]
+                        .fop(Fop::Readdir(bp::Readdir {
+                            dir,
+                            after: after.clone(),
+                            max_entries: 256,
+                        }))
+                        .await
+                    {
+                        Ok(FopOut::Dir(p)) => p,
+                        Ok(other) => {
+                            fail(&mut st, format!("readdir: {other:?}"));
+                            break;
+                        }
+                        Err(e) => {
+                            fail(
+                                &mut st,
+                                format!("listing {dir} on {}: {e}", self.subvols[k].name()),
+                            );
+                            break;
+                        }
+                    };
+                    for e in &page.entries {
+                        match e.attr.kind {
+                            FileKind::Directory => {
+                                if seen.insert(e.attr.gfid) {
+                                    queue.push_back(e.attr.gfid);
+                                }
+                            }
+                            _ => {
+                                match self.migrate_entry(k, dir, e).await {
+                                    Ok(bytes) => {
+                                        if let Some(b) = bytes {
+                                            st.files += 1;
+                                            st.bytes += b;
+                                        }
+                                    }
+                                    Err(why) => fail(&mut st, why),
+                                }
+                                report(&st);
+                            }
+                        }
+                    }
+                    after = page.entries.last().map(|e| e.name.clone());
+                    if page.eof || after.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        report(&st);
+        st
+    }
+
+    /// Move one non-directory. `Ok(Some(bytes))` when a file moved,
+    /// `Ok(None)` when only a link file was dropped.
+    async fn migrate_entry(
+        &self,
+        k: usize,
+        dir: Gfid,
+        e: &bp::DirEntry,
+    ) -> Result<Option<u64>, String> {
+        let src = &self.subvols[k];
+        let name = &e.name;
+        let a = &e.attr;
+        let unlink_src = || async {
+            src.fop(Fop::Unlink(bp::Unlink {
+                parent: dir,
+                name: name.clone(),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|err| format!("removing {name:?} from {}: {err}", src.name()))
+        };
+        let is_link = a.kind == FileKind::Regular && a.size == 0 && a.mode & 0o1000 != 0;
+        if is_link {
+            unlink_src().await?;
+            return Ok(None);
+        }
+        let t = self.hashed(dir, name).await;
+        if self.drained.contains(&t) {
+            return Err(format!("no subvolume takes {name:?}: every one is drained"));
+        }
+        let dst = &self.subvols[t];
+        // A link file at the target (pointing here) is in the way.
+        if let Ok(FopOut::Attr(old)) = dst
+            .fop(Fop::Lookup(bp::Lookup {
+                parent: dir,
+                name: name.clone(),
+            }))
+            .await
+        {
+            if old.gfid == a.gfid || (old.size == 0 && old.mode & 0o1000 != 0) {
+                let _ = dst
+                    .fop(Fop::Unlink(bp::Unlink {
+                        parent: dir,
+                        name: name.clone(),
+                    }))
+                    .await;
+            } else {
+                return Err(format!(
+                    "{name:?} exists on both {} and {} as different files; left in place",
+                    src.name(),
+                    dst.name()
+                ));
+            }
+        }
+        let new = bp::NewObject {
+            gfid: a.gfid,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+        };
+        if a.kind == FileKind::Symlink {
+            let target = match src.fop(Fop::Readlink(bp::Readlink { gfid: a.gfid })).await {
+                Ok(FopOut::Target(t)) => t,
+                Ok(other) => return Err(format!("readlink {name:?}: {other:?}")),
+                Err(err) => return Err(format!("readlink {name:?}: {err}")),
+            };
+            dst.fop(Fop::Symlink(bp::Symlink {
+                parent: dir,
+                name: name.clone(),
+                target,
+                new,
+            }))
+            .await
+            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
+            unlink_src().await?;
+            self.remember(a.gfid, a.kind, t);
+            return Ok(Some(0));
+        }
+        if a.kind != FileKind::Regular {
+            return Err(format!(
+                "{name:?} is a {:?}; only files and symlinks migrate",
+                a.kind
+            ));
+        }
+        let mut before = a.clone();
+        for attempt in 1..=MIGRATE_ATTEMPTS {
+            let _ = dst
+                .fop(Fop::Unlink(bp::Unlink {
+                    parent: dir,
+                    name: name.clone(),
+                }))
+                .await;
+            dst.fop(Fop::Create(bp::Create {
+                parent: dir,
+                name: name.clone(),
+                new,
+            }))
+            .await
+            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
+            let mut off = 0;
+            while off < before.size {
+                let len = MIGRATE_CHUNK.min(before.size - off);
+                let data = src
+                    .fop(Fop::Read(bp::Read {
+                        gfid: a.gfid,
+                        offset: off,
+                        len,
+                    }))
+                    .await
+                    .and_then(FopOut::data)
+                    .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
+                if data.is_empty() {
+                    break;
+                }
+                let n = data.len() as u64;
+                // Holes stay holes: all-zero chunks are not written.
+                if data.iter().any(|b| *b != 0) {
+                    dst.fop(Fop::Write(
+                        bp::Write {
+                            gfid: a.gfid,
+                            offset: off,
+                        },
+                        data,
+                    ))
+                    .await
+                    .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
+                }
+                off += n;
+            }
+            dst.fop(Fop::Truncate(bp::Truncate {
+                gfid: a.gfid,
+                size: before.size,
+            }))
+            .await
+            .map_err(|err| format!("sizing {name:?} on {}: {err}", dst.name()))?;
+            if let Ok(FopOut::Names(names)) = src
+                .fop(Fop::Listxattr(bp::Listxattr { gfid: a.gfid }))
+                .await
+            {
+                for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+                    if let Ok(FopOut::Value(v)) = src
+                        .fop(Fop::Getxattr(bp::Getxattr {
+                            gfid: a.gfid,
+                            name: x.clone(),
+                        }))
+                        .await
+                    {
+                        let _ = dst
+                            .fop(Fop::Setxattr(bp::Setxattr {
+                                gfid: a.gfid,
+                                name: x,
+                                value: v,
+                                flags: XattrFlags::Any,
+                            }))
+                            .await;
+                    }
+                }
+            }
+            let _ = dst
+                .fop(Fop::Setattr(bp::Setattr {
+                    gfid: a.gfid,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                    atime: Some(before.atime),
+                    mtime: Some(before.mtime),
+                }))
+                .await;
+            dst.fop(Fop::Fsync(bp::Fsync {
+                gfid: a.gfid,
+                datasync: false,
+            }))
+            .await
+            .map_err(|err| format!("syncing {name:?} on {}: {err}", dst.name()))?;
+            let after = src
+                .fop(Fop::Stat(bp::Stat { gfid: a.gfid }))
+                .await
+                .and_then(FopOut::attr)
+                .map_err(|err| format!("checking {name:?} on {}: {err}", src.name()))?;
+            if after.size == before.size && after.mtime == before.mtime {
+                unlink_src().await?;
+                self.remember(a.gfid, a.kind, t);
+                return Ok(Some(before.size));
+            }
+            tracing::info!(file = %name, attempt, "file changed while it was copied; copying again");
+            before = after;
+        }
+        Err(format!(
+            "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS} attempts); left on {}",
+            src.name()
+        ))
+    }
+}
+
+fn fail(st: &mut MigrationStats, why: String) {
+    tracing::warn!(error = %why, "migration");
+    st.failures += 1;
+    st.last_error = Some(why);
 }
 
 impl Subvolume for Distribute {
@@ -507,6 +870,22 @@ mod tests {
             assert_eq!(l[n - 1].1, u32::MAX);
             for w in l.windows(2) {
                 assert_eq!(w[0].1 as u64 + 1, w[1].0 as u64);
+            }
+        }
+        // Drained subvolumes get nothing; the rest still cover everything.
+        for n in 2..7 {
+            for d in 0..n {
+                let drained = BTreeSet::from([d]);
+                let l = active_layout(n, &drained);
+                assert!(l[d].0 > l[d].1, "drained {d} of {n} has {:?}", l[d]);
+                let mut live: Vec<(u32, u32)> =
+                    l.iter().enumerate().filter(|(i, _)| *i != d).map(|(_, r)| *r).collect();
+                live.sort();
+                assert_eq!(live[0].0, 0);
+                assert_eq!(live[live.len() - 1].1, u32::MAX);
+                for w in live.windows(2) {
+                    assert_eq!(w[0].1 as u64 + 1, w[1].0 as u64);
+                }
             }
         }
         assert_eq!(decode_range(&encode_range((5, 9))), Some((5, 9)));

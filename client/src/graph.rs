@@ -17,6 +17,8 @@ use crate::replicate::Replicate;
 pub struct VolumeGraph {
     pub top: Child,
     pub clients: Vec<ProtocolClient>,
+    /// The distribute layer, when the volume has one (for migration).
+    pub distribute: Option<Arc<Distribute>>,
 }
 
 impl VolumeGraph {
@@ -30,6 +32,7 @@ impl VolumeGraph {
     ) -> Result<VolumeGraph, String> {
         let mut built: BTreeMap<String, Child> = BTreeMap::new();
         let mut clients = Vec::new();
+        let mut distribute = None;
         for n in &g.nodes {
             let subs: Result<Vec<Child>, String> = n
                 .subvolumes
@@ -73,7 +76,23 @@ impl VolumeGraph {
                         arbiter,
                     ))
                 }
-                "cluster/distribute" => Arc::new(Distribute::new(&n.name, subs)),
+                "cluster/distribute" => {
+                    let mut drained = std::collections::BTreeSet::new();
+                    if let Some(list) = n.options.get("decommissioned-subvolumes") {
+                        for name in list.split(',').filter(|x| !x.is_empty()) {
+                            let i = n.subvolumes.iter().position(|s| s == name).ok_or_else(|| {
+                                format!(
+                                    "volfile: {}: decommissioned subvolume {name} is not one of its subvolumes",
+                                    n.name
+                                )
+                            })?;
+                            drained.insert(i);
+                        }
+                    }
+                    let d = Arc::new(Distribute::with_drained(&n.name, subs, drained));
+                    distribute = Some(d.clone());
+                    d
+                }
                 "cluster/disperse" => {
                     return Err(format!(
                         "volfile: {} is a disperse set, which this client does not serve yet",
@@ -88,7 +107,11 @@ impl VolumeGraph {
             .top()
             .and_then(|t| built.get(&t.name).cloned())
             .ok_or("volfile: empty graph")?;
-        Ok(VolumeGraph { top, clients })
+        Ok(VolumeGraph {
+            top,
+            clients,
+            distribute,
+        })
     }
 
     /// Wait (bounded) until every brick is connected, or return how many

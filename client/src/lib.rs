@@ -17,5 +17,6 @@ pub mod fop;
 #[cfg(not(madsim))]
 pub mod fuse;
 pub mod graph;
+pub mod migrate;
 pub mod protocol;
 pub mod replicate;

@@ -92,6 +92,8 @@ pub enum CliRequest {
         known: u64,
         wait_ms: u64,
     },
+    /// From a migration process (`remove-brick start`): progress so far.
+    MigrationReport(MigrationView),
 }
 
 /// Longest a volfile watch is held open by mgmtd.
@@ -161,6 +163,31 @@ pub enum CliReply {
     Volfile(String),
     /// A volfile watch ended without a change.
     VolfileUnchanged,
+    /// `remove-brick status`: one line per server that ran a migration.
+    Migration(Vec<MigrationView>),
+}
+
+/// The state of `remove-brick start`'s data migration on one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationView {
+    pub volume: String,
+    /// The server running it.
+    pub node: String,
+    /// "in progress", "completed" or "failed".
+    pub status: String,
+    pub dirs: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// The bricks being drained.
+    pub bricks: Vec<BrickSpec>,
+}
+
+impl MigrationView {
+    pub const IN_PROGRESS: &'static str = "in progress";
+    pub const COMPLETED: &'static str = "completed";
+    pub const FAILED: &'static str = "failed";
 }
 
 /// Peer protocol procedures.
@@ -176,6 +203,7 @@ pub mod peer_procs {
     pub const JOIN: u16 = 9;
     pub const LEAVE: u16 = 10;
     pub const BRICK_STATUS: u16 = 11;
+    pub const MIGRATION_STATUS: u16 = 12;
 }
 
 /// "Who are you?" — the first thing peers say to each other.

@@ -68,6 +68,10 @@ pub trait Launcher: Send + Sync + 'static {
     /// Can bricks started here serve RDMA? `Err` says why not and what to
     /// do; checked before a `transport rdma` volume starts.
     fn rdma_ready(&self) -> Result<(), String>;
+    /// Start moving files off the volume's draining bricks
+    /// (`remove-brick start`): a client of the volume that reports its
+    /// progress to the mgmtd at `mgmt` with `CliRequest::MigrationReport`.
+    fn start_migration(&self, volume: &str, mgmt: Endpoint) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// Checks and preparation on this server's filesystem for its bricks.
@@ -152,6 +156,8 @@ struct Inner<S: Storage> {
     /// Bumped whenever the cluster state is replaced; `.1` is set when
     /// mgmtd stops, so volfile watches end at once.
     changes: Watch<(u64, bool)>,
+    /// Migrations (`remove-brick start`) run from this server, by volume.
+    migrations: Mutex<BTreeMap<String, MigrationView>>,
 }
 
 /// A running mgmtd.
@@ -239,6 +245,7 @@ impl<S: Storage> Mgmtd<S> {
             fs,
             next_txn: AtomicU64::new(1),
             changes: Watch::new((0, false)),
+            migrations: Mutex::new(BTreeMap::new()),
         });
         let mut servers = Vec::new();
         let mut tcp = RpcServer::new(rt.clone(), cfg.rpc);
@@ -399,6 +406,16 @@ impl<S: Storage> Service for PeerService<S> {
                 peer_procs::BRICK_STATUS => {
                     let name: String = req.decode()?;
                     reply(&inner.local_brick_status(&name))
+                }
+                peer_procs::MIGRATION_STATUS => {
+                    let name: String = req.decode()?;
+                    let m = inner
+                        .migrations
+                        .lock()
+                        .expect("migrations")
+                        .get(&name)
+                        .cloned();
+                    reply(&m)
                 }
                 p => Err(Fault::new(
                     FaultCode::ProcUnavail,
@@ -1363,6 +1380,7 @@ impl<S: Storage> Inner<S> {
                     status: VolumeStatus::Created,
                     options: BTreeMap::new(),
                     version: 0,
+                    removing: Vec::new(),
                 };
                 let msg = self
                     .transact(
@@ -1529,14 +1547,142 @@ impl<S: Storage> Inner<S> {
                     ));
                 }
                 match action {
-                    RemoveBrickAction::Commit | RemoveBrickAction::Force => {
-                        let op = Op::RemoveBricks { name: name.clone(), bricks };
-                        CliReply::Done(self.transact(&format!("volume remove-brick {name}"), op, true).await?)
+                    RemoveBrickAction::Force => {
+                        let op = Op::RemoveBricks {
+                            name: name.clone(),
+                            bricks,
+                        };
+                        CliReply::Done(
+                            self.transact(&format!("volume remove-brick {name}"), op, true)
+                                .await?,
+                        )
                     }
-                    RemoveBrickAction::Start | RemoveBrickAction::Status => {
-                        return Err("remove-brick start/status migrates data with the client graph, which is not built yet: use 'force' to drop the bricks (their data stays on the servers)".into())
+                    RemoveBrickAction::Commit => {
+                        let mut sorted = bricks.clone();
+                        sorted.sort();
+                        let mut removing = v.removing.clone();
+                        removing.sort();
+                        if removing != sorted {
+                            return Err(format!(
+                                "remove-brick commit: run 'volume remove-brick {name} {} start' first and wait for 'completed' in 'status' (or use 'force' to drop the bricks with their files still on them)",
+                                bricks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" ")
+                            ));
+                        }
+                        let views = self.migration_views(&name).await;
+                        if !views.iter().any(|m| m.status == MigrationView::COMPLETED) {
+                            let now = views
+                                .first()
+                                .map(|m| {
+                                    format!(
+                                        "{} ({} files moved, {} failures)",
+                                        m.status, m.files, m.failures
+                                    )
+                                })
+                                .unwrap_or_else(|| {
+                                    "not running (its server may have restarted: run 'start' again)"
+                                        .into()
+                                });
+                            return Err(format!(
+                                "remove-brick commit: the migration off these bricks is {now}; commit when 'volume remove-brick {name} ... status' says completed, or use 'force'"
+                            ));
+                        }
+                        let op = Op::RemoveBricks {
+                            name: name.clone(),
+                            bricks,
+                        };
+                        let msg = self
+                            .transact(&format!("volume remove-brick {name}"), op, true)
+                            .await?;
+                        self.migrations.lock().expect("migrations").remove(&name);
+                        CliReply::Done(msg)
+                    }
+                    RemoveBrickAction::Start => {
+                        if v.status != VolumeStatus::Started {
+                            return Err(format!("remove-brick start: volume {name} is not started; start it so its files can move"));
+                        }
+                        let mut trial = v.clone();
+                        trial.removing = bricks.clone();
+                        let drained = trial.decommissioned_sets();
+                        if drained.len() * set != bricks.len() {
+                            return Err(format!(
+                                "remove-brick start: the bricks must make up whole sets of {set} (bricks listed together in 'volume info')"
+                            ));
+                        }
+                        if drained.len() * set >= v.bricks.len() {
+                            return Err("remove-brick start: that would remove every set; at least one must stay to take the files".into());
+                        }
+                        if let Some(m) = self.migrations.lock().expect("migrations").get(&name) {
+                            if m.status == MigrationView::IN_PROGRESS {
+                                return Err(format!("remove-brick start: a migration of {name} is already in progress on this server"));
+                            }
+                        }
+                        let op = Op::DrainBricks {
+                            name: name.clone(),
+                            bricks: bricks.clone(),
+                        };
+                        self.transact(&format!("volume remove-brick {name} start"), op, true)
+                            .await?;
+                        self.migrations.lock().expect("migrations").insert(
+                            name.clone(),
+                            MigrationView {
+                                volume: name.clone(),
+                                node: self.name().to_string(),
+                                status: MigrationView::IN_PROGRESS.into(),
+                                dirs: 0,
+                                files: 0,
+                                bytes: 0,
+                                failures: 0,
+                                last_error: None,
+                                bricks: bricks.clone(),
+                            },
+                        );
+                        if let Err(e) = self
+                            .launcher
+                            .start_migration(&name, self.cfg.listen.clone())
+                            .await
+                        {
+                            if let Some(m) =
+                                self.migrations.lock().expect("migrations").get_mut(&name)
+                            {
+                                m.status = MigrationView::FAILED.into();
+                                m.last_error = Some(e.clone());
+                            }
+                            return Err(format!(
+                                "remove-brick start: cannot start the migration: {e}"
+                            ));
+                        }
+                        CliReply::Done(format!(
+                            "volume remove-brick start: success\nMigration of {name}'s files off {} started on {}; see 'volume remove-brick {name} {} status'",
+                            bricks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" "),
+                            self.name(),
+                            bricks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" "),
+                        ))
+                    }
+                    RemoveBrickAction::Status => {
+                        let views = self.migration_views(&name).await;
+                        if views.is_empty() {
+                            return Err(format!("remove-brick status: no migration of {name} is known (run 'start' first)"));
+                        }
+                        CliReply::Migration(views)
                     }
                 }
+            }
+            R::MigrationReport(m) => {
+                let mut all = self.migrations.lock().expect("migrations");
+                match all.get_mut(&m.volume) {
+                    Some(cur) => {
+                        let bricks = cur.bricks.clone();
+                        *cur = MigrationView {
+                            bricks,
+                            node: cur.node.clone(),
+                            ..m
+                        };
+                    }
+                    None => {
+                        return Err(format!("no migration of {} was started here", m.volume));
+                    }
+                }
+                CliReply::Done("noted".into())
             }
             R::ReplaceBrick { name, old, new } => {
                 let v = self.volume_or_err(&name)?;
@@ -1598,6 +1744,32 @@ impl<S: Storage> Inner<S> {
                 }
             }
         })
+    }
+
+    /// Migrations of `name` known here and on every reachable peer.
+    async fn migration_views(&self, name: &str) -> Vec<MigrationView> {
+        let mut out: Vec<MigrationView> = self
+            .migrations
+            .lock()
+            .expect("migrations")
+            .get(name)
+            .cloned()
+            .into_iter()
+            .collect();
+        let clients = self.peer_clients.lock().expect("peer clients").clone();
+        for (_, c) in clients {
+            if let Ok(Some(m)) = self
+                .call_peer::<_, Option<MigrationView>>(
+                    &c,
+                    peer_procs::MIGRATION_STATUS,
+                    &name.to_string(),
+                )
+                .await
+            {
+                out.push(m);
+            }
+        }
+        out
     }
 
     async fn volume_status(&self, v: &Volume) -> VolumeStatusView {

@@ -79,6 +79,11 @@ pub enum Op {
         name: String,
         bricks: Vec<BrickSpec>,
     },
+    /// `remove-brick start`: mark bricks as draining.
+    DrainBricks {
+        name: String,
+        bricks: Vec<BrickSpec>,
+    },
     ReplaceBrick {
         name: String,
         old: BrickSpec,
@@ -98,6 +103,7 @@ impl Op {
             | Op::ResetOption { name, .. }
             | Op::AddBricks { name, .. }
             | Op::RemoveBricks { name, .. }
+            | Op::DrainBricks { name, .. }
             | Op::ReplaceBrick { name, .. } => name.clone(),
         }
     }
@@ -219,6 +225,17 @@ impl ClusterState {
                     }
                 }
                 v.bricks.retain(|b| !bricks.contains(b));
+                v.removing.retain(|b| !bricks.contains(b));
+                bump(v, ver);
+            }
+            Op::DrainBricks { name, bricks } => {
+                let (v, ver) = self.volume_mut(name)?;
+                for b in bricks {
+                    if !v.bricks.contains(b) {
+                        return Err(format!("{b} is not a brick of volume {name}"));
+                    }
+                }
+                v.removing = bricks.clone();
                 bump(v, ver);
             }
             Op::ReplaceBrick { name, old, new } => {
@@ -371,6 +388,7 @@ mod tests {
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
             version: 0,
+            removing: Vec::new(),
         }
     }
 

@@ -235,6 +235,7 @@ mod tests {
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
             version: 0,
+            removing: Vec::new(),
         }
     }
 

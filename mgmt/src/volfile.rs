@@ -66,7 +66,17 @@ pub fn client_graph(v: &Volume) -> Graph {
             })
             .collect(),
     };
-    nodes.push(Node::new(top_name(v), "cluster/distribute").subvolumes(sets));
+    let mut top = Node::new(top_name(v), "cluster/distribute");
+    let draining: Vec<String> = v
+        .decommissioned_sets()
+        .into_iter()
+        .map(|i| sets[i].clone())
+        .collect();
+    if !draining.is_empty() {
+        // remove-brick start: no new files there; their files migrate.
+        top = top.option("decommissioned-subvolumes", draining.join(","));
+    }
+    nodes.push(top.subvolumes(sets));
     Graph {
         description: format!("volume {} (client graph), version {}", v.name, v.version),
         nodes,
@@ -111,6 +121,7 @@ mod tests {
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
             version: 4,
+            removing: Vec::new(),
         }
     }
 
@@ -130,6 +141,29 @@ mod tests {
         let text = g.render();
         assert_eq!(mortar_proto::volfile::Graph::parse(&text).unwrap(), g);
         insta::assert_snapshot!("client_2x3", text);
+    }
+
+    #[test]
+    fn draining_sets_are_named_in_the_client_volfile() {
+        let mut v = vol(
+            Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            &[
+                "s1:/b/1", "s2:/b/1", "s3:/b/1", "s1:/b/2", "s2:/b/2", "s3:/b/2",
+            ],
+        );
+        // Part of a set draining marks nothing; the whole set marks it.
+        v.removing = vec![parse_brick("s1:/b/1").unwrap()];
+        assert!(!client_graph(&v).render().contains("decommissioned"));
+        v.removing = v.bricks[..3].to_vec();
+        let text = client_graph(&v).render();
+        assert!(
+            text.contains("option decommissioned-subvolumes vol1-replicate-0\n"),
+            "{text}"
+        );
+        assert_eq!(v.decommissioned_sets(), vec![0]);
     }
 
     #[test]

@@ -85,6 +85,27 @@ pub struct Volume {
     pub options: BTreeMap<String, String>,
     /// Bumped on every change; peers reconcile by it.
     pub version: u64,
+    /// Bricks being drained by `remove-brick start`: clients place no new
+    /// files on their sets while their files migrate elsewhere.
+    /// (`default` so state written before this field existed still loads;
+    /// never skipped when empty: postcard, the peer wire format, is not
+    /// self-describing.)
+    #[serde(default)]
+    pub removing: Vec<BrickSpec>,
+}
+
+impl Volume {
+    /// Indices of the sets (distribute subvolumes) whose every brick is
+    /// being removed.
+    pub fn decommissioned_sets(&self) -> Vec<usize> {
+        let set = self.layout.set_size().max(1) as usize;
+        self.bricks
+            .chunks(set)
+            .enumerate()
+            .filter(|(_, members)| members.iter().all(|b| self.removing.contains(b)))
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 impl Volume {
@@ -519,6 +540,7 @@ mod tests {
                 status: VolumeStatus::Created,
                 options: BTreeMap::new(),
                 version: 1,
+                removing: Vec::new(),
             },
         );
         let p = |s: &str| plan_create(&parse_create(&args(s)).unwrap(), &vols, &POOL);
@@ -551,6 +573,7 @@ mod tests {
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
             version: 1,
+            removing: Vec::new(),
         };
         let r = mk(
             Layout::Replicate {

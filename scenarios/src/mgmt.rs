@@ -65,6 +65,21 @@ impl Launcher for SimLauncher {
         })
     }
 
+    fn start_migration(&self, volume: &str, mgmt: Endpoint) -> BoxFuture<'_, Result<(), String>> {
+        let volume = volume.to_string();
+        Box::pin(async move {
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            self.sim
+                .start_oneshot(&self.host, &format!("migrate-{id}"), move |rt| async move {
+                    if let Err(e) = mortar_client::migrate::run_migration(&rt, &mgmt, &volume).await
+                    {
+                        tracing::warn!(error = %e, "simulated migration failed");
+                    }
+                });
+            Ok(())
+        })
+    }
+
     fn rdma_ready(&self) -> Result<(), String> {
         Err("simulated hosts have no RDMA devices; use transport tcp".into())
     }

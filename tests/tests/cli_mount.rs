@@ -144,7 +144,7 @@ fn posix_behaviour_through_fuse_mounts() {
     let dir = scratch("mount");
     let port = pool_port(1);
     let s1 = Mgmtd::start(&dir, 1, port);
-    let _s2 = Mgmtd::start(&dir, 2, port);
+    let s2 = Mgmtd::start(&dir, 2, port);
     let _s3 = Mgmtd::start(&dir, 3, port);
     s1.ok(&["peer", "probe", "127.0.0.2"]);
     s1.ok(&["peer", "probe", "127.0.0.3"]);
@@ -459,11 +459,62 @@ fn posix_behaviour_through_fuse_mounts() {
         .collect();
     let want: BTreeSet<String> = (0..64).map(|i| format!("renamed{i}")).collect();
     assert_eq!(listed, want, "listing after renames shows each file once");
+
+    // remove-brick start drains set a while the volume stays mounted:
+    // every file moves to set b, then commit drops set a.
+    let set_a_specs: Vec<&str> = specs[..3].iter().map(String::as_str).collect();
+    let mut rb = vec!["volume", "remove-brick", "dr"];
+    rb.extend(&set_a_specs);
+    let with = |action: &'static str| {
+        let mut v = rb.clone();
+        v.push(action);
+        v
+    };
+    s1.fails(&with("commit"), 1, "start' first");
+    let started = s1.ok(&with("start"));
+    assert!(started.contains("remove-brick start: success"), "{started}");
+    let mut status = String::new();
+    wait("migration completed", Duration::from_secs(120), || {
+        status = s2.ok(&with("status"));
+        status.contains("completed") || status.contains("failed")
+    });
+    assert!(status.contains("completed"), "{status}");
+    eprintln!("remove-brick status:\n{status}");
+    // Files created while set a drains go to set b only.
+    fs::write(root.join("dir/during"), b"during").unwrap();
+    assert!(set_b.iter().all(|b| b.join("dir/during").is_file()));
+    s1.ok(&with("commit"));
+    let info = s1.ok(&["volume", "info", "dr"]);
+    assert!(info.contains("Number of Bricks: 1 x 3 = 3"), "{info}");
+    for i in 0..64 {
+        let name = format!("dir/renamed{i}");
+        let data = pattern(1000 + i, i as u64);
+        assert!(
+            fs::read(root.join(&name)).unwrap() == data,
+            "{name} differs after migration"
+        );
+        for b in &set_b {
+            assert!(
+                fs::read(b.join(&name)).unwrap() == data,
+                "{name} not on {b:?}"
+            );
+        }
+        for b in &set_a {
+            assert!(!b.join(&name).exists(), "{name} still on drained {b:?}");
+        }
+    }
+    let listed = fs::read_dir(root.join("dir")).unwrap().count();
+    assert_eq!(
+        listed, 65,
+        "64 migrated files and one made during the drain"
+    );
+
     for i in 0..64 {
         fs::remove_file(root.join(format!("dir/renamed{i}"))).unwrap();
     }
+    fs::remove_file(root.join("dir/during")).unwrap();
     fs::remove_dir(root.join("dir")).unwrap();
-    for b in set_a.iter().chain(&set_b) {
+    for b in &set_b {
         assert!(!b.join("dir").exists(), "rmdir left dir on {b:?}");
     }
     unmount(m);
@@ -476,6 +527,6 @@ fn posix_behaviour_through_fuse_mounts() {
     for vol in ["rep", "dr"] {
         s1.ok(&["volume", "stop", vol]);
     }
-    drop((s1, _s2, _s3));
+    drop((s1, s2, _s3));
     let _ = fs::remove_dir_all(&dir);
 }
