@@ -63,6 +63,48 @@ impl ProcessLauncher {
 }
 
 impl Launcher for ProcessLauncher {
+    fn start_shd(
+        &self,
+        hostnames: Vec<String>,
+        mgmt: Endpoint,
+    ) -> BoxFuture<'_, Result<u32, String>> {
+        Box::pin(async move {
+            let pidfile = self.run_dir.join("shd.pid");
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"shd"))
+                })
+            {
+                tracing::info!(pid, "adopting a running self-heal daemon");
+                return Ok(pid);
+            }
+            let log_path = self.log_dir.join("shd.log");
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let mut cmd = Command::new(&self.bin);
+            cmd.arg("shd")
+                .arg("--mgmt")
+                .arg(mgmt.to_string())
+                .arg("--pidfile")
+                .arg(&pidfile);
+            for h in &hostnames {
+                cmd.arg("--hostname").arg(h);
+            }
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start 'mortar shd': {e}"))?;
+            let pid = child.id();
+            self.children.lock().expect("children").insert(pid, child);
+            Ok(pid)
+        })
+    }
+
     fn start_migration(&self, volume: &str, mgmt: Endpoint) -> BoxFuture<'_, Result<(), String>> {
         let volume = volume.to_string();
         Box::pin(async move {

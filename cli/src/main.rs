@@ -48,6 +48,9 @@ daemons and tools:
         [--auth-reject PATTERNS] [--ping-timeout SECS] [--no-fsync-namespace]
         serve one brick directory (port 0, the default, picks a free port;
         --port-file records it); stops cleanly on SIGTERM/SIGINT
+  shd [--mgmt HOST:PORT] [--hostname NAME]... [--pidfile PATH]
+        the self-heal daemon (mgmtd starts one per server when a replicated
+        volume has a brick there); stops on SIGTERM/SIGINT
   migrate --volume NAME [--mgmt HOST:PORT]
         move files off a volume's bricks being removed (what 'remove-brick
         start' runs; progress goes to that mgmtd, read it with 'status')
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         "volume",
         "mount",
         "migrate",
+        "shd",
         "brick",
         "locks",
         "ping",
@@ -116,7 +120,7 @@ fn main() -> ExitCode {
     };
     let daemon = matches!(
         cmd.as_str(),
-        "echo-server" | "brick" | "mgmtd" | "mount" | "migrate"
+        "echo-server" | "brick" | "mgmtd" | "mount" | "migrate" | "shd"
     );
     let default_level = if daemon { "info" } else { "error" };
     if let Err(e) = init_logging(
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         "volume" => run(mgmt_cmds::volume(args)),
         "mount" => run(mount(args)),
         "migrate" => run(migrate(args)),
+        "shd" => run(shd(args)),
         "version" | "--version" => {
             println!("mortar {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -282,6 +287,45 @@ async fn mount(mut args: Args) -> Result<(), Failure> {
     tracing::info!(signal = why, "unmounting");
     drop(session);
     client.unmount();
+    Ok(())
+}
+
+async fn shd(mut args: Args) -> Result<(), Failure> {
+    let mgmt = endpoint(
+        &args
+            .option("--mgmt")?
+            .unwrap_or_else(|| format!("127.0.0.1:{}", mgmt_cmds::DEFAULT_PORT)),
+    )?;
+    let mut hostnames = Vec::new();
+    while let Some(h) = args.option("--hostname")? {
+        hostnames.push(h);
+    }
+    let pidfile = args.option("--pidfile")?.map(PathBuf::from);
+    args.finish()?;
+    if hostnames.is_empty() {
+        if let Endpoint::Tcp(hp) = &mgmt {
+            hostnames.push(hp.host.to_string());
+        }
+    }
+    if let Some(p) = &pidfile {
+        write_atomic(p, &format!("{}\n", std::process::id()))
+            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", p.display())))?;
+    }
+    let rt = Runtime::production("shd");
+    let run = {
+        let rt = rt.clone();
+        async move { mortar_client::shd::run_shd(&rt, &mgmt, hostnames).await }
+    };
+    tokio::select! {
+        _ = run => {}
+        why = shutdown_signal() => {
+            tracing::info!(signal = ?why.ok(), "self-heal daemon stopping");
+        }
+    }
+    rt.scope().kill();
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }
 

@@ -878,8 +878,12 @@ mod tests {
                 let drained = BTreeSet::from([d]);
                 let l = active_layout(n, &drained);
                 assert!(l[d].0 > l[d].1, "drained {d} of {n} has {:?}", l[d]);
-                let mut live: Vec<(u32, u32)> =
-                    l.iter().enumerate().filter(|(i, _)| *i != d).map(|(_, r)| *r).collect();
+                let mut live: Vec<(u32, u32)> = l
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != d)
+                    .map(|(_, r)| *r)
+                    .collect();
                 live.sort();
                 assert_eq!(live[0].0, 0);
                 assert_eq!(live[live.len() - 1].1, u32::MAX);

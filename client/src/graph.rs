@@ -19,6 +19,9 @@ pub struct VolumeGraph {
     pub clients: Vec<ProtocolClient>,
     /// The distribute layer, when the volume has one (for migration).
     pub distribute: Option<Arc<Distribute>>,
+    /// Replicate sets with the indices (into `clients`) of their bricks
+    /// (for the self-heal daemon).
+    pub replicates: Vec<(Arc<Replicate>, Vec<usize>)>,
 }
 
 impl VolumeGraph {
@@ -33,6 +36,7 @@ impl VolumeGraph {
         let mut built: BTreeMap<String, Child> = BTreeMap::new();
         let mut clients = Vec::new();
         let mut distribute = None;
+        let mut replicates = Vec::new();
         for n in &g.nodes {
             let subs: Result<Vec<Child>, String> = n
                 .subvolumes
@@ -68,13 +72,20 @@ impl VolumeGraph {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1);
                     let arbiter = n.options.get("arbiter-count").is_some_and(|a| a == "1");
-                    Arc::new(Replicate::new(
+                    let members: Vec<usize> = n
+                        .subvolumes
+                        .iter()
+                        .filter_map(|s| clients.iter().position(|c: &ProtocolClient| c.name() == s))
+                        .collect();
+                    let r = Arc::new(Replicate::new(
                         rt,
                         &n.name,
                         subs,
                         Quorum::from_options(kind, count),
                         arbiter,
-                    ))
+                    ));
+                    replicates.push((r.clone(), members));
+                    r
                 }
                 "cluster/distribute" => {
                     let mut drained = std::collections::BTreeSet::new();
@@ -111,6 +122,7 @@ impl VolumeGraph {
             top,
             clients,
             distribute,
+            replicates,
         })
     }
 

@@ -20,3 +20,4 @@ pub mod graph;
 pub mod migrate;
 pub mod protocol;
 pub mod replicate;
+pub mod shd;

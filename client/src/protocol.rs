@@ -15,10 +15,11 @@ use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::sync::Watch;
 use mortar_net::{Endpoint, Runtime};
 use mortar_node::remote::RemoteBrick;
+use mortar_proto::brick as bp;
 use mortar_proto::brick::BrickRequest;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
 use mortar_proto::volfile::Node;
-use mortar_proto::{Errno, FopError};
+use mortar_proto::{Errno, FopError, Gfid};
 
 /// A child's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +168,31 @@ impl ProtocolClient {
         match remote {
             Some(r) => r.call_with(q, payload, timeout).await,
             None => Err(self.down_error()),
+        }
+    }
+
+    /// The brick's pending-heal index: every gfid with non-zero counters
+    /// (paged internally, at most `limit`).
+    pub async fn pending_heal(&self, limit: usize) -> Result<Vec<Gfid>, FopError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, _) = self
+                .call(
+                    &bp::IndexList {
+                        after,
+                        max_entries: 512,
+                    },
+                    Bytes::new(),
+                    Duration::from_secs(30),
+                )
+                .await?;
+            out.extend(page.gfids.iter().copied());
+            after = page.gfids.last().copied();
+            if page.eof || after.is_none() || out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
         }
     }
 

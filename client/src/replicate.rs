@@ -27,6 +27,21 @@ use crate::fop::{Child, Fop, FopOut, FopRes, Subvolume};
 
 /// How long a transaction waits for a lock held by another client.
 const LOCK_WAIT_MS: u64 = 30_000;
+/// Bytes per read/write when heal copies a file.
+const HEAL_CHUNK: u64 = 1 << 20;
+
+/// What healing one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealOutcome {
+    /// Nothing was marked: the copies agree.
+    Clean,
+    /// These bricks were brought up to date.
+    Healed(Vec<String>),
+    /// The copies blame each other; left alone (reads and writes get EIO).
+    SplitBrain(String),
+    /// Not healed now (a brick down, a lock not granted, an error); why.
+    Skipped(String),
+}
 
 pub struct Replicate {
     name: String,
@@ -340,6 +355,268 @@ impl Replicate {
             len: 0,
         };
         self.transaction(lock, kind, vec![gfid], op).await
+    }
+
+    // ---- self-heal (used by the self-heal daemon) ----
+
+    /// Heal one file's data and metadata: with every brick of the set up
+    /// and the whole file locked on all of them, copy from a good copy to
+    /// the stale ones and clear the counters that were read. Directories
+    /// (entry heal) are reported, not healed.
+    pub async fn heal_file(&self, gfid: Gfid) -> HealOutcome {
+        let n = self.children.len();
+        if let Some(down) = (0..n).find(|i| !self.children[*i].is_up()) {
+            return HealOutcome::Skipped(format!(
+                "{} is down; heal waits until every brick of {} is up",
+                self.children[down].name(),
+                self.name
+            ));
+        }
+        let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
+        let lock = |kind: LockKind, wait: Option<u64>| {
+            Fop::Inodelk(bp::Inodelk {
+                gfid,
+                domain: self.name.clone(),
+                kind,
+                start: 0,
+                len: 0,
+                owner,
+                wait_ms: wait,
+            })
+        };
+        let mut locked = Vec::new();
+        for i in 0..n {
+            match self.children[i]
+                .fop(lock(LockKind::Write, Some(LOCK_WAIT_MS)))
+                .await
+            {
+                Ok(_) => locked.push(i),
+                Err(e) => {
+                    self.unlock(&locked, &lock(LockKind::Unlock, None)).await;
+                    return HealOutcome::Skipped(format!(
+                        "cannot lock {gfid} on {}: {e}",
+                        self.children[i].name()
+                    ));
+                }
+            }
+        }
+        let outcome = self.heal_locked(gfid).await;
+        self.unlock(&locked, &lock(LockKind::Unlock, None)).await;
+        outcome
+    }
+
+    async fn heal_locked(&self, gfid: Gfid) -> HealOutcome {
+        let n = self.children.len();
+        let all: Vec<usize> = (0..n).collect();
+        let views = self.views(gfid, &all).await;
+        if views.iter().any(Option::is_none) {
+            return HealOutcome::Skipped(format!("not every brick answered for {gfid}"));
+        }
+        let first = self.children[0].fop(Fop::Stat(bp::Stat { gfid })).await;
+        if let Ok(FopOut::Attr(a)) = &first {
+            if a.kind == mortar_proto::FileKind::Directory {
+                return HealOutcome::Skipped(format!(
+                    "{gfid} is a directory: entry heal is not built yet"
+                ));
+            }
+        }
+        let mut healed: Vec<usize> = Vec::new();
+        for kind in [Kind::Data, Kind::Metadata] {
+            let k = kind as usize;
+            let marked = views
+                .iter()
+                .flatten()
+                .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0));
+            if !marked {
+                continue;
+            }
+            let (good, stale) = match afr::examine(&views, kind, self.arbiter) {
+                Verdict::Sources { good, stale } => (good, stale),
+                Verdict::SplitBrain { accused } => {
+                    return HealOutcome::SplitBrain(self.split_brain(gfid, &accused).to_string())
+                }
+                Verdict::NoneReachable => {
+                    return HealOutcome::Skipped(format!("no brick answered for {gfid}"))
+                }
+            };
+            let Some(&src) = good.first() else {
+                return HealOutcome::Skipped(format!("no good copy of {gfid}"));
+            };
+            let sinks: Vec<usize> = stale
+                .iter()
+                .copied()
+                .filter(|i| !(kind == Kind::Data && Some(*i) == self.arbiter))
+                .collect();
+            let copied = match kind {
+                Kind::Data => self.copy_data(gfid, src, &sinks).await,
+                _ => self.copy_metadata(gfid, src, &sinks).await,
+            };
+            if let Err(e) = copied {
+                return HealOutcome::Skipped(format!(
+                    "healing {gfid} from {}: {e}",
+                    self.children[src].name()
+                ));
+            }
+            // Clear exactly what was read: every brick's blame and dirty
+            // counters for this kind go back to zero.
+            for (i, v) in views.iter().enumerate() {
+                let v = v.as_ref().expect("all answered");
+                let mut deltas: Vec<(String, CounterDelta)> = Vec::new();
+                for (j, b) in v.blames.iter().enumerate() {
+                    if b[k] != 0 {
+                        deltas.push((self.keys[j].clone(), delta(kind, -(b[k] as i32))));
+                    }
+                }
+                if v.dirty[k] != 0 {
+                    deltas.push((xa::DIRTY.to_string(), delta(kind, -(v.dirty[k] as i32))));
+                }
+                if deltas.is_empty() {
+                    continue;
+                }
+                let r = self.children[i]
+                    .fop(Fop::Xattrop(bp::Xattrop {
+                        gfid,
+                        deltas,
+                        durable: true,
+                    }))
+                    .await;
+                if let Err(e) = r {
+                    return HealOutcome::Skipped(format!(
+                        "clearing the counters of {gfid} on {}: {e}",
+                        self.children[i].name()
+                    ));
+                }
+            }
+            for s in sinks {
+                if !healed.contains(&s) {
+                    healed.push(s);
+                }
+            }
+        }
+        if healed.is_empty() {
+            HealOutcome::Clean
+        } else {
+            HealOutcome::Healed(
+                healed
+                    .iter()
+                    .map(|i| self.children[*i].name().to_string())
+                    .collect(),
+            )
+        }
+    }
+
+    async fn copy_data(&self, gfid: Gfid, src: usize, sinks: &[usize]) -> Result<(), FopError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let a = self.children[src]
+            .fop(Fop::Stat(bp::Stat { gfid }))
+            .await?
+            .attr()?;
+        for &s in sinks {
+            // Empty the sink first, so chunks of zeros can stay holes.
+            self.children[s]
+                .fop(Fop::Truncate(bp::Truncate { gfid, size: 0 }))
+                .await?;
+        }
+        let mut off = 0;
+        while off < a.size {
+            let len = HEAL_CHUNK.min(a.size - off);
+            let data = self.children[src]
+                .fop(Fop::Read(bp::Read {
+                    gfid,
+                    offset: off,
+                    len,
+                }))
+                .await?
+                .data()?;
+            if data.is_empty() {
+                break;
+            }
+            let got = data.len() as u64;
+            if data.iter().any(|b| *b != 0) {
+                for &s in sinks {
+                    self.children[s]
+                        .fop(Fop::Write(bp::Write { gfid, offset: off }, data.clone()))
+                        .await?;
+                }
+            }
+            off += got;
+        }
+        for &s in sinks {
+            self.children[s]
+                .fop(Fop::Truncate(bp::Truncate { gfid, size: a.size }))
+                .await?;
+            self.children[s]
+                .fop(Fop::Fsync(bp::Fsync {
+                    gfid,
+                    datasync: false,
+                }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn copy_metadata(&self, gfid: Gfid, src: usize, sinks: &[usize]) -> Result<(), FopError> {
+        let a = self.children[src]
+            .fop(Fop::Stat(bp::Stat { gfid }))
+            .await?
+            .attr()?;
+        let names = match self.children[src]
+            .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+            .await?
+        {
+            FopOut::Names(n) => n,
+            _ => Vec::new(),
+        };
+        let mut user = Vec::new();
+        for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+            if let FopOut::Value(v) = self.children[src]
+                .fop(Fop::Getxattr(bp::Getxattr {
+                    gfid,
+                    name: x.clone(),
+                }))
+                .await?
+            {
+                user.push((x, v));
+            }
+        }
+        for &s in sinks {
+            self.children[s]
+                .fop(Fop::Setattr(bp::Setattr {
+                    gfid,
+                    mode: Some(a.mode),
+                    uid: Some(a.uid),
+                    gid: Some(a.gid),
+                    atime: Some(a.atime),
+                    mtime: Some(a.mtime),
+                }))
+                .await?;
+            // The sink's user xattrs become the source's.
+            if let FopOut::Names(theirs) = self.children[s]
+                .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+                .await?
+            {
+                for x in theirs.into_iter().filter(|x| x.starts_with("user.")) {
+                    if !user.iter().any(|(n, _)| *n == x) {
+                        let _ = self.children[s]
+                            .fop(Fop::Removexattr(bp::Removexattr { gfid, name: x }))
+                            .await;
+                    }
+                }
+            }
+            for (x, v) in &user {
+                self.children[s]
+                    .fop(Fop::Setxattr(bp::Setxattr {
+                        gfid,
+                        name: x.clone(),
+                        value: v.clone(),
+                        flags: bp::XattrFlags::Any,
+                    }))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn unlock(&self, locked: &[usize], unlock: &Fop) {

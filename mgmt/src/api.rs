@@ -204,6 +204,7 @@ pub mod peer_procs {
     pub const LEAVE: u16 = 10;
     pub const BRICK_STATUS: u16 = 11;
     pub const MIGRATION_STATUS: u16 = 12;
+    pub const SHD_STATUS: u16 = 13;
 }
 
 /// "Who are you?" — the first thing peers say to each other.

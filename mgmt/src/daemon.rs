@@ -72,6 +72,14 @@ pub trait Launcher: Send + Sync + 'static {
     /// (`remove-brick start`): a client of the volume that reports its
     /// progress to the mgmtd at `mgmt` with `CliRequest::MigrationReport`.
     fn start_migration(&self, volume: &str, mgmt: Endpoint) -> BoxFuture<'_, Result<(), String>>;
+    /// Start this server's self-heal daemon; returns an id for `running`
+    /// and `stop`. `hostnames` are this server's names (which bricks are
+    /// local); `mgmt` is this mgmtd.
+    fn start_shd(
+        &self,
+        hostnames: Vec<String>,
+        mgmt: Endpoint,
+    ) -> BoxFuture<'_, Result<u32, String>>;
 }
 
 /// Checks and preparation on this server's filesystem for its bricks.
@@ -158,6 +166,8 @@ struct Inner<S: Storage> {
     changes: Watch<(u64, bool)>,
     /// Migrations (`remove-brick start`) run from this server, by volume.
     migrations: Mutex<BTreeMap<String, MigrationView>>,
+    /// This server's self-heal daemon, when one runs.
+    shd: Mutex<Option<u32>>,
 }
 
 /// A running mgmtd.
@@ -246,6 +256,7 @@ impl<S: Storage> Mgmtd<S> {
             next_txn: AtomicU64::new(1),
             changes: Watch::new((0, false)),
             migrations: Mutex::new(BTreeMap::new()),
+            shd: Mutex::new(None),
         });
         let mut servers = Vec::new();
         let mut tcp = RpcServer::new(rt.clone(), cfg.rpc);
@@ -406,6 +417,10 @@ impl<S: Storage> Service for PeerService<S> {
                 peer_procs::BRICK_STATUS => {
                     let name: String = req.decode()?;
                     reply(&inner.local_brick_status(&name))
+                }
+                peer_procs::SHD_STATUS => {
+                    let _name: String = req.decode()?;
+                    reply(&inner.shd_running())
                 }
                 peer_procs::MIGRATION_STATUS => {
                     let name: String = req.decode()?;
@@ -843,6 +858,53 @@ impl<S: Storage> Inner<S> {
                 .is_none_or(|v| v.status != VolumeStatus::Started)
             {
                 self.stop_local_bricks(&n, false).await;
+            }
+        }
+    }
+
+    /// Does this server need a self-heal daemon? (A started replicated
+    /// volume with a brick here.)
+    fn wants_shd(&self) -> bool {
+        // Copy first: `shd_serves` looks hosts up in the state (its lock
+        // is not reentrant).
+        let vols = self.state.lock().expect("state").live_volumes();
+        vols.values().any(|v| self.shd_serves(v))
+    }
+
+    fn shd_serves(&self, v: &Volume) -> bool {
+        v.status == VolumeStatus::Started
+            && matches!(v.layout, volume::Layout::Replicate { .. })
+            && v.bricks.iter().any(|b| self.is_local(b))
+    }
+
+    fn shd_running(&self) -> bool {
+        let id = *self.shd.lock().expect("shd");
+        id.is_some_and(|id| self.launcher.running(id))
+    }
+
+    async fn converge_shd(&self) {
+        let want = self.wants_shd();
+        let running = self.shd_running();
+        if want && !running {
+            match self
+                .launcher
+                .start_shd(self.me.hostnames.clone(), self.cfg.listen.clone())
+                .await
+            {
+                Ok(id) => {
+                    tracing::info!(id, "self-heal daemon started");
+                    *self.shd.lock().expect("shd") = Some(id);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start the self-heal daemon"),
+            }
+        } else if !want {
+            let id = self.shd.lock().expect("shd").take();
+            if let Some(id) = id {
+                if let Err(e) = self.launcher.stop(id, false).await {
+                    tracing::warn!(error = %e, "cannot stop the self-heal daemon");
+                } else {
+                    tracing::info!("self-heal daemon stopped (no volume needs it)");
+                }
             }
         }
     }
@@ -1805,11 +1867,35 @@ impl<S: Storage> Inner<S> {
             }
         }
         bricks.sort_by_key(|b| v.bricks.iter().position(|x| *x == b.brick));
+        // Self-heal daemons of the servers with bricks here (replicated
+        // volumes only).
+        let mut shd = Vec::new();
+        if v.status == VolumeStatus::Started && matches!(v.layout, volume::Layout::Replicate { .. })
+        {
+            if v.bricks.iter().any(|b| self.is_local(b)) {
+                shd.push((self.name().to_string(), self.shd_running()));
+            }
+            let clients = self.peer_clients.lock().expect("peer clients").clone();
+            for (uuid, c) in clients {
+                let Some(b) = v
+                    .bricks
+                    .iter()
+                    .find(|b| self.identify(&b.host).as_deref() == Some(uuid.as_str()))
+                else {
+                    continue;
+                };
+                let up = self
+                    .call_peer::<_, bool>(&c, peer_procs::SHD_STATUS, &v.name)
+                    .await
+                    .unwrap_or(false);
+                shd.push((b.host.clone(), up));
+            }
+        }
         VolumeStatusView {
             name: v.name.clone(),
             status: v.status.as_str().to_string(),
             bricks,
-            shd: Vec::new(),
+            shd,
         }
     }
 }
@@ -1839,5 +1925,8 @@ async fn sync_loop<S: Storage>(inner: Arc<Inner<S>>) {
     loop {
         tick.tick().await;
         inner.sync_once().await;
+        // Also the self-heal daemon's watchdog: started when a volume
+        // needs it, restarted if it died, stopped when none does.
+        inner.converge_shd().await;
     }
 }

@@ -80,6 +80,23 @@ impl Launcher for SimLauncher {
         })
     }
 
+    fn start_shd(
+        &self,
+        hostnames: Vec<String>,
+        mgmt: Endpoint,
+    ) -> BoxFuture<'_, Result<u32, String>> {
+        Box::pin(async move {
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            let name = format!("shd-{id}");
+            self.sim
+                .start_oneshot(&self.host, &name, move |rt| async move {
+                    mortar_client::shd::run_shd(&rt, &mgmt, hostnames).await
+                });
+            self.names.lock().expect("names").insert(id, name);
+            Ok(id)
+        })
+    }
+
     fn rdma_ready(&self) -> Result<(), String> {
         Err("simulated hosts have no RDMA devices; use transport tcp".into())
     }
