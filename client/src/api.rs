@@ -310,10 +310,35 @@ impl Client {
         sum
     }
 
+    /// Files waiting for heal, summed over every brick's pending-heal
+    /// index (`Err` names a brick that could not be asked).
+    pub async fn pending_heal_total(&self) -> Result<usize, String> {
+        let g = self.graph();
+        let mut total = 0;
+        for c in &g.clients {
+            total += c
+                .pending_heal(100_000)
+                .await
+                .map_err(|e| format!("{}: {e}", c.name()))?
+                .len();
+        }
+        Ok(total)
+    }
+
     /// Wait (bounded) until every brick of the current graph is
     /// connected; returns how many are.
     pub async fn wait_all_bricks(&self, within: Duration) -> usize {
         self.graph().wait_connected(&self.rt, within).await
+    }
+
+    /// The sum of every brick connection's generation: it grows whenever
+    /// a brick (re)connects, even between two looks at `bricks_up`.
+    pub fn connections_made(&self) -> u64 {
+        self.graph()
+            .clients
+            .iter()
+            .map(|c| c.state().get().generation)
+            .sum()
     }
 
     /// Bricks connected now, and in all.

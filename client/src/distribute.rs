@@ -258,8 +258,18 @@ impl Distribute {
                     return Ok((i, a));
                 }
                 Ok(other) => return Err(shape_error("lookup", &other)),
-                Err(e) if e.errno == Errno::ENOENT => last = e,
-                Err(e) => last = e,
+                // A real failure (EIO, ENOTCONN...) says more than a
+                // later subvolume's "not here": keep the first one.
+                Err(e) if e.errno == Errno::ENOENT => {
+                    if last.errno == Errno::ENOENT {
+                        last = e;
+                    }
+                }
+                Err(e) => {
+                    if last.errno == Errno::ENOENT {
+                        last = e;
+                    }
+                }
             }
         }
         Err(last)

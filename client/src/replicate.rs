@@ -458,9 +458,19 @@ impl Replicate {
                 ));
             }
             // Clear exactly what was read: every brick's blame and dirty
-            // counters for this kind go back to zero.
-            for (i, v) in views.iter().enumerate() {
-                let v = v.as_ref().expect("all answered");
+            // counters for this kind go back to zero. Good copies first: if
+            // a later clear fails (a brick dies), what is left is stale
+            // copies blaming each other (writes refused until the next
+            // heal), never a good copy still blaming copies that are now
+            // in sync, which a write without it would turn into a false
+            // split-brain (found by client_writes seed 25).
+            let order: Vec<usize> = good
+                .iter()
+                .copied()
+                .chain((0..n).filter(|i| !good.contains(i)))
+                .collect();
+            for i in order {
+                let v = views[i].as_ref().expect("all answered");
                 let mut deltas: Vec<(String, CounterDelta)> = Vec::new();
                 for (j, b) in v.blames.iter().enumerate() {
                     if b[k] != 0 {

@@ -29,7 +29,9 @@ const ORPHAN_AFTER: Duration = Duration::from_secs(600);
 struct Followed {
     client: Arc<Client>,
     last_crawl: Option<Instant>,
-    bricks_up: usize,
+    /// `Client::connections_made` at the last look: a brick that came
+    /// back since makes a crawl due.
+    connections: u64,
     /// The last crawl left work (skipped files): crawl again soon.
     unfinished: bool,
 }
@@ -101,7 +103,7 @@ pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
                                     Followed {
                                         client: c,
                                         last_crawl: None,
-                                        bricks_up: 0,
+                                        connections: 0,
                                         unfinished: true,
                                     },
                                 );
@@ -114,11 +116,11 @@ pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
                     }
                     let f = followed.get_mut(name).expect("just inserted");
                     let now = rt.clock().now();
-                    let (up, _) = f.client.bricks_up();
+                    let made = f.client.connections_made();
                     let due = f.last_crawl.is_none_or(|t| now - t >= heal_timeout(v))
-                        || up > f.bricks_up
+                        || made != f.connections
                         || (f.unfinished && f.last_crawl.is_none_or(|t| now - t >= TICK));
-                    f.bricks_up = up;
+                    f.connections = made;
                     if !due {
                         continue;
                     }
