@@ -689,6 +689,14 @@ impl<S: Storage> Inner<S> {
                 }
             }
         }
+        // A volume started or stopped: this server's self-heal daemon
+        // follows at once (the sync tick would within 3 s).
+        if matches!(
+            q.op,
+            Op::SetStatus { .. } | Op::AddBricks { .. } | Op::RemoveBricks { .. }
+        ) {
+            self.converge_shd().await;
+        }
         Ok(())
     }
 
