@@ -60,7 +60,7 @@ const OLD_GRAPH_GRACE: Duration = Duration::from_secs(30);
 
 /// Fetch a volume's client volfile from an mgmtd.
 pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<String, String> {
-    use mortar_mgmt::api::{CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
+    use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
     let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
     rpc.wait_connected(Duration::from_secs(10))
         .await
@@ -69,17 +69,9 @@ pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Resul
         name: volume.to_string(),
         brick: None,
     };
-    let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
-        .call_typed(
-            PROGRAM_MGMT_CLI,
-            PROC_CLI,
-            &req,
-            Bytes::new(),
-            Duration::from_secs(30),
-        )
-        .await;
+    let r = cli_call(&rpc, &req, Duration::from_secs(30)).await;
     rpc.close();
-    match r.map_err(|e| format!("mgmtd at {mgmt}: {e}"))?.0 {
+    match r.map_err(|e| format!("mgmtd at {mgmt}: {e}"))? {
         Ok(CliReply::Volfile(text)) => Ok(text),
         Ok(_) => Err(format!(
             "mgmtd at {mgmt} answered the volfile request with something else"
@@ -92,7 +84,7 @@ pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Resul
 /// poll) answers as soon as the volfile changes, and the client switches to
 /// a graph built from the new text. Ends when the client is dropped.
 async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endpoint) {
-    use mortar_mgmt::api::{volfile_hash, CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
+    use mortar_mgmt::api::{cli_call, volfile_hash, CliReply, CliRequest};
     let rpc = RpcClient::new(&rt, mgmt.clone(), RpcConfig::default());
     loop {
         let (volume, known) = match client.upgrade() {
@@ -109,17 +101,9 @@ async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endp
             known,
             wait_ms: VOLFILE_WATCH.as_millis() as u64,
         };
-        let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
-            .call_typed(
-                PROGRAM_MGMT_CLI,
-                PROC_CLI,
-                &req,
-                Bytes::new(),
-                VOLFILE_WATCH + Duration::from_secs(10),
-            )
-            .await;
+        let r = cli_call(&rpc, &req, VOLFILE_WATCH + Duration::from_secs(10)).await;
         let failed = match r {
-            Ok((Ok(CliReply::Volfile(text)), _)) => {
+            Ok(Ok(CliReply::Volfile(text))) => {
                 let Some(c) = client.upgrade() else { break };
                 if let Err(e) = c.switch_volfile(&text).await {
                     tracing::warn!(volume, error = %e, "new volfile not usable; keeping the current graph");
@@ -128,8 +112,8 @@ async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endp
                     false
                 }
             }
-            Ok((Ok(_), _)) => false,
-            Ok((Err(e), _)) => {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
                 tracing::warn!(volume, mgmt = %mgmt, error = %e, "volfile watch refused; will retry");
                 true
             }
@@ -257,7 +241,7 @@ impl Client {
                 self.volume
             )
         })?;
-        if !self.volfile().contains("decommissioned-subvolumes") {
+        if !d.has_drained() {
             return Err(format!(
                 "volume {} has no bricks being removed (run 'volume remove-brick ... start')",
                 self.volume

@@ -58,6 +58,17 @@ fn encode_range(r: (u32, u32)) -> Vec<u8> {
     v
 }
 
+/// Record `dir`'s hash range on one subvolume.
+async fn set_range(s: &Child, dir: Gfid, range: (u32, u32)) -> FopRes {
+    s.fop(Fop::Setxattr(bp::Setxattr {
+        gfid: dir,
+        name: LAYOUT_XATTR.into(),
+        value: encode_range(range),
+        flags: XattrFlags::Any,
+    }))
+    .await
+}
+
 fn decode_range(v: &[u8]) -> Option<(u32, u32)> {
     let a = u32::from_be_bytes(v.get(0..4)?.try_into().ok()?);
     let b = u32::from_be_bytes(v.get(4..8)?.try_into().ok()?);
@@ -129,6 +140,11 @@ impl Distribute {
         self.subvols.len()
     }
 
+    /// Are any subvolumes being drained (`remove-brick start`)?
+    pub fn has_drained(&self) -> bool {
+        !self.drained.is_empty()
+    }
+
     /// The layout of directory `dir`, read from its copies (and written
     /// where missing, e.g. the volume root on first use).
     async fn layout(&self, dir: Gfid) -> Vec<(u32, u32)> {
@@ -151,14 +167,7 @@ impl Distribute {
                     }
                 }
                 Err(e) if e.errno == Errno::ENODATA => {
-                    let _ = s
-                        .fop(Fop::Setxattr(bp::Setxattr {
-                            gfid: dir,
-                            name: LAYOUT_XATTR.into(),
-                            value: encode_range(layout[i]),
-                            flags: XattrFlags::Any,
-                        }))
-                        .await;
+                    let _ = set_range(s, dir, layout[i]).await;
                 }
                 _ => complete = false,
             }
@@ -171,16 +180,8 @@ impl Distribute {
             // A drained subvolume still owns hashes here: give the space
             // to the others (fix-layout), so no new file lands on it.
             layout = active_layout(self.n(), &self.drained);
-            for (i, s) in self.subvols.iter().enumerate() {
-                let w = s
-                    .fop(Fop::Setxattr(bp::Setxattr {
-                        gfid: dir,
-                        name: LAYOUT_XATTR.into(),
-                        value: encode_range(layout[i]),
-                        flags: XattrFlags::Any,
-                    }))
-                    .await;
-                if w.is_err() {
+            for (s, range) in self.subvols.iter().zip(&layout) {
+                if set_range(s, dir, *range).await.is_err() {
                     complete = false;
                 }
             }
@@ -364,13 +365,7 @@ impl Distribute {
         let mut attr = None;
         for (i, s) in self.subvols.iter().enumerate() {
             let a = s.fop(Fop::Mkdir(q.clone())).await?.attr()?;
-            s.fop(Fop::Setxattr(bp::Setxattr {
-                gfid: q.new.gfid,
-                name: LAYOUT_XATTR.into(),
-                value: encode_range(layout[i]),
-                flags: XattrFlags::Any,
-            }))
-            .await?;
+            set_range(s, q.new.gfid, layout[i]).await?;
             attr.get_or_insert(a);
         }
         self.layouts

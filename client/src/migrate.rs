@@ -6,8 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use mortar_mgmt::api::{CliReply, CliRequest, MigrationView, PROC_CLI, PROGRAM_MGMT_CLI};
+use mortar_mgmt::api::{cli_call, CliRequest, MigrationView};
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::{Endpoint, Runtime};
 
@@ -34,18 +33,15 @@ fn view(volume: &str, st: &MigrationStats, status: &str) -> MigrationView {
 }
 
 async fn send(rpc: &RpcClient, v: MigrationView) -> Result<(), String> {
-    let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
-        .call_typed(
-            PROGRAM_MGMT_CLI,
-            PROC_CLI,
-            &CliRequest::MigrationReport(v),
-            Bytes::new(),
-            Duration::from_secs(10),
-        )
-        .await;
-    match r {
-        Ok((Ok(_), _)) => Ok(()),
-        Ok((Err(e), _)) => Err(e),
+    match cli_call(
+        rpc,
+        &CliRequest::MigrationReport(v),
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use mortar_mgmt::api::{CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
-use mortar_mgmt::volume::{Layout, Volume, VolumeStatus};
+use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
+use mortar_mgmt::volume::Volume;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::time::Instant;
 use mortar_net::{Endpoint, Runtime};
@@ -37,28 +36,23 @@ struct Followed {
 }
 
 async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, String> {
-    let r: Result<(Result<CliReply, String>, Bytes), _> = rpc
-        .call_typed(
-            PROGRAM_MGMT_CLI,
-            PROC_CLI,
-            &CliRequest::VolumeInfo { name: None },
-            Bytes::new(),
-            Duration::from_secs(20),
-        )
-        .await;
-    match r {
-        Ok((Ok(CliReply::Volumes(v)), _)) => Ok(v),
-        Ok((Ok(other), _)) => Err(format!("mgmtd answered volume info with {other:?}")),
-        Ok((Err(e), _)) => Err(e),
+    match cli_call(
+        rpc,
+        &CliRequest::VolumeInfo { name: None },
+        Duration::from_secs(20),
+    )
+    .await
+    {
+        Ok(Ok(CliReply::Volumes(v))) => Ok(v),
+        Ok(Ok(other)) => Err(format!("mgmtd answered volume info with {other:?}")),
+        Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
     }
 }
 
 /// Does this server's self-heal daemon serve `v`?
 pub fn serves(v: &Volume, hostnames: &[String]) -> bool {
-    v.status == VolumeStatus::Started
-        && matches!(v.layout, Layout::Replicate { .. })
-        && v.bricks.iter().any(|b| hostnames.contains(&b.host))
+    v.wants_shd() && v.bricks.iter().any(|b| hostnames.contains(&b.host))
 }
 
 fn heal_timeout(v: &Volume) -> Duration {

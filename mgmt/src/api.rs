@@ -15,6 +15,25 @@ pub const PROGRAM_MGMT_PEER: u16 = 0x4d50;
 /// The CLI program has one procedure; the request says what to do.
 pub const PROC_CLI: u16 = 1;
 
+/// Send one CLI request over `rpc`. The outer error is the transport's
+/// (unreachable, timed out); the inner one is mgmtd refusing, with its
+/// reason.
+pub async fn cli_call(
+    rpc: &mortar_net::rpc::RpcClient,
+    req: &CliRequest,
+    timeout: std::time::Duration,
+) -> Result<Result<CliReply, String>, mortar_net::rpc::RpcError> {
+    rpc.call_typed(
+        PROGRAM_MGMT_CLI,
+        PROC_CLI,
+        req,
+        bytes::Bytes::new(),
+        timeout,
+    )
+    .await
+    .map(|(reply, _)| reply)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CliRequest {
     PeerProbe {

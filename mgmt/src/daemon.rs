@@ -880,9 +880,7 @@ impl<S: Storage> Inner<S> {
     }
 
     fn shd_serves(&self, v: &Volume) -> bool {
-        v.status == VolumeStatus::Started
-            && matches!(v.layout, volume::Layout::Replicate { .. })
-            && v.bricks.iter().any(|b| self.is_local(b))
+        v.wants_shd() && v.bricks.iter().any(|b| self.is_local(b))
     }
 
     fn shd_running(&self) -> bool {
@@ -1878,8 +1876,7 @@ impl<S: Storage> Inner<S> {
         // Self-heal daemons of the servers with bricks here (replicated
         // volumes only).
         let mut shd = Vec::new();
-        if v.status == VolumeStatus::Started && matches!(v.layout, volume::Layout::Replicate { .. })
-        {
+        if v.wants_shd() {
             if v.bricks.iter().any(|b| self.is_local(b)) {
                 shd.push((self.name().to_string(), self.shd_running()));
             }

@@ -95,6 +95,12 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Does this volume need self-heal daemons (on the servers with its
+    /// bricks)? Started and replicated.
+    pub fn wants_shd(&self) -> bool {
+        self.status == VolumeStatus::Started && matches!(self.layout, Layout::Replicate { .. })
+    }
+
     /// Indices of the sets (distribute subvolumes) whose every brick is
     /// being removed.
     pub fn decommissioned_sets(&self) -> Vec<usize> {

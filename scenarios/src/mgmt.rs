@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use mortar_mgmt::api::{CliReply, CliRequest, PROC_CLI, PROGRAM_MGMT_CLI};
+use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
 use mortar_mgmt::daemon::{BrickLaunch, Launcher, LocalFs, Mgmtd, MgmtdConfig, PhaseHook};
 use mortar_mgmt::volume::parse_create;
 use mortar_net::rpc::{RpcClient, RpcConfig};
@@ -271,17 +270,9 @@ impl Pool {
                     .wait_connected(Duration::from_secs(20))
                     .await
                     .map_err(|e| e.to_string())?;
-                let r: Result<(Result<CliReply, String>, Bytes), _> = client
-                    .call_typed(
-                        PROGRAM_MGMT_CLI,
-                        PROC_CLI,
-                        &req,
-                        Bytes::new(),
-                        Duration::from_secs(120),
-                    )
-                    .await;
+                let r = cli_call(&client, &req, Duration::from_secs(120)).await;
                 client.close();
-                r.map_err(|e| e.to_string())?.0
+                r.map_err(|e| e.to_string())?
             })
             .await
             .unwrap_or_else(|| Err(format!("the CLI on {host} was killed (its host crashed)")))
