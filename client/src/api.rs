@@ -260,7 +260,7 @@ impl Client {
     ) -> HealSummary {
         let g = self.graph();
         let mut sum = HealSummary::default();
-        for (set, members) in &g.replicates {
+        for (set, members) in &g.heal_sets {
             for &m in members {
                 let pc = &g.clients[m];
                 if !is_local(pc.address()) {
@@ -276,13 +276,13 @@ impl Client {
                 };
                 for gfid in pending {
                     match set.heal_file(gfid).await {
-                        crate::replicate::HealOutcome::Clean => sum.clean += 1,
-                        crate::replicate::HealOutcome::Healed(_) => sum.healed += 1,
-                        crate::replicate::HealOutcome::SplitBrain(why) => {
+                        crate::fop::HealOutcome::Clean => sum.clean += 1,
+                        crate::fop::HealOutcome::Healed(_) => sum.healed += 1,
+                        crate::fop::HealOutcome::SplitBrain(why) => {
                             sum.split_brain += 1;
                             sum.errors.push(why);
                         }
-                        crate::replicate::HealOutcome::Skipped(why) => {
+                        crate::fop::HealOutcome::Skipped(why) => {
                             sum.skipped += 1;
                             sum.errors.push(why);
                         }

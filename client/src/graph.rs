@@ -8,8 +8,9 @@ use mortar_net::Runtime;
 use mortar_proto::volfile::Graph;
 
 use crate::afr::Quorum;
+use crate::disperse::Disperse;
 use crate::distribute::Distribute;
-use crate::fop::Child;
+use crate::fop::{Child, HealSet};
 use crate::protocol::{BrickAddress, ProtocolClient};
 use crate::replicate::Replicate;
 
@@ -19,9 +20,9 @@ pub struct VolumeGraph {
     pub clients: Vec<ProtocolClient>,
     /// The distribute layer, when the volume has one (for migration).
     pub distribute: Option<Arc<Distribute>>,
-    /// Replicate sets with the indices (into `clients`) of their bricks
-    /// (for the self-heal daemon).
-    pub replicates: Vec<(Arc<Replicate>, Vec<usize>)>,
+    /// Replicate and disperse sets with the indices (into `clients`) of
+    /// their bricks (for the self-heal daemon).
+    pub heal_sets: Vec<(Arc<dyn HealSet>, Vec<usize>)>,
 }
 
 impl VolumeGraph {
@@ -36,7 +37,7 @@ impl VolumeGraph {
         let mut built: BTreeMap<String, Child> = BTreeMap::new();
         let mut clients = Vec::new();
         let mut distribute = None;
-        let mut replicates = Vec::new();
+        let mut heal_sets: Vec<(Arc<dyn HealSet>, Vec<usize>)> = Vec::new();
         for n in &g.nodes {
             let subs: Result<Vec<Child>, String> = n
                 .subvolumes
@@ -72,11 +73,7 @@ impl VolumeGraph {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1);
                     let arbiter = n.options.get("arbiter-count").is_some_and(|a| a == "1");
-                    let members: Vec<usize> = n
-                        .subvolumes
-                        .iter()
-                        .filter_map(|s| clients.iter().position(|c: &ProtocolClient| c.name() == s))
-                        .collect();
+                    let members = members_of(&clients, &n.subvolumes);
                     let r = Arc::new(Replicate::new(
                         rt,
                         &n.name,
@@ -84,7 +81,7 @@ impl VolumeGraph {
                         Quorum::from_options(kind, count),
                         arbiter,
                     ));
-                    replicates.push((r.clone(), members));
+                    heal_sets.push((r.clone(), members));
                     r
                 }
                 "cluster/distribute" => {
@@ -105,10 +102,17 @@ impl VolumeGraph {
                     d
                 }
                 "cluster/disperse" => {
-                    return Err(format!(
-                        "volfile: {} is a disperse set, which this client does not serve yet",
-                        n.name
-                    ))
+                    let redundancy = n
+                        .options
+                        .get("redundancy")
+                        .and_then(|r| r.parse().ok())
+                        .ok_or_else(|| {
+                            format!("volfile: {} has no valid redundancy option", n.name)
+                        })?;
+                    let members = members_of(&clients, &n.subvolumes);
+                    let d = Arc::new(Disperse::new(rt, &n.name, subs, redundancy)?);
+                    heal_sets.push((d.clone(), members));
+                    d
                 }
                 other => return Err(format!("volfile: {} has unknown type {other}", n.name)),
             };
@@ -122,7 +126,7 @@ impl VolumeGraph {
             top,
             clients,
             distribute,
-            replicates,
+            heal_sets,
         })
     }
 
@@ -144,4 +148,12 @@ impl VolumeGraph {
             c.close();
         }
     }
+}
+
+/// Indices (into `clients`) of the named subvolumes.
+fn members_of(clients: &[ProtocolClient], names: &[String]) -> Vec<usize> {
+    names
+        .iter()
+        .filter_map(|s| clients.iter().position(|c| c.name() == s))
+        .collect()
 }

@@ -11,6 +11,7 @@
 
 pub mod afr;
 pub mod api;
+pub mod disperse;
 pub mod distribute;
 pub mod ec;
 pub mod fop;
@@ -21,3 +22,4 @@ pub mod migrate;
 pub mod protocol;
 pub mod replicate;
 pub mod shd;
+pub mod txn;

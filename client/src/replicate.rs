@@ -23,25 +23,11 @@ use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
 use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
-use crate::fop::{Child, Fop, FopOut, FopRes, Subvolume};
+use crate::fop::{Child, Fop, FopOut, FopRes, HealOutcome, HealSet, Subvolume};
+use crate::txn;
 
-/// How long a transaction waits for a lock held by another client.
-const LOCK_WAIT_MS: u64 = 30_000;
 /// Bytes per read/write when heal copies a file.
 const HEAL_CHUNK: u64 = 1 << 20;
-
-/// What healing one file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealOutcome {
-    /// Nothing was marked: the copies agree.
-    Clean,
-    /// These bricks were brought up to date.
-    Healed(Vec<String>),
-    /// The copies blame each other; left alone (reads and writes get EIO).
-    SplitBrain(String),
-    /// Not healed now (a brick down, a lock not granted, an error); why.
-    Skipped(String),
-}
 
 pub struct Replicate {
     name: String,
@@ -99,43 +85,20 @@ impl Replicate {
         self.children.iter().map(|c| c.is_up()).collect()
     }
 
-    /// Run `make(child)` on the children `idx` concurrently; `None` for a
-    /// child whose task was cancelled.
     async fn fan_any<T: Send + 'static>(
         &self,
         idx: &[usize],
         make: impl Fn(Child) -> BoxFuture<'static, T>,
     ) -> Vec<(usize, Option<T>)> {
-        let handles: Vec<_> = idx
-            .iter()
-            .map(|&i| (i, self.rt.spawn(make(self.children[i].clone()))))
-            .collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for (i, h) in handles {
-            out.push((i, h.await.ok().flatten()));
-        }
-        out
+        txn::fan_any(&self.rt, &self.children, idx, make).await
     }
 
-    /// [`Replicate::fan_any`] for file operations.
     async fn fan(
         &self,
         idx: &[usize],
         make: impl Fn(Child) -> BoxFuture<'static, FopRes>,
     ) -> Vec<(usize, FopRes)> {
-        self.fan_any(idx, make)
-            .await
-            .into_iter()
-            .map(|(i, r)| {
-                let r = r.unwrap_or_else(|| {
-                    Err(FopError::new(
-                        Errno::EIO,
-                        format!("{}: operation on child {i} was cancelled", self.name),
-                    ))
-                });
-                (i, r)
-            })
-            .collect()
+        txn::fan(&self.rt, &self.name, &self.children, idx, make).await
     }
 
     /// The counters each child in `idx` holds for `gfid` (`None` for a
@@ -298,52 +261,18 @@ impl Replicate {
                 wait_ms: wait,
             }),
         };
-        // Fast path: ask every up brick at once, without waiting. If any
-        // refuses (someone else holds it), give back what was granted and
-        // take the slow path: in brick order, waiting, so that two clients
-        // never each hold part.
         let up_idx: Vec<usize> = (0..n).filter(|i| up[*i]).collect();
-        let attempt = lock_fop(LockKind::Write, None);
-        let tries = self
-            .fan(&up_idx, move |c| {
-                let q = attempt.clone();
-                Box::pin(async move { c.fop(q).await })
-            })
-            .await;
-        let granted: Vec<usize> = tries
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
-        let contended = tries
-            .iter()
-            .any(|(_, r)| r.as_ref().is_err_and(|e| e.errno != Errno::ENOTCONN));
-        if !contended {
-            let result = self.locked_transaction(kind, &ctx, &granted, op).await;
-            self.unlock(&granted, &lock_fop(LockKind::Unlock, None))
-                .await;
-            return result;
-        }
-        self.unlock(&granted, &lock_fop(LockKind::Unlock, None))
-            .await;
-        let mut locked = Vec::new();
-        for i in up_idx {
-            match self.children[i]
-                .fop(lock_fop(LockKind::Write, Some(LOCK_WAIT_MS)))
-                .await
-            {
-                Ok(_) => locked.push(i),
-                Err(e) if e.errno == Errno::ENOTCONN => {}
-                Err(e) => {
-                    self.unlock(&locked, &lock_fop(LockKind::Unlock, None))
-                        .await;
-                    return Err(e);
-                }
-            }
-        }
+        let locked = txn::lock_all(
+            &self.rt,
+            &self.name,
+            &self.children,
+            &up_idx,
+            LockKind::Write,
+            &lock_fop,
+        )
+        .await?;
         let result = self.locked_transaction(kind, &ctx, &locked, op).await;
-        self.unlock(&locked, &lock_fop(LockKind::Unlock, None))
-            .await;
+        txn::unlock_all(&self.rt, &self.name, &self.children, &locked, &lock_fop).await;
         result
     }
 
@@ -384,24 +313,15 @@ impl Replicate {
                 wait_ms: wait,
             })
         };
-        let mut locked = Vec::new();
-        for i in 0..n {
-            match self.children[i]
-                .fop(lock(LockKind::Write, Some(LOCK_WAIT_MS)))
+        let locked =
+            match txn::lock_every(&self.rt, &self.name, &self.children, LockKind::Write, &lock)
                 .await
             {
-                Ok(_) => locked.push(i),
-                Err(e) => {
-                    self.unlock(&locked, &lock(LockKind::Unlock, None)).await;
-                    return HealOutcome::Skipped(format!(
-                        "cannot lock {gfid} on {}: {e}",
-                        self.children[i].name()
-                    ));
-                }
-            }
-        }
+                Ok(l) => l,
+                Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
+            };
         let outcome = self.heal_locked(gfid).await;
-        self.unlock(&locked, &lock(LockKind::Unlock, None)).await;
+        txn::unlock_all(&self.rt, &self.name, &self.children, &locked, &lock).await;
         outcome
     }
 
@@ -449,7 +369,7 @@ impl Replicate {
                 .collect();
             let copied = match kind {
                 Kind::Data => self.copy_data(gfid, src, &sinks).await,
-                _ => self.copy_metadata(gfid, src, &sinks).await,
+                _ => copy_metadata(&self.children, gfid, src, &sinks).await,
             };
             if let Err(e) = copied {
                 return HealOutcome::Skipped(format!(
@@ -565,80 +485,6 @@ impl Replicate {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn copy_metadata(&self, gfid: Gfid, src: usize, sinks: &[usize]) -> Result<(), FopError> {
-        let a = self.children[src]
-            .fop(Fop::Stat(bp::Stat { gfid }))
-            .await?
-            .attr()?;
-        let names = match self.children[src]
-            .fop(Fop::Listxattr(bp::Listxattr { gfid }))
-            .await?
-        {
-            FopOut::Names(n) => n,
-            _ => Vec::new(),
-        };
-        let mut user = Vec::new();
-        for x in names.into_iter().filter(|x| x.starts_with("user.")) {
-            if let FopOut::Value(v) = self.children[src]
-                .fop(Fop::Getxattr(bp::Getxattr {
-                    gfid,
-                    name: x.clone(),
-                }))
-                .await?
-            {
-                user.push((x, v));
-            }
-        }
-        for &s in sinks {
-            self.children[s]
-                .fop(Fop::Setattr(bp::Setattr {
-                    gfid,
-                    mode: Some(a.mode),
-                    uid: Some(a.uid),
-                    gid: Some(a.gid),
-                    atime: Some(a.atime),
-                    mtime: Some(a.mtime),
-                }))
-                .await?;
-            // The sink's user xattrs become the source's.
-            if let FopOut::Names(theirs) = self.children[s]
-                .fop(Fop::Listxattr(bp::Listxattr { gfid }))
-                .await?
-            {
-                for x in theirs.into_iter().filter(|x| x.starts_with("user.")) {
-                    if !user.iter().any(|(n, _)| *n == x) {
-                        let _ = self.children[s]
-                            .fop(Fop::Removexattr(bp::Removexattr { gfid, name: x }))
-                            .await;
-                    }
-                }
-            }
-            for (x, v) in &user {
-                self.children[s]
-                    .fop(Fop::Setxattr(bp::Setxattr {
-                        gfid,
-                        name: x.clone(),
-                        value: v.clone(),
-                        flags: bp::XattrFlags::Any,
-                    }))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn unlock(&self, locked: &[usize], unlock: &Fop) {
-        let unlock = unlock.clone();
-        // A failed unlock is released when the connection goes; nothing
-        // more to do here.
-        let _ = self
-            .fan(locked, move |c| {
-                let u = unlock.clone();
-                Box::pin(async move { c.fop(u).await })
-            })
-            .await;
     }
 
     async fn locked_transaction(
@@ -928,6 +774,75 @@ impl Replicate {
     }
 }
 
+/// Make the metadata of `sinks` (mode, owner, times, user xattrs) that of
+/// `src` (heal of replicate and disperse sets).
+pub(crate) async fn copy_metadata(
+    children: &[Child],
+    gfid: Gfid,
+    src: usize,
+    sinks: &[usize],
+) -> Result<(), FopError> {
+    let a = children[src]
+        .fop(Fop::Stat(bp::Stat { gfid }))
+        .await?
+        .attr()?;
+    let names = match children[src]
+        .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+        .await?
+    {
+        FopOut::Names(n) => n,
+        _ => Vec::new(),
+    };
+    let mut user = Vec::new();
+    for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+        if let FopOut::Value(v) = children[src]
+            .fop(Fop::Getxattr(bp::Getxattr {
+                gfid,
+                name: x.clone(),
+            }))
+            .await?
+        {
+            user.push((x, v));
+        }
+    }
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Setattr(bp::Setattr {
+                gfid,
+                mode: Some(a.mode),
+                uid: Some(a.uid),
+                gid: Some(a.gid),
+                atime: Some(a.atime),
+                mtime: Some(a.mtime),
+            }))
+            .await?;
+        // The sink's user xattrs become the source's.
+        if let FopOut::Names(theirs) = children[s]
+            .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+            .await?
+        {
+            for x in theirs.into_iter().filter(|x| x.starts_with("user.")) {
+                if !user.iter().any(|(n, _)| *n == x) {
+                    let _ = children[s]
+                        .fop(Fop::Removexattr(bp::Removexattr { gfid, name: x }))
+                        .await;
+                }
+            }
+        }
+        for (x, v) in &user {
+            children[s]
+                .fop(Fop::Setxattr(bp::Setxattr {
+                    gfid,
+                    name: x.clone(),
+                    value: v.clone(),
+                    flags: bp::XattrFlags::Any,
+                }))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The three counters of a changelog value (missing ones are zero).
 fn counters(raw: &[u8]) -> [i64; 3] {
     let mut c = [0i64; 3];
@@ -1039,5 +954,11 @@ impl Subvolume for Replicate {
                 }
             }
         })
+    }
+}
+
+impl HealSet for Replicate {
+    fn heal_file(&self, gfid: Gfid) -> BoxFuture<'_, HealOutcome> {
+        Box::pin(Replicate::heal_file(self, gfid))
     }
 }

@@ -4,161 +4,53 @@
 //! other are a split-brain (EIO).
 #![allow(clippy::disallowed_methods)] // Loopback and real time.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
 use bytes::Bytes;
+use common::Bricks;
 use mortar_client::afr::Quorum;
-use mortar_client::fop::{Child, Fop, FopOut, Subvolume};
-use mortar_client::protocol::{BrickAddress, ProtocolClient};
+use mortar_client::fop::{Fop, FopOut, Subvolume};
 use mortar_client::replicate::Replicate;
-use mortar_net::rpc::{Fault, Reply, Request, RpcConfig, RpcServer, ServerHandle, Service};
-use mortar_net::{Addr, BoxFuture, Endpoint, Runtime};
-use mortar_node::brick::BrickConfig;
-use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
-use mortar_node::service::AuthRules;
-use mortar_node::storage::posix::PosixStorage;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, NewObject};
 use mortar_proto::{Errno, Gfid};
 
-const T: Duration = Duration::from_secs(10);
 const VOL: &str = "vol-r3";
 
-#[derive(Default)]
-struct Map(Mutex<BTreeMap<String, u16>>);
-struct MapService(Arc<Map>);
-impl Service for MapService {
-    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
-        let map = self.0.clone();
-        Box::pin(async move {
-            let q: mortar_proto::portmap::Query = req.decode()?;
-            Reply::encode(&map.0.lock().unwrap().get(&q.brick_path).copied())
-        })
-    }
+struct Cluster {
+    b: Bricks,
+    set: Replicate,
 }
 
-struct Cluster {
-    rt: Runtime,
-    dir: PathBuf,
-    map: Arc<Map>,
-    _pm: ServerHandle,
-    bricks: Vec<Option<RunningBrick<PosixStorage>>>,
-    clients: Vec<ProtocolClient>,
-    set: Replicate,
+impl std::ops::Deref for Cluster {
+    type Target = Bricks;
+    fn deref(&self) -> &Bricks {
+        &self.b
+    }
 }
 
 impl Cluster {
     async fn start(quorum: Quorum) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "mortar-client-r3-{}-{:?}",
-            std::process::id(),
-            quorum
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let rt = Runtime::production("test");
-        let map = Arc::new(Map::default());
-        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
-        s.register(
-            mortar_proto::portmap::PROGRAM_PORTMAP,
-            Arc::new(MapService(map.clone())),
+        let b = Bricks::start(&format!("{VOL}-{quorum:?}"), 3).await;
+        let set = Replicate::new(
+            &b.rt,
+            &format!("{VOL}-replicate-0"),
+            b.children(),
+            quorum,
+            false,
         );
-        let pm = s.listen(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let Addr::Inet(pm_sa) = pm.local_addr().clone() else {
-            unreachable!()
-        };
-        let mut c = Cluster {
-            rt: rt.clone(),
-            dir,
-            map,
-            _pm: pm,
-            bricks: vec![],
-            clients: vec![],
-            set: Replicate::new(&rt, "x", vec![], quorum, false),
-        };
-        for i in 0..3 {
-            c.bricks.push(Some(c.brick(i).await));
-            let addr = BrickAddress {
-                name: format!("{VOL}-client-{i}"),
-                host: "127.0.0.1".into(),
-                brick_path: format!("/b{i}"),
-                volume_id: VOL.into(),
-                ping_timeout: Duration::from_secs(5),
-                rdma: false,
-            };
-            c.clients
-                .push(ProtocolClient::start(&rt, addr, pm_sa.port(), "client-a"));
-        }
-        for cl in &c.clients {
-            cl.wait_up(T).await.unwrap();
-        }
-        let children: Vec<Child> = c
-            .clients
-            .iter()
-            .map(|p| Arc::new(p.clone()) as Child)
-            .collect();
-        c.set = Replicate::new(&rt, &format!("{VOL}-replicate-0"), children, quorum, false);
-        c
-    }
-
-    async fn brick(&self, i: usize) -> RunningBrick<PosixStorage> {
-        let d = self.dir.join(format!("b{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let cfg = BrickServerConfig {
-            brick: BrickConfig::new(VOL),
-            brick_path: format!("/b{i}"),
-            listen: Endpoint::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            mgmt: None,
-            auth: AuthRules::default(),
-            rpc: RpcConfig::default(),
-        };
-        let b = start_brick(&self.rt, PosixStorage::open(&d).unwrap(), cfg)
-            .await
-            .unwrap();
-        let Addr::Inet(sa) = b.local.clone() else {
-            unreachable!()
-        };
-        self.map
-            .0
-            .lock()
-            .unwrap()
-            .insert(format!("/b{i}"), sa.port());
-        b
+        Cluster { b, set }
     }
 
     async fn kill(&mut self, i: usize) {
-        self.bricks[i].take().unwrap().kill();
-        self.map.0.lock().unwrap().remove(&format!("/b{i}"));
-        let st = self.clients[i].state();
-        tokio::time::timeout(T, st.wait_for(|s| !s.up))
-            .await
-            .unwrap();
+        self.b.kill(i).await
     }
 
     async fn revive(&mut self, i: usize) {
-        self.bricks[i] = Some(self.brick(i).await);
-        self.clients[i].wait_up(T).await.unwrap();
-    }
-
-    async fn read_on(&self, i: usize, g: Gfid) -> Bytes {
-        match self.clients[i]
-            .fop(Fop::Read(bp::Read {
-                gfid: g,
-                offset: 0,
-                len: 1 << 20,
-            }))
-            .await
-            .unwrap()
-        {
-            FopOut::Data(d) => d,
-            other => panic!("{other:?}"),
-        }
+        self.b.revive(i).await
     }
 
     async fn blame(&self, on: usize, of: usize, g: Gfid) -> i32 {
-        let name = format!("{}{VOL}-client-{of}", xa::CHANGELOG_PREFIX);
+        let name = format!("{}{}-client-{of}", xa::CHANGELOG_PREFIX, self.vol);
         match self.clients[on]
             .fop(Fop::Getxattr(bp::Getxattr { gfid: g, name }))
             .await
@@ -300,7 +192,7 @@ async fn copies_that_blame_each_other_are_a_split_brain() {
     // quorum leave them): no copy can be trusted. (Had 0 and 1 only blamed
     // each other, the unblamed copy on 2 would be the good one.)
     for (on, of) in [(0usize, 1usize), (1, 2), (2, 0)] {
-        let key = format!("{}{VOL}-client-{of}", xa::CHANGELOG_PREFIX);
+        let key = format!("{}{}-client-{of}", xa::CHANGELOG_PREFIX, c.vol);
         c.clients[on]
             .fop(Fop::Xattrop(bp::Xattrop {
                 gfid: g,

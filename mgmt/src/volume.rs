@@ -96,9 +96,13 @@ pub struct Volume {
 
 impl Volume {
     /// Does this volume need self-heal daemons (on the servers with its
-    /// bricks)? Started and replicated.
+    /// bricks)? Started, with redundancy (replicate or disperse).
     pub fn wants_shd(&self) -> bool {
-        self.status == VolumeStatus::Started && matches!(self.layout, Layout::Replicate { .. })
+        self.status == VolumeStatus::Started
+            && matches!(
+                self.layout,
+                Layout::Replicate { .. } | Layout::Disperse { .. }
+            )
     }
 
     /// Indices of the sets (distribute subvolumes) whose every brick is

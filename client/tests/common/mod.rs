@@ -1,0 +1,156 @@
+//! Real bricks on loopback for the set-layer tests: a port map, `n`
+//! bricks on temporary directories, and one protocol client per brick;
+//! bricks can be killed and revived on a new port.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mortar_client::fop::{Child, Fop, FopOut, Subvolume};
+use mortar_client::protocol::{BrickAddress, ProtocolClient};
+use mortar_net::rpc::{Fault, Reply, Request, RpcConfig, RpcServer, ServerHandle, Service};
+use mortar_net::{Addr, BoxFuture, Endpoint, Runtime};
+use mortar_node::brick::BrickConfig;
+use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
+use mortar_node::service::AuthRules;
+use mortar_node::storage::posix::PosixStorage;
+use mortar_proto::brick::{self as bp};
+use mortar_proto::Gfid;
+
+pub const T: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Map(Mutex<BTreeMap<String, u16>>);
+struct MapService(Arc<Map>);
+impl Service for MapService {
+    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
+        let map = self.0.clone();
+        Box::pin(async move {
+            let q: mortar_proto::portmap::Query = req.decode()?;
+            Reply::encode(&map.0.lock().unwrap().get(&q.brick_path).copied())
+        })
+    }
+}
+
+pub struct Bricks {
+    pub rt: Runtime,
+    pub vol: String,
+    pub dir: PathBuf,
+    map: Arc<Map>,
+    _pm: ServerHandle,
+    bricks: Vec<Option<RunningBrick<PosixStorage>>>,
+    pub clients: Vec<ProtocolClient>,
+}
+
+impl Bricks {
+    /// `n` bricks of volume `vol`, all connected.
+    pub async fn start(vol: &str, n: usize) -> Bricks {
+        let dir = std::env::temp_dir().join(format!("mortar-client-{vol}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = Runtime::production("test");
+        let map = Arc::new(Map::default());
+        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
+        s.register(
+            mortar_proto::portmap::PROGRAM_PORTMAP,
+            Arc::new(MapService(map.clone())),
+        );
+        let pm = s.listen(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let Addr::Inet(pm_sa) = pm.local_addr().clone() else {
+            unreachable!()
+        };
+        let mut c = Bricks {
+            rt: rt.clone(),
+            vol: vol.to_string(),
+            dir,
+            map,
+            _pm: pm,
+            bricks: vec![],
+            clients: vec![],
+        };
+        for i in 0..n {
+            c.bricks.push(Some(c.brick(i).await));
+            let addr = BrickAddress {
+                name: format!("{vol}-client-{i}"),
+                host: "127.0.0.1".into(),
+                brick_path: format!("/b{i}"),
+                volume_id: vol.into(),
+                ping_timeout: Duration::from_secs(5),
+                rdma: false,
+            };
+            c.clients
+                .push(ProtocolClient::start(&rt, addr, pm_sa.port(), "client-a"));
+        }
+        for cl in &c.clients {
+            cl.wait_up(T).await.unwrap();
+        }
+        c
+    }
+
+    pub fn children(&self) -> Vec<Child> {
+        self.clients
+            .iter()
+            .map(|p| Arc::new(p.clone()) as Child)
+            .collect()
+    }
+
+    async fn brick(&self, i: usize) -> RunningBrick<PosixStorage> {
+        let d = self.dir.join(format!("b{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = BrickServerConfig {
+            brick: BrickConfig::new(&self.vol),
+            brick_path: format!("/b{i}"),
+            listen: Endpoint::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            mgmt: None,
+            auth: AuthRules::default(),
+            rpc: RpcConfig::default(),
+        };
+        let b = start_brick(&self.rt, PosixStorage::open(&d).unwrap(), cfg)
+            .await
+            .unwrap();
+        let Addr::Inet(sa) = b.local.clone() else {
+            unreachable!()
+        };
+        self.map
+            .0
+            .lock()
+            .unwrap()
+            .insert(format!("/b{i}"), sa.port());
+        b
+    }
+
+    /// Kill brick `i` and wait until its client has seen it go.
+    pub async fn kill(&mut self, i: usize) {
+        self.bricks[i].take().unwrap().kill();
+        self.map.0.lock().unwrap().remove(&format!("/b{i}"));
+        let st = self.clients[i].state();
+        tokio::time::timeout(T, st.wait_for(|s| !s.up))
+            .await
+            .unwrap();
+    }
+
+    /// Start brick `i` again (same directory) and wait for its client.
+    pub async fn revive(&mut self, i: usize) {
+        self.bricks[i] = Some(self.brick(i).await);
+        self.clients[i].wait_up(T).await.unwrap();
+    }
+
+    /// What brick `i` itself holds for `g` (first MiB).
+    pub async fn read_on(&self, i: usize, g: Gfid) -> Bytes {
+        match self.clients[i]
+            .fop(Fop::Read(bp::Read {
+                gfid: g,
+                offset: 0,
+                len: 1 << 20,
+            }))
+            .await
+            .unwrap()
+        {
+            FopOut::Data(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+}
