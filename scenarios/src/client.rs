@@ -1,7 +1,8 @@
 //! A client writing to a volume while bricks die and the network splits.
 //!
-//! Three servers run a volume (replica 3, replica 3 arbiter 1, or
-//! distributed-replicate 2 x 3); a client on a fourth host mounts it and
+//! Three servers run a volume (replica 3, replica 3 arbiter 1,
+//! distributed-replicate 2 x 3, or disperse 4 + 2 with two fragments per
+//! server); a client on a fourth host mounts it and
 //! overwrites ranges of a few files, each write followed by fsync, while
 //! the fault task kills brick processes (restarting them later with
 //! `volume start force`) and cuts the client off from servers. The client
@@ -42,24 +43,46 @@ pub enum Layout {
     Replica3,
     Arbiter,
     DistRep2x3,
+    /// Disperse 4 + 2, two fragments per server (so cutting a server off
+    /// loses exactly the two fragments the set can spare).
+    Disperse4x2,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 3] = [Layout::Replica3, Layout::Arbiter, Layout::DistRep2x3];
+    pub const ALL: [Layout; 4] = [
+        Layout::Replica3,
+        Layout::Arbiter,
+        Layout::DistRep2x3,
+        Layout::Disperse4x2,
+    ];
+    /// The replicated layouts (the draw older seeds were found with).
+    pub const REPLICATED: [Layout; 3] = [Layout::Replica3, Layout::Arbiter, Layout::DistRep2x3];
 
     fn create(self) -> &'static str {
         match self {
             Layout::Replica3 => "vol replica 3 s1:/b s2:/b s3:/b",
             Layout::Arbiter => "vol replica 3 arbiter 1 s1:/b s2:/b s3:/b",
             Layout::DistRep2x3 => "vol replica 3 s1:/b1 s2:/b1 s3:/b1 s1:/b2 s2:/b2 s3:/b2",
+            Layout::Disperse4x2 => {
+                "vol disperse 6 redundancy 2 s1:/b1 s2:/b1 s3:/b1 s1:/b2 s2:/b2 s3:/b2 force"
+            }
         }
     }
 
     fn bricks(self) -> usize {
         match self {
-            Layout::DistRep2x3 => 6,
+            Layout::DistRep2x3 | Layout::Disperse4x2 => 6,
             _ => 3,
         }
+    }
+
+    /// A disperse set survives `m` fragments missing or stale at once,
+    /// not more: its faults come one at a time (one brick killed or one
+    /// server cut off, which is two fragments), and the next waits until
+    /// heal has rebuilt what the last one left stale. Replica sets take
+    /// stacked faults (quorum refuses what they cannot survive).
+    fn one_fault_at_a_time(self) -> bool {
+        matches!(self, Layout::Disperse4x2)
     }
 }
 
@@ -206,7 +229,13 @@ async fn writer(rt: Runtime, ready: Watch<bool>) -> (Model, Tally) {
 
 /// Kill brick processes and cut the client off from servers until the
 /// writer is done, then heal the cluster.
-async fn faults(sim: Sim, pool: Pool, ready: Watch<bool>, done: Watch<bool>) -> u32 {
+async fn faults(
+    sim: Sim,
+    pool: Pool,
+    layout: Layout,
+    ready: Watch<bool>,
+    done: Watch<bool>,
+) -> u32 {
     ready.wait_for(|r| *r).await;
     let mut n = 0;
     while !done.get() {
@@ -235,7 +264,7 @@ async fn faults(sim: Sim, pool: Pool, ready: Watch<bool>, done: Watch<bool>) -> 
                 };
                 sim.note(format!("fault: kill {host}/{b}"));
                 sim.kill_process(host, &b);
-                if kind == 1 {
+                if kind == 1 && !layout.one_fault_at_a_time() {
                     // Leave it down while something else fails too.
                     continue;
                 }
@@ -258,6 +287,26 @@ async fn faults(sim: Sim, pool: Pool, ready: Watch<bool>, done: Watch<bool>) -> 
                 },
             )
             .await;
+        if layout.one_fault_at_a_time() && !done.get() {
+            wait_online(&pool, layout.bricks()).await;
+            let left = sim
+                .run_on("c1", "heal-probe", |rt| async move {
+                    let c = mount(&rt).await;
+                    c.wait_all_bricks(Duration::from_secs(20)).await;
+                    let mut left = usize::MAX;
+                    for _ in 0..120 {
+                        left = c.pending_heal_total().await.unwrap_or(usize::MAX);
+                        if left == 0 {
+                            break;
+                        }
+                        rt.clock().sleep(Duration::from_millis(500)).await;
+                    }
+                    c.unmount();
+                    left
+                })
+                .await;
+            sim.note(format!("fault: heal settled ({left} pending)"));
+        }
     }
     sim.repair();
     n
@@ -284,7 +333,13 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
         CliRequest::VolumeSet {
             name: "vol".into(),
             key: "cluster.heal-timeout".into(),
-            value: "10".into(),
+            // Disperse faults wait for heal: crawl as often as allowed.
+            value: if layout.one_fault_at_a_time() {
+                "5"
+            } else {
+                "10"
+            }
+            .into(),
         },
     )
     .await;
@@ -303,7 +358,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
     let fault_task = {
         let (sim, pool, ready, done) = (sim.clone(), pool.clone(), ready.clone(), done.clone());
         #[allow(clippy::disallowed_methods)] // the scenario's own task, on the supervisor node
-        tokio::spawn(async move { faults(sim, pool, ready, done).await })
+        tokio::spawn(async move { faults(sim, pool, layout, ready, done).await })
     };
     let (model, tally) = sim
         .run_on("c1", "writer", move |rt| writer(rt, ready))

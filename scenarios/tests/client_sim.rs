@@ -27,17 +27,25 @@ fn acknowledged_writes_survive_distributed_replicate_2x3() {
     });
 }
 
+#[test]
+fn acknowledged_writes_survive_disperse_4_2() {
+    mortar_sim::run("client_writes", 24, |sim| {
+        acknowledged_writes(sim, Layout::Disperse4x2)
+    });
+}
+
 /// Seeds that once ended in split-brain (a stale copy judged good from a
 /// partial view) or in a file lost from distribute's view; each must pass
-/// now, layout drawn from the seed as `scripts/sim-seeds` does.
+/// now, layout drawn from the seed among the replicated layouts (as
+/// `scripts/sim-seeds` did before disperse joined the draw).
 #[test]
 fn seeds_that_found_replicate_bugs() {
-    let scenario = mortar_scenarios::all()
-        .into_iter()
-        .find(|s| s.name == "client_writes")
-        .expect("client_writes is registered");
     for seed in [12, 17, 18, 20, 33, 36] {
-        mortar_sim::run("client_writes", seed, scenario.run);
+        mortar_sim::run("client_writes", seed, |sim| {
+            let all = Layout::REPLICATED;
+            let layout = all[sim.with_rng(|r| r.below(all.len() as u64)) as usize];
+            acknowledged_writes(sim, layout)
+        });
     }
 }
 
