@@ -92,6 +92,10 @@ pub struct ProtocolClient {
 
 /// Deadline for the port lookup and the handshake.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for reaching the brick at the port the map gave: short, since
+/// a brick that just died may still be in the map with its old port, and
+/// its restarted self listens on a new one (found by the next lookup).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ProtocolClient {
     /// Start connecting in the background (in a child scope of `rt`).
@@ -263,7 +267,7 @@ async fn keep_connected(inner: Arc<Inner>) {
                 .parse()
                 .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
             let rpc = RpcClient::new(&inner.rt, ep, cfg);
-            if let Err(e) = rpc.wait_connected(SETUP_TIMEOUT).await {
+            if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
                 rpc.close();
                 return Err(e.to_string());
             }
