@@ -6,7 +6,7 @@
 //! Every fragment carries `trusted.mortar.ec` = `[data version, metadata
 //! version, size]` (big-endian i64s) and the dirty counters shared with
 //! replicate (`trusted.mortar.dirty`: data, metadata, entry). A version
-//! changes by a random step on every update, so the fragments of one
+//! changes by a random step (1..2^24) on every update, so the fragments of one
 //! generation of a file agree on it and two updates that each started
 //! from the same version (after a failed write left a few fragments
 //! behind) do not land on the same number.
@@ -47,7 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use mortar_net::{BoxFuture, Runtime};
-use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind, IO_BYTES_MAX};
+use mortar_proto::brick::{
+    self as bp, xattr as xa, CounterDelta, LockKind, FILE_BYTES_MAX, IO_BYTES_MAX,
+};
 use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
 use crate::afr::Kind;
@@ -162,6 +164,14 @@ fn ec_delta(data: i64, meta: i64, size: i64) -> (String, CounterDelta) {
     )
 }
 
+/// Where a change landed: `full` took all of it, `partial` may hold part
+/// of it (they get a version of their own), the rest were untouched.
+struct Applied {
+    full: Vec<usize>,
+    partial: Vec<usize>,
+    err: Option<FopError>,
+}
+
 /// A file change run as a transaction.
 #[derive(Debug, Clone)]
 enum Change {
@@ -238,7 +248,7 @@ impl Disperse {
     }
 
     fn step(&self) -> i64 {
-        self.rt.with_rng(|r| 1 + r.below(1 << 32)) as i64
+        self.rt.with_rng(|r| 1 + r.below(1 << 24)) as i64
     }
 
     fn too_few(&self, errno: Errno, have: usize, what: &str) -> FopError {
@@ -465,22 +475,34 @@ impl Disperse {
         .await;
         let mut attrs: Vec<Option<Attr>> = vec![None; self.n()];
         let mut infos = vec![None; self.n()];
-        let mut err = None;
+        let mut errs: Vec<FopError> = Vec::new();
         for (i, r) in res {
             match r {
                 Some(Ok((a, info))) => {
                     attrs[i] = Some(a);
                     infos[i] = Some(info);
                 }
-                Some(Err(e)) => err = Some(e),
+                Some(Err(e)) => {
+                    // ENOENT/ESTALE first: they decide "gone".
+                    if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) {
+                        errs.insert(0, e);
+                    } else {
+                        errs.push(e);
+                    }
+                }
                 None => {}
             }
         }
         let answered = infos.iter().filter(|i| i.is_some()).count();
         if answered < self.k {
-            let e = match err {
-                // Every brick says the same thing (ENOENT, ESTALE...).
-                Some(e) if answered == 0 => e,
+            // Gone from k bricks is gone (a brick that was down when it
+            // was removed still has it).
+            let gone = errs
+                .iter()
+                .filter(|e| matches!(e.errno, Errno::ENOENT | Errno::ESTALE))
+                .count();
+            let e = match errs.into_iter().next() {
+                Some(e) if answered == 0 || gone >= self.k => e,
                 _ => self.too_few(Errno::EIO, answered, "reading"),
             };
             return Err((e, false));
@@ -524,24 +546,32 @@ impl Disperse {
                 Err(e) => err = Some(e),
             }
         }
-        if found.len() < self.k {
+        // The gfid held by k bricks (a brick that was down while the name
+        // was removed and made again still has the old one).
+        let mut by_gfid: Vec<(Gfid, usize)> = Vec::new();
+        for a in &found {
+            match by_gfid.iter_mut().find(|(g, _)| *g == a.gfid) {
+                Some(e) => e.1 += 1,
+                None => by_gfid.push((a.gfid, 1)),
+            }
+        }
+        let Some(&(g, _)) = by_gfid.iter().find(|(_, c)| *c >= self.k) else {
+            if by_gfid.len() > 1 {
+                return Err(FopError::new(
+                    Errno::EIO,
+                    format!(
+                        "{}: {:?} has different gfids on different bricks and none is on {}; resolve it with heal",
+                        self.name, q.name, self.k
+                    ),
+                ));
+            }
             return Err(missing.or(err).unwrap_or_else(|| {
                 FopError::new(
                     Errno::ENOENT,
                     format!("{}: {:?} not found", self.name, q.name),
                 )
             }));
-        }
-        let g = found[0].gfid;
-        if found.iter().any(|a| a.gfid != g) {
-            return Err(FopError::new(
-                Errno::EIO,
-                format!(
-                    "{}: {:?} has different gfids on different bricks; resolve it with heal",
-                    self.name, q.name
-                ),
-            ));
-        }
+        };
         Ok(FopOut::Attr(self.attr(g).await?))
     }
 
@@ -625,8 +655,11 @@ impl Disperse {
         let first_err = results.into_iter().find_map(|(_, r)| r.err());
         match first_ok {
             Some(r) if ok.len() >= self.k => r,
-            _ => Err(first_err
-                .unwrap_or_else(|| self.too_few(Errno::ENOTCONN, ok.len(), "this operation"))),
+            _ => {
+                txn::release_partial(&self.rt, &self.name, &self.children, &ok, &op).await;
+                Err(first_err
+                    .unwrap_or_else(|| self.too_few(Errno::ENOTCONN, ok.len(), "this operation")))
+            }
         }
     }
 
@@ -822,64 +855,118 @@ impl Disperse {
             Ok(c) => c,
             Err(d) => {
                 undo(marked.clone()).await;
-                return Err(self.disagree(gfid, &d));
+                let e = self.disagree(gfid, &d);
+                if marked.len() < n {
+                    // The current generation may be on the bricks not
+                    // asked: a refusal, nothing was touched.
+                    return Err(FopError::new(
+                        Errno::EROFS,
+                        format!(
+                            "{}; refusing to change it until every brick answers",
+                            e.detail
+                        ),
+                    ));
+                }
+                return Err(e);
             }
         };
+        // The size, from the current data generation (a metadata change
+        // is judged by metadata versions, but reports the real size).
+        let old_size = match kind {
+            Kind::Data => cur.info.size,
+            _ => current(&infos, self.k, Kind::Data).map_or(cur.info.size, |d| d.info.size),
+        }
+        .max(0) as u64;
         // Stale locked fragments keep their dirty mark: they missed
         // updates, and heal will find them by it.
         let good = cur.bricks.clone();
-        let old_size = cur.info.size.max(0) as u64;
-        let (ok, new_size, reply) = match &change {
+        let (applied, new_size, reply) = match &change {
             Change::Write(off, data) => {
-                let ok = self
+                let end = off
+                    .checked_add(data.len() as u64)
+                    .filter(|e| *e <= FILE_BYTES_MAX);
+                let Some(end) = end else {
+                    undo(marked.clone()).await;
+                    return Err(FopError::new(
+                        Errno::EFBIG,
+                        format!("{}: a write at {off} of {} bytes would pass the file size limit of {FILE_BYTES_MAX} bytes", self.name, data.len()),
+                    ));
+                };
+                let applied = self
                     .write_fragments(gfid, &good, old_size, *off, data)
-                    .await?;
-                let end = off + data.len() as u64;
-                let size = old_size.max(if data.is_empty() { 0 } else { end });
-                (ok, size, None)
+                    .await;
+                let size = if data.is_empty() {
+                    old_size
+                } else {
+                    old_size.max(end)
+                };
+                (applied, size, None)
             }
             Change::Truncate(t) => {
-                let (ok, attr) = self.truncate_fragments(gfid, &good, old_size, *t).await?;
-                (ok, *t, attr)
+                if *t > FILE_BYTES_MAX {
+                    undo(marked.clone()).await;
+                    return Err(FopError::new(
+                        Errno::EFBIG,
+                        format!(
+                            "{}: {t} bytes is past the file size limit of {FILE_BYTES_MAX} bytes",
+                            self.name
+                        ),
+                    ));
+                }
+                let (applied, attr) = self.truncate_fragments(gfid, &good, old_size, *t).await;
+                (applied, *t, attr)
             }
             Change::Meta(op) => {
                 let results = txn::fan_op(&self.rt, &self.name, &self.children, &good, op).await;
-                let ok = txn::succeeded(&results);
                 let reply = results
                     .iter()
                     .find(|(_, r)| r.is_ok())
                     .and_then(|(_, r)| r.clone().ok());
-                let ok = match results.into_iter().find_map(|(_, r)| r.err()) {
-                    None => Ok(ok),
-                    Some(e) => Err((ok, e)),
+                // A metadata change is whole or not at all on a brick.
+                let applied = Applied {
+                    full: txn::succeeded(&results),
+                    partial: Vec::new(),
+                    err: results.into_iter().find_map(|(_, r)| r.err()),
                 };
-                (ok, old_size, reply)
+                (applied, old_size, reply)
             }
         };
-        let (ok, mut first_err) = match ok {
-            Ok(ok) => (ok, None),
-            Err((ok, e)) => (ok, Some(e)),
-        };
-        if ok.is_empty() {
-            // Nothing changed anywhere (the bricks refused it alike).
+        let Applied {
+            full,
+            partial,
+            err: mut first_err,
+        } = applied;
+        if full.is_empty() && partial.is_empty() {
+            // Nothing was changed anywhere (refused alike, or failed
+            // before the first fragment was sent).
             undo(good.clone()).await;
             return Err(first_err.unwrap_or_else(|| self.too_few(Errno::EIO, 0, "changing a file")));
         }
-        // Post-op where it worked: the new version and size; dirty cleared
-        // only when every brick of the set took it.
+        // Fragments that may hold part of the change get a version of
+        // their own: never grouped with anything until heal rebuilds them.
+        for &i in &partial {
+            let _ = self
+                .xattrop_on(&[i], gfid, vec![ec_delta(self.step(), 0, 0)], true)
+                .await;
+        }
+        // Post-op where the whole change landed: the new version and
+        // size; dirty cleared only when every brick of the set took it.
         let step = self.step();
         let (dv, mv) = match kind {
             Kind::Data => (step, 0),
             _ => (0, step),
         };
-        let mut deltas = vec![ec_delta(dv, mv, new_size as i64 - old_size as i64)];
-        if ok.len() == n {
-            deltas.push(dirty(kind, -1));
-        }
-        let post = self.xattrop_on(&ok, gfid, deltas, true).await;
-        let recorded = txn::succeeded(&post);
-        if first_err.is_none() {
-            first_err = post.into_iter().find_map(|(_, r)| r.err());
+        let mut recorded = Vec::new();
+        if !full.is_empty() {
+            let mut deltas = vec![ec_delta(dv, mv, new_size as i64 - old_size as i64)];
+            if full.len() == n {
+                deltas.push(dirty(kind, -1));
+            }
+            let post = self.xattrop_on(&full, gfid, deltas, true).await;
+            recorded = txn::succeeded(&post);
+            if first_err.is_none() {
+                first_err = post.into_iter().find_map(|(_, r)| r.err());
+            }
         }
         if recorded.len() < self.k {
             return Err(FopError::new(
@@ -913,9 +1000,9 @@ impl Disperse {
     }
 
     /// Write `data` at `off` into the fragments of `good` (of a file of
-    /// `old_size` bytes): partial head and tail stripes are read, merged
-    /// and re-encoded. `Ok(bricks)` that took every piece, or
-    /// `Err((bricks, error))` when some failed.
+    /// `old_size` bytes) in pieces of whole stripes: partial head and tail
+    /// stripes are read, merged and re-encoded. A brick that fails a piece
+    /// takes no more; the sequence stops when fewer than `k` are left.
     async fn write_fragments(
         &self,
         gfid: Gfid,
@@ -923,17 +1010,28 @@ impl Disperse {
         old_size: u64,
         off: u64,
         data: &Bytes,
-    ) -> Result<Result<Vec<usize>, (Vec<usize>, FopError)>, FopError> {
+    ) -> Applied {
         let s = self.stripe();
+        let chunk = (CHUNK / s).max(1) * s;
         let mut alive: Vec<usize> = good.to_vec();
+        let mut dropped: Vec<usize> = Vec::new();
         let mut err = None;
         let mut done = 0u64;
         let total = data.len() as u64;
+        let stop = |alive: Vec<usize>, mut dropped: Vec<usize>, err, started: bool| {
+            // Stopped early: every brick holds only part of the write.
+            if started {
+                dropped.extend(alive);
+            }
+            Applied {
+                full: Vec::new(),
+                partial: dropped,
+                err,
+            }
+        };
         while done < total {
             if alive.len() < self.k {
-                // Some fragments hold part of the write: no version for
-                // them; they stay dirty and the write is pending.
-                return Err(FopError::new(
+                let e = FopError::new(
                     Errno::EIO,
                     format!(
                         "{}: writing {gfid} failed on too many bricks (only {} of the {} needed took it); it is pending heal{}",
@@ -942,49 +1040,62 @@ impl Disperse {
                         self.k,
                         err.map(|e: FopError| format!(" ({e})")).unwrap_or_default()
                     ),
-                ));
+                );
+                return stop(alive, dropped, Some(e), done > 0);
             }
             let start = off + done;
-            // Pieces end on a stripe boundary so only the first and last
-            // stripes of the whole write can be partial.
-            let piece_end = ((start / s * s) + CHUNK.max(s)).min(off + total);
+            // Pieces end on stripe boundaries, so only the first and the
+            // last stripe of the whole write can be partial.
+            let piece_end = (start / s * s + chunk).min(off + total);
             let (s0, s1) = self.span(start, piece_end);
             let mut buf = vec![0u8; (s1 - s0) as usize];
             let head_partial = start > s0 && s0 < old_size;
             let tail_stripe = s1 - s;
             let tail_partial =
                 piece_end < s1 && tail_stripe < old_size && !(head_partial && tail_stripe == s0);
+            let mut reads = Vec::new();
             if head_partial {
-                let old = self.decode_range(gfid, &alive, s0, s0 + s).await?;
-                buf[..s as usize].copy_from_slice(&old);
+                reads.push(s0);
             }
             if tail_partial {
-                let old = self.decode_range(gfid, &alive, tail_stripe, s1).await?;
-                let at = (tail_stripe - s0) as usize;
-                buf[at..].copy_from_slice(&old);
+                reads.push(tail_stripe);
             }
-            let from = (done) as usize;
-            let to = (piece_end - off) as usize;
+            for at in reads {
+                match self.decode_range(gfid, &alive, at, at + s).await {
+                    Ok(old) => {
+                        let i = (at - s0) as usize;
+                        buf[i..i + s as usize].copy_from_slice(&old);
+                    }
+                    Err(e) => return stop(alive, dropped, Some(e), done > 0),
+                }
+            }
             let at = (start - s0) as usize;
-            buf[at..at + (to - from)].copy_from_slice(&data[from..to]);
-            let frags = self
-                .codec
-                .encode(&buf)
-                .map_err(|e| FopError::new(Errno::EIO, format!("{}: encoding: {e}", self.name)))?;
-            let foff = s0 / self.k as u64;
-            let frags: Vec<Bytes> = frags.into_iter().map(Bytes::from).collect();
-            let results = self.write_each(gfid, &alive, foff, &frags).await;
-            let ok = txn::succeeded(&results);
-            if let Some(e) = results.into_iter().find_map(|(_, r)| r.err()) {
-                err = Some(e);
+            let len = (piece_end - start) as usize;
+            buf[at..at + len].copy_from_slice(&data[done as usize..done as usize + len]);
+            let frags = match self.codec.encode(&buf) {
+                Ok(f) => f.into_iter().map(Bytes::from).collect::<Vec<_>>(),
+                Err(e) => {
+                    let e = FopError::new(Errno::EIO, format!("{}: encoding: {e}", self.name));
+                    return stop(alive, dropped, Some(e), done > 0);
+                }
+            };
+            let results = self
+                .write_each(gfid, &alive, s0 / self.k as u64, &frags)
+                .await;
+            for (i, r) in results {
+                if let Err(e) = r {
+                    err = Some(e);
+                    alive.retain(|x| *x != i);
+                    dropped.push(i);
+                }
             }
-            alive = ok;
             done = piece_end - off;
         }
-        Ok(match err {
-            None => Ok(alive),
-            Some(e) => Err((alive, e)),
-        })
+        Applied {
+            full: alive,
+            partial: dropped,
+            err,
+        }
     }
 
     /// Write fragment `frags[i]` to brick `i` for each `i` in `idx`.
@@ -1030,28 +1141,64 @@ impl Disperse {
         good: &[usize],
         old_size: u64,
         t: u64,
-    ) -> Result<(Result<Vec<usize>, (Vec<usize>, FopError)>, Option<FopOut>), FopError> {
+    ) -> (Applied, Option<FopOut>) {
         let s = self.stripe();
         let mut alive = good.to_vec();
+        let mut dropped = Vec::new();
         let mut err = None;
+        let mut started = false;
         if t < old_size && t % s != 0 {
             let s0 = t / s * s;
-            let mut buf = self.decode_range(gfid, good, s0, s0 + s).await?;
-            buf[(t - s0) as usize..].fill(0);
-            let frags: Vec<Bytes> = self
-                .codec
-                .encode(&buf)
-                .map_err(|e| FopError::new(Errno::EIO, format!("{}: encoding: {e}", self.name)))?
-                .into_iter()
-                .map(Bytes::from)
-                .collect();
-            let results = self
-                .write_each(gfid, &alive, s0 / self.k as u64, &frags)
-                .await;
-            if let Some(e) = results.iter().find_map(|(_, r)| r.as_ref().err().cloned()) {
-                err = Some(e);
+            let encoded = match self.decode_range(gfid, good, s0, s0 + s).await {
+                Ok(mut buf) => {
+                    buf[(t - s0) as usize..].fill(0);
+                    self.codec.encode(&buf).map_err(|e| {
+                        FopError::new(Errno::EIO, format!("{}: encoding: {e}", self.name))
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            let frags: Vec<Bytes> = match encoded {
+                Ok(f) => f.into_iter().map(Bytes::from).collect(),
+                Err(e) => {
+                    let nothing = Applied {
+                        full: Vec::new(),
+                        partial: Vec::new(),
+                        err: Some(e),
+                    };
+                    return (nothing, None);
+                }
+            };
+            started = true;
+            for (i, r) in self
+                .write_each(gfid, &alive.clone(), s0 / self.k as u64, &frags)
+                .await
+            {
+                if let Err(e) = r {
+                    err = Some(e);
+                    alive.retain(|x| *x != i);
+                    dropped.push(i);
+                }
             }
-            alive = txn::succeeded(&results);
+        }
+        if started && alive.len() < self.k {
+            dropped.extend(alive);
+            let e = FopError::new(
+                Errno::EIO,
+                format!(
+                    "{}: truncating {gfid} failed on too many bricks; it is pending heal{}",
+                    self.name,
+                    err.map(|e: FopError| format!(" ({e})")).unwrap_or_default()
+                ),
+            );
+            return (
+                Applied {
+                    full: Vec::new(),
+                    partial: dropped,
+                    err: Some(e),
+                },
+                None,
+            );
         }
         let q = Fop::Truncate(bp::Truncate {
             gfid,
@@ -1061,18 +1208,26 @@ impl Disperse {
         let reply = results
             .iter()
             .find(|(_, r)| r.is_ok())
-            .map(|(_, r)| r.clone().expect("ok"));
-        if let Some(e) = results.iter().find_map(|(_, r)| r.as_ref().err().cloned()) {
-            err = Some(e);
+            .and_then(|(_, r)| r.clone().ok());
+        for (i, r) in results {
+            if let Err(e) = r {
+                err = Some(e);
+                alive.retain(|x| *x != i);
+                // A brick whose last stripe was rewritten but not cut is
+                // partly changed; one that refused the cut alone is not.
+                if started {
+                    dropped.push(i);
+                }
+            }
         }
-        let ok = txn::succeeded(&results);
-        Ok((
-            match err {
-                None => Ok(ok),
-                Some(e) => Err((ok, e)),
+        (
+            Applied {
+                full: alive,
+                partial: dropped,
+                err,
             },
             reply,
-        ))
+        )
     }
 
     // ---- self-heal (used by the self-heal daemon) ----
@@ -1167,9 +1322,12 @@ impl Disperse {
             )
             .await?;
         }
-        if !meta_sinks.is_empty() {
-            crate::replicate::copy_metadata(&self.children, gfid, meta.bricks[0], &meta_sinks)
-                .await?;
+        // Metadata to the metadata sinks, and back to the rebuilt data
+        // sinks (rewriting them moved their times).
+        let mut meta_to: Vec<usize> = meta_sinks.clone();
+        meta_to.extend(data_sinks.iter().filter(|i| !meta_sinks.contains(i)));
+        if !meta_to.is_empty() {
+            crate::replicate::copy_metadata(&self.children, gfid, meta.bricks[0], &meta_to).await?;
         }
         // The healed fragments take the current versions and size.
         for &i in data_sinks.iter().chain(meta_sinks.iter()) {

@@ -13,7 +13,7 @@ pub const FRAGMENT: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EcError {
-    #[error("disperse {k} + {m} is not supported: need 1 <= m < k + m <= 32 and k >= 2")]
+    #[error("disperse {k} + {m} is not supported: need k >= 2, 1 <= m < k and k + m <= 32")]
     Geometry { k: usize, m: usize },
     #[error("only {have} of {k} fragments are available; the stripe cannot be rebuilt")]
     TooFew { have: usize, k: usize },
@@ -38,7 +38,9 @@ impl std::fmt::Debug for Codec {
 
 impl Codec {
     pub fn new(k: usize, m: usize) -> Result<Codec, EcError> {
-        if k < 2 || m == 0 || m >= k + m || k + m > 32 {
+        // m < k: any two groups of k fragments overlap (n < 2k), so at
+        // most one version can be held by k of them.
+        if k < 2 || m == 0 || m >= k || k + m > 32 {
             return Err(EcError::Geometry { k, m });
         }
         let rs = ReedSolomon::new(k, m).map_err(|_| EcError::Geometry { k, m })?;
@@ -160,6 +162,8 @@ mod tests {
         );
         assert!(Codec::new(4, 0).is_err());
         assert!(Codec::new(30, 3).is_err());
+        assert!(Codec::new(2, 2).is_err(), "m must be less than k");
+        assert!(Codec::new(3, 2).is_ok());
     }
 
     #[test]

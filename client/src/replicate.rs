@@ -701,16 +701,10 @@ impl Replicate {
         let up: Vec<usize> = (0..self.children.len())
             .filter(|i| self.children[*i].is_up())
             .collect();
-        let results = self
-            .fan(&up, move |c| {
-                let op = op.clone();
-                Box::pin(async move { c.fop(op).await })
-            })
-            .await;
+        let results = txn::fan_op(&self.rt, &self.name, &self.children, &up, &op).await;
         let n = self.children.len();
-        let ok_mask: Vec<bool> = (0..n)
-            .map(|i| results.iter().any(|(j, r)| *j == i && r.is_ok()))
-            .collect();
+        let ok = txn::succeeded(&results);
+        let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
         let first_ok = results
             .iter()
             .find(|(_, r)| r.is_ok())
@@ -718,12 +712,15 @@ impl Replicate {
         let first_err = results.into_iter().find_map(|(_, r)| r.err());
         match first_ok {
             Some(r) if self.quorum.met(&ok_mask) || self.quorum == Quorum::None => r,
-            _ => Err(first_err.unwrap_or_else(|| {
-                FopError::new(
-                    Errno::ENOTCONN,
-                    format!("{}: no brick is reachable", self.name),
-                )
-            })),
+            _ => {
+                txn::release_partial(&self.rt, &self.name, &self.children, &ok, &op).await;
+                Err(first_err.unwrap_or_else(|| {
+                    FopError::new(
+                        Errno::ENOTCONN,
+                        format!("{}: no brick is reachable", self.name),
+                    )
+                }))
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! back a lock on all of them without two clients each holding part.
 
 use mortar_net::{BoxFuture, Runtime};
-use mortar_proto::brick::LockKind;
+use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::{Errno, FopError};
 
 use crate::fop::{Child, Fop, FopRes};
@@ -149,4 +149,36 @@ pub async fn lock_every(
         }
     }
     Ok(locked)
+}
+
+/// The request that gives back what the lock request `op` took (`None`
+/// when `op` is not a lock request).
+pub fn unlock_of(op: &Fop) -> Option<Fop> {
+    match op {
+        Fop::Inodelk(q) if q.kind != LockKind::Unlock => Some(Fop::Inodelk(bp::Inodelk {
+            kind: LockKind::Unlock,
+            wait_ms: None,
+            ..q.clone()
+        })),
+        Fop::Entrylk(q) if q.kind != LockKind::Unlock => Some(Fop::Entrylk(bp::Entrylk {
+            kind: LockKind::Unlock,
+            wait_ms: None,
+            ..q.clone()
+        })),
+        _ => None,
+    }
+}
+
+/// A lock request from a layer above failed on the set as a whole: give
+/// back what the bricks in `granted` took, so no partial lock stays.
+pub async fn release_partial(
+    rt: &Runtime,
+    set: &str,
+    children: &[Child],
+    granted: &[usize],
+    op: &Fop,
+) {
+    if let Some(unlock) = unlock_of(op) {
+        let _ = fan_op(rt, set, children, granted, &unlock).await;
+    }
 }

@@ -21,8 +21,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(tag: &str) -> Cluster {
-        let b = Bricks::start(&format!("vol-ec-{tag}"), 6).await;
-        let set = Disperse::new(&b.rt, &format!("{}-disperse-0", b.vol), b.children(), 2).unwrap();
+        Cluster::with(tag, 6, 2).await
+    }
+
+    async fn with(tag: &str, n: usize, m: usize) -> Cluster {
+        let b = Bricks::start(&format!("vol-ec-{tag}"), n).await;
+        let set = Disperse::new(&b.rt, &format!("{}-disperse-0", b.vol), b.children(), m).unwrap();
         Cluster { b, set }
     }
 
@@ -310,7 +314,17 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         }))
         .await
         .unwrap();
-    let _ = gone;
+    // And made again under another gfid.
+    let again = c.create("again", 6).await;
+    c.set
+        .fop(Fop::Rename(bp::Rename {
+            old_parent: Gfid::ROOT,
+            old_name: "again".into(),
+            new_parent: Gfid::ROOT,
+            new_name: "gone".into(),
+        }))
+        .await
+        .unwrap();
     c.b.revive(5).await;
     c.b.revive(0).await;
     // Brick 0 answers first but is behind: stat and getxattr come from
@@ -332,12 +346,31 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         .await
         .unwrap();
     assert_eq!(v, FopOut::Value(b"v".to_vec()));
+    // Bricks 0 and 5 still have "gone" with its old gfid: the name is
+    // the file four bricks agree on, and the old file is gone.
+    let a = c
+        .set
+        .fop(Fop::Lookup(bp::Lookup {
+            parent: Gfid::ROOT,
+            name: "gone".into(),
+        }))
+        .await
+        .unwrap()
+        .attr()
+        .unwrap();
+    assert_eq!(a.gfid, again);
+    let e = c
+        .set
+        .fop(Fop::Stat(bp::Stat { gfid: gone }))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.errno, Errno::ENOENT | Errno::ESTALE), "{e}");
     // A name on fewer than 4 bricks does not exist.
     let e = c
         .set
         .fop(Fop::Lookup(bp::Lookup {
             parent: Gfid::ROOT,
-            name: "gone".into(),
+            name: "again".into(),
         }))
         .await
         .unwrap_err();
@@ -360,5 +393,26 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         .unwrap();
     assert_eq!(x, FopOut::Value(b"v".to_vec()));
     assert_eq!(c.read_all(g).await.unwrap(), b"hello");
+    let _ = std::fs::remove_dir_all(&c.b.dir);
+}
+
+/// 3 + 1: a stripe is 1536 bytes, which does not divide the 1 MiB pieces
+/// a large write is cut into; every piece must still start where the
+/// last ended (no stripe encoded twice from different halves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_unaligned_writes_on_a_stripe_that_does_not_divide_a_mebibyte() {
+    let c = Cluster::with("k3", 4, 1).await;
+    let g = c.create("big", 5).await;
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let first: Vec<u8> = (0..(5 << 19) + 777).map(|_| rng.next() as u8).collect();
+    c.write(g, 1000, &first).await.unwrap();
+    let mut model = vec![0u8; 1000];
+    model.extend_from_slice(&first);
+    assert!(c.read_all(g).await.unwrap() == model, "first write");
+    let more: Vec<u8> = (0..(3 << 19) + 5).map(|_| rng.next() as u8).collect();
+    let end = model.len() as u64;
+    c.write(g, end, &more).await.unwrap();
+    model.extend_from_slice(&more);
+    assert!(c.read_all(g).await.unwrap() == model, "append");
     let _ = std::fs::remove_dir_all(&c.b.dir);
 }
