@@ -18,15 +18,17 @@
 //! mixed in. With no group of `k` (more than `m` fragments missed updates
 //! and the rest are unreachable) reads fail with EIO naming the versions.
 //!
-//! **Write-availability rule.** A write-type operation (write, truncate,
-//! setattr, xattrs) runs only when at least `k` bricks holding the current
-//! generation are up and locked; otherwise it is refused with EROFS before
-//! anything is touched. It is acknowledged only when at least `k`
-//! fragments took it and recorded the new version; otherwise it fails
-//! with EIO and is pending (old or new data, never a mix, as long as no
-//! more than `m` fragments fail at once). Entry operations (create,
-//! unlink, mkdir, rename, ...) likewise need `k` bricks up and `k`
-//! successes.
+//! **Write-availability rule.** Reads need `k` bricks. A write-type
+//! operation (write, truncate, setattr, xattrs) runs only when at least
+//! `k + 1` bricks holding the current generation are up and locked;
+//! otherwise it is refused with EROFS before anything is touched. The one
+//! spare means a brick failing while the change is written still leaves
+//! `k` fragments of the new version. It is acknowledged only when at least
+//! `k` fragments took it and recorded the new version; otherwise it fails
+//! with EIO and is pending. Entry operations (create, unlink, mkdir,
+//! rename, ...) likewise need `k + 1` bricks up and `k` successes. So with
+//! `m` = 2 and one server holding two fragments down, the set is readable
+//! but refuses changes; with one brick down it takes them.
 //!
 //! A write runs under the whole-file lock on every up brick:
 //!
@@ -301,23 +303,56 @@ impl Disperse {
         }
     }
 
-    /// Lock `gfid` on every up brick; refuse (with `errno`) when fewer
-    /// than `k` could be locked.
+    /// Fragments a change needs at its start: k to rebuild the data, and
+    /// one more, so that a brick failing while the change is written
+    /// still leaves k fragments of the new version (as erasure-coded
+    /// pools elsewhere default to; with exactly k, any failure mid-write
+    /// could leave no k fragments of one version).
+    pub fn write_minimum(&self) -> usize {
+        self.k + 1
+    }
+
+    fn too_few_to_write(&self, have: usize, what: &str) -> FopError {
+        FopError::new(
+            Errno::EROFS,
+            format!(
+                "{}: only {have} of its {} bricks are reachable with the current version; {what} needs {} (disperse {} + {}: {} to rebuild the data and one more so a brick failing during the change cannot lose it); reads still work with {}",
+                self.name,
+                self.n(),
+                self.write_minimum(),
+                self.k,
+                self.n() - self.k,
+                self.k,
+                self.k
+            ),
+        )
+    }
+
+    /// Lock `gfid` on every up brick; refuse when fewer than `need` could
+    /// be locked (`write`: the refusal is EROFS with the write rule).
     async fn lock_file(
         &self,
         lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
         kind: LockKind,
-        errno: Errno,
+        write: bool,
         what: &str,
     ) -> Result<Vec<usize>, FopError> {
+        let need = if write { self.write_minimum() } else { self.k };
+        let refuse = |have: usize| {
+            if write {
+                self.too_few_to_write(have, what)
+            } else {
+                self.too_few(Errno::ENOTCONN, have, what)
+            }
+        };
         let up = self.up();
-        if up.len() < self.k {
-            return Err(self.too_few(errno, up.len(), what));
+        if up.len() < need {
+            return Err(refuse(up.len()));
         }
         let locked = txn::lock_all(&self.rt, &self.name, &self.children, &up, kind, lock).await?;
-        if locked.len() < self.k {
+        if locked.len() < need {
             txn::unlock_all(&self.rt, &self.name, &self.children, &locked, lock).await;
-            return Err(self.too_few(errno, locked.len(), what));
+            return Err(refuse(locked.len()));
         }
         Ok(locked)
     }
@@ -405,7 +440,7 @@ impl Disperse {
     async fn read(&self, q: bp::Read) -> FopRes {
         let lock = self.inode_lock(q.gfid);
         let locked = self
-            .lock_file(&lock, LockKind::Read, Errno::ENOTCONN, "reading")
+            .lock_file(&lock, LockKind::Read, false, "reading")
             .await?;
         let r = self.read_locked(&q, &locked).await;
         // Give the shared lock back without waiting for the answers (one
@@ -450,7 +485,7 @@ impl Disperse {
             Err((_, true)) => {
                 let lock = self.inode_lock(gfid);
                 let locked = self
-                    .lock_file(&lock, LockKind::Read, Errno::ENOTCONN, "reading")
+                    .lock_file(&lock, LockKind::Read, false, "reading")
                     .await?;
                 let r = self.attr_from(gfid, &locked).await.map_err(|(e, _)| e);
                 txn::unlock_all(&self.rt, &self.name, &self.children, &locked, &lock).await;
@@ -729,7 +764,7 @@ impl Disperse {
             })
         };
         let locked = self
-            .lock_file(&lock, LockKind::Write, Errno::EROFS, "changing a directory")
+            .lock_file(&lock, LockKind::Write, true, "changing a directory")
             .await?;
         let results = txn::fan_op(&self.rt, &self.name, &self.children, &locked, &op).await;
         let ok = txn::succeeded(&results);
@@ -793,7 +828,7 @@ impl Disperse {
     async fn file_txn(&self, gfid: Gfid, kind: Kind, change: Change) -> FopRes {
         let lock = self.inode_lock(gfid);
         let locked = self
-            .lock_file(&lock, LockKind::Write, Errno::EROFS, "changing a file")
+            .lock_file(&lock, LockKind::Write, true, "changing a file")
             .await?;
         let r = self.file_txn_locked(gfid, kind, change, &locked).await;
         txn::unlock_all(&self.rt, &self.name, &self.children, &locked, &lock).await;
@@ -851,14 +886,14 @@ impl Disperse {
                 .xattrop_on(&idx, gfid, vec![dirty(kind, -1)], false)
                 .await;
         };
-        if marked.len() < self.k {
+        if marked.len() < self.write_minimum() {
             undo(marked.clone()).await;
             if marked.is_empty() {
                 if let Some(e) = pre_err {
                     return Err(e);
                 }
             }
-            return Err(self.too_few(Errno::EROFS, marked.len(), "changing a file"));
+            return Err(self.too_few_to_write(marked.len(), "changing a file"));
         }
         let cur = match current(&infos, self.k, kind) {
             Ok(c) => c,
@@ -886,6 +921,11 @@ impl Disperse {
             _ => current(&infos, self.k, Kind::Data).map_or(cur.info.size, |d| d.info.size),
         }
         .max(0) as u64;
+        if cur.bricks.len() < self.write_minimum() {
+            // Readable, but a change now would have no margin.
+            undo(marked.clone()).await;
+            return Err(self.too_few_to_write(cur.bricks.len(), "changing a file"));
+        }
         // Stale locked fragments keep their dirty mark: they missed
         // updates, and heal will find them by it.
         let good = cur.bricks.clone();

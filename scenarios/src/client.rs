@@ -79,8 +79,11 @@ impl Layout {
     /// A disperse set survives `m` fragments missing or stale at once,
     /// not more: its faults come one at a time (one brick killed or one
     /// server cut off, which is two fragments), and the next waits until
-    /// heal has rebuilt what the last one left stale. Replica sets take
-    /// stacked faults (quorum refuses what they cannot survive).
+    /// the writer reaches every brick again and heal has rebuilt what the
+    /// last one left stale (seed 19 once lost a file when a brick was
+    /// killed during a write while two fragments were still stale from
+    /// the writer's own lagging reconnect). Replica sets take stacked
+    /// faults (quorum refuses what they cannot survive).
     fn one_fault_at_a_time(self) -> bool {
         matches!(self, Layout::Disperse4x2)
     }
@@ -174,7 +177,7 @@ async fn wait_online(pool: &Pool, bricks: usize) {
 
 /// The writer: creates the files, says it is `ready` for faults, then
 /// overwrites random ranges.
-async fn writer(rt: Runtime, ready: Watch<bool>) -> (Model, Tally) {
+async fn writer(rt: Runtime, ready: Watch<bool>, seen: Watch<(usize, usize)>) -> (Model, Tally) {
     let c = mount(&rt).await;
     let mut gfids = Vec::new();
     for f in 0..FILES {
@@ -221,6 +224,7 @@ async fn writer(rt: Runtime, ready: Watch<bool>) -> (Model, Tally) {
                 tracing::info!(file = f, error = %e, "write failed");
             }
         }
+        seen.set(c.bricks_up());
         rt.clock().sleep(pause).await;
     }
     c.unmount();
@@ -235,6 +239,7 @@ async fn faults(
     layout: Layout,
     ready: Watch<bool>,
     done: Watch<bool>,
+    seen: Watch<(usize, usize)>,
 ) -> u32 {
     ready.wait_for(|r| *r).await;
     let mut n = 0;
@@ -289,6 +294,18 @@ async fn faults(
             .await;
         if layout.one_fault_at_a_time() && !done.get() {
             wait_online(&pool, layout.bricks()).await;
+            // The writer reaches every brick again (until it does, its
+            // writes leave the missing ones stale), then heal catches up.
+            let reconnected = mortar_net::Clock::new()
+                .timeout(
+                    Duration::from_secs(60),
+                    seen.wait_for(|(up, total)| up == total),
+                )
+                .await;
+            sim.note(format!(
+                "fault: writer sees every brick: {}",
+                reconnected.is_ok()
+            ));
             let left = sim
                 .run_on("c1", "heal-probe", |rt| async move {
                     let c = mount(&rt).await;
@@ -355,13 +372,20 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
     sim.add_host("c1", host_ip(10));
 
     let (ready, done) = (Watch::new(false), Watch::new(false));
+    let seen = Watch::new((0, 0));
     let fault_task = {
-        let (sim, pool, ready, done) = (sim.clone(), pool.clone(), ready.clone(), done.clone());
+        let (sim, pool, ready, done, seen) = (
+            sim.clone(),
+            pool.clone(),
+            ready.clone(),
+            done.clone(),
+            seen.clone(),
+        );
         #[allow(clippy::disallowed_methods)] // the scenario's own task, on the supervisor node
-        tokio::spawn(async move { faults(sim, pool, layout, ready, done).await })
+        tokio::spawn(async move { faults(sim, pool, layout, ready, done, seen).await })
     };
     let (model, tally) = sim
-        .run_on("c1", "writer", move |rt| writer(rt, ready))
+        .run_on("c1", "writer", move |rt| writer(rt, ready, seen))
         .await;
     done.set(true);
     let injected = fault_task.await.expect("fault task");
