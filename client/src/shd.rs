@@ -1,5 +1,5 @@
 //! The self-heal daemon (`mortar shd`): one per server. It follows the
-//! volumes mgmtd knows, keeps a client of every started replicated volume
+//! volumes mgmtd knows, keeps a client of every started replicated or dispersed volume
 //! with a brick on this server, and crawls this server's bricks'
 //! pending-heal indices: every `cluster.heal-timeout` seconds, and sooner
 //! when a brick of the volume came back or the last crawl left files it

@@ -870,8 +870,8 @@ impl<S: Storage> Inner<S> {
         }
     }
 
-    /// Does this server need a self-heal daemon? (A started replicated
-    /// volume with a brick here.)
+    /// Does this server need a self-heal daemon? (A started replicated or
+    /// dispersed volume with a brick here.)
     fn wants_shd(&self) -> bool {
         // Copy first: `shd_serves` looks hosts up in the state (its lock
         // is not reentrant).
