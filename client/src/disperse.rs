@@ -57,7 +57,7 @@ use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 use crate::afr::Kind;
 use crate::ec::{Codec, FRAGMENT};
 use crate::fop::{shape_error, Child, Fop, FopOut, FopRes, HealOutcome, HealSet, Subvolume};
-use crate::txn;
+use crate::{replicate, txn};
 
 /// Per-fragment version and size: `[data version, metadata version,
 /// size]` as big-endian i64s.
@@ -66,6 +66,10 @@ pub const EC_XATTR: &str = "trusted.mortar.ec";
 /// File data handled per step of a large write or of heal (bounded
 /// memory: this plus its fragments).
 const CHUNK: u64 = 1 << 20;
+
+/// File sizes a directory listing asks for at once (bounded, well under
+/// the RPC client's calls in flight).
+const READDIR_SIZE_BATCH: usize = 64;
 
 /// What one fragment says about its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +93,14 @@ impl FragInfo {
             meta: v[1],
             size: v[2],
         }
+    }
+
+    /// The xattr bytes [`FragInfo::parse`] reads.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.data, self.meta, self.size]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect()
     }
 
     fn from_delta(d: &CounterDelta) -> FragInfo {
@@ -231,6 +243,16 @@ impl Disperse {
             .collect()
     }
 
+    /// The up bricks, when there are enough to read (`k`); else ENOTCONN
+    /// saying what could not be done.
+    fn readable(&self, what: &str) -> Result<Vec<usize>, FopError> {
+        let up = self.up();
+        if up.len() < self.k {
+            return Err(self.too_few(Errno::ENOTCONN, up.len(), what));
+        }
+        Ok(up)
+    }
+
     fn names(&self, idx: &[usize]) -> String {
         idx.iter()
             .map(|i| self.children[*i].name())
@@ -263,6 +285,21 @@ impl Disperse {
                 self.k,
                 self.k,
                 self.n() - self.k
+            ),
+        )
+    }
+
+    /// A change that reached fewer than `k` bricks (`ok`): EIO, pending.
+    fn pending(&self, what: &str, ok: &[usize], cause: Option<FopError>) -> FopError {
+        FopError::new(
+            Errno::EIO,
+            format!(
+                "{}: {what} on only {} bricks ({}), fewer than the {} needed; it is pending heal{}",
+                self.name,
+                ok.len(),
+                self.names(ok),
+                self.k,
+                cause.map(|e| format!(" ({e})")).unwrap_or_default()
             ),
         )
     }
@@ -475,10 +512,7 @@ impl Disperse {
     /// first; if a write in flight makes the fragments disagree, again
     /// under a shared lock.
     async fn attr(&self, gfid: Gfid) -> Result<Attr, FopError> {
-        let up = self.up();
-        if up.len() < self.k {
-            return Err(self.too_few(Errno::ENOTCONN, up.len(), "reading"));
-        }
+        let up = self.readable("reading")?;
         match self.attr_from(gfid, &up).await {
             Ok(a) => Ok(a),
             Err((e, false)) => Err(e),
@@ -567,10 +601,7 @@ impl Disperse {
     /// (fewer is a name left by a failed create or an unlink that reached
     /// most bricks), with one gfid.
     async fn lookup(&self, q: bp::Lookup) -> FopRes {
-        let up = self.up();
-        if up.len() < self.k {
-            return Err(self.too_few(Errno::ENOTCONN, up.len(), "looking up a name"));
-        }
+        let up = self.readable("looking up a name")?;
         let results = txn::fan_op(
             &self.rt,
             &self.name,
@@ -623,10 +654,7 @@ impl Disperse {
     /// directory versions (a brick that missed creates while down lists
     /// fewer names), with file sizes taken from that brick's fragments.
     async fn readdir(&self, q: bp::Readdir) -> FopRes {
-        let up = self.up();
-        if up.len() < self.k {
-            return Err(self.too_few(Errno::ENOTCONN, up.len(), "listing a directory"));
-        }
+        let up = self.readable("listing a directory")?;
         let infos = self.infos(q.dir, &up).await;
         let best = match current(&infos, 1, Kind::Data) {
             Ok(c) => c.bricks,
@@ -644,23 +672,34 @@ impl Disperse {
                 }
                 Err(e) => return Err(e),
             };
-            for e in page
-                .entries
-                .iter_mut()
-                .filter(|e| e.attr.kind == FileKind::Regular)
-            {
-                if let Ok(FopOut::Value(v)) = c
-                    .fop(Fop::Getxattr(bp::Getxattr {
-                        gfid: e.attr.gfid,
-                        name: EC_XATTR.into(),
-                    }))
-                    .await
-                {
-                    e.attr.size = FragInfo::parse(&v).size.max(0) as u64;
-                } else {
-                    e.attr.size = 0;
+            // Up to a page of sizes: asked READDIR_SIZE_BATCH at a time,
+            // not one round trip after another.
+            let regular: Vec<usize> = (0..page.entries.len())
+                .filter(|j| page.entries[*j].attr.kind == FileKind::Regular)
+                .collect();
+            for batch in regular.chunks(READDIR_SIZE_BATCH) {
+                let asks: Vec<_> = batch
+                    .iter()
+                    .map(|&j| {
+                        let (c, gfid) = (c.clone(), page.entries[j].attr.gfid);
+                        let ask = self.rt.spawn(async move {
+                            c.fop(Fop::Getxattr(bp::Getxattr {
+                                gfid,
+                                name: EC_XATTR.into(),
+                            }))
+                            .await
+                        });
+                        (j, ask)
+                    })
+                    .collect();
+                for (j, ask) in asks {
+                    let e = &mut page.entries[j];
+                    e.attr.size = match ask.await.ok().flatten() {
+                        Some(Ok(FopOut::Value(v))) => FragInfo::parse(&v).size.max(0) as u64,
+                        _ => 0,
+                    };
+                    e.attr.blocks *= self.k as u64;
                 }
-                e.attr.blocks *= self.k as u64;
             }
             return Ok(FopOut::Dir(page));
         }
@@ -670,10 +709,7 @@ impl Disperse {
     /// Metadata reads (getxattr, listxattr, readlink) from a brick of the
     /// current metadata generation.
     async fn read_meta(&self, gfid: Gfid, op: Fop) -> FopRes {
-        let up = self.up();
-        if up.len() < self.k {
-            return Err(self.too_few(Errno::ENOTCONN, up.len(), "reading"));
-        }
+        let up = self.readable("reading")?;
         let infos = self.infos(gfid, &up).await;
         let cur = current(&infos, self.k, Kind::Metadata).map_err(|d| self.disagree(gfid, &d))?;
         let mut last = None;
@@ -810,17 +846,7 @@ impl Disperse {
                 first_err.unwrap_or_else(|| self.too_few(Errno::EIO, 0, "changing a directory"))
             );
         }
-        Err(FopError::new(
-            Errno::EIO,
-            format!(
-                "{}: the operation took on only {} bricks ({}), fewer than the {} needed; it is pending heal{}",
-                self.name,
-                ok.len(),
-                self.names(&ok),
-                self.k,
-                first_err.map(|e| format!(" ({e})")).unwrap_or_default()
-            ),
-        ))
+        Err(self.pending("the operation took", &ok, first_err))
     }
 
     // ---- file transactions ----
@@ -1018,17 +1044,8 @@ impl Disperse {
             }
         }
         if recorded.len() < self.k {
-            return Err(FopError::new(
-                Errno::EIO,
-                format!(
-                    "{}: the change to {gfid} was recorded on only {} fragments ({}), fewer than the {} needed; it is pending heal{}",
-                    self.name,
-                    recorded.len(),
-                    self.names(&recorded),
-                    self.k,
-                    first_err.map(|e| format!(" ({e})")).unwrap_or_default()
-                ),
-            ));
+            let what = format!("the change to {gfid} was recorded");
+            return Err(self.pending(&what, &recorded, first_err));
         }
         let fix = |mut a: Attr| {
             if a.kind == FileKind::Regular {
@@ -1376,7 +1393,7 @@ impl Disperse {
         let mut meta_to: Vec<usize> = meta_sinks.clone();
         meta_to.extend(data_sinks.iter().filter(|i| !meta_sinks.contains(i)));
         if !meta_to.is_empty() {
-            crate::replicate::copy_metadata(&self.children, gfid, meta.bricks[0], &meta_to).await?;
+            replicate::copy_metadata(&self.children, gfid, meta.bricks[0], &meta_to).await?;
         }
         // The healed fragments take the current versions and size.
         for &i in data_sinks.iter().chain(meta_sinks.iter()) {
@@ -1456,11 +1473,7 @@ impl Disperse {
         sinks: &[usize],
         size: u64,
     ) -> Result<(), FopError> {
-        for &i in sinks {
-            self.children[i]
-                .fop(Fop::Truncate(bp::Truncate { gfid, size: 0 }))
-                .await?;
-        }
+        replicate::empty_sinks(&self.children, gfid, sinks).await?;
         let s = self.stripe();
         let chunk = CHUNK / s * s;
         let end = size.div_ceil(s) * s;
@@ -1492,21 +1505,7 @@ impl Disperse {
             }
             at = to;
         }
-        for &i in sinks {
-            self.children[i]
-                .fop(Fop::Truncate(bp::Truncate {
-                    gfid,
-                    size: self.fragment_len(size),
-                }))
-                .await?;
-            self.children[i]
-                .fop(Fop::Fsync(bp::Fsync {
-                    gfid,
-                    datasync: false,
-                }))
-                .await?;
-        }
-        Ok(())
+        replicate::seal_sinks(&self.children, gfid, sinks, self.fragment_len(size)).await
     }
 }
 
@@ -1521,87 +1520,51 @@ impl Subvolume for Disperse {
 
     fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
         Box::pin(async move {
-            let name = |n: &str| Some(n.to_string());
+            // Every arm below takes the gfid or entry its kind has.
+            let gfid = op.gfid().unwrap_or_default();
             match op {
                 Fop::Lookup(q) => self.lookup(q).await,
-                Fop::Stat(q) => Ok(FopOut::Attr(self.attr(q.gfid).await?)),
-                Fop::Open(ref q) => {
-                    let g = q.gfid;
+                Fop::Stat(_) => Ok(FopOut::Attr(self.attr(gfid).await?)),
+                Fop::Open(_) => {
                     self.to_all(op).await?;
-                    Ok(FopOut::Attr(self.attr(g).await?))
+                    Ok(FopOut::Attr(self.attr(gfid).await?))
                 }
                 Fop::Read(q) => self.read(q).await,
                 Fop::Readdir(q) => self.readdir(q).await,
-                Fop::Readlink(ref q) => {
-                    let g = q.gfid;
-                    self.read_meta(g, op).await
-                }
-                Fop::Getxattr(ref q) => {
-                    let g = q.gfid;
-                    self.read_meta(g, op).await
-                }
-                Fop::Listxattr(ref q) => {
-                    let g = q.gfid;
-                    self.read_meta(g, op).await
+                Fop::Readlink(_) | Fop::Getxattr(_) | Fop::Listxattr(_) => {
+                    self.read_meta(gfid, op).await
                 }
                 Fop::Statfs => self.statfs().await,
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }
                 Fop::Write(q, data) => {
-                    self.file_txn(q.gfid, Kind::Data, Change::Write(q.offset, data))
+                    self.file_txn(gfid, Kind::Data, Change::Write(q.offset, data))
                         .await
                 }
                 Fop::Truncate(q) => {
-                    self.file_txn(q.gfid, Kind::Data, Change::Truncate(q.size))
+                    self.file_txn(gfid, Kind::Data, Change::Truncate(q.size))
                         .await
                 }
-                Fop::Setattr(ref q) => {
-                    let g = q.gfid;
-                    self.file_txn(g, Kind::Metadata, Change::Meta(op)).await
+                Fop::Setattr(_) | Fop::Setxattr(_) | Fop::Removexattr(_) => {
+                    self.file_txn(gfid, Kind::Metadata, Change::Meta(op)).await
                 }
-                Fop::Setxattr(ref q) => {
-                    let g = q.gfid;
-                    self.file_txn(g, Kind::Metadata, Change::Meta(op)).await
-                }
-                Fop::Removexattr(ref q) => {
-                    let g = q.gfid;
-                    self.file_txn(g, Kind::Metadata, Change::Meta(op)).await
-                }
-                Fop::Create(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Mkdir(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Mknod(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Symlink(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Link(ref q) => {
-                    let p = q.new_parent;
-                    self.entry_op(p, name(&q.new_name), vec![p], op).await
-                }
-                Fop::Unlink(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Rmdir(ref q) => {
-                    let p = q.parent;
-                    self.entry_op(p, name(&q.name), vec![p], op).await
-                }
-                Fop::Rename(ref q) => {
-                    let mut parents = vec![q.old_parent];
-                    if q.new_parent != q.old_parent {
-                        parents.push(q.new_parent);
-                    }
-                    self.entry_op(q.old_parent, None, parents, op).await
+                Fop::Create(_)
+                | Fop::Mkdir(_)
+                | Fop::Mknod(_)
+                | Fop::Symlink(_)
+                | Fop::Link(_)
+                | Fop::Unlink(_)
+                | Fop::Rmdir(_)
+                | Fop::Rename(_) => {
+                    let (parent, name) = op
+                        .entry()
+                        .map(|(p, n)| (p, n.to_string()))
+                        .unwrap_or_default();
+                    // A rename locks its whole source directory.
+                    let name = (!matches!(op, Fop::Rename(_))).then_some(name);
+                    let dirs = op.changed_dirs();
+                    self.entry_op(parent, name, dirs, op).await
                 }
             }
         })
@@ -1682,14 +1645,13 @@ mod tests {
         for x in [5i64, -1, 1 << 40] {
             raw.extend_from_slice(&x.to_be_bytes());
         }
-        assert_eq!(
-            FragInfo::parse(&raw),
-            FragInfo {
-                data: 5,
-                meta: -1,
-                size: 1 << 40
-            }
-        );
+        let info = FragInfo {
+            data: 5,
+            meta: -1,
+            size: 1 << 40,
+        };
+        assert_eq!(FragInfo::parse(&raw), info);
+        assert_eq!(info.encode(), raw);
         assert_eq!(FragInfo::parse(&[]), FragInfo::default());
         assert_eq!(FragInfo::parse(&raw[..8]).data, 5);
     }

@@ -45,6 +45,59 @@ pub enum Fop {
     Statfs,
 }
 
+impl Fop {
+    /// The object an operation on one file or directory works on (`None`
+    /// for entry operations, locks and statfs).
+    pub fn gfid(&self) -> Option<Gfid> {
+        Some(match self {
+            Fop::Stat(q) => q.gfid,
+            Fop::Readlink(q) => q.gfid,
+            Fop::Open(q) => q.gfid,
+            Fop::Read(q) => q.gfid,
+            Fop::Write(q, _) => q.gfid,
+            Fop::Truncate(q) => q.gfid,
+            Fop::Fsync(q) => q.gfid,
+            Fop::Setattr(q) => q.gfid,
+            Fop::Readdir(q) => q.dir,
+            Fop::Getxattr(q) => q.gfid,
+            Fop::Setxattr(q) => q.gfid,
+            Fop::Removexattr(q) => q.gfid,
+            Fop::Listxattr(q) => q.gfid,
+            Fop::Xattrop(q) => q.gfid,
+            Fop::Inodelk(q) => q.gfid,
+            _ => return None,
+        })
+    }
+
+    /// The directory and name an entry operation changes (for rename, the
+    /// source; [`Fop::changed_dirs`] has both sides).
+    pub fn entry(&self) -> Option<(Gfid, &str)> {
+        Some(match self {
+            Fop::Create(q) => (q.parent, &q.name),
+            Fop::Mkdir(q) => (q.parent, &q.name),
+            Fop::Mknod(q) => (q.parent, &q.name),
+            Fop::Symlink(q) => (q.parent, &q.name),
+            Fop::Link(q) => (q.new_parent, &q.new_name),
+            Fop::Unlink(q) => (q.parent, &q.name),
+            Fop::Rmdir(q) => (q.parent, &q.name),
+            Fop::Rename(q) => (q.old_parent, &q.old_name),
+            _ => return None,
+        })
+    }
+
+    /// The directories an entry operation changes: its parent, and for a
+    /// rename across directories both.
+    pub fn changed_dirs(&self) -> Vec<Gfid> {
+        match (self, self.entry()) {
+            (Fop::Rename(q), _) if q.new_parent != q.old_parent => {
+                vec![q.old_parent, q.new_parent]
+            }
+            (_, Some((parent, _))) => vec![parent],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// What an operation returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FopOut {

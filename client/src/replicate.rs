@@ -443,12 +443,7 @@ impl Replicate {
             .fop(Fop::Stat(bp::Stat { gfid }))
             .await?
             .attr()?;
-        for &s in sinks {
-            // Empty the sink first, so chunks of zeros can stay holes.
-            self.children[s]
-                .fop(Fop::Truncate(bp::Truncate { gfid, size: 0 }))
-                .await?;
-        }
+        empty_sinks(&self.children, gfid, sinks).await?;
         let mut off = 0;
         while off < a.size {
             let len = HEAL_CHUNK.min(a.size - off);
@@ -473,18 +468,7 @@ impl Replicate {
             }
             off += got;
         }
-        for &s in sinks {
-            self.children[s]
-                .fop(Fop::Truncate(bp::Truncate { gfid, size: a.size }))
-                .await?;
-            self.children[s]
-                .fop(Fop::Fsync(bp::Fsync {
-                    gfid,
-                    datasync: false,
-                }))
-                .await?;
-        }
-        Ok(())
+        seal_sinks(&self.children, gfid, sinks, a.size).await
     }
 
     async fn locked_transaction(
@@ -771,6 +755,43 @@ impl Replicate {
     }
 }
 
+/// Heal's first step on the files it rewrites (replicate copies,
+/// disperse fragments): empty them, so chunks of zeros can stay holes.
+pub(crate) async fn empty_sinks(
+    children: &[Child],
+    gfid: Gfid,
+    sinks: &[usize],
+) -> Result<(), FopError> {
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Truncate(bp::Truncate { gfid, size: 0 }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Heal's last step on the files it rewrote: cut them to `len` bytes
+/// (a trailing hole) and make them durable.
+pub(crate) async fn seal_sinks(
+    children: &[Child],
+    gfid: Gfid,
+    sinks: &[usize],
+    len: u64,
+) -> Result<(), FopError> {
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Truncate(bp::Truncate { gfid, size: len }))
+            .await?;
+        children[s]
+            .fop(Fop::Fsync(bp::Fsync {
+                gfid,
+                datasync: false,
+            }))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Make the metadata of `sinks` (mode, owner, times, user xattrs) that of
 /// `src` (heal of replicate and disperse sets).
 pub(crate) async fn copy_metadata(
@@ -862,40 +883,17 @@ impl Subvolume for Replicate {
 
     fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
         Box::pin(async move {
-            let entry = |parent: Gfid, name: &str| LockOn::Entry {
-                parent,
-                name: Some(name.to_string()),
-            };
+            // Every arm below takes the gfid or entry its kind has.
+            let gfid = op.gfid().unwrap_or_default();
             match op {
                 Fop::Lookup(q) => self.lookup(q).await,
-                Fop::Stat(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Data, op).await
+                Fop::Stat(_) | Fop::Read(_) | Fop::Open(_) => {
+                    self.read_from_source(gfid, Kind::Data, op).await
                 }
-                Fop::Read(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Data, op).await
+                Fop::Readlink(_) | Fop::Getxattr(_) | Fop::Listxattr(_) => {
+                    self.read_from_source(gfid, Kind::Metadata, op).await
                 }
-                Fop::Readlink(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Metadata, op).await
-                }
-                Fop::Open(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Data, op).await
-                }
-                Fop::Readdir(ref q) => {
-                    let g = q.dir;
-                    self.read_from_source(g, Kind::Entry, op).await
-                }
-                Fop::Getxattr(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Metadata, op).await
-                }
-                Fop::Listxattr(ref q) => {
-                    let g = q.gfid;
-                    self.read_from_source(g, Kind::Metadata, op).await
-                }
+                Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
                 Fop::Statfs => self.to_all(Fop::Statfs).await,
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
@@ -903,51 +901,30 @@ impl Subvolume for Replicate {
                 // Whole-file locks, not the written range: writers of one
                 // file share its changelog, and a transaction must see no
                 // other's pre-op in flight (see `in_doubt`).
-                Fop::Write(ref q, _) => self.file_transaction(q.gfid, Kind::Data, op).await,
-                Fop::Truncate(ref q) => self.file_transaction(q.gfid, Kind::Data, op).await,
-                Fop::Setattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
-                Fop::Setxattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
-                Fop::Removexattr(ref q) => self.file_transaction(q.gfid, Kind::Metadata, op).await,
-                Fop::Create(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
+                Fop::Write(..) | Fop::Truncate(_) => {
+                    self.file_transaction(gfid, Kind::Data, op).await
                 }
-                Fop::Mkdir(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
+                Fop::Setattr(_) | Fop::Setxattr(_) | Fop::Removexattr(_) => {
+                    self.file_transaction(gfid, Kind::Metadata, op).await
                 }
-                Fop::Mknod(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
-                }
-                Fop::Symlink(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
-                }
-                Fop::Link(ref q) => {
-                    let (p, l) = (q.new_parent, entry(q.new_parent, &q.new_name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
-                }
-                Fop::Unlink(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
-                }
-                Fop::Rmdir(ref q) => {
-                    let (p, l) = (q.parent, entry(q.parent, &q.name));
-                    self.transaction(l, Kind::Entry, vec![p], op).await
-                }
-                Fop::Rename(ref q) => {
-                    // Whole-directory lock on the source parent; the
-                    // changelog of both parents records the change.
-                    let l = LockOn::Entry {
-                        parent: q.old_parent,
-                        name: None,
-                    };
-                    let mut ctx = vec![q.old_parent];
-                    if q.new_parent != q.old_parent {
-                        ctx.push(q.new_parent);
-                    }
-                    self.transaction(l, Kind::Entry, ctx, op).await
+                Fop::Create(_)
+                | Fop::Mkdir(_)
+                | Fop::Mknod(_)
+                | Fop::Symlink(_)
+                | Fop::Link(_)
+                | Fop::Unlink(_)
+                | Fop::Rmdir(_)
+                | Fop::Rename(_) => {
+                    let (parent, name) = op
+                        .entry()
+                        .map(|(p, n)| (p, n.to_string()))
+                        .unwrap_or_default();
+                    // A rename takes the whole source directory's lock;
+                    // the changelog of both parents records it.
+                    let name = (!matches!(op, Fop::Rename(_))).then_some(name);
+                    let dirs = op.changed_dirs();
+                    self.transaction(LockOn::Entry { parent, name }, Kind::Entry, dirs, op)
+                        .await
                 }
             }
         })

@@ -83,6 +83,19 @@ impl Cluster {
         Ok(d.to_vec())
     }
 
+    /// Make brick `i`'s fragment claim `info` (as a failed update might).
+    async fn set_info_on(&self, i: usize, g: Gfid, info: FragInfo) {
+        self.b.clients[i]
+            .fop(Fop::Setxattr(bp::Setxattr {
+                gfid: g,
+                name: EC_XATTR.into(),
+                value: info.encode(),
+                flags: XattrFlags::Any,
+            }))
+            .await
+            .unwrap();
+    }
+
     /// The version and size brick `i`'s fragment carries.
     async fn info_on(&self, i: usize, g: Gfid) -> FragInfo {
         match self.b.clients[i]
@@ -220,20 +233,8 @@ async fn fragments_of_different_versions_are_never_decoded_together() {
     // reached only them): no version has 4 fragments.
     let mut other = c.info_on(0, g).await;
     other.data += 1;
-    let mut raw = Vec::new();
-    for x in [other.data, other.meta, other.size] {
-        raw.extend_from_slice(&x.to_be_bytes());
-    }
     for i in 0..3 {
-        c.b.clients[i]
-            .fop(Fop::Setxattr(bp::Setxattr {
-                gfid: g,
-                name: EC_XATTR.into(),
-                value: raw.clone(),
-                flags: XattrFlags::Any,
-            }))
-            .await
-            .unwrap();
+        c.set_info_on(i, g, other).await;
     }
     let e = c
         .set
@@ -250,21 +251,7 @@ async fn fragments_of_different_versions_are_never_decoded_together() {
     assert_eq!(e.errno, Errno::EIO, "{e}");
     assert!(e.detail.contains("disagree"), "{e}");
     // Four of one version again: readable, and the odd ones left out.
-    c.b.clients[2]
-        .fop(Fop::Setxattr(bp::Setxattr {
-            gfid: g,
-            name: EC_XATTR.into(),
-            value: {
-                let cur = c.info_on(3, g).await;
-                [cur.data, cur.meta, cur.size]
-                    .iter()
-                    .flat_map(|x| x.to_be_bytes())
-                    .collect()
-            },
-            flags: XattrFlags::Any,
-        }))
-        .await
-        .unwrap();
+    c.set_info_on(2, g, c.info_on(3, g).await).await;
     assert_eq!(c.read_all(g).await.unwrap(), vec![7u8; 10_000]);
     let _ = std::fs::remove_dir_all(&c.b.dir);
 }

@@ -175,6 +175,20 @@ async fn wait_online(pool: &Pool, bricks: usize) {
     panic!("the volume's {bricks} bricks did not all come online");
 }
 
+/// Files still in pending-heal indices after waiting (bounded: `tries`
+/// looks, `step` apart, on simulated time) for them to drain to none.
+async fn heal_drained(rt: &Runtime, c: &Client, tries: u32, step: Duration) -> usize {
+    let mut left = usize::MAX;
+    for _ in 0..tries {
+        left = c.pending_heal_total().await.unwrap_or(usize::MAX);
+        if left == 0 {
+            break;
+        }
+        rt.clock().sleep(step).await;
+    }
+    left
+}
+
 /// The writer: creates the files, says it is `ready` for faults, then
 /// overwrites random ranges.
 async fn writer(rt: Runtime, ready: Watch<bool>, seen: Watch<(usize, usize)>) -> (Model, Tally) {
@@ -310,14 +324,7 @@ async fn faults(
                 .run_on("c1", "heal-probe", |rt| async move {
                     let c = mount(&rt).await;
                     c.wait_all_bricks(Duration::from_secs(20)).await;
-                    let mut left = usize::MAX;
-                    for _ in 0..120 {
-                        left = c.pending_heal_total().await.unwrap_or(usize::MAX);
-                        if left == 0 {
-                            break;
-                        }
-                        rt.clock().sleep(Duration::from_millis(500)).await;
-                    }
+                    let left = heal_drained(&rt, &c, 120, Duration::from_millis(500)).await;
                     c.unmount();
                     left
                 })
@@ -423,14 +430,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
             }
             // The self-heal daemons empty every pending-heal index once
             // every brick is back (bounded, on simulated time).
-            let mut left = usize::MAX;
-            for _ in 0..120 {
-                left = c.pending_heal_total().await.unwrap_or(usize::MAX);
-                if left == 0 {
-                    break;
-                }
-                rt.clock().sleep(Duration::from_secs(1)).await;
-            }
+            let left = heal_drained(&rt, &c, 120, Duration::from_secs(1)).await;
             if left != 0 {
                 return Err(format!(
                     "{left} files still wait for heal 120 s after every brick came back"

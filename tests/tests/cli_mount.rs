@@ -77,11 +77,27 @@ fn unmount(mut m: Mount) {
     assert!(!mounted(&m.at), "{} still mounted", m.at.display());
 }
 
+/// `volume status VOLUME --json` (JSON, not the text table: a long brick
+/// path wraps its row there).
+fn status_json(s: &Mgmtd, volume: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["volume", "status", volume, "--json"])).expect("status JSON")
+}
+
+/// SIGKILL brick `i` (in volume order) of `volume`.
+fn kill_brick(s: &Mgmtd, volume: &str, i: usize) {
+    let pid = status_json(s, volume)["Status"][0]["bricks"][i]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid for brick {i} of {volume}"));
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn bricks_online(s: &Mgmtd, volume: &str, n: usize) {
-    // JSON, not the text table: a long brick path wraps its row there.
     wait("bricks online", Duration::from_secs(30), || {
-        let st = s.ok(&["volume", "status", volume, "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&st).expect("status JSON");
+        let v = status_json(s, volume);
         v["Status"][0]["bricks"]
             .as_array()
             .is_some_and(|b| b.len() == n && b.iter().all(|b| b["online"].as_bool() == Some(true)))
@@ -191,9 +207,7 @@ fn posix_behaviour_through_fuse_mounts() {
     // Self-heal: a daemon runs on every server of a replicated volume, and
     // a brick that missed writes is brought up to date once it is back.
     s1.ok(&["volume", "set", "rep", "cluster.heal-timeout", "5"]);
-    let status_json = || -> serde_json::Value {
-        serde_json::from_str(&s1.ok(&["volume", "status", "rep", "--json"])).expect("status JSON")
-    };
+    let status_json = || status_json(&s1, "rep");
     wait("self-heal daemons online", Duration::from_secs(30), || {
         let v = status_json();
         v["Status"][0]["shd"]
@@ -202,14 +216,7 @@ fn posix_behaviour_through_fuse_mounts() {
     });
     let text = s1.ok(&["volume", "status", "rep"]);
     assert_eq!(text.matches("Self-heal Daemon on").count(), 3, "{text}");
-    let pid = status_json()["Status"][0]["bricks"][2]["pid"]
-        .as_u64()
-        .expect("r3 pid");
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    kill_brick(&s1, "rep", 2);
     wait("r3 seen offline", Duration::from_secs(30), || {
         status_json()["Status"][0]["bricks"][2]["online"].as_bool() == Some(false)
     });
@@ -716,20 +723,7 @@ fn posix_behaviour_through_fuse_mounts() {
     // One brick down (SIGKILL): reads rebuild from the others and writes
     // go on. Two down: still readable, but changes are refused (k + 1 =
     // 5 current fragments needed), and the data is left as it was.
-    let ec_status = || -> serde_json::Value {
-        serde_json::from_str(&s1.ok(&["volume", "status", "ec", "--json"])).expect("status JSON")
-    };
-    let kill_brick = |i: usize| {
-        let pid = ec_status()["Status"][0]["bricks"][i]["pid"]
-            .as_u64()
-            .expect("brick pid");
-        assert!(Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    kill_brick(0);
+    kill_brick(&s1, "ec", 0);
     assert!(
         fs::read(root.join("big.bin")).unwrap() == model,
         "read with a brick down"
@@ -747,7 +741,7 @@ fn posix_behaviour_through_fuse_mounts() {
     model[100..10_100].copy_from_slice(&patch);
     drop(f);
     assert!(fs::read(root.join("big.bin")).unwrap() == model);
-    kill_brick(4);
+    kill_brick(&s1, "ec", 4);
     let mut refused = None;
     wait(
         "a second brick down refuses changes",

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,12 +36,75 @@ impl Service for MapService {
     }
 }
 
+/// A stand-in for mgmtd's port map: brick path -> port.
+pub struct PortMap {
+    map: Arc<Map>,
+    _server: ServerHandle,
+    pub port: u16,
+}
+
+impl PortMap {
+    pub async fn start(rt: &Runtime) -> PortMap {
+        let map = Arc::new(Map::default());
+        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
+        s.register(
+            mortar_proto::portmap::PROGRAM_PORTMAP,
+            Arc::new(MapService(map.clone())),
+        );
+        let h = s.listen(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let Addr::Inet(sa) = h.local_addr().clone() else {
+            unreachable!()
+        };
+        PortMap {
+            map,
+            _server: h,
+            port: sa.port(),
+        }
+    }
+
+    /// Say where the brick at `path` listens (`None`: not running).
+    pub fn set(&self, path: &str, port: Option<u16>) {
+        let mut m = self.map.0.lock().unwrap();
+        match port {
+            Some(p) => m.insert(path.to_string(), p),
+            None => m.remove(path),
+        };
+    }
+}
+
+/// A brick of volume `vol` on `dir`, listening on a loopback port.
+pub async fn posix_brick(
+    rt: &Runtime,
+    dir: &Path,
+    vol: &str,
+    path: &str,
+) -> RunningBrick<PosixStorage> {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = BrickServerConfig {
+        brick: BrickConfig::new(vol),
+        brick_path: path.into(),
+        listen: Endpoint::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        mgmt: None,
+        auth: AuthRules::default(),
+        rpc: RpcConfig::default(),
+    };
+    start_brick(rt, PosixStorage::open(dir).unwrap(), cfg)
+        .await
+        .unwrap()
+}
+
+pub fn port_of(b: &RunningBrick<PosixStorage>) -> u16 {
+    match &b.local {
+        Addr::Inet(sa) => sa.port(),
+        Addr::Unix(_) => unreachable!("loopback bricks listen on TCP"),
+    }
+}
+
 pub struct Bricks {
     pub rt: Runtime,
     pub vol: String,
     pub dir: PathBuf,
-    map: Arc<Map>,
-    _pm: ServerHandle,
+    map: PortMap,
     bricks: Vec<Option<RunningBrick<PosixStorage>>>,
     pub clients: Vec<ProtocolClient>,
 }
@@ -52,22 +115,12 @@ impl Bricks {
         let dir = std::env::temp_dir().join(format!("mortar-client-{vol}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let rt = Runtime::production("test");
-        let map = Arc::new(Map::default());
-        let mut s = RpcServer::new(rt.clone(), RpcConfig::default());
-        s.register(
-            mortar_proto::portmap::PROGRAM_PORTMAP,
-            Arc::new(MapService(map.clone())),
-        );
-        let pm = s.listen(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let Addr::Inet(pm_sa) = pm.local_addr().clone() else {
-            unreachable!()
-        };
+        let map = PortMap::start(&rt).await;
         let mut c = Bricks {
             rt: rt.clone(),
             vol: vol.to_string(),
             dir,
             map,
-            _pm: pm,
             bricks: vec![],
             clients: vec![],
         };
@@ -82,7 +135,7 @@ impl Bricks {
                 rdma: false,
             };
             c.clients
-                .push(ProtocolClient::start(&rt, addr, pm_sa.port(), "client-a"));
+                .push(ProtocolClient::start(&rt, addr, c.map.port, "client-a"));
         }
         for cl in &c.clients {
             cl.wait_up(T).await.unwrap();
@@ -98,34 +151,16 @@ impl Bricks {
     }
 
     async fn brick(&self, i: usize) -> RunningBrick<PosixStorage> {
-        let d = self.dir.join(format!("b{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let cfg = BrickServerConfig {
-            brick: BrickConfig::new(&self.vol),
-            brick_path: format!("/b{i}"),
-            listen: Endpoint::tcp(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            mgmt: None,
-            auth: AuthRules::default(),
-            rpc: RpcConfig::default(),
-        };
-        let b = start_brick(&self.rt, PosixStorage::open(&d).unwrap(), cfg)
-            .await
-            .unwrap();
-        let Addr::Inet(sa) = b.local.clone() else {
-            unreachable!()
-        };
-        self.map
-            .0
-            .lock()
-            .unwrap()
-            .insert(format!("/b{i}"), sa.port());
+        let path = format!("/b{i}");
+        let b = posix_brick(&self.rt, &self.dir.join(format!("b{i}")), &self.vol, &path).await;
+        self.map.set(&path, Some(port_of(&b)));
         b
     }
 
     /// Kill brick `i` and wait until its client has seen it go.
     pub async fn kill(&mut self, i: usize) {
         self.bricks[i].take().unwrap().kill();
-        self.map.0.lock().unwrap().remove(&format!("/b{i}"));
+        self.map.set(&format!("/b{i}"), None);
         let st = self.clients[i].state();
         tokio::time::timeout(T, st.wait_for(|s| !s.up))
             .await
