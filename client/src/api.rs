@@ -60,7 +60,8 @@ const OLD_GRAPH_GRACE: Duration = Duration::from_secs(30);
 
 /// Fetch a volume's client volfile from an mgmtd.
 pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<String, String> {
-    use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
+    use crate::mgmt_rpc::cli_call;
+    use mortar_proto::mgmt::{CliReply, CliRequest};
     let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
     rpc.wait_connected(Duration::from_secs(10))
         .await
@@ -84,7 +85,8 @@ pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Resul
 /// poll) answers as soon as the volfile changes, and the client switches to
 /// a graph built from the new text. Ends when the client is dropped.
 async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endpoint) {
-    use mortar_mgmt::api::{cli_call, volfile_hash, CliReply, CliRequest};
+    use crate::mgmt_rpc::cli_call;
+    use mortar_proto::mgmt::{volfile_hash, CliReply, CliRequest};
     let rpc = RpcClient::new(&rt, mgmt.clone(), RpcConfig::default());
     loop {
         let (volume, known) = match client.upgrade() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mortar_net::Runtime;
 use mortar_proto::volfile::Graph;
+use mortar_proto::xlator::Xlator;
 
 use crate::afr::Quorum;
 use crate::disperse::Disperse;
@@ -50,8 +51,8 @@ impl VolumeGraph {
                 })
                 .collect();
             let subs = subs?;
-            let layer: Child = match n.kind.as_str() {
-                "protocol/client" => {
+            let layer: Child = match Xlator::from_node(n)? {
+                Xlator::Client(_) => {
                     let pc = ProtocolClient::start(
                         rt,
                         BrickAddress::from_node(n)?,
@@ -61,60 +62,45 @@ impl VolumeGraph {
                     clients.push(pc.clone());
                     Arc::new(pc)
                 }
-                "cluster/replicate" => {
-                    let kind = n
-                        .options
-                        .get("quorum-type")
-                        .map(String::as_str)
-                        .unwrap_or("auto");
-                    let count = n
-                        .options
-                        .get("quorum-count")
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(1);
-                    let arbiter = n.options.get("arbiter-count").is_some_and(|a| a == "1");
+                Xlator::Replicate(x) => {
                     let members = members_of(&clients, &n.subvolumes);
                     let r = Arc::new(Replicate::new(
                         rt,
                         &n.name,
                         subs,
-                        Quorum::from_options(kind, count),
-                        arbiter,
+                        Quorum::from_options(&x.quorum_type, x.quorum_count as usize),
+                        x.arbiter,
                     ));
                     heal_sets.push((r.clone(), members));
                     r
                 }
-                "cluster/distribute" => {
+                Xlator::Distribute(x) => {
                     let mut drained = std::collections::BTreeSet::new();
-                    if let Some(list) = n.options.get("decommissioned-subvolumes") {
-                        for name in list.split(',').filter(|x| !x.is_empty()) {
-                            let i = n.subvolumes.iter().position(|s| s == name).ok_or_else(|| {
-                                format!(
-                                    "volfile: {}: decommissioned subvolume {name} is not one of its subvolumes",
-                                    n.name
-                                )
-                            })?;
-                            drained.insert(i);
-                        }
+                    for name in &x.decommissioned {
+                        let i = n.subvolumes.iter().position(|s| s == name).ok_or_else(|| {
+                            format!(
+                                "volfile: {}: decommissioned subvolume {name} is not one of its subvolumes",
+                                n.name
+                            )
+                        })?;
+                        drained.insert(i);
                     }
                     let d = Arc::new(Distribute::with_drained(&n.name, subs, drained));
                     distribute = Some(d.clone());
                     d
                 }
-                "cluster/disperse" => {
-                    let redundancy = n
-                        .options
-                        .get("redundancy")
-                        .and_then(|r| r.parse().ok())
-                        .ok_or_else(|| {
-                            format!("volfile: {} has no valid redundancy option", n.name)
-                        })?;
+                Xlator::Disperse(x) => {
                     let members = members_of(&clients, &n.subvolumes);
-                    let d = Arc::new(Disperse::new(rt, &n.name, subs, redundancy)?);
+                    let d = Arc::new(Disperse::new(rt, &n.name, subs, x.redundancy as usize)?);
                     heal_sets.push((d.clone(), members));
                     d
                 }
-                other => return Err(format!("volfile: {} has unknown type {other}", n.name)),
+                Xlator::Server(_) | Xlator::Posix(_) => {
+                    return Err(format!(
+                        "volfile: {} is a brick-side {} layer, not one a client builds",
+                        n.name, n.kind
+                    ))
+                }
             };
             built.insert(n.name.clone(), layer);
         }

@@ -18,6 +18,7 @@ pub mod fop;
 #[cfg(not(madsim))]
 pub mod fuse;
 pub mod graph;
+pub mod mgmt_rpc;
 pub mod migrate;
 pub mod protocol;
 pub mod replicate;

@@ -6,12 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mortar_mgmt::api::{cli_call, CliRequest, MigrationView};
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::{Endpoint, Runtime};
+use mortar_proto::mgmt::{CliRequest, MigrationView};
 
 use crate::api::Client;
 use crate::distribute::MigrationStats;
+use crate::mgmt_rpc::cli_call_flat;
 
 /// How often progress goes to mgmtd while files move.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -33,17 +34,13 @@ fn view(volume: &str, st: &MigrationStats, status: &str) -> MigrationView {
 }
 
 async fn send(rpc: &RpcClient, v: MigrationView) -> Result<(), String> {
-    match cli_call(
+    cli_call_flat(
         rpc,
         &CliRequest::MigrationReport(v),
         Duration::from_secs(10),
     )
     .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.to_string()),
-    }
+    .map(|_| ())
 }
 
 /// Run the migration of `volume` to the end; progress and the outcome go

@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
-use mortar_mgmt::volume::Volume;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::time::Instant;
 use mortar_net::{Endpoint, Runtime};
+use mortar_proto::mgmt::{CliReply, CliRequest};
+use mortar_proto::options;
+use mortar_proto::volume::Volume;
 
 use crate::api::{Client, HealSummary};
+use crate::mgmt_rpc::cli_call_flat;
 
 /// How often the daemon looks at its volumes.
 const TICK: Duration = Duration::from_secs(2);
@@ -36,17 +38,15 @@ struct Followed {
 }
 
 async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, String> {
-    match cli_call(
+    match cli_call_flat(
         rpc,
         &CliRequest::VolumeInfo { name: None },
         Duration::from_secs(20),
     )
-    .await
+    .await?
     {
-        Ok(Ok(CliReply::Volumes(v))) => Ok(v),
-        Ok(Ok(other)) => Err(format!("mgmtd answered volume info with {other:?}")),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.to_string()),
+        CliReply::Volumes(v) => Ok(v),
+        other => Err(format!("mgmtd answered volume info with {other:?}")),
     }
 }
 
@@ -56,10 +56,7 @@ pub fn serves(v: &Volume, hostnames: &[String]) -> bool {
 }
 
 fn heal_timeout(v: &Volume) -> Duration {
-    let secs = mortar_mgmt::options::get(&v.options, "cluster.heal-timeout")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
+    Duration::from_secs(options::get_u64(&v.options, options::HEAL_TIMEOUT))
 }
 
 /// Run until the process is stopped (or its mgmtd has been gone for 10

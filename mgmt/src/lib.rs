@@ -9,7 +9,8 @@
 
 pub mod api;
 pub mod daemon;
-pub mod options;
+/// The option table is shared with clients and bricks.
+pub use mortar_proto::options;
 pub mod state;
 pub mod store;
 pub mod txnlock;

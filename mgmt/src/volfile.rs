@@ -2,7 +2,10 @@
 //! replicate or disperse sets, then distribute on top) and one server
 //! graph per brick. Pure functions of the volume.
 
-use mortar_proto::volfile::{Graph, Node};
+use mortar_proto::volfile::Graph;
+use mortar_proto::xlator::{
+    ClientLayer, DisperseLayer, DistributeLayer, PosixLayer, ReplicateLayer, ServerLayer, Xlator,
+};
 
 use crate::options;
 use crate::volume::{BrickSpec, Layout, Volume};
@@ -22,14 +25,14 @@ pub fn client_graph(v: &Volume) -> Graph {
         .enumerate()
         .map(|(i, b)| {
             let name = format!("{}-client-{i}", v.name);
-            nodes.push(
-                Node::new(&name, "protocol/client")
-                    .option("remote-host", &b.host)
-                    .option("remote-subvolume", &b.path)
-                    .option("transport-type", v.transport.as_str())
-                    .option("ping-timeout", opt("network.ping-timeout"))
-                    .option("volume-id", &v.id),
-            );
+            let layer = Xlator::Client(ClientLayer {
+                remote_host: b.host.clone(),
+                remote_subvolume: b.path.clone(),
+                transport: v.transport,
+                ping_timeout_secs: options::get_u64(&v.options, options::PING_TIMEOUT),
+                volume_id: v.id.clone(),
+            });
+            nodes.push(layer.to_node(&name, vec![]));
             name
         })
         .collect();
@@ -41,14 +44,12 @@ pub fn client_graph(v: &Volume) -> Graph {
             .enumerate()
             .map(|(i, members)| {
                 let name = format!("{}-replicate-{i}", v.name);
-                let mut n = Node::new(&name, "cluster/replicate")
-                    .option("arbiter-count", u8::from(arbiter))
-                    .option("quorum-type", opt("cluster.quorum-type"))
-                    .subvolumes(members.to_vec());
-                if opt("cluster.quorum-type") == "fixed" {
-                    n = n.option("quorum-count", opt("cluster.quorum-count"));
-                }
-                nodes.push(n);
+                let layer = Xlator::Replicate(ReplicateLayer {
+                    arbiter,
+                    quorum_type: opt(options::QUORUM_TYPE),
+                    quorum_count: options::get_u64(&v.options, options::QUORUM_COUNT) as u32,
+                });
+                nodes.push(layer.to_node(&name, members.to_vec()));
                 name
             })
             .collect(),
@@ -57,26 +58,21 @@ pub fn client_graph(v: &Volume) -> Graph {
             .enumerate()
             .map(|(i, members)| {
                 let name = format!("{}-disperse-{i}", v.name);
-                nodes.push(
-                    Node::new(&name, "cluster/disperse")
-                        .option("redundancy", redundancy)
-                        .subvolumes(members.to_vec()),
-                );
+                let layer = Xlator::Disperse(DisperseLayer { redundancy });
+                nodes.push(layer.to_node(&name, members.to_vec()));
                 name
             })
             .collect(),
     };
-    let mut top = Node::new(top_name(v), "cluster/distribute");
-    let draining: Vec<String> = v
-        .decommissioned_sets()
-        .into_iter()
-        .map(|i| sets[i].clone())
-        .collect();
-    if !draining.is_empty() {
-        // remove-brick start: no new files there; their files migrate.
-        top = top.option("decommissioned-subvolumes", draining.join(","));
-    }
-    nodes.push(top.subvolumes(sets));
+    // remove-brick start: the drained sets take no new files; theirs migrate.
+    let top = Xlator::Distribute(DistributeLayer {
+        decommissioned: v
+            .decommissioned_sets()
+            .into_iter()
+            .map(|i| sets[i].clone())
+            .collect(),
+    });
+    nodes.push(top.to_node(&top_name(v), sets));
     Graph {
         description: format!("volume {} (client graph), version {}", v.name, v.version),
         nodes,
@@ -87,20 +83,23 @@ pub fn client_graph(v: &Volume) -> Graph {
 pub fn brick_graph(v: &Volume, brick: &BrickSpec) -> Graph {
     let opt = |k| options::get(&v.options, k).unwrap_or_default();
     let posix = format!("{}-posix", v.name);
+    let storage = Xlator::Posix(PosixLayer {
+        directory: brick.path.clone(),
+        volume_id: v.id.clone(),
+        fsync_namespace: opt(options::FSYNC_NAMESPACE) == "on",
+    });
+    let server = Xlator::Server(ServerLayer {
+        transport: v.transport,
+        auth_allow: opt(options::AUTH_ALLOW),
+        auth_reject: opt(options::AUTH_REJECT),
+        ping_timeout_secs: options::get_u64(&v.options, options::PING_TIMEOUT),
+        event_threads: options::get_u64(&v.options, options::SERVER_EVENT_THREADS) as u32,
+    });
     Graph {
         description: format!("volume {} (brick {brick}), version {}", v.name, v.version),
         nodes: vec![
-            Node::new(&posix, "storage/posix")
-                .option("directory", &brick.path)
-                .option("volume-id", &v.id)
-                .option("fsync-namespace", opt("storage.fsync-namespace")),
-            Node::new(format!("{}-server", v.name), "protocol/server")
-                .option("transport-type", v.transport.as_str())
-                .option("auth-allow", opt("auth.allow"))
-                .option("auth-reject", opt("auth.reject"))
-                .option("ping-timeout", opt("network.ping-timeout"))
-                .option("event-threads", opt("server.event-threads"))
-                .subvolumes([posix]),
+            storage.to_node(&posix, vec![]),
+            server.to_node(&format!("{}-server", v.name), vec![posix]),
         ],
     }
 }

@@ -421,26 +421,8 @@ requests! {
     30 IndexCount -> u64;
 }
 
-/// Xattr names with a meaning to Mortar, as stored on the brick.
-pub mod xattr {
-    /// The object's gfid (read-only to clients).
-    pub const GFID: &str = "trusted.mortar.gfid";
-    /// On the brick root: the volume the brick belongs to (read-only).
-    pub const VOLUME_ID: &str = "trusted.mortar.volume-id";
-    /// Prefix of changelog counters (one key per brick being blamed).
-    pub const CHANGELOG_PREFIX: &str = "trusted.mortar.changelog.";
-    /// The dirty marker raised around a write.
-    pub const DIRTY: &str = "trusted.mortar.dirty";
-    /// Prefix of everything Mortar keeps in xattrs.
-    pub const MORTAR_PREFIX: &str = "trusted.mortar.";
-    /// Prefix of ordinary user xattrs.
-    pub const USER_PREFIX: &str = "user.";
-
-    /// Counters that put a file in the pending-heal index when non-zero.
-    pub fn is_changelog(name: &str) -> bool {
-        name == DIRTY || name.starts_with(CHANGELOG_PREFIX)
-    }
-}
+/// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
+pub use crate::xattr;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,11 @@
-//! `mortar-proto`: what travels between Mortar processes.
+//! `mortar-proto`: what travels between Mortar processes, and what they
+//! agree on: the brick program, the management CLI program, the port map,
+//! the volume model and its option table, the volfile text and its typed
+//! schema, every on-disk xattr name, errno.
 //!
-//! Plain serde types and constants, no I/O. Bodies are encoded with the
+//! It depends on no other Mortar crate and must never do I/O: every other
+//! crate may depend on it, so it stays plain serde types, constants and
+//! pure functions. Bodies are encoded with the
 //! messenger's codec (postcard); file data travels as the frame's raw
 //! payload, never inside these types.
 //!
@@ -12,8 +17,14 @@
 
 pub mod brick;
 pub mod errno;
+pub mod hash;
+pub mod mgmt;
+pub mod options;
 pub mod portmap;
 pub mod volfile;
+pub mod volume;
+pub mod xattr;
+pub mod xlator;
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mortar_mgmt::api::{cli_call, CliReply, CliRequest};
+use mortar_client::mgmt_rpc::cli_call;
+use mortar_mgmt::api::{CliReply, CliRequest};
 use mortar_mgmt::daemon::{BrickLaunch, Launcher, LocalFs, Mgmtd, MgmtdConfig, PhaseHook};
 use mortar_mgmt::volume::parse_create;
 use mortar_net::rpc::{RpcClient, RpcConfig};

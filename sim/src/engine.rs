@@ -28,16 +28,7 @@ struct TraceState {
     tail: VecDeque<String>,
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
+use mortar_proto::hash::{fnv1a_64_extend as fnv1a, FNV1A_64_OFFSET as FNV_OFFSET};
 
 impl TraceLog {
     fn new() -> Self {

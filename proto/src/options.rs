@@ -104,6 +104,41 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
 ];
 
+/// Keys that code reads (every key is also in [`OPTIONS`]; a test checks).
+pub const PING_TIMEOUT: &str = "network.ping-timeout";
+pub const QUORUM_TYPE: &str = "cluster.quorum-type";
+pub const QUORUM_COUNT: &str = "cluster.quorum-count";
+pub const HEAL_TIMEOUT: &str = "cluster.heal-timeout";
+pub const SHD_MAX_THREADS: &str = "cluster.shd-max-threads";
+pub const SELF_HEAL_DAEMON: &str = "cluster.self-heal-daemon";
+pub const AUTH_ALLOW: &str = "auth.allow";
+pub const AUTH_REJECT: &str = "auth.reject";
+pub const CLIENT_EVENT_THREADS: &str = "client.event-threads";
+pub const SERVER_EVENT_THREADS: &str = "server.event-threads";
+pub const FSYNC_NAMESPACE: &str = "storage.fsync-namespace";
+
+/// The default of a key code names (one of the constants above).
+///
+/// # Panics
+/// On a key that is not in the table: that is a typo in the code, which
+/// the `named_keys_are_in_the_table` test catches.
+pub fn default_of(key: &str) -> &'static str {
+    match spec(key) {
+        Some(s) => s.default,
+        None => panic!("option {key:?} is not in the option table"),
+    }
+}
+
+/// An option's effective value as a whole number: what was set, or the
+/// default when nothing was set or the stored text does not parse (values
+/// are checked at `volume set`, so that only happens to a hand-edited store).
+pub fn get_u64(set: &BTreeMap<String, String>, key: &str) -> u64 {
+    let default = default_of(key);
+    set.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("numeric option default"))
+}
+
 pub fn spec(key: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|o| o.key == key)
 }
@@ -249,6 +284,36 @@ mod tests {
         assert!(e.contains("unknown option"), "{e}");
         let e = validate("cluster.ping-timeout", "5").unwrap_err();
         assert!(e.contains("did you mean network.ping-timeout"), "{e}");
+    }
+
+    #[test]
+    fn named_keys_are_in_the_table() {
+        for k in [
+            PING_TIMEOUT,
+            QUORUM_TYPE,
+            QUORUM_COUNT,
+            HEAL_TIMEOUT,
+            SHD_MAX_THREADS,
+            SELF_HEAL_DAEMON,
+            AUTH_ALLOW,
+            AUTH_REJECT,
+            CLIENT_EVENT_THREADS,
+            SERVER_EVENT_THREADS,
+            FSYNC_NAMESPACE,
+        ] {
+            assert!(spec(k).is_some(), "{k}");
+        }
+        assert_eq!(OPTIONS.len(), 11, "a new option wants a named key above");
+    }
+
+    #[test]
+    fn numbers_fall_back_to_the_default() {
+        let mut set = BTreeMap::new();
+        assert_eq!(get_u64(&set, HEAL_TIMEOUT), 600);
+        set.insert(HEAL_TIMEOUT.to_string(), "30".to_string());
+        assert_eq!(get_u64(&set, HEAL_TIMEOUT), 30);
+        set.insert(HEAL_TIMEOUT.to_string(), "soon".to_string());
+        assert_eq!(get_u64(&set, HEAL_TIMEOUT), 600);
     }
 
     #[test]

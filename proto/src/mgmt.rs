@@ -1,0 +1,184 @@
+//! The management CLI program: what `mortar` (and clients, the self-heal
+//! daemon and migration workers) ask of a management daemon, and its
+//! answers. The peer protocol between management daemons is mgmtd's own
+//! business and lives there.
+
+use serde::{Deserialize, Serialize};
+
+use crate::volume::{BrickSpec, CreateRequest, Volume};
+
+/// The CLI program (Unix socket, or TCP with `--remote-host`).
+pub const PROGRAM_MGMT_CLI: u16 = 0x4d43;
+
+/// The CLI program has one procedure; the request says what to do.
+pub const PROC_CLI: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CliRequest {
+    PeerProbe {
+        host: String,
+    },
+    PeerDetach {
+        host: String,
+        force: bool,
+    },
+    PeerStatus,
+    /// Adopt `host`'s view of every object that differs (repairs a
+    /// diverged peer without editing files).
+    PeerSync {
+        host: String,
+    },
+    PoolList,
+    VolumeCreate(CreateRequest),
+    VolumeStart {
+        name: String,
+        force: bool,
+    },
+    VolumeStop {
+        name: String,
+        force: bool,
+    },
+    VolumeDelete {
+        name: String,
+    },
+    VolumeInfo {
+        name: Option<String>,
+    },
+    VolumeStatus {
+        name: Option<String>,
+    },
+    VolumeSet {
+        name: String,
+        key: String,
+        value: String,
+    },
+    VolumeGet {
+        name: String,
+        key: Option<String>,
+    },
+    VolumeReset {
+        name: String,
+        key: Option<String>,
+    },
+    VolumeList,
+    AddBrick {
+        name: String,
+        replica: Option<u32>,
+        bricks: Vec<BrickSpec>,
+        force: bool,
+    },
+    RemoveBrick {
+        name: String,
+        bricks: Vec<BrickSpec>,
+        action: RemoveBrickAction,
+    },
+    ReplaceBrick {
+        name: String,
+        old: BrickSpec,
+        new: BrickSpec,
+    },
+    GetVolfile {
+        name: String,
+        brick: Option<BrickSpec>,
+    },
+    /// A client's volfile subscription (a long poll): answered with the
+    /// client volfile as soon as its hash differs from `known`
+    /// ([`volfile_hash`]), or with [`CliReply::VolfileUnchanged`] after at
+    /// most `wait_ms` (capped at [`VOLFILE_WATCH_MAX`]).
+    WatchVolfile {
+        name: String,
+        known: u64,
+        wait_ms: u64,
+    },
+    /// From a migration process (`remove-brick start`): progress so far.
+    MigrationReport(MigrationView),
+}
+
+/// Longest a volfile watch is held open by mgmtd.
+pub const VOLFILE_WATCH_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A stable 64-bit hash of a volfile's text, for watches.
+pub fn volfile_hash(text: &str) -> u64 {
+    crate::hash::fnv1a_64(text.as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoveBrickAction {
+    Start,
+    Status,
+    Commit,
+    Force,
+}
+
+/// How a peer looks from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub uuid: String,
+    pub hostname: String,
+    pub other_names: Vec<String>,
+    pub connected: bool,
+    /// Empty when in sync; otherwise what differs and how to repair it.
+    pub divergence: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickStatus {
+    pub brick: BrickSpec,
+    pub port: Option<u16>,
+    pub pid: Option<u32>,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatusView {
+    pub name: String,
+    pub status: String,
+    pub bricks: Vec<BrickStatus>,
+    /// Self-heal daemons of servers with bricks of this volume.
+    pub shd: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionView {
+    pub key: String,
+    pub value: String,
+    pub set: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CliReply {
+    Done(String),
+    Peers(Vec<PeerView>),
+    Volumes(Vec<Volume>),
+    Status(Vec<VolumeStatusView>),
+    Options(Vec<OptionView>),
+    Names(Vec<String>),
+    Volfile(String),
+    /// A volfile watch ended without a change.
+    VolfileUnchanged,
+    /// `remove-brick status`: one line per server that ran a migration.
+    Migration(Vec<MigrationView>),
+}
+
+/// The state of `remove-brick start`'s data migration on one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationView {
+    pub volume: String,
+    /// The server running it.
+    pub node: String,
+    /// "in progress", "completed" or "failed".
+    pub status: String,
+    pub dirs: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// The bricks being drained.
+    pub bricks: Vec<BrickSpec>,
+}
+
+impl MigrationView {
+    pub const IN_PROGRESS: &'static str = "in progress";
+    pub const COMPLETED: &'static str = "completed";
+    pub const FAILED: &'static str = "failed";
+}
