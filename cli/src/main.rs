@@ -314,7 +314,7 @@ async fn shd(mut args: Args) -> Result<(), Failure> {
     let rt = Runtime::production("shd");
     let run = {
         let rt = rt.clone();
-        async move { mortar_client::shd::run_shd(&rt, &mgmt, hostnames).await }
+        async move { mortar_heal::daemon::run_shd(&rt, &mgmt, hostnames).await }
     };
     tokio::select! {
         _ = run => {}

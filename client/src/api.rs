@@ -40,17 +40,6 @@ pub struct Client {
     volfile: Mutex<String>,
 }
 
-/// What one heal crawl did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealSummary {
-    pub healed: u64,
-    pub clean: u64,
-    pub split_brain: u64,
-    pub skipped: u64,
-    /// Why files were skipped or left in split-brain (first 20).
-    pub errors: Vec<String>,
-}
-
 /// How long one volfile watch waits in mgmtd before it is renewed.
 pub const VOLFILE_WATCH: Duration = Duration::from_secs(30);
 /// Pause before renewing a volfile watch that failed (mgmtd unreachable).
@@ -211,7 +200,9 @@ impl Client {
         Ok(true)
     }
 
-    fn graph(&self) -> Arc<VolumeGraph> {
+    /// The graph in use now (a volfile change may replace it; hold the
+    /// `Arc` for one operation, not for good).
+    pub fn graph(&self) -> Arc<VolumeGraph> {
         self.graph.lock().expect("graph").clone()
     }
 
@@ -250,50 +241,6 @@ impl Client {
             ));
         }
         Ok(d.migrate_drained(report).await)
-    }
-
-    /// One index crawl: heal every file in the pending-heal index of the
-    /// bricks `is_local` picks (the self-heal daemon passes its server's
-    /// bricks), at most `limit` per brick.
-    pub async fn heal_pending(
-        &self,
-        is_local: &(dyn Fn(&crate::protocol::BrickAddress) -> bool + Send + Sync),
-        limit: usize,
-    ) -> HealSummary {
-        let g = self.graph();
-        let mut sum = HealSummary::default();
-        for (set, members) in &g.heal_sets {
-            for &m in members {
-                let pc = &g.clients[m];
-                if !is_local(pc.address()) {
-                    continue;
-                }
-                let pending = match pc.pending_heal(limit).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        sum.errors
-                            .push(format!("{}: listing the index: {e}", pc.name()));
-                        continue;
-                    }
-                };
-                for gfid in pending {
-                    match set.heal_file(gfid).await {
-                        crate::fop::HealOutcome::Clean => sum.clean += 1,
-                        crate::fop::HealOutcome::Healed(_) => sum.healed += 1,
-                        crate::fop::HealOutcome::SplitBrain(why) => {
-                            sum.split_brain += 1;
-                            sum.errors.push(why);
-                        }
-                        crate::fop::HealOutcome::Skipped(why) => {
-                            sum.skipped += 1;
-                            sum.errors.push(why);
-                        }
-                    }
-                }
-            }
-        }
-        sum.errors.truncate(20);
-        sum
     }
 
     /// Files waiting for heal, summed over every brick's pending-heal

@@ -22,5 +22,4 @@ pub mod mgmt_rpc;
 pub mod migrate;
 pub mod protocol;
 pub mod replicate;
-pub mod shd;
 pub mod txn;

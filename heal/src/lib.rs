@@ -1,8 +1,12 @@
-//! `mortar-heal`: the self-heal daemon (index heal, full sweep, replicate
-//! and disperse repair), `heal info` and split-brain resolution.
+//! `mortar-heal`: the self-heal daemon (`mortar shd`) and the index crawl
+//! it runs over the client's set layers.
 //!
-//! It must not block on anything without a deadline: `heal info` answers
-//! from the pending-heal indices within a bounded time per brick.
-//!
-//! Built after the brick server and client; this crate holds its place in
-//! the workspace so the dependency graph is fixed from the start.
+//! It owns when to heal (triggers, bounds per crawl) and what a crawl
+//! reports. It reaches bricks only through `mortar-client`'s public layers
+//! (the volume graph and each set's `HealSet`) and must never talk to a
+//! disk, link the management daemon, or block on anything without a
+//! deadline.
+#![warn(clippy::too_many_lines)]
+
+pub mod crawl;
+pub mod daemon;

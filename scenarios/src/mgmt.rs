@@ -90,7 +90,7 @@ impl Launcher for SimLauncher {
             let name = format!("shd-{id}");
             self.sim
                 .start_oneshot(&self.host, &name, move |rt| async move {
-                    mortar_client::shd::run_shd(&rt, &mgmt, hostnames).await
+                    mortar_heal::daemon::run_shd(&rt, &mgmt, hostnames).await
                 });
             self.names.lock().expect("names").insert(id, name);
             Ok(id)

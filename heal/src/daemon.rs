@@ -1,0 +1,292 @@
+//! The self-heal daemon (`mortar shd`): one per server. It follows the
+//! volumes mgmtd knows, keeps a client of every started replicated or
+//! dispersed volume with a brick on this server, and crawls this server's
+//! bricks' pending-heal indices: every `cluster.heal-timeout` seconds, and
+//! sooner when a brick of the volume came back or the last crawl left
+//! files it could not heal yet.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mortar_client::api::Client;
+use mortar_client::mgmt_rpc::cli_call_flat;
+use mortar_net::rpc::{RpcClient, RpcConfig};
+use mortar_net::time::Instant;
+use mortar_net::{Endpoint, Runtime};
+use mortar_proto::mgmt::{CliReply, CliRequest};
+use mortar_proto::options;
+use mortar_proto::volume::Volume;
+
+use crate::crawl::{heal_pending, HealSummary};
+
+/// How often the daemon looks at its volumes (and retries unfinished work).
+const TICK_MS: u64 = 2_000;
+/// Files healed per brick per crawl (the rest wait for the next one).
+const CRAWL_FILES_MAX: usize = 10_000;
+/// A daemon whose mgmtd has not answered for this long exits (mgmtd
+/// starts a new one when it is back): no orphan keeps running forever.
+const ORPHAN_AFTER_SECS: u64 = 600;
+/// How long one volume list request to mgmtd may take.
+const MGMT_CALL_SECS: u64 = 20;
+
+// An orphan must outlive many ticks, or a short mgmtd restart would stop it.
+const _: () = assert!(ORPHAN_AFTER_SECS * 1000 >= 10 * TICK_MS);
+
+struct Followed {
+    client: Arc<Client>,
+    last_crawl: Option<Instant>,
+    /// `Client::connections_made` at the last look: a brick that came
+    /// back since makes a crawl due.
+    connections: u64,
+    /// The last crawl left work (skipped files): crawl again soon.
+    unfinished: bool,
+}
+
+/// What decides whether a volume's crawl is due now.
+#[derive(Debug, Clone, Copy)]
+pub struct CrawlClock {
+    /// Time since the last crawl; `None` before the first.
+    pub since_last: Option<Duration>,
+    /// `cluster.heal-timeout`.
+    pub heal_timeout: Duration,
+    /// A brick connection was made since the last look.
+    pub reconnected: bool,
+    /// The last crawl left files it could not heal.
+    pub unfinished: bool,
+}
+
+/// Is a crawl due? The first look always crawls; then on every reconnect
+/// (a brick that came back holds nothing new, its partners' indices name
+/// what it missed), every tick while work is left, and every heal-timeout.
+pub fn crawl_due(c: CrawlClock) -> bool {
+    let Some(since) = c.since_last else {
+        return true;
+    };
+    since >= c.heal_timeout
+        || c.reconnected
+        || (c.unfinished && since >= Duration::from_millis(TICK_MS))
+}
+
+async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, String> {
+    let req = CliRequest::VolumeInfo { name: None };
+    match cli_call_flat(rpc, &req, Duration::from_secs(MGMT_CALL_SECS)).await? {
+        CliReply::Volumes(v) => Ok(v),
+        other => Err(format!("mgmtd answered volume info with {other:?}")),
+    }
+}
+
+/// Does this server's self-heal daemon serve `v`?
+pub fn serves(v: &Volume, hostnames: &[String]) -> bool {
+    v.wants_shd() && v.bricks.iter().any(|b| hostnames.contains(&b.host))
+}
+
+fn heal_timeout(v: &Volume) -> Duration {
+    Duration::from_secs(options::get_u64(&v.options, options::HEAL_TIMEOUT))
+}
+
+struct Shd {
+    rt: Runtime,
+    mgmt: Endpoint,
+    hostnames: Vec<String>,
+    followed: BTreeMap<String, Followed>,
+}
+
+impl Shd {
+    /// Stop following volumes this server no longer heals.
+    fn drop_unwanted(&mut self, wanted: &BTreeMap<String, Volume>) {
+        self.followed.retain(|name, f| {
+            let keep = wanted.contains_key(name);
+            if !keep {
+                f.client.unmount();
+                tracing::info!(volume = %name, "no longer healing");
+            }
+            keep
+        });
+    }
+
+    /// Mount `name` if it is not followed yet; false if that failed.
+    async fn follow(&mut self, name: &str) -> bool {
+        if self.followed.contains_key(name) {
+            return true;
+        }
+        match Client::mount(&self.rt, &self.mgmt, name).await {
+            Ok(client) => {
+                tracing::info!(volume = %name, "healing");
+                let f = Followed {
+                    client,
+                    last_crawl: None,
+                    connections: 0,
+                    unfinished: true,
+                };
+                self.followed.insert(name.to_string(), f);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(volume = %name, error = %e, "cannot follow volume");
+                false
+            }
+        }
+    }
+
+    /// Crawl `v`'s local bricks if a crawl is due.
+    async fn crawl_if_due(&mut self, v: &Volume) {
+        let now = self.rt.clock().now();
+        let f = self
+            .followed
+            .get_mut(&v.name)
+            .expect("followed before crawling");
+        let made = f.client.connections_made();
+        let due = crawl_due(CrawlClock {
+            since_last: f.last_crawl.map(|t| now - t),
+            heal_timeout: heal_timeout(v),
+            reconnected: made != f.connections,
+            unfinished: f.unfinished,
+        });
+        f.connections = made;
+        if !due {
+            return;
+        }
+        let names = self.hostnames.clone();
+        let is_local = move |a: &mortar_client::protocol::BrickAddress| names.contains(&a.host);
+        let sum = heal_pending(&f.client, &is_local, CRAWL_FILES_MAX).await;
+        f.last_crawl = Some(self.rt.clock().now());
+        f.unfinished = sum.skipped > 0;
+        log_crawl(&v.name, &sum);
+    }
+
+    fn stop(&self, rpc: &RpcClient) {
+        for f in self.followed.values() {
+            f.client.unmount();
+        }
+        rpc.close();
+    }
+}
+
+fn log_crawl(volume: &str, sum: &HealSummary) {
+    if sum.healed + sum.skipped + sum.split_brain > 0 {
+        tracing::info!(
+            volume = %volume,
+            healed = sum.healed,
+            skipped = sum.skipped,
+            split_brain = sum.split_brain,
+            first_reason = sum.errors.first().map(String::as_str).unwrap_or(""),
+            "index crawl"
+        );
+    }
+}
+
+/// Run until the process is stopped (or its mgmtd has been gone for 10
+/// minutes). `hostnames` are this server's names as bricks are written in
+/// volumes.
+pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
+    let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
+    tracing::info!(mgmt = %mgmt, ?hostnames, "self-heal daemon running");
+    let mut shd = Shd {
+        rt: rt.clone(),
+        mgmt: mgmt.clone(),
+        hostnames,
+        followed: BTreeMap::new(),
+    };
+    let mut last_answer = rt.clock().now();
+    loop {
+        match volumes(&rpc).await {
+            Ok(vols) => {
+                last_answer = rt.clock().now();
+                let wanted: BTreeMap<String, Volume> = vols
+                    .into_iter()
+                    .filter(|v| serves(v, &shd.hostnames))
+                    .map(|v| (v.name.clone(), v))
+                    .collect();
+                shd.drop_unwanted(&wanted);
+                for (name, v) in &wanted {
+                    if shd.follow(name).await {
+                        shd.crawl_if_due(v).await;
+                    }
+                }
+            }
+            Err(e) if rt.clock().now() - last_answer >= Duration::from_secs(ORPHAN_AFTER_SECS) => {
+                tracing::warn!(mgmt = %mgmt, error = %e, "mgmtd gone for {ORPHAN_AFTER_SECS} s; self-heal daemon exiting");
+                shd.stop(&rpc);
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot ask mgmtd for volumes; retrying"),
+        }
+        rt.clock().sleep(Duration::from_millis(TICK_MS)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn clock(since_ms: Option<u64>, reconnected: bool, unfinished: bool) -> CrawlClock {
+        CrawlClock {
+            since_last: since_ms.map(Duration::from_millis),
+            heal_timeout: Duration::from_secs(600),
+            reconnected,
+            unfinished,
+        }
+    }
+
+    #[test]
+    fn when_a_crawl_is_due() {
+        for (c, due, why) in [
+            (clock(None, false, false), true, "first look"),
+            (
+                clock(Some(1), false, false),
+                false,
+                "just crawled, nothing new",
+            ),
+            (clock(Some(1), true, false), true, "a brick reconnected"),
+            (
+                clock(Some(1), false, true),
+                false,
+                "unfinished, but within a tick",
+            ),
+            (
+                clock(Some(TICK_MS), false, true),
+                true,
+                "unfinished, a tick later",
+            ),
+            (
+                clock(Some(599_999), false, false),
+                false,
+                "before heal-timeout",
+            ),
+            (
+                clock(Some(600_000), false, false),
+                true,
+                "heal-timeout passed",
+            ),
+            (
+                CrawlClock {
+                    since_last: Some(HOUR),
+                    ..clock(None, false, false)
+                },
+                true,
+                "long idle",
+            ),
+        ] {
+            assert_eq!(crawl_due(c), due, "{why}: {c:?}");
+        }
+    }
+
+    /// Regression (commit fb89beb): a brick that came back was only
+    /// healed at the next heal-timeout (10 minutes by default); fixed by
+    /// crawling on every reconnect, which this pins with default options.
+    #[test]
+    fn reconnect_crawls_long_before_the_default_heal_timeout() {
+        let default =
+            Duration::from_secs(options::default_of(options::HEAL_TIMEOUT).parse().unwrap());
+        let c = CrawlClock {
+            since_last: Some(Duration::from_secs(3)),
+            heal_timeout: default,
+            reconnected: true,
+            unfinished: false,
+        };
+        assert!(crawl_due(c));
+    }
+}
