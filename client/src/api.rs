@@ -286,6 +286,17 @@ impl Client {
         self.rt.scope().kill();
     }
 
+    /// A new object's identity and owner (the gfid is chosen here so every
+    /// brick of a set stores the same one).
+    fn new_object(&self, mode: u32, uid: u32, gid: u32) -> NewObject {
+        NewObject {
+            gfid: self.new_gfid(),
+            mode,
+            uid,
+            gid,
+        }
+    }
+
     fn new_gfid(&self) -> Gfid {
         let mut b = [0u8; 16];
         self.rt.with_rng(|r| r.fill(&mut b));
@@ -326,12 +337,7 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Res<Attr> {
-        let new = NewObject {
-            gfid: self.new_gfid(),
-            mode,
-            uid,
-            gid,
-        };
+        let new = self.new_object(mode, uid, gid);
         self.op(Fop::Create(bp::Create {
             parent,
             name: name.into(),
@@ -349,12 +355,7 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Res<Attr> {
-        let new = NewObject {
-            gfid: self.new_gfid(),
-            mode,
-            uid,
-            gid,
-        };
+        let new = self.new_object(mode, uid, gid);
         self.op(Fop::Mkdir(bp::Mkdir {
             parent,
             name: name.into(),
@@ -372,12 +373,7 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Res<Attr> {
-        let new = NewObject {
-            gfid: self.new_gfid(),
-            mode,
-            uid,
-            gid,
-        };
+        let new = self.new_object(mode, uid, gid);
         self.op(Fop::Mknod(bp::Mknod {
             parent,
             name: name.into(),
@@ -395,12 +391,7 @@ impl Client {
         uid: u32,
         gid: u32,
     ) -> Res<Attr> {
-        let new = NewObject {
-            gfid: self.new_gfid(),
-            mode: 0o777,
-            uid,
-            gid,
-        };
+        let new = self.new_object(0o777, uid, gid);
         self.op(Fop::Symlink(bp::Symlink {
             parent,
             name: name.into(),
