@@ -62,7 +62,7 @@
 //!
 //! Error numbers and their precedence follow Linux on ext4, run as root
 //! (which is how bricks run), and the order in which
-//! [`super::posix::PosixStorage`] makes its calls, because one conformance
+//! [`crate::posix::PosixStorage`] makes its calls, because one conformance
 //! suite runs on both. Where ext4's limits are tighter than the brick
 //! protocol's (xattr values, which ext4 keeps in one 4 KiB block unless
 //! `ea_inode` is on), the protocol's limits apply here.
@@ -78,7 +78,7 @@ use mortar_proto::brick::{
 };
 use mortar_proto::{Errno, FileKind, Timespec};
 
-use super::{BrickPath, DirEntry, FsStat, SResult, Stat, Storage};
+use crate::{BrickPath, DirEntry, FsStat, SResult, Stat, Storage};
 
 /// The disk's root directory; inode numbers are allocated upwards from
 /// the next one.
