@@ -113,56 +113,38 @@ impl<S: Storage> Brick<S> {
     /// Atomically add to counter xattrs and return their new values,
     /// keeping the pending-heal index in step with changelog counters.
     pub fn xattrop(&self, r: &bp::Xattrop) -> FopRes<Vec<(String, CounterDelta)>> {
-        if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
-            return Err(fop(
-                Errno::EINVAL,
-                format!("xattrop takes 1 to {XATTROP_KEYS_MAX} counters"),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (name, d) in &r.deltas {
-            if xattr_access(name)? == XattrAccess::ReadOnly || !name.starts_with(xa::MORTAR_PREFIX)
-            {
-                return Err(fop(
-                    Errno::EPERM,
-                    format!(
-                        "{name} is not a counter (counters live under {})",
-                        xa::MORTAR_PREFIX
-                    ),
-                ));
-            }
-            let n = match d {
-                CounterDelta::Add32(v) => v.len(),
-                CounterDelta::Add64(v) => v.len(),
-            };
-            if n == 0 || n * 8 > XATTR_VALUE_BYTES_MAX {
-                return Err(fop(
-                    Errno::EINVAL,
-                    format!("{name}: bad counter array length {n}"),
-                ));
-            }
-            if !seen.insert(name.as_str()) {
-                return Err(fop(
-                    Errno::EINVAL,
-                    format!("{name} appears twice in one xattrop"),
-                ));
-            }
-        }
+        check_xattrop(r)?;
         let _ns = self.ns.read().expect("ns lock");
-        let stripe = r
-            .gfid
-            .0
-            .iter()
-            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize));
-        let _counter_lock = self.counters[stripe % COUNTER_STRIPES]
+        let _counter_lock = self.counters[counter_stripe(&r.gfid)]
             .lock()
             .expect("counter lock");
         let (p, _) = self.resolve(&r.gfid)?;
+        let updated = self.added_counters(&p, r)?;
+        let idx = index_path(&r.gfid);
+        let indexed = match self.storage.lstat(&idx) {
+            Ok(_) => true,
+            Err(Errno::ENOENT) => false,
+            Err(e) => return Err(fop(e, "stat index entry")),
+        };
+        let pending_after = if updated.iter().any(|(n, _)| xa::is_changelog(n)) {
+            self.changelog_pending_after(&p, &updated)?
+        } else {
+            indexed
+        };
+        self.store_counters(&p, r, &updated, (indexed, pending_after))?;
+        Ok(updated
+            .into_iter()
+            .map(|(n, c)| (n, c.into_delta_form()))
+            .collect())
+    }
 
+    /// Each counter of `r` read from `p` with its delta added; nothing is
+    /// written yet.
+    fn added_counters(&self, p: &BrickPath, r: &bp::Xattrop) -> FopRes<Vec<(String, Counters)>> {
         let mut updated = Vec::with_capacity(r.deltas.len());
         for (name, d) in &r.deltas {
             let wide = matches!(d, CounterDelta::Add64(_));
-            let cur = match self.storage.getxattr(&p, name) {
+            let cur = match self.storage.getxattr(p, name) {
                 Ok(raw) => Counters::parse(&raw, wide)
                     .ctx(|| format!("{name} on {} holds a value of another width", r.gfid))?,
                 Err(Errno::ENODATA) => {
@@ -179,35 +161,47 @@ impl<S: Storage> Brick<S> {
                 .ctx(|| format!("{name} on {} would overflow", r.gfid))?;
             updated.push((name.clone(), new));
         }
+        Ok(updated)
+    }
 
-        let touches_changelog = updated.iter().any(|(n, _)| xa::is_changelog(n));
-        let idx = index_path(&r.gfid);
-        let indexed = match self.storage.lstat(&idx) {
-            Ok(_) => true,
-            Err(Errno::ENOENT) => false,
-            Err(e) => return Err(fop(e, "stat index entry")),
-        };
-        let mut pending_after = indexed;
-        if touches_changelog {
-            let op_nonzero = updated
-                .iter()
-                .any(|(n, c)| xa::is_changelog(n) && !c.all_zero());
-            pending_after = op_nonzero || {
-                // Only other changelog keys can keep the file pending now.
-                let mut others_nonzero = false;
-                for name in self.storage.listxattr(&p).ctx(|| "listxattr".into())? {
-                    if xa::is_changelog(&name) && !updated.iter().any(|(n, _)| *n == name) {
-                        let raw = self.storage.getxattr(&p, &name).unwrap_or_default();
-                        if raw.iter().any(|b| *b != 0) {
-                            others_nonzero = true;
-                            break;
-                        }
-                    }
-                }
-                others_nonzero
-            };
+    /// Whether the file stays pending heal once `updated` (which touches a
+    /// changelog counter) is written: one of its changelog counters is
+    /// non-zero, or another changelog key on the file is.
+    fn changelog_pending_after(
+        &self,
+        p: &BrickPath,
+        updated: &[(String, Counters)],
+    ) -> FopRes<bool> {
+        let op_nonzero = updated
+            .iter()
+            .any(|(n, c)| xa::is_changelog(n) && !c.all_zero());
+        if op_nonzero {
+            return Ok(true);
         }
+        // Only other changelog keys can keep the file pending now.
+        for name in self.storage.listxattr(p).ctx(|| "listxattr".into())? {
+            if xa::is_changelog(&name) && !updated.iter().any(|(n, _)| *n == name) {
+                let raw = self.storage.getxattr(p, &name).unwrap_or_default();
+                if raw.iter().any(|b| *b != 0) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
 
+    /// Write the counters, ordering the index entry around them so that
+    /// non-zero changelog counters always have one after a crash.
+    /// `index` is (indexed before, pending after).
+    fn store_counters(
+        &self,
+        p: &BrickPath,
+        r: &bp::Xattrop,
+        updated: &[(String, Counters)],
+        index: (bool, bool),
+    ) -> FopRes<()> {
+        let (indexed, pending_after) = index;
+        let idx = index_path(&r.gfid);
         // Index entry before the counters when entering the index...
         if pending_after && !indexed {
             match self.storage.create(&idx, 0o600) {
@@ -220,14 +214,14 @@ impl<S: Storage> Brick<S> {
                     .ctx(|| "fsync heal index".into())?;
             }
         }
-        for (name, c) in &updated {
+        for (name, c) in updated {
             self.storage
-                .setxattr(&p, name, &c.encode(), XattrFlags::Any)
+                .setxattr(p, name, &c.encode(), XattrFlags::Any)
                 .ctx(|| format!("write {name} on {}", r.gfid))?;
         }
         if r.durable {
             self.storage
-                .fsync(&p, false)
+                .fsync(p, false)
                 .ctx(|| format!("fsync {}", r.gfid))?;
         }
         // ...and after them when leaving it.
@@ -237,10 +231,7 @@ impl<S: Storage> Brick<S> {
                 Err(e) => return Err(fop(e, format!("remove {} from the heal index", r.gfid))),
             }
         }
-        Ok(updated
-            .into_iter()
-            .map(|(n, c)| (n, c.into_delta_form()))
-            .collect())
+        Ok(())
     }
 
     pub(super) fn index_all(&self) -> FopRes<Vec<Gfid>> {
@@ -274,4 +265,52 @@ impl<S: Storage> Brick<S> {
     pub fn index_count(&self) -> FopRes<u64> {
         Ok(self.index_all()?.len() as u64)
     }
+}
+
+/// Refuse an xattrop before touching the brick: 1 to `XATTROP_KEYS_MAX`
+/// distinct keys, each a Mortar counter with a sensible array length.
+fn check_xattrop(r: &bp::Xattrop) -> FopRes<()> {
+    if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
+        return Err(fop(
+            Errno::EINVAL,
+            format!("xattrop takes 1 to {XATTROP_KEYS_MAX} counters"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (name, d) in &r.deltas {
+        if xattr_access(name)? == XattrAccess::ReadOnly || !name.starts_with(xa::MORTAR_PREFIX) {
+            return Err(fop(
+                Errno::EPERM,
+                format!(
+                    "{name} is not a counter (counters live under {})",
+                    xa::MORTAR_PREFIX
+                ),
+            ));
+        }
+        let n = match d {
+            CounterDelta::Add32(v) => v.len(),
+            CounterDelta::Add64(v) => v.len(),
+        };
+        if n == 0 || n * 8 > XATTR_VALUE_BYTES_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!("{name}: bad counter array length {n}"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(fop(
+                Errno::EINVAL,
+                format!("{name} appears twice in one xattrop"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lock stripe serialising counter updates of `g`.
+fn counter_stripe(g: &Gfid) -> usize {
+    let h =
+        g.0.iter()
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize));
+    h % COUNTER_STRIPES
 }

@@ -49,38 +49,8 @@ impl<S: Storage> Brick<S> {
             };
             e
         };
-        let finish = || -> FopRes<()> {
-            self.storage
-                .set_owner(&tmp, new.uid, new.gid)
-                .ctx(|| format!("set owner of {name:?}"))?;
-            if kind != FileKind::Symlink {
-                // The mode the client asked for, whatever the brick
-                // process's umask (and after chown, which clears set-id
-                // bits).
-                self.storage
-                    .set_mode(&tmp, new.mode & 0o7777)
-                    .ctx(|| format!("set mode of {name:?}"))?;
-            }
-            self.storage
-                .setxattr(&tmp, xa::GFID, &new.gfid.0, XattrFlags::Create)
-                .ctx(|| format!("set gfid of {name:?}"))?;
-            if kind == FileKind::Directory {
-                self.ensure_shard(DIRS, &new.gfid)?;
-                let target = format!("{}/{}", parent.to_hex(), name);
-                self.storage
-                    .symlink(&target, &dir_handle_path(&new.gfid))
-                    .ctx(|| format!("create directory handle of {name:?}"))?;
-            } else {
-                self.ensure_shard(HANDLES, &new.gfid)?;
-                self.storage
-                    .link(&tmp, &handle_path(&new.gfid))
-                    .ctx(|| format!("create handle of {name:?}"))?;
-            }
-            self.storage
-                .rename(&tmp, &p)
-                .ctx(|| format!("move {name:?} into place"))
-        };
-        finish().map_err(undo)?;
+        self.stamp_and_place(&tmp, &p, (parent, name), new, kind)
+            .map_err(undo)?;
         let (dir, _) = p.split_last().expect("entry has a parent");
         self.sync_dir(&dir)?;
         let st = self
@@ -88,6 +58,48 @@ impl<S: Storage> Brick<S> {
             .lstat(&p)
             .ctx(|| format!("stat new {name:?}"))?;
         Ok(self.attr(&p, &st, new.gfid))
+    }
+
+    /// Give the object being made at `tmp` its owner, mode, gfid and
+    /// handle, then rename it to `p` (`entry` is its parent and name).
+    fn stamp_and_place(
+        &self,
+        tmp: &BrickPath,
+        p: &BrickPath,
+        entry: (&Gfid, &str),
+        new: &bp::NewObject,
+        kind: FileKind,
+    ) -> FopRes<()> {
+        let (parent, name) = entry;
+        self.storage
+            .set_owner(tmp, new.uid, new.gid)
+            .ctx(|| format!("set owner of {name:?}"))?;
+        if kind != FileKind::Symlink {
+            // The mode the client asked for, whatever the brick
+            // process's umask (and after chown, which clears set-id
+            // bits).
+            self.storage
+                .set_mode(tmp, new.mode & 0o7777)
+                .ctx(|| format!("set mode of {name:?}"))?;
+        }
+        self.storage
+            .setxattr(tmp, xa::GFID, &new.gfid.0, XattrFlags::Create)
+            .ctx(|| format!("set gfid of {name:?}"))?;
+        if kind == FileKind::Directory {
+            self.ensure_shard(DIRS, &new.gfid)?;
+            let target = format!("{}/{}", parent.to_hex(), name);
+            self.storage
+                .symlink(&target, &dir_handle_path(&new.gfid))
+                .ctx(|| format!("create directory handle of {name:?}"))?;
+        } else {
+            self.ensure_shard(HANDLES, &new.gfid)?;
+            self.storage
+                .link(tmp, &handle_path(&new.gfid))
+                .ctx(|| format!("create handle of {name:?}"))?;
+        }
+        self.storage
+            .rename(tmp, p)
+            .ctx(|| format!("move {name:?} into place"))
     }
 
     pub fn create(&self, r: &bp::Create) -> FopRes<Attr> {
