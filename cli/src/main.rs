@@ -464,7 +464,7 @@ async fn brick(mut args: Args) -> Result<(), Failure> {
     use mortar_node::brick::BrickConfig;
     use mortar_node::server::{start_brick, BrickServerConfig};
     use mortar_node::service::AuthRules;
-    use mortar_node::storage::posix::PosixStorage;
+    use mortar_storage::posix::PosixStorage;
 
     let dir = PathBuf::from(
         args.option("--brick")?

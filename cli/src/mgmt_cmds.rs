@@ -11,7 +11,7 @@ use mortar_mgmt::daemon::{Mgmtd, MgmtdConfig};
 use mortar_mgmt::volume::{parse_brick, parse_create};
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::{Endpoint, Runtime};
-use mortar_node::storage::posix::PosixStorage;
+use mortar_storage::posix::PosixStorage;
 
 use crate::args::{Args, UsageError};
 use crate::launch::{PosixFs, ProcessLauncher};

@@ -28,8 +28,8 @@ use mortar_net::rpc::{
 };
 use mortar_net::sync::Watch;
 use mortar_net::{BoxFuture, Endpoint, Runtime};
-use mortar_node::storage::Storage;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
+use mortar_storage::Storage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

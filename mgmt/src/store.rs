@@ -12,8 +12,8 @@
 //! It goes through the brick's [`Storage`] trait, so the same code runs on
 //! a real directory and on the simulator's disk with its crash model.
 
-use mortar_node::storage::{BrickPath, Storage};
 use mortar_proto::Errno;
+use mortar_storage::{BrickPath, Storage};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{ClusterState, PeerSlot, VolumeSlot};
@@ -216,7 +216,7 @@ mod tests {
     use crate::state::Op;
     use crate::volume::{parse_brick, Layout, Transport, Volume, VolumeStatus};
     use mortar_net::DetRng;
-    use mortar_node::storage::sim::SimDisk;
+    use mortar_storage::sim::SimDisk;
     use std::collections::BTreeMap;
 
     fn vol(name: &str) -> Volume {

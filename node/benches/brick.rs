@@ -19,9 +19,9 @@ use mortar_node::brick::BrickConfig;
 use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
-use mortar_node::storage::posix::PosixStorage;
 use mortar_proto::brick::{self as bp, NewObject};
 use mortar_proto::Gfid;
+use mortar_storage::posix::PosixStorage;
 
 const T: Duration = Duration::from_secs(60);
 /// Requests a brick client keeps in flight.

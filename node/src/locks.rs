@@ -212,45 +212,18 @@ impl LockTable {
     ) -> Result<(), FopError> {
         let since = self.clock.unix_secs();
         let deadline = req.wait.map(|w| self.clock.now() + w);
-        let ticket = {
-            let mut st = self.state.lock().expect("lock table");
-            st.next_ticket += 1;
-            let ticket = st.next_ticket;
-            let me = Holder {
-                owner: req.owner.clone(),
-                conn: req.conn,
-                client_name: req.client_name.clone(),
-                exclusive,
-                what: what.clone(),
-                since,
-                ticket,
-                granted: false,
-            };
-            let list = st.locks.entry(key.clone()).or_default();
-            let blocked = list.iter().any(|h| conflicts(h, &me));
-            if !blocked {
-                list.push(Holder {
-                    granted: true,
-                    ..me
-                });
-                return Ok(());
-            }
-            if deadline.is_none() {
-                if list.is_empty() {
-                    st.locks.remove(&key);
-                }
-                // `busy` takes the table lock itself.
-                drop(st);
-                return Err(self.busy(&key, &me));
-            }
-            if list.iter().filter(|h| !h.granted).count() >= WAITERS_PER_KEY_MAX {
-                return Err(FopError::new(
-                    Errno::EAGAIN,
-                    format!("{WAITERS_PER_KEY_MAX} requests already wait for this lock"),
-                ));
-            }
-            list.push(me);
-            ticket
+        let me = Holder {
+            owner: req.owner.clone(),
+            conn: req.conn,
+            client_name: req.client_name.clone(),
+            exclusive,
+            what,
+            since,
+            ticket: 0,
+            granted: false,
+        };
+        let Some(ticket) = self.grant_or_queue(&key, me, deadline.is_some())? else {
+            return Ok(());
         };
         let mut guard = WaiterGuard {
             table: self,
@@ -261,25 +234,9 @@ impl LockTable {
         let deadline = deadline.expect("waiting requests have a deadline");
         loop {
             let notified = self.changed.notified();
-            {
-                let mut st = self.state.lock().expect("lock table");
-                let list = st.locks.get_mut(&key).expect("waiter's key exists");
-                let pos = list
-                    .iter()
-                    .position(|h| h.ticket == ticket)
-                    .expect("waiter is listed");
-                let me = &list[pos];
-                // Granted locks block; so do earlier waiters we conflict
-                // with (first come, first served).
-                let blocked = list.iter().any(|h| {
-                    h.ticket != ticket && (h.granted || h.ticket < ticket) && conflicts(h, me)
-                });
-                if !blocked {
-                    list[pos].granted = true;
-                    list[pos].since = self.clock.unix_secs();
-                    guard.armed = false;
-                    return Ok(());
-                }
+            if self.grant_if_first(&key, ticket) {
+                guard.armed = false;
+                return Ok(());
             }
             if self.clock.timeout_at(deadline, notified).await.is_err() {
                 let st = self.state.lock().expect("lock table");
@@ -297,6 +254,67 @@ impl LockTable {
                 return Err(e);
             }
         }
+    }
+
+    /// Grant `me` at once if nothing conflicts (`None`); otherwise queue it
+    /// as a waiter and return its ticket, or refuse with EAGAIN if it may
+    /// not wait or the queue is full. `me.ticket` is assigned here.
+    fn grant_or_queue(
+        &self,
+        key: &Key,
+        mut me: Holder,
+        waits: bool,
+    ) -> Result<Option<u64>, FopError> {
+        let mut st = self.state.lock().expect("lock table");
+        st.next_ticket += 1;
+        me.ticket = st.next_ticket;
+        let list = st.locks.entry(key.clone()).or_default();
+        let blocked = list.iter().any(|h| conflicts(h, &me));
+        if !blocked {
+            list.push(Holder {
+                granted: true,
+                ..me
+            });
+            return Ok(None);
+        }
+        if !waits {
+            if list.is_empty() {
+                st.locks.remove(key);
+            }
+            // `busy` takes the table lock itself.
+            drop(st);
+            return Err(self.busy(key, &me));
+        }
+        if list.iter().filter(|h| !h.granted).count() >= WAITERS_PER_KEY_MAX {
+            return Err(FopError::new(
+                Errno::EAGAIN,
+                format!("{WAITERS_PER_KEY_MAX} requests already wait for this lock"),
+            ));
+        }
+        let ticket = me.ticket;
+        list.push(me);
+        Ok(Some(ticket))
+    }
+
+    /// Grant waiter `ticket` if nothing blocks it now: no granted lock and
+    /// no earlier waiter it conflicts with (first come, first served).
+    fn grant_if_first(&self, key: &Key, ticket: u64) -> bool {
+        let mut st = self.state.lock().expect("lock table");
+        let list = st.locks.get_mut(key).expect("waiter's key exists");
+        let pos = list
+            .iter()
+            .position(|h| h.ticket == ticket)
+            .expect("waiter is listed");
+        let me = &list[pos];
+        let blocked = list
+            .iter()
+            .any(|h| h.ticket != ticket && (h.granted || h.ticket < ticket) && conflicts(h, me));
+        if blocked {
+            return false;
+        }
+        list[pos].granted = true;
+        list[pos].since = self.clock.unix_secs();
+        true
     }
 
     /// EAGAIN naming who holds what blocks `me`.

@@ -9,10 +9,11 @@ use mortar_net::rpc::{RpcClient, RpcConfig, RpcServer, ServerHandle};
 use mortar_net::{Addr, Endpoint, Runtime};
 use mortar_proto::brick::PROGRAM_BRICK;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
+use mortar_storage::Storage;
 
 use crate::brick::{Brick, BrickConfig};
 use crate::service::{AuthRules, BrickService};
-use crate::storage::Storage;
+use crate::NodeError;
 
 #[derive(Debug, Clone)]
 pub struct BrickServerConfig {
@@ -37,16 +38,24 @@ pub struct RunningBrick<S: Storage> {
 }
 
 /// How long a clean stop waits for the port map to hear about it.
-const SIGN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
+const SIGN_OUT_TIMEOUT_SECS: u64 = 2;
+/// How long one sign-in call may take before it is retried.
+const SIGN_IN_TIMEOUT_SECS: u64 = 5;
+/// The pause between failed sign-in attempts.
+const SIGN_IN_RETRY_SECS: u64 = 1;
 
-/// Open `storage` as a brick and serve it.
+/// Open `storage` as a brick and serve it. The error is a
+/// [`NodeError`]'s message (callers report it as text).
 pub async fn start_brick<S: Storage>(
     rt: &Runtime,
     storage: S,
     cfg: BrickServerConfig,
 ) -> Result<RunningBrick<S>, String> {
     let bcfg = cfg.brick.clone();
-    let brick = rt.blocking(move || Brick::init(storage, bcfg)).await?;
+    let brick = rt
+        .blocking(move || Brick::init(storage, bcfg))
+        .await
+        .map_err(|e| e.to_string())?;
     let service = BrickService::new(
         rt.clone(),
         Arc::new(brick),
@@ -56,10 +65,13 @@ pub async fn start_brick<S: Storage>(
     let mut server = RpcServer::new(rt.clone(), cfg.rpc);
     server.register(PROGRAM_BRICK, Arc::new(service.clone()));
     server.register(PROGRAM_ECHO, Arc::new(EchoService::new()));
-    let handle = server
-        .listen(&cfg.listen)
-        .await
-        .map_err(|e| format!("brick {}: {e}", cfg.brick_path))?;
+    let handle = server.listen(&cfg.listen).await.map_err(|e| {
+        NodeError::Listen {
+            brick: cfg.brick_path.clone(),
+            error: e.to_string(),
+        }
+        .to_string()
+    })?;
     let local = handle.local_addr().clone();
     tracing::info!(brick = %cfg.brick_path, listen = %local, "brick ready");
     rt.trace(|| format!("brick {} listening on {local}", cfg.brick_path));
@@ -100,7 +112,7 @@ async fn sign_in(rt: Runtime, mgmt: Endpoint, cfg: BrickServerConfig, port: u16)
                 portmap::procs::SIGN_IN,
                 &req,
                 bytes::Bytes::new(),
-                Duration::from_secs(5),
+                Duration::from_secs(SIGN_IN_TIMEOUT_SECS),
             )
             .await;
         match r {
@@ -115,7 +127,9 @@ async fn sign_in(rt: Runtime, mgmt: Endpoint, cfg: BrickServerConfig, port: u16)
                     tracing::warn!(mgmt = %mgmt, error = %e, "cannot sign in to the port map yet; retrying");
                     warned = true;
                 }
-                rt.clock().sleep(Duration::from_secs(1)).await;
+                rt.clock()
+                    .sleep(Duration::from_secs(SIGN_IN_RETRY_SECS))
+                    .await;
             }
         }
     }
@@ -131,14 +145,18 @@ impl<S: Storage> RunningBrick<S> {
                 volume_id: self.cfg.brick.volume_id.clone(),
                 brick_path: self.cfg.brick_path.clone(),
             };
-            if client.wait_connected(SIGN_OUT_TIMEOUT).await.is_ok() {
+            if client
+                .wait_connected(Duration::from_secs(SIGN_OUT_TIMEOUT_SECS))
+                .await
+                .is_ok()
+            {
                 let _: Result<((), _), _> = client
                     .call_typed(
                         PROGRAM_PORTMAP,
                         portmap::procs::SIGN_OUT,
                         &req,
                         bytes::Bytes::new(),
-                        SIGN_OUT_TIMEOUT,
+                        Duration::from_secs(SIGN_OUT_TIMEOUT_SECS),
                     )
                     .await;
             }

@@ -16,11 +16,11 @@ use mortar_net::rpc::{ConnInfo, Fault, FaultCode, Reply, Request, Service};
 use mortar_net::{Addr, BoxFuture, Runtime};
 use mortar_proto::brick::{self as bp, procs, BrickRequest, FopResult, LockOwner};
 use mortar_proto::{Errno, FopError};
+use mortar_storage::Storage;
 use serde::Serialize;
 
 use crate::brick::{Brick, FopRes};
 use crate::locks::{LockRequest, LockTable};
-use crate::storage::Storage;
 
 /// Longest a lock request may ask to wait. Clients ask for less; this only
 /// stops a request from pinning a server slot for ever.

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use mortar_net::DetRng;
 use mortar_node::brick::{Brick, BrickConfig};
-use mortar_node::storage::sim::{SimDisk, SimStorage};
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, NewObject};
 use mortar_proto::Gfid;
+use mortar_storage::sim::{SimDisk, SimStorage};
 
 const SEEDS: u64 = 60;
 
@@ -249,9 +249,9 @@ fn heal_index_agrees_with_counters_after_every_crash() {
             let raw = disk.storage("brick").unwrap();
             for g in &files {
                 let nonzero = counters_on_disk(&raw, g);
-                let entry = mortar_node::storage::Storage::lstat(
+                let entry = mortar_storage::Storage::lstat(
                     &raw,
-                    &mortar_node::storage::BrickPath::new(&format!(".mortar/index/{}", g.to_hex()))
+                    &mortar_storage::BrickPath::new(&format!(".mortar/index/{}", g.to_hex()))
                         .unwrap(),
                 )
                 .is_ok();
@@ -266,7 +266,7 @@ fn heal_index_agrees_with_counters_after_every_crash() {
 
 /// Read a file's changelog counters straight from storage (no brick).
 fn counters_on_disk(s: &SimStorage, g: &Gfid) -> bool {
-    use mortar_node::storage::{BrickPath, Storage};
+    use mortar_storage::{BrickPath, Storage};
     let h = g.to_hex();
     let p = BrickPath::new(&format!(".mortar/handles/{}/{}/{}", &h[0..2], &h[2..4], h)).unwrap();
     let Ok(names) = s.listxattr(&p) else {

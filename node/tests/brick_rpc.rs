@@ -15,10 +15,10 @@ use mortar_node::brick::BrickConfig;
 use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
 use mortar_node::service::AuthRules;
-use mortar_node::storage::posix::PosixStorage;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind, NewObject};
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
 use mortar_proto::{Errno, FileKind, Gfid};
+use mortar_storage::posix::PosixStorage;
 use proptest::prelude::*;
 
 const T: Duration = Duration::from_secs(10);

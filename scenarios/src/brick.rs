@@ -14,10 +14,10 @@ use mortar_node::brick::BrickConfig;
 use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
-use mortar_node::storage::sim::SimDisk;
 use mortar_proto::brick::{self as bp, LockKind, NewObject};
 use mortar_proto::{Errno, Gfid};
 use mortar_sim::{host_ip, Sim};
+use mortar_storage::sim::SimDisk;
 
 const PORT: u16 = 49152;
 const VOLUME: &str = "vol-sim";

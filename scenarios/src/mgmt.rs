@@ -17,8 +17,8 @@ use mortar_net::{BoxFuture, Clock, Endpoint};
 use mortar_node::brick::BrickConfig;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
-use mortar_node::storage::sim::SimDisk;
 use mortar_sim::{host_ip, Sim};
+use mortar_storage::sim::SimDisk;
 
 pub const HOSTS: [&str; 3] = ["s1", "s2", "s3"];
 const PORT: u16 = 24007;

@@ -17,9 +17,9 @@ use mortar_net::{Addr, BoxFuture, Endpoint, Runtime};
 use mortar_node::brick::BrickConfig;
 use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
 use mortar_node::service::AuthRules;
-use mortar_node::storage::posix::PosixStorage;
 use mortar_proto::brick::{self as bp};
 use mortar_proto::Gfid;
+use mortar_storage::posix::PosixStorage;
 
 pub const T: Duration = Duration::from_secs(10);
 

@@ -24,7 +24,7 @@ use mortar_proto::brick::XattrFlags;
 use mortar_proto::{Errno, FileKind, Timespec};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
-use super::{BrickPath, DirEntry, FsStat, SResult, Stat, Storage};
+use crate::{BrickPath, DirEntry, FsStat, SResult, Stat, Storage};
 
 /// Read/write descriptors kept open at once.
 const FD_CACHE_ENTRIES_MAX: usize = 256;

@@ -1,0 +1,316 @@
+//! Counter xattrs and the pending-heal index: xattrop's atomic adds,
+//! and the index entry kept in step with the changelog counters.
+
+use super::xattr::{xattr_access, XattrAccess};
+use super::*;
+
+/// What a counter xattr holds: big-endian integers of one width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Counters {
+    W32(Vec<i32>),
+    W64(Vec<i64>),
+}
+
+impl Counters {
+    fn parse(raw: &[u8], wide: bool) -> SResult<Counters> {
+        let w = if wide { 8 } else { 4 };
+        if raw.len() % w != 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(if wide {
+            Counters::W64(
+                raw.chunks(8)
+                    .map(|c| i64::from_be_bytes(c.try_into().expect("chunk of 8")))
+                    .collect(),
+            )
+        } else {
+            Counters::W32(
+                raw.chunks(4)
+                    .map(|c| i32::from_be_bytes(c.try_into().expect("chunk of 4")))
+                    .collect(),
+            )
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Counters::W32(v) => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
+            Counters::W64(v) => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
+        }
+    }
+
+    fn all_zero(&self) -> bool {
+        match self {
+            Counters::W32(v) => v.iter().all(|x| *x == 0),
+            Counters::W64(v) => v.iter().all(|x| *x == 0),
+        }
+    }
+
+    /// Add `d` element-wise; overflow is ERANGE (counters never wrap).
+    fn add(self, d: &CounterDelta) -> SResult<Counters> {
+        fn add_vec<T: Copy + Default + std::ops::Add + num_checked::Checked>(
+            mut cur: Vec<T>,
+            delta: &[T],
+        ) -> SResult<Vec<T>> {
+            if cur.len() < delta.len() {
+                cur.resize(delta.len(), T::default());
+            }
+            for (c, d) in cur.iter_mut().zip(delta) {
+                *c = c.checked(*d).ok_or(Errno::ERANGE)?;
+            }
+            Ok(cur)
+        }
+        match (self, d) {
+            (Counters::W32(c), CounterDelta::Add32(d)) => Ok(Counters::W32(add_vec(c, d)?)),
+            (Counters::W64(c), CounterDelta::Add64(d)) => Ok(Counters::W64(add_vec(c, d)?)),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn into_delta_form(self) -> CounterDelta {
+        match self {
+            Counters::W32(v) => CounterDelta::Add32(v),
+            Counters::W64(v) => CounterDelta::Add64(v),
+        }
+    }
+}
+
+mod num_checked {
+    pub trait Checked: Sized {
+        fn checked(self, other: Self) -> Option<Self>;
+    }
+    impl Checked for i32 {
+        fn checked(self, other: Self) -> Option<Self> {
+            self.checked_add(other)
+        }
+    }
+    impl Checked for i64 {
+        fn checked(self, other: Self) -> Option<Self> {
+            self.checked_add(other)
+        }
+    }
+}
+
+impl<S: Storage> Brick<S> {
+    pub(super) fn changelog_all_zero(&self, p: &BrickPath) -> FopRes<bool> {
+        for name in self.storage.listxattr(p).ctx(|| format!("listxattr {p}"))? {
+            if !xa::is_changelog(&name) {
+                continue;
+            }
+            let raw = match self.storage.getxattr(p, &name) {
+                Ok(v) => v,
+                Err(Errno::ENODATA) => continue,
+                Err(e) => return Err(fop(e, format!("read {name} on {p}"))),
+            };
+            // Width is unknown here; zero is zero at either width.
+            if raw.iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Atomically add to counter xattrs and return their new values,
+    /// keeping the pending-heal index in step with changelog counters.
+    pub fn xattrop(&self, r: &bp::Xattrop) -> FopRes<Vec<(String, CounterDelta)>> {
+        check_xattrop(r)?;
+        let _ns = self.ns.read().expect("ns lock");
+        let _counter_lock = self.counters[counter_stripe(&r.gfid)]
+            .lock()
+            .expect("counter lock");
+        let (p, _) = self.resolve(&r.gfid)?;
+        let updated = self.added_counters(&p, r)?;
+        let idx = index_path(&r.gfid);
+        let indexed = match self.storage.lstat(&idx) {
+            Ok(_) => true,
+            Err(Errno::ENOENT) => false,
+            Err(e) => return Err(fop(e, "stat index entry")),
+        };
+        let pending_after = if updated.iter().any(|(n, _)| xa::is_changelog(n)) {
+            self.changelog_pending_after(&p, &updated)?
+        } else {
+            indexed
+        };
+        self.store_counters(&p, r, &updated, (indexed, pending_after))?;
+        Ok(updated
+            .into_iter()
+            .map(|(n, c)| (n, c.into_delta_form()))
+            .collect())
+    }
+
+    /// Each counter of `r` read from `p` with its delta added; nothing is
+    /// written yet.
+    fn added_counters(&self, p: &BrickPath, r: &bp::Xattrop) -> FopRes<Vec<(String, Counters)>> {
+        let mut updated = Vec::with_capacity(r.deltas.len());
+        for (name, d) in &r.deltas {
+            let wide = matches!(d, CounterDelta::Add64(_));
+            let cur = match self.storage.getxattr(p, name) {
+                Ok(raw) => Counters::parse(&raw, wide)
+                    .ctx(|| format!("{name} on {} holds a value of another width", r.gfid))?,
+                Err(Errno::ENODATA) => {
+                    if wide {
+                        Counters::W64(Vec::new())
+                    } else {
+                        Counters::W32(Vec::new())
+                    }
+                }
+                Err(e) => return Err(fop(e, format!("read {name} on {}", r.gfid))),
+            };
+            let new = cur
+                .add(d)
+                .ctx(|| format!("{name} on {} would overflow", r.gfid))?;
+            updated.push((name.clone(), new));
+        }
+        Ok(updated)
+    }
+
+    /// Whether the file stays pending heal once `updated` (which touches a
+    /// changelog counter) is written: one of its changelog counters is
+    /// non-zero, or another changelog key on the file is.
+    fn changelog_pending_after(
+        &self,
+        p: &BrickPath,
+        updated: &[(String, Counters)],
+    ) -> FopRes<bool> {
+        let op_nonzero = updated
+            .iter()
+            .any(|(n, c)| xa::is_changelog(n) && !c.all_zero());
+        if op_nonzero {
+            return Ok(true);
+        }
+        // Only other changelog keys can keep the file pending now.
+        for name in self.storage.listxattr(p).ctx(|| "listxattr".into())? {
+            if xa::is_changelog(&name) && !updated.iter().any(|(n, _)| *n == name) {
+                let raw = self.storage.getxattr(p, &name).unwrap_or_default();
+                if raw.iter().any(|b| *b != 0) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Write the counters, ordering the index entry around them so that
+    /// non-zero changelog counters always have one after a crash.
+    /// `index` is (indexed before, pending after).
+    fn store_counters(
+        &self,
+        p: &BrickPath,
+        r: &bp::Xattrop,
+        updated: &[(String, Counters)],
+        index: (bool, bool),
+    ) -> FopRes<()> {
+        let (indexed, pending_after) = index;
+        let idx = index_path(&r.gfid);
+        // Index entry before the counters when entering the index...
+        if pending_after && !indexed {
+            match self.storage.create(&idx, 0o600) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(fop(e, format!("add {} to the heal index", r.gfid))),
+            }
+            if r.durable {
+                self.storage
+                    .fsync(&bp_of(INDEX), false)
+                    .ctx(|| "fsync heal index".into())?;
+            }
+        }
+        for (name, c) in updated {
+            self.storage
+                .setxattr(p, name, &c.encode(), XattrFlags::Any)
+                .ctx(|| format!("write {name} on {}", r.gfid))?;
+        }
+        if r.durable {
+            self.storage
+                .fsync(p, false)
+                .ctx(|| format!("fsync {}", r.gfid))?;
+        }
+        // ...and after them when leaving it.
+        if !pending_after && indexed {
+            match self.storage.unlink(&idx) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(fop(e, format!("remove {} from the heal index", r.gfid))),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn index_all(&self) -> FopRes<Vec<Gfid>> {
+        let mut v: Vec<Gfid> = self
+            .storage
+            .readdir(&bp_of(INDEX))
+            .ctx(|| "list the heal index".into())?
+            .into_iter()
+            .filter_map(|e| Gfid::from_hex(&e.name))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// A page of the pending-heal index: cost is proportional to the
+    /// number of entries in the index, not to the files on the brick.
+    pub fn index_list(&self, r: &bp::IndexList) -> FopRes<bp::IndexListReply> {
+        let max = r.max_entries.clamp(1, READDIR_ENTRIES_MAX) as usize;
+        let all = self.index_all()?;
+        let start = match r.after {
+            Some(a) => all.partition_point(|g| *g <= a),
+            None => 0,
+        };
+        let end = (start + max).min(all.len());
+        Ok(bp::IndexListReply {
+            gfids: all[start..end].to_vec(),
+            eof: end >= all.len(),
+        })
+    }
+
+    pub fn index_count(&self) -> FopRes<u64> {
+        Ok(self.index_all()?.len() as u64)
+    }
+}
+
+/// Refuse an xattrop before touching the brick: 1 to `XATTROP_KEYS_MAX`
+/// distinct keys, each a Mortar counter with a sensible array length.
+fn check_xattrop(r: &bp::Xattrop) -> FopRes<()> {
+    if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
+        return Err(fop(
+            Errno::EINVAL,
+            format!("xattrop takes 1 to {XATTROP_KEYS_MAX} counters"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (name, d) in &r.deltas {
+        if xattr_access(name)? == XattrAccess::ReadOnly || !name.starts_with(xa::MORTAR_PREFIX) {
+            return Err(fop(
+                Errno::EPERM,
+                format!(
+                    "{name} is not a counter (counters live under {})",
+                    xa::MORTAR_PREFIX
+                ),
+            ));
+        }
+        let n = match d {
+            CounterDelta::Add32(v) => v.len(),
+            CounterDelta::Add64(v) => v.len(),
+        };
+        if n == 0 || n * 8 > XATTR_VALUE_BYTES_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!("{name}: bad counter array length {n}"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(fop(
+                Errno::EINVAL,
+                format!("{name} appears twice in one xattrop"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lock stripe serialising counter updates of `g`.
+fn counter_stripe(g: &Gfid) -> usize {
+    let h =
+        g.0.iter()
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize));
+    h % COUNTER_STRIPES
+}

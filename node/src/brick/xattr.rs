@@ -1,0 +1,107 @@
+//! The xattr rules: which names clients may read, write or only change
+//! through xattrop, and the xattr calls that enforce them.
+
+use super::*;
+
+/// Which xattrs a client may touch, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum XattrAccess {
+    /// `user.*` and Mortar's own metadata (layouts, EC markers).
+    ReadWrite,
+    /// gfid and volume id: set by the brick only.
+    ReadOnly,
+    /// Changelog counters: changed through xattrop only.
+    CountersOnly,
+}
+
+pub(super) fn xattr_access(name: &str) -> FopRes<XattrAccess> {
+    if name.is_empty() || name.len() > XATTR_NAME_BYTES_MAX {
+        return Err(fop(
+            Errno::ERANGE,
+            format!("xattr name must be 1 to {XATTR_NAME_BYTES_MAX} bytes"),
+        ));
+    }
+    if name == xa::GFID || name == xa::VOLUME_ID {
+        return Ok(XattrAccess::ReadOnly);
+    }
+    if xa::is_changelog(name) {
+        return Ok(XattrAccess::CountersOnly);
+    }
+    if name.starts_with(xa::USER_PREFIX) || name.starts_with(xa::MORTAR_PREFIX) {
+        return Ok(XattrAccess::ReadWrite);
+    }
+    Err(fop(
+        Errno::EOPNOTSUPP,
+        format!("xattr {name:?}: only user.* and trusted.mortar.* xattrs are stored"),
+    ))
+}
+
+impl<S: Storage> Brick<S> {
+    pub fn getxattr(&self, r: &bp::Getxattr) -> FopRes<Vec<u8>> {
+        xattr_access(&r.name)?;
+        let _ns = self.ns.read().expect("ns lock");
+        let (p, _) = self.resolve(&r.gfid)?;
+        self.storage
+            .getxattr(&p, &r.name)
+            .ctx(|| format!("getxattr {} on {}", r.name, r.gfid))
+    }
+
+    pub fn setxattr(&self, r: &bp::Setxattr) -> FopRes<()> {
+        match xattr_access(&r.name)? {
+            XattrAccess::ReadWrite => {}
+            XattrAccess::ReadOnly => {
+                return Err(fop(
+                    Errno::EPERM,
+                    format!("{} is set by the brick only", r.name),
+                ))
+            }
+            XattrAccess::CountersOnly => {
+                return Err(fop(
+                    Errno::EPERM,
+                    format!("{} is a changelog counter: change it with xattrop", r.name),
+                ))
+            }
+        }
+        if r.value.len() > XATTR_VALUE_BYTES_MAX {
+            return Err(fop(
+                Errno::ERANGE,
+                format!("xattr values are at most {XATTR_VALUE_BYTES_MAX} bytes"),
+            ));
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        let (p, _) = self.resolve(&r.gfid)?;
+        self.storage
+            .setxattr(&p, &r.name, &r.value, r.flags)
+            .ctx(|| format!("setxattr {} on {}", r.name, r.gfid))
+    }
+
+    pub fn removexattr(&self, r: &bp::Removexattr) -> FopRes<()> {
+        match xattr_access(&r.name)? {
+            XattrAccess::ReadWrite => {}
+            _ => {
+                return Err(fop(
+                    Errno::EPERM,
+                    format!("{} cannot be removed by clients", r.name),
+                ))
+            }
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        let (p, _) = self.resolve(&r.gfid)?;
+        self.storage
+            .removexattr(&p, &r.name)
+            .ctx(|| format!("removexattr {} on {}", r.name, r.gfid))
+    }
+
+    pub fn listxattr(&self, g: &Gfid) -> FopRes<Vec<String>> {
+        let _ns = self.ns.read().expect("ns lock");
+        let (p, _) = self.resolve(g)?;
+        let names = self
+            .storage
+            .listxattr(&p)
+            .ctx(|| format!("listxattr {g}"))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| xattr_access(n).is_ok())
+            .collect())
+    }
+}
