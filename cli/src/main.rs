@@ -1,4 +1,8 @@
 //! `mortar`: every Mortar daemon and the command line, in one binary.
+//!
+//! It owns argument parsing, output (text and `--json`) and the production
+//! launcher (OS processes). It must hold no logic a daemon needs: each
+//! subcommand hands its parsed arguments to the crate that does the work.
 
 // Printing results is this binary's job; libraries log instead.
 #![allow(clippy::print_stdout)]

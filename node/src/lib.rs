@@ -27,8 +27,3 @@ pub mod server;
 pub mod service;
 
 pub use error::NodeError;
-
-// `service.rs` names `crate::storage::check_name` in its body; it is being
-// reworked in parallel, so the old path stays valid through this alias
-// rather than by editing it. Remove once that work is merged.
-use mortar_storage as storage;

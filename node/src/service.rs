@@ -339,7 +339,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
         procs::Entrylk => {
             let q: bp::Entrylk = req.decode()?;
             let valid = check_domain(&q.domain).and_then(|()| match &q.name {
-                Some(n) => crate::storage::check_name(n)
+                Some(n) => mortar_storage::check_name(n)
                     .map_err(|e| FopError::new(e, format!("bad entry lock name {n:?}"))),
                 None => Ok(()),
             });

@@ -4,6 +4,10 @@
 //! healthy phase that must converge. Scenarios draw their configuration
 //! from the seed and print it, so a failing seed is a complete bug report.
 //! Exists only under `--cfg madsim`.
+//!
+//! It drives the product crates only through their public interfaces
+//! (as an operator, a client or a fault would) and must never be a
+//! dependency of anything that ships.
 
 #[cfg(madsim)]
 pub mod brick;

@@ -19,6 +19,10 @@
 //!   seed twice proves the run is deterministic;
 //! * the **seed and a one-line replay command** printed at the start of
 //!   every run.
+//!
+//! It depends on the seam (`mortar-net`) and `mortar-proto` only, knows
+//! nothing of bricks, volumes or clients (scenarios bring those), and must
+//! never be a dependency of a production build.
 
 #[cfg(madsim)]
 mod engine;

@@ -1,5 +1,9 @@
-//! Helpers for process-level tests: locate the built `mortar` binary and
-//! run it against loopback addresses.
+//! `mortar-tests`: process-level tests of the `mortar` binary, and helpers
+//! to locate it and run it against loopback addresses.
+//!
+//! It talks to Mortar only as an operator does (processes, the CLI,
+//! sockets, mounts) and must never link the daemon crates' internals; it
+//! depends on `mortar-net` alone, for the messenger the checks use.
 
 use std::path::PathBuf;
 
