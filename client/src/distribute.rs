@@ -19,7 +19,7 @@ use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, XattrFlags};
 use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
-use crate::fop::{shape_error, Child, Fop, FopOut, FopRes, Subvolume};
+use crate::fop::{shape_error, Child, Fop, FopOut, FopResult, Subvolume, CHUNK_BYTES_MAX};
 
 pub const LAYOUT_XATTR: &str = "trusted.mortar.dht";
 pub const LINKTO_XATTR: &str = "trusted.mortar.dht.linkto";
@@ -59,7 +59,7 @@ fn encode_range(r: (u32, u32)) -> Vec<u8> {
 }
 
 /// Record `dir`'s hash range on one subvolume.
-async fn set_range(s: &Child, dir: Gfid, range: (u32, u32)) -> FopRes {
+async fn set_range(s: &Child, dir: Gfid, range: (u32, u32)) -> FopResult<FopOut> {
     s.fop(Fop::Setxattr(bp::Setxattr {
         gfid: dir,
         name: LAYOUT_XATTR.into(),
@@ -104,10 +104,8 @@ pub struct MigrationStats {
     pub last_error: Option<String>,
 }
 
-/// Bytes per read/write while migrating a file.
-const MIGRATE_CHUNK: u64 = 1 << 20;
 /// Copies of a file that changed while it was copied before giving up.
-const MIGRATE_ATTEMPTS: u32 = 3;
+const MIGRATE_ATTEMPTS_MAX: u32 = 3;
 
 pub struct Distribute {
     name: String,
@@ -223,7 +221,7 @@ impl Distribute {
 
     /// Find `name` in `parent`: the hashed subvolume first, then all.
     /// Returns the subvolume holding the data and the attributes.
-    async fn find(&self, parent: Gfid, name: &str) -> Result<(usize, Attr), FopError> {
+    async fn find(&self, parent: Gfid, name: &str) -> FopResult<(usize, Attr)> {
         let h = self.hashed(parent, name).await;
         let q = bp::Lookup {
             parent,
@@ -277,7 +275,7 @@ impl Distribute {
     }
 
     /// The subvolume holding a non-directory gfid.
-    async fn locate(&self, gfid: Gfid) -> Result<usize, FopError> {
+    async fn locate(&self, gfid: Gfid) -> FopResult<usize> {
         if let Some(i) = self.placed.lock().expect("placed").get(&gfid) {
             return Ok(*i);
         }
@@ -322,7 +320,7 @@ impl Distribute {
 
     /// Send to every subvolume (directory operations); the first error
     /// wins, the first reply is returned.
-    async fn on_all(&self, op: Fop) -> FopRes {
+    async fn on_all(&self, op: Fop) -> FopResult<FopOut> {
         let mut first = None;
         for s in &self.subvols {
             let r = s.fop(op.clone()).await;
@@ -337,7 +335,7 @@ impl Distribute {
 
     /// Route an operation on a gfid: directories everywhere (reads from
     /// the first), files where they live.
-    async fn by_gfid(&self, gfid: Gfid, op: Fop, write: bool) -> FopRes {
+    async fn by_gfid(&self, gfid: Gfid, op: Fop, write: bool) -> FopResult<FopOut> {
         if self.is_dir(gfid).await {
             return if write {
                 self.on_all(op).await
@@ -360,7 +358,7 @@ impl Distribute {
         }
     }
 
-    async fn mkdir(&self, q: bp::Mkdir) -> FopRes {
+    async fn mkdir(&self, q: bp::Mkdir) -> FopResult<FopOut> {
         let layout = active_layout(self.n(), &self.drained);
         let mut attr = None;
         for (i, s) in self.subvols.iter().enumerate() {
@@ -376,7 +374,7 @@ impl Distribute {
             .ok_or_else(|| FopError::new(Errno::EIO, "no subvolumes"))
     }
 
-    async fn rename(&self, q: bp::Rename) -> FopRes {
+    async fn rename(&self, q: bp::Rename) -> FopResult<FopOut> {
         let (src, attr) = self.find(q.old_parent, &q.old_name).await?;
         if attr.kind == FileKind::Directory {
             return self.on_all(Fop::Rename(q)).await;
@@ -440,7 +438,7 @@ impl Distribute {
         Ok(FopOut::Done)
     }
 
-    async fn unlink(&self, q: bp::Unlink) -> FopRes {
+    async fn unlink(&self, q: bp::Unlink) -> FopResult<FopOut> {
         let (src, attr) = self.find(q.parent, &q.name).await?;
         self.subvols[src].fop(Fop::Unlink(q.clone())).await?;
         let h = self.hashed(q.parent, &q.name).await;
@@ -451,7 +449,7 @@ impl Distribute {
         Ok(FopOut::Done)
     }
 
-    async fn readdir(&self, q: bp::Readdir) -> FopRes {
+    async fn readdir(&self, q: bp::Readdir) -> FopResult<FopOut> {
         let max = q.max_entries.clamp(1, bp::READDIR_ENTRIES_MAX) as usize;
         let mut merged: BTreeMap<String, bp::DirEntry> = BTreeMap::new();
         let mut all_eof = true;
@@ -491,7 +489,7 @@ impl Distribute {
         Ok(FopOut::Dir(bp::ReaddirReply { entries, eof }))
     }
 
-    async fn statfs(&self) -> FopRes {
+    async fn statfs(&self) -> FopResult<FopOut> {
         let mut total: Option<bp::StatfsReply> = None;
         for s in &self.subvols {
             if let Ok(FopOut::Statfs(r)) = s.fop(Fop::Statfs).await {
@@ -682,7 +680,7 @@ impl Distribute {
             ));
         }
         let mut before = a.clone();
-        for attempt in 1..=MIGRATE_ATTEMPTS {
+        for attempt in 1..=MIGRATE_ATTEMPTS_MAX {
             let _ = dst
                 .fop(Fop::Unlink(bp::Unlink {
                     parent: dir,
@@ -698,7 +696,7 @@ impl Distribute {
             .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
             let mut off = 0;
             while off < before.size {
-                let len = MIGRATE_CHUNK.min(before.size - off);
+                let len = CHUNK_BYTES_MAX.min(before.size - off);
                 let data = src
                     .fop(Fop::Read(bp::Read {
                         gfid: a.gfid,
@@ -785,7 +783,7 @@ impl Distribute {
             before = after;
         }
         Err(format!(
-            "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS} attempts); left on {}",
+            "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS_MAX} attempts); left on {}",
             src.name()
         ))
     }
@@ -806,7 +804,7 @@ impl Subvolume for Distribute {
         self.subvols.iter().all(|s| s.is_up())
     }
 
-    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>> {
         Box::pin(async move {
             if self.subvols.len() == 1 {
                 return self.subvols[0].fop(op).await;

@@ -21,6 +21,8 @@ use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
 use mortar_proto::volfile::Node;
 use mortar_proto::{Errno, FopError, Gfid};
 
+use crate::fop::FopResult;
+
 /// A child's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildState {
@@ -139,7 +141,7 @@ impl ProtocolClient {
     }
 
     /// Wait until up, at most `timeout`.
-    pub async fn wait_up(&self, timeout: Duration) -> Result<u64, FopError> {
+    pub async fn wait_up(&self, timeout: Duration) -> FopResult<u64> {
         self.inner
             .rt
             .clock()
@@ -167,7 +169,7 @@ impl ProtocolClient {
         q: &Q,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<(Q::Reply, Bytes), FopError> {
+    ) -> FopResult<(Q::Reply, Bytes)> {
         let remote = self.inner.remote.lock().expect("remote").clone();
         match remote {
             Some(r) => r.call_with(q, payload, timeout).await,
@@ -177,7 +179,7 @@ impl ProtocolClient {
 
     /// The brick's pending-heal index: every gfid with non-zero counters
     /// (paged internally, at most `limit`).
-    pub async fn pending_heal(&self, limit: usize) -> Result<Vec<Gfid>, FopError> {
+    pub async fn pending_heal(&self, limit: usize) -> FopResult<Vec<Gfid>> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
