@@ -607,18 +607,9 @@ impl Distribute {
         let src = &self.subvols[k];
         let name = &e.name;
         let a = &e.attr;
-        let unlink_src = || async {
-            src.fop(Fop::Unlink(bp::Unlink {
-                parent: dir,
-                name: name.clone(),
-            }))
-            .await
-            .map(|_| ())
-            .map_err(|err| format!("removing {name:?} from {}: {err}", src.name()))
-        };
         let is_link = a.kind == FileKind::Regular && a.size == 0 && a.mode & 0o1000 != 0;
         if is_link {
-            unlink_src().await?;
+            unlink_from(src, dir, name).await?;
             return Ok(None);
         }
         let t = self.hashed(dir, name).await;
@@ -626,29 +617,7 @@ impl Distribute {
             return Err(format!("no subvolume takes {name:?}: every one is drained"));
         }
         let dst = &self.subvols[t];
-        // A link file at the target (pointing here) is in the way.
-        if let Ok(FopOut::Attr(old)) = dst
-            .fop(Fop::Lookup(bp::Lookup {
-                parent: dir,
-                name: name.clone(),
-            }))
-            .await
-        {
-            if old.gfid == a.gfid || (old.size == 0 && old.mode & 0o1000 != 0) {
-                let _ = dst
-                    .fop(Fop::Unlink(bp::Unlink {
-                        parent: dir,
-                        name: name.clone(),
-                    }))
-                    .await;
-            } else {
-                return Err(format!(
-                    "{name:?} exists on both {} and {} as different files; left in place",
-                    src.name(),
-                    dst.name()
-                ));
-            }
-        }
+        clear_target(src, dst, dir, name, a).await?;
         let new = bp::NewObject {
             gfid: a.gfid,
             mode: a.mode,
@@ -656,20 +625,8 @@ impl Distribute {
             gid: a.gid,
         };
         if a.kind == FileKind::Symlink {
-            let target = match src.fop(Fop::Readlink(bp::Readlink { gfid: a.gfid })).await {
-                Ok(FopOut::Target(t)) => t,
-                Ok(other) => return Err(format!("readlink {name:?}: {other:?}")),
-                Err(err) => return Err(format!("readlink {name:?}: {err}")),
-            };
-            dst.fop(Fop::Symlink(bp::Symlink {
-                parent: dir,
-                name: name.clone(),
-                target,
-                new,
-            }))
-            .await
-            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
-            unlink_src().await?;
+            copy_symlink(src, dst, dir, name, a.gfid, new).await?;
+            unlink_from(src, dir, name).await?;
             self.remember(a.gfid, a.kind, t);
             return Ok(Some(0));
         }
@@ -681,101 +638,14 @@ impl Distribute {
         }
         let mut before = a.clone();
         for attempt in 1..=MIGRATE_ATTEMPTS_MAX {
-            let _ = dst
-                .fop(Fop::Unlink(bp::Unlink {
-                    parent: dir,
-                    name: name.clone(),
-                }))
-                .await;
-            dst.fop(Fop::Create(bp::Create {
-                parent: dir,
-                name: name.clone(),
-                new,
-            }))
-            .await
-            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
-            let mut off = 0;
-            while off < before.size {
-                let len = CHUNK_BYTES_MAX.min(before.size - off);
-                let data = src
-                    .fop(Fop::Read(bp::Read {
-                        gfid: a.gfid,
-                        offset: off,
-                        len,
-                    }))
-                    .await
-                    .and_then(FopOut::data)
-                    .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
-                if data.is_empty() {
-                    break;
-                }
-                let n = data.len() as u64;
-                // Holes stay holes: all-zero chunks are not written.
-                if data.iter().any(|b| *b != 0) {
-                    dst.fop(Fop::Write(
-                        bp::Write {
-                            gfid: a.gfid,
-                            offset: off,
-                        },
-                        data,
-                    ))
-                    .await
-                    .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
-                }
-                off += n;
-            }
-            dst.fop(Fop::Truncate(bp::Truncate {
-                gfid: a.gfid,
-                size: before.size,
-            }))
-            .await
-            .map_err(|err| format!("sizing {name:?} on {}: {err}", dst.name()))?;
-            if let Ok(FopOut::Names(names)) = src
-                .fop(Fop::Listxattr(bp::Listxattr { gfid: a.gfid }))
-                .await
-            {
-                for x in names.into_iter().filter(|x| x.starts_with("user.")) {
-                    if let Ok(FopOut::Value(v)) = src
-                        .fop(Fop::Getxattr(bp::Getxattr {
-                            gfid: a.gfid,
-                            name: x.clone(),
-                        }))
-                        .await
-                    {
-                        let _ = dst
-                            .fop(Fop::Setxattr(bp::Setxattr {
-                                gfid: a.gfid,
-                                name: x,
-                                value: v,
-                                flags: XattrFlags::Any,
-                            }))
-                            .await;
-                    }
-                }
-            }
-            let _ = dst
-                .fop(Fop::Setattr(bp::Setattr {
-                    gfid: a.gfid,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                    atime: Some(before.atime),
-                    mtime: Some(before.mtime),
-                }))
-                .await;
-            dst.fop(Fop::Fsync(bp::Fsync {
-                gfid: a.gfid,
-                datasync: false,
-            }))
-            .await
-            .map_err(|err| format!("syncing {name:?} on {}: {err}", dst.name()))?;
+            copy_file(src, dst, dir, name, &before, new).await?;
             let after = src
                 .fop(Fop::Stat(bp::Stat { gfid: a.gfid }))
                 .await
                 .and_then(FopOut::attr)
                 .map_err(|err| format!("checking {name:?} on {}: {err}", src.name()))?;
             if after.size == before.size && after.mtime == before.mtime {
-                unlink_src().await?;
+                unlink_from(src, dir, name).await?;
                 self.remember(a.gfid, a.kind, t);
                 return Ok(Some(before.size));
             }
@@ -786,6 +656,188 @@ impl Distribute {
             "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS_MAX} attempts); left on {}",
             src.name()
         ))
+    }
+}
+
+/// Remove `name` in `dir` from `src` (the last step of a move).
+async fn unlink_from(src: &Child, dir: Gfid, name: &str) -> Result<(), String> {
+    src.fop(Fop::Unlink(bp::Unlink {
+        parent: dir,
+        name: name.to_string(),
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("removing {name:?} from {}: {err}", src.name()))
+}
+
+/// A link file at the target (pointing here), or a leftover of this very
+/// file, is in the way and goes; a different file there refuses the move.
+async fn clear_target(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    a: &Attr,
+) -> Result<(), String> {
+    if let Ok(FopOut::Attr(old)) = dst
+        .fop(Fop::Lookup(bp::Lookup {
+            parent: dir,
+            name: name.to_string(),
+        }))
+        .await
+    {
+        if old.gfid == a.gfid || (old.size == 0 && old.mode & 0o1000 != 0) {
+            let _ = dst
+                .fop(Fop::Unlink(bp::Unlink {
+                    parent: dir,
+                    name: name.to_string(),
+                }))
+                .await;
+        } else {
+            return Err(format!(
+                "{name:?} exists on both {} and {} as different files; left in place",
+                src.name(),
+                dst.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Make the symlink `gfid` of `src` on `dst`.
+async fn copy_symlink(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    gfid: Gfid,
+    new: bp::NewObject,
+) -> Result<(), String> {
+    let target = match src.fop(Fop::Readlink(bp::Readlink { gfid })).await {
+        Ok(FopOut::Target(t)) => t,
+        Ok(other) => return Err(format!("readlink {name:?}: {other:?}")),
+        Err(err) => return Err(format!("readlink {name:?}: {err}")),
+    };
+    dst.fop(Fop::Symlink(bp::Symlink {
+        parent: dir,
+        name: name.to_string(),
+        target,
+        new,
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))
+}
+
+/// One copy of the regular file `before` (as it was when the copy
+/// started) from `src` to a fresh file on `dst`: data, size, user xattrs,
+/// times, fsync.
+async fn copy_file(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    before: &Attr,
+    new: bp::NewObject,
+) -> Result<(), String> {
+    let gfid = before.gfid;
+    let _ = dst
+        .fop(Fop::Unlink(bp::Unlink {
+            parent: dir,
+            name: name.to_string(),
+        }))
+        .await;
+    dst.fop(Fop::Create(bp::Create {
+        parent: dir,
+        name: name.to_string(),
+        new,
+    }))
+    .await
+    .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
+    copy_data(src, dst, name, gfid, before.size).await?;
+    dst.fop(Fop::Truncate(bp::Truncate {
+        gfid,
+        size: before.size,
+    }))
+    .await
+    .map_err(|err| format!("sizing {name:?} on {}: {err}", dst.name()))?;
+    copy_user_xattrs(src, dst, gfid).await;
+    let _ = dst
+        .fop(Fop::Setattr(bp::Setattr {
+            gfid,
+            mode: None,
+            uid: None,
+            gid: None,
+            atime: Some(before.atime),
+            mtime: Some(before.mtime),
+        }))
+        .await;
+    dst.fop(Fop::Fsync(bp::Fsync {
+        gfid,
+        datasync: false,
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("syncing {name:?} on {}: {err}", dst.name()))
+}
+
+/// Copy `size` bytes of `gfid` a chunk at a time; holes stay holes
+/// (all-zero chunks are not written).
+async fn copy_data(
+    src: &Child,
+    dst: &Child,
+    name: &str,
+    gfid: Gfid,
+    size: u64,
+) -> Result<(), String> {
+    let mut off = 0;
+    while off < size {
+        let len = CHUNK_BYTES_MAX.min(size - off);
+        let data = src
+            .fop(Fop::Read(bp::Read {
+                gfid,
+                offset: off,
+                len,
+            }))
+            .await
+            .and_then(FopOut::data)
+            .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
+        if data.is_empty() {
+            break;
+        }
+        let n = data.len() as u64;
+        if data.iter().any(|b| *b != 0) {
+            dst.fop(Fop::Write(bp::Write { gfid, offset: off }, data))
+                .await
+                .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+/// The user xattrs of `gfid` on `src`, set on `dst` (best effort).
+async fn copy_user_xattrs(src: &Child, dst: &Child, gfid: Gfid) {
+    let Ok(FopOut::Names(names)) = src.fop(Fop::Listxattr(bp::Listxattr { gfid })).await else {
+        return;
+    };
+    for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+        if let Ok(FopOut::Value(v)) = src
+            .fop(Fop::Getxattr(bp::Getxattr {
+                gfid,
+                name: x.clone(),
+            }))
+            .await
+        {
+            let _ = dst
+                .fop(Fop::Setxattr(bp::Setxattr {
+                    gfid,
+                    name: x,
+                    value: v,
+                    flags: XattrFlags::Any,
+                }))
+                .await;
+        }
     }
 }
 

@@ -70,7 +70,7 @@ fn obj(n: u128) -> NewObject {
     }
 }
 
-async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> Result<FopOut, mortar_proto::FopError> {
+async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> mortar_client::fop::FopResult<FopOut> {
     set.fop(Fop::Write(
         bp::Write { gfid: g, offset: 0 },
         Bytes::copy_from_slice(data),

@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn pieces_table() {
         let s = 2048; // 4 + m
-        let cases: [(u64, u64, Vec<(u64, u64)>); 4] = [
+        let cases = [
             (0, 0, vec![]),
             (10, 100, vec![(10, 110)]),
             (0, 2 * MIB, vec![(0, MIB), (MIB, 2 * MIB)]),

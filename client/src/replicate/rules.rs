@@ -169,110 +169,98 @@ mod tests {
 
     const ALL: [bool; 3] = [true, true, true];
 
-    #[test]
-    fn admission_table() {
-        let q = Quorum::Auto;
-        let cases: Vec<(
-            &str,
-            Kind,
-            Option<usize>,
-            [bool; 3],
-            Vec<Option<BrickView>>,
-            Admission,
-        )> = vec![
-            (
-                "all clean",
-                Kind::Data,
-                None,
-                ALL,
-                vec![clean(), clean(), clean()],
-                Admission::Admit {
-                    good: Some(vec![0, 1, 2]),
-                },
-            ),
-            (
-                "one down, the others blame it",
-                Kind::Data,
-                None,
-                [true, true, false],
-                vec![v([Z, Z, D], Z), v([Z, Z, D], Z), None],
-                Admission::Admit {
-                    good: Some(vec![0, 1]),
-                },
-            ),
-            (
-                "only one answered",
-                Kind::Data,
-                None,
-                ALL,
-                vec![clean(), None, None],
-                Admission::TooFewAnswered {
-                    answered: vec![true, false, false],
-                },
-            ),
-            (
-                "dirty and one silent",
-                Kind::Data,
-                None,
-                ALL,
-                vec![v([Z, Z, Z], D), clean(), None],
-                Admission::InDoubt {
-                    dirty: vec![0],
-                    unasked: vec![2],
-                },
-            ),
-            (
-                "dirty but every brick answered",
-                Kind::Data,
-                None,
-                ALL,
-                vec![v([Z, Z, Z], D), clean(), clean()],
-                Admission::Admit {
-                    good: Some(vec![0, 1, 2]),
-                },
-            ),
-            (
-                "dirty data does not hold back metadata",
-                Kind::Metadata,
-                None,
-                ALL,
-                vec![v([Z, Z, Z], D), clean(), None],
-                Admission::Admit {
-                    good: Some(vec![0, 1, 2]),
-                },
-            ),
-            (
-                "entry operations are not judged in doubt",
-                Kind::Entry,
-                None,
-                ALL,
-                vec![v([Z, Z, Z], [0, 0, 1]), clean(), None],
-                Admission::Admit {
-                    good: Some(vec![0, 1, 2]),
-                },
-            ),
-            (
-                "mutual blame",
-                Kind::Data,
-                None,
-                ALL,
-                vec![v([Z, D, Z], Z), v([D, Z, Z], Z), clean()],
-                Admission::SplitBrain {
-                    accused: vec![0, 1],
-                },
-            ),
-            (
-                "arbiter with the only good data copy not locked",
-                Kind::Data,
-                Some(2),
-                [false, true, true],
-                vec![v([Z, D, Z], Z), clean(), v([Z, D, Z], Z)],
-                Admission::ArbiterOnlyWitness,
-            ),
-        ];
-        for (what, kind, arbiter, locked, views, want) in cases {
-            assert_eq!(admit(&q, kind, arbiter, &locked, &views), want, "{what}");
+    /// One row of an admission table: `admit` on a 3-brick set with
+    /// automatic quorum.
+    fn check(
+        what: &str,
+        (kind, arbiter, locked): (Kind, Option<usize>, [bool; 3]),
+        views: Vec<Option<BrickView>>,
+        want: Admission,
+    ) {
+        assert_eq!(
+            admit(&Quorum::Auto, kind, arbiter, &locked, &views),
+            want,
+            "{what}"
+        );
+    }
+
+    fn admit_all(good: &[usize]) -> Admission {
+        Admission::Admit {
+            good: Some(good.to_vec()),
         }
+    }
+
+    const DATA: (Kind, Option<usize>, [bool; 3]) = (Kind::Data, None, ALL);
+
+    #[test]
+    fn admission_table_quorum_and_doubt() {
+        let all_clean = vec![clean(), clean(), clean()];
+        check("all clean", DATA, all_clean, admit_all(&[0, 1, 2]));
+        let one_down = vec![v([Z, Z, D], Z), v([Z, Z, D], Z), None];
+        let locked = (Kind::Data, None, [true, true, false]);
+        check("one down, blamed", locked, one_down, admit_all(&[0, 1]));
+        let answered = vec![true, false, false];
+        let lone = vec![clean(), None, None];
+        check(
+            "one answered",
+            DATA,
+            lone,
+            Admission::TooFewAnswered { answered },
+        );
+        let (dirty, unasked) = (vec![0], vec![2]);
+        let doubt = vec![v([Z, Z, Z], D), clean(), None];
+        check(
+            "dirty, one silent",
+            DATA,
+            doubt.clone(),
+            Admission::InDoubt { dirty, unasked },
+        );
+        let meta = (Kind::Metadata, None, ALL);
+        check(
+            "dirty data, metadata write",
+            meta,
+            doubt,
+            admit_all(&[0, 1]),
+        );
+        let all_answer = vec![v([Z, Z, Z], D), clean(), clean()];
+        check(
+            "dirty, all answered",
+            DATA,
+            all_answer,
+            admit_all(&[0, 1, 2]),
+        );
+        let entry = (Kind::Entry, None, ALL);
+        let entry_dirty = vec![v([Z, Z, Z], [0, 0, 1]), clean(), None];
+        check(
+            "entry ops are not judged in doubt",
+            entry,
+            entry_dirty,
+            admit_all(&[0, 1]),
+        );
+    }
+
+    #[test]
+    fn admission_table_blame() {
+        let mutual = vec![v([Z, D, Z], Z), v([D, Z, Z], Z), None];
+        let accused = vec![0, 1];
+        check(
+            "mutual blame",
+            DATA,
+            mutual,
+            Admission::SplitBrain { accused },
+        );
+        // The arbiter breaks the tie: 0 is good.
+        let tie = vec![v([Z, D, Z], Z), v([D, Z, Z], Z), v([Z, D, Z], Z)];
+        let arb = (Kind::Data, Some(2), ALL);
+        check("arbiter tie-break", arb, tie, admit_all(&[0]));
+        let arb = (Kind::Data, Some(2), [false, true, true]);
+        let views = vec![v([Z, D, Z], Z), clean(), v([Z, D, Z], Z)];
+        check(
+            "good copy not locked",
+            arb,
+            views,
+            Admission::ArbiterOnlyWitness,
+        );
     }
 
     /// Postmortem (client_writes, fa76361): a transaction judged the good
