@@ -252,6 +252,37 @@ async fn lookup_port(inner: &Inner) -> Result<u16, String> {
     r
 }
 
+/// One attempt to reach the brick: its port from the portmap, the
+/// connection, and the handshake.
+async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, String> {
+    let port = lookup_port(inner).await?;
+    let scheme = if inner.addr.rdma { "rdma:" } else { "" };
+    let ep: Endpoint = format!("{scheme}{}:{port}", inner.addr.host)
+        .parse()
+        .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
+    let rpc = RpcClient::new(&inner.rt, ep, cfg);
+    if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
+        rpc.close();
+        return Err(e.to_string());
+    }
+    let remote = RemoteBrick::new(rpc);
+    match remote
+        .connect(
+            &inner.addr.volume_id,
+            &inner.client_id,
+            &inner.addr.name,
+            SETUP_TIMEOUT,
+        )
+        .await
+    {
+        Ok(_) => Ok(remote),
+        Err(e) => {
+            remote.rpc.close();
+            Err(e.to_string())
+        }
+    }
+}
+
 async fn keep_connected(inner: Arc<Inner>) {
     let clock = inner.rt.clock().clone();
     let mut pause = Duration::from_millis(100);
@@ -262,35 +293,7 @@ async fn keep_connected(inner: Arc<Inner>) {
     };
     let mut generation = 0;
     loop {
-        let setup = async {
-            let port = lookup_port(&inner).await?;
-            let scheme = if inner.addr.rdma { "rdma:" } else { "" };
-            let ep: Endpoint = format!("{scheme}{}:{port}", inner.addr.host)
-                .parse()
-                .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
-            let rpc = RpcClient::new(&inner.rt, ep, cfg);
-            if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
-                rpc.close();
-                return Err(e.to_string());
-            }
-            let remote = RemoteBrick::new(rpc);
-            match remote
-                .connect(
-                    &inner.addr.volume_id,
-                    &inner.client_id,
-                    &inner.addr.name,
-                    SETUP_TIMEOUT,
-                )
-                .await
-            {
-                Ok(_) => Ok(remote),
-                Err(e) => {
-                    remote.rpc.close();
-                    Err(e.to_string())
-                }
-            }
-        }
-        .await;
+        let setup = connect_once(&inner, cfg).await;
         match setup {
             Ok(remote) => {
                 pause = Duration::from_millis(100);

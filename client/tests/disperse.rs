@@ -282,20 +282,15 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
     let g = c.create("m", 3).await;
     c.write(g, 0, b"hello").await.unwrap();
     c.b.kill(0).await;
-    let a = c
-        .set
-        .fop(Fop::Setattr(bp::Setattr {
-            gfid: g,
-            mode: Some(0o600),
-            uid: None,
-            gid: None,
-            atime: None,
-            mtime: None,
-        }))
-        .await
-        .unwrap()
-        .attr()
-        .unwrap();
+    let mode = bp::Setattr {
+        gfid: g,
+        mode: Some(0o600),
+        uid: None,
+        gid: None,
+        atime: None,
+        mtime: None,
+    };
+    let a = c.set.fop(Fop::Setattr(mode)).await.unwrap().attr().unwrap();
     assert_eq!((a.mode, a.size), (0o600, 5));
     c.set
         .fop(Fop::Setxattr(bp::Setxattr {
@@ -350,13 +345,11 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         .attr()
         .unwrap();
     assert_eq!(on0.mode, 0o600);
-    let x = c.b.clients[0]
-        .fop(Fop::Getxattr(bp::Getxattr {
-            gfid: g,
-            name: "user.k".into(),
-        }))
-        .await
-        .unwrap();
+    let q = bp::Getxattr {
+        gfid: g,
+        name: "user.k".into(),
+    };
+    let x = c.b.clients[0].fop(Fop::Getxattr(q)).await.unwrap();
     assert_eq!(x, FopOut::Value(b"v".to_vec()));
     assert_eq!(c.read_all(g).await.unwrap(), b"hello");
     let _ = std::fs::remove_dir_all(&c.b.dir);

@@ -116,25 +116,8 @@ impl Disperse {
         self.set_versions(gfid, &mut infos, (&data, &data_sinks), (&meta, &meta_sinks))
             .await?;
         // Clear exactly the dirty counts read: current fragments first.
-        let order: Vec<usize> = data
-            .bricks
-            .iter()
-            .copied()
-            .chain(data_sinks.iter().copied())
-            .collect();
-        for i in order {
-            if dirty[i].iter().all(|x| *x == 0) {
-                continue;
-            }
-            let undo = dirty[i].map(|x| -x);
-            children[i]
-                .fop(Fop::Xattrop(bp::Xattrop {
-                    gfid,
-                    deltas: vec![(xa::DIRTY.to_string(), counters_delta(undo))],
-                    durable: true,
-                }))
-                .await?;
-        }
+        let order: Vec<usize> = data.bricks.iter().chain(&data_sinks).copied().collect();
+        self.clear_dirty(gfid, &order, &dirty).await?;
         let mut healed = data_sinks;
         healed.extend(
             meta_sinks
@@ -153,6 +136,25 @@ impl Disperse {
                     .collect(),
             )
         })
+    }
+
+    /// Take back the dirty counts heal read (`dirty`, per brick), on the
+    /// bricks in `order`.
+    async fn clear_dirty(&self, gfid: Gfid, order: &[usize], dirty: &[[i32; 3]]) -> FopResult<()> {
+        for &i in order {
+            if dirty[i].iter().all(|x| *x == 0) {
+                continue;
+            }
+            let undo = dirty[i].map(|x| -x);
+            self.children()[i]
+                .fop(Fop::Xattrop(bp::Xattrop {
+                    gfid,
+                    deltas: vec![(xa::DIRTY.to_string(), counters_delta(undo))],
+                    durable: true,
+                }))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The healed fragments take the current versions and size: each
