@@ -12,6 +12,7 @@
 //! blame every brick where it failed or which was down). Nothing here does
 //! I/O; the replicate layer gathers counters and applies the plans.
 
+use mortar_proto::brick::{xattr as xa, CounterDelta};
 use serde::{Deserialize, Serialize};
 
 /// Which counter of the three an operation concerns.
@@ -20,6 +21,25 @@ pub enum Kind {
     Data = 0,
     Metadata = 1,
     Entry = 2,
+}
+
+/// The change to the three counters (data, metadata, entry) of a
+/// changelog or dirty xattr: the one builder every layer uses.
+pub fn counters_delta(by: [i32; 3]) -> CounterDelta {
+    CounterDelta::Add32(by.to_vec())
+}
+
+/// Raise (or lower, `by` < 0) the counter of `kind` alone.
+pub fn kind_delta(kind: Kind, by: i32) -> CounterDelta {
+    let mut d = [0; 3];
+    d[kind as usize] = by;
+    counters_delta(d)
+}
+
+/// The dirty mark of `kind` raised (pre-op) or lowered (post-op, undo,
+/// heal) by `by`.
+pub fn dirty_delta(kind: Kind, by: i32) -> (String, CounterDelta) {
+    (xa::DIRTY.to_string(), kind_delta(kind, by))
 }
 
 /// Quorum policy of a replica set.

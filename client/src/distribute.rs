@@ -19,7 +19,7 @@ use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, XattrFlags};
 use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
-use crate::fop::{shape_error, Child, Fop, FopOut, FopRes, Subvolume};
+use crate::fop::{shape_error, Child, Fop, FopOut, FopResult, Subvolume, CHUNK_BYTES_MAX};
 
 pub const LAYOUT_XATTR: &str = "trusted.mortar.dht";
 pub const LINKTO_XATTR: &str = "trusted.mortar.dht.linkto";
@@ -59,7 +59,7 @@ fn encode_range(r: (u32, u32)) -> Vec<u8> {
 }
 
 /// Record `dir`'s hash range on one subvolume.
-async fn set_range(s: &Child, dir: Gfid, range: (u32, u32)) -> FopRes {
+async fn set_range(s: &Child, dir: Gfid, range: (u32, u32)) -> FopResult<FopOut> {
     s.fop(Fop::Setxattr(bp::Setxattr {
         gfid: dir,
         name: LAYOUT_XATTR.into(),
@@ -104,10 +104,8 @@ pub struct MigrationStats {
     pub last_error: Option<String>,
 }
 
-/// Bytes per read/write while migrating a file.
-const MIGRATE_CHUNK: u64 = 1 << 20;
 /// Copies of a file that changed while it was copied before giving up.
-const MIGRATE_ATTEMPTS: u32 = 3;
+const MIGRATE_ATTEMPTS_MAX: u32 = 3;
 
 pub struct Distribute {
     name: String,
@@ -223,7 +221,7 @@ impl Distribute {
 
     /// Find `name` in `parent`: the hashed subvolume first, then all.
     /// Returns the subvolume holding the data and the attributes.
-    async fn find(&self, parent: Gfid, name: &str) -> Result<(usize, Attr), FopError> {
+    async fn find(&self, parent: Gfid, name: &str) -> FopResult<(usize, Attr)> {
         let h = self.hashed(parent, name).await;
         let q = bp::Lookup {
             parent,
@@ -277,7 +275,7 @@ impl Distribute {
     }
 
     /// The subvolume holding a non-directory gfid.
-    async fn locate(&self, gfid: Gfid) -> Result<usize, FopError> {
+    async fn locate(&self, gfid: Gfid) -> FopResult<usize> {
         if let Some(i) = self.placed.lock().expect("placed").get(&gfid) {
             return Ok(*i);
         }
@@ -322,7 +320,7 @@ impl Distribute {
 
     /// Send to every subvolume (directory operations); the first error
     /// wins, the first reply is returned.
-    async fn on_all(&self, op: Fop) -> FopRes {
+    async fn on_all(&self, op: Fop) -> FopResult<FopOut> {
         let mut first = None;
         for s in &self.subvols {
             let r = s.fop(op.clone()).await;
@@ -337,7 +335,7 @@ impl Distribute {
 
     /// Route an operation on a gfid: directories everywhere (reads from
     /// the first), files where they live.
-    async fn by_gfid(&self, gfid: Gfid, op: Fop, write: bool) -> FopRes {
+    async fn by_gfid(&self, gfid: Gfid, op: Fop, write: bool) -> FopResult<FopOut> {
         if self.is_dir(gfid).await {
             return if write {
                 self.on_all(op).await
@@ -360,7 +358,7 @@ impl Distribute {
         }
     }
 
-    async fn mkdir(&self, q: bp::Mkdir) -> FopRes {
+    async fn mkdir(&self, q: bp::Mkdir) -> FopResult<FopOut> {
         let layout = active_layout(self.n(), &self.drained);
         let mut attr = None;
         for (i, s) in self.subvols.iter().enumerate() {
@@ -376,7 +374,7 @@ impl Distribute {
             .ok_or_else(|| FopError::new(Errno::EIO, "no subvolumes"))
     }
 
-    async fn rename(&self, q: bp::Rename) -> FopRes {
+    async fn rename(&self, q: bp::Rename) -> FopResult<FopOut> {
         let (src, attr) = self.find(q.old_parent, &q.old_name).await?;
         if attr.kind == FileKind::Directory {
             return self.on_all(Fop::Rename(q)).await;
@@ -440,7 +438,7 @@ impl Distribute {
         Ok(FopOut::Done)
     }
 
-    async fn unlink(&self, q: bp::Unlink) -> FopRes {
+    async fn unlink(&self, q: bp::Unlink) -> FopResult<FopOut> {
         let (src, attr) = self.find(q.parent, &q.name).await?;
         self.subvols[src].fop(Fop::Unlink(q.clone())).await?;
         let h = self.hashed(q.parent, &q.name).await;
@@ -451,7 +449,7 @@ impl Distribute {
         Ok(FopOut::Done)
     }
 
-    async fn readdir(&self, q: bp::Readdir) -> FopRes {
+    async fn readdir(&self, q: bp::Readdir) -> FopResult<FopOut> {
         let max = q.max_entries.clamp(1, bp::READDIR_ENTRIES_MAX) as usize;
         let mut merged: BTreeMap<String, bp::DirEntry> = BTreeMap::new();
         let mut all_eof = true;
@@ -491,7 +489,7 @@ impl Distribute {
         Ok(FopOut::Dir(bp::ReaddirReply { entries, eof }))
     }
 
-    async fn statfs(&self) -> FopRes {
+    async fn statfs(&self) -> FopResult<FopOut> {
         let mut total: Option<bp::StatfsReply> = None;
         for s in &self.subvols {
             if let Ok(FopOut::Statfs(r)) = s.fop(Fop::Statfs).await {
@@ -609,18 +607,9 @@ impl Distribute {
         let src = &self.subvols[k];
         let name = &e.name;
         let a = &e.attr;
-        let unlink_src = || async {
-            src.fop(Fop::Unlink(bp::Unlink {
-                parent: dir,
-                name: name.clone(),
-            }))
-            .await
-            .map(|_| ())
-            .map_err(|err| format!("removing {name:?} from {}: {err}", src.name()))
-        };
         let is_link = a.kind == FileKind::Regular && a.size == 0 && a.mode & 0o1000 != 0;
         if is_link {
-            unlink_src().await?;
+            unlink_from(src, dir, name).await?;
             return Ok(None);
         }
         let t = self.hashed(dir, name).await;
@@ -628,29 +617,7 @@ impl Distribute {
             return Err(format!("no subvolume takes {name:?}: every one is drained"));
         }
         let dst = &self.subvols[t];
-        // A link file at the target (pointing here) is in the way.
-        if let Ok(FopOut::Attr(old)) = dst
-            .fop(Fop::Lookup(bp::Lookup {
-                parent: dir,
-                name: name.clone(),
-            }))
-            .await
-        {
-            if old.gfid == a.gfid || (old.size == 0 && old.mode & 0o1000 != 0) {
-                let _ = dst
-                    .fop(Fop::Unlink(bp::Unlink {
-                        parent: dir,
-                        name: name.clone(),
-                    }))
-                    .await;
-            } else {
-                return Err(format!(
-                    "{name:?} exists on both {} and {} as different files; left in place",
-                    src.name(),
-                    dst.name()
-                ));
-            }
-        }
+        clear_target(src, dst, dir, name, a).await?;
         let new = bp::NewObject {
             gfid: a.gfid,
             mode: a.mode,
@@ -658,20 +625,8 @@ impl Distribute {
             gid: a.gid,
         };
         if a.kind == FileKind::Symlink {
-            let target = match src.fop(Fop::Readlink(bp::Readlink { gfid: a.gfid })).await {
-                Ok(FopOut::Target(t)) => t,
-                Ok(other) => return Err(format!("readlink {name:?}: {other:?}")),
-                Err(err) => return Err(format!("readlink {name:?}: {err}")),
-            };
-            dst.fop(Fop::Symlink(bp::Symlink {
-                parent: dir,
-                name: name.clone(),
-                target,
-                new,
-            }))
-            .await
-            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
-            unlink_src().await?;
+            copy_symlink(src, dst, dir, name, a.gfid, new).await?;
+            unlink_from(src, dir, name).await?;
             self.remember(a.gfid, a.kind, t);
             return Ok(Some(0));
         }
@@ -682,102 +637,15 @@ impl Distribute {
             ));
         }
         let mut before = a.clone();
-        for attempt in 1..=MIGRATE_ATTEMPTS {
-            let _ = dst
-                .fop(Fop::Unlink(bp::Unlink {
-                    parent: dir,
-                    name: name.clone(),
-                }))
-                .await;
-            dst.fop(Fop::Create(bp::Create {
-                parent: dir,
-                name: name.clone(),
-                new,
-            }))
-            .await
-            .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
-            let mut off = 0;
-            while off < before.size {
-                let len = MIGRATE_CHUNK.min(before.size - off);
-                let data = src
-                    .fop(Fop::Read(bp::Read {
-                        gfid: a.gfid,
-                        offset: off,
-                        len,
-                    }))
-                    .await
-                    .and_then(FopOut::data)
-                    .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
-                if data.is_empty() {
-                    break;
-                }
-                let n = data.len() as u64;
-                // Holes stay holes: all-zero chunks are not written.
-                if data.iter().any(|b| *b != 0) {
-                    dst.fop(Fop::Write(
-                        bp::Write {
-                            gfid: a.gfid,
-                            offset: off,
-                        },
-                        data,
-                    ))
-                    .await
-                    .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
-                }
-                off += n;
-            }
-            dst.fop(Fop::Truncate(bp::Truncate {
-                gfid: a.gfid,
-                size: before.size,
-            }))
-            .await
-            .map_err(|err| format!("sizing {name:?} on {}: {err}", dst.name()))?;
-            if let Ok(FopOut::Names(names)) = src
-                .fop(Fop::Listxattr(bp::Listxattr { gfid: a.gfid }))
-                .await
-            {
-                for x in names.into_iter().filter(|x| x.starts_with("user.")) {
-                    if let Ok(FopOut::Value(v)) = src
-                        .fop(Fop::Getxattr(bp::Getxattr {
-                            gfid: a.gfid,
-                            name: x.clone(),
-                        }))
-                        .await
-                    {
-                        let _ = dst
-                            .fop(Fop::Setxattr(bp::Setxattr {
-                                gfid: a.gfid,
-                                name: x,
-                                value: v,
-                                flags: XattrFlags::Any,
-                            }))
-                            .await;
-                    }
-                }
-            }
-            let _ = dst
-                .fop(Fop::Setattr(bp::Setattr {
-                    gfid: a.gfid,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                    atime: Some(before.atime),
-                    mtime: Some(before.mtime),
-                }))
-                .await;
-            dst.fop(Fop::Fsync(bp::Fsync {
-                gfid: a.gfid,
-                datasync: false,
-            }))
-            .await
-            .map_err(|err| format!("syncing {name:?} on {}: {err}", dst.name()))?;
+        for attempt in 1..=MIGRATE_ATTEMPTS_MAX {
+            copy_file(src, dst, dir, name, &before, new).await?;
             let after = src
                 .fop(Fop::Stat(bp::Stat { gfid: a.gfid }))
                 .await
                 .and_then(FopOut::attr)
                 .map_err(|err| format!("checking {name:?} on {}: {err}", src.name()))?;
             if after.size == before.size && after.mtime == before.mtime {
-                unlink_src().await?;
+                unlink_from(src, dir, name).await?;
                 self.remember(a.gfid, a.kind, t);
                 return Ok(Some(before.size));
             }
@@ -785,9 +653,191 @@ impl Distribute {
             before = after;
         }
         Err(format!(
-            "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS} attempts); left on {}",
+            "{name:?} kept changing while it was copied ({MIGRATE_ATTEMPTS_MAX} attempts); left on {}",
             src.name()
         ))
+    }
+}
+
+/// Remove `name` in `dir` from `src` (the last step of a move).
+async fn unlink_from(src: &Child, dir: Gfid, name: &str) -> Result<(), String> {
+    src.fop(Fop::Unlink(bp::Unlink {
+        parent: dir,
+        name: name.to_string(),
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("removing {name:?} from {}: {err}", src.name()))
+}
+
+/// A link file at the target (pointing here), or a leftover of this very
+/// file, is in the way and goes; a different file there refuses the move.
+async fn clear_target(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    a: &Attr,
+) -> Result<(), String> {
+    if let Ok(FopOut::Attr(old)) = dst
+        .fop(Fop::Lookup(bp::Lookup {
+            parent: dir,
+            name: name.to_string(),
+        }))
+        .await
+    {
+        if old.gfid == a.gfid || (old.size == 0 && old.mode & 0o1000 != 0) {
+            let _ = dst
+                .fop(Fop::Unlink(bp::Unlink {
+                    parent: dir,
+                    name: name.to_string(),
+                }))
+                .await;
+        } else {
+            return Err(format!(
+                "{name:?} exists on both {} and {} as different files; left in place",
+                src.name(),
+                dst.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Make the symlink `gfid` of `src` on `dst`.
+async fn copy_symlink(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    gfid: Gfid,
+    new: bp::NewObject,
+) -> Result<(), String> {
+    let target = match src.fop(Fop::Readlink(bp::Readlink { gfid })).await {
+        Ok(FopOut::Target(t)) => t,
+        Ok(other) => return Err(format!("readlink {name:?}: {other:?}")),
+        Err(err) => return Err(format!("readlink {name:?}: {err}")),
+    };
+    dst.fop(Fop::Symlink(bp::Symlink {
+        parent: dir,
+        name: name.to_string(),
+        target,
+        new,
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))
+}
+
+/// One copy of the regular file `before` (as it was when the copy
+/// started) from `src` to a fresh file on `dst`: data, size, user xattrs,
+/// times, fsync.
+async fn copy_file(
+    src: &Child,
+    dst: &Child,
+    dir: Gfid,
+    name: &str,
+    before: &Attr,
+    new: bp::NewObject,
+) -> Result<(), String> {
+    let gfid = before.gfid;
+    let _ = dst
+        .fop(Fop::Unlink(bp::Unlink {
+            parent: dir,
+            name: name.to_string(),
+        }))
+        .await;
+    dst.fop(Fop::Create(bp::Create {
+        parent: dir,
+        name: name.to_string(),
+        new,
+    }))
+    .await
+    .map_err(|err| format!("creating {name:?} on {}: {err}", dst.name()))?;
+    copy_data(src, dst, name, gfid, before.size).await?;
+    dst.fop(Fop::Truncate(bp::Truncate {
+        gfid,
+        size: before.size,
+    }))
+    .await
+    .map_err(|err| format!("sizing {name:?} on {}: {err}", dst.name()))?;
+    copy_user_xattrs(src, dst, gfid).await;
+    let _ = dst
+        .fop(Fop::Setattr(bp::Setattr {
+            gfid,
+            mode: None,
+            uid: None,
+            gid: None,
+            atime: Some(before.atime),
+            mtime: Some(before.mtime),
+        }))
+        .await;
+    dst.fop(Fop::Fsync(bp::Fsync {
+        gfid,
+        datasync: false,
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|err| format!("syncing {name:?} on {}: {err}", dst.name()))
+}
+
+/// Copy `size` bytes of `gfid` a chunk at a time; holes stay holes
+/// (all-zero chunks are not written).
+async fn copy_data(
+    src: &Child,
+    dst: &Child,
+    name: &str,
+    gfid: Gfid,
+    size: u64,
+) -> Result<(), String> {
+    let mut off = 0;
+    while off < size {
+        let len = CHUNK_BYTES_MAX.min(size - off);
+        let data = src
+            .fop(Fop::Read(bp::Read {
+                gfid,
+                offset: off,
+                len,
+            }))
+            .await
+            .and_then(FopOut::data)
+            .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
+        if data.is_empty() {
+            break;
+        }
+        let n = data.len() as u64;
+        if data.iter().any(|b| *b != 0) {
+            dst.fop(Fop::Write(bp::Write { gfid, offset: off }, data))
+                .await
+                .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+/// The user xattrs of `gfid` on `src`, set on `dst` (best effort).
+async fn copy_user_xattrs(src: &Child, dst: &Child, gfid: Gfid) {
+    let Ok(FopOut::Names(names)) = src.fop(Fop::Listxattr(bp::Listxattr { gfid })).await else {
+        return;
+    };
+    for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+        if let Ok(FopOut::Value(v)) = src
+            .fop(Fop::Getxattr(bp::Getxattr {
+                gfid,
+                name: x.clone(),
+            }))
+            .await
+        {
+            let _ = dst
+                .fop(Fop::Setxattr(bp::Setxattr {
+                    gfid,
+                    name: x,
+                    value: v,
+                    flags: XattrFlags::Any,
+                }))
+                .await;
+        }
     }
 }
 
@@ -806,7 +856,7 @@ impl Subvolume for Distribute {
         self.subvols.iter().all(|s| s.is_up())
     }
 
-    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>> {
         Box::pin(async move {
             if self.subvols.len() == 1 {
                 return self.subvols[0].fop(op).await;

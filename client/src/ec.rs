@@ -2,14 +2,14 @@
 //! and `m` redundancy fragments, any `k` of which rebuild the stripe.
 //!
 //! A file on a disperse set of `k + m` bricks is cut into stripes of
-//! `k * FRAGMENT` bytes; brick `i` stores fragment `i` of every stripe, so
+//! `k * FRAGMENT_BYTES` bytes; brick `i` stores fragment `i` of every stripe, so
 //! each brick's file is `1/k` of the data (rounded up to whole stripes).
 //! Pure functions over byte buffers; no I/O.
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 /// Bytes of one fragment of one stripe (per brick).
-pub const FRAGMENT: usize = 512;
+pub const FRAGMENT_BYTES: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EcError {
@@ -57,7 +57,7 @@ impl Codec {
 
     /// Bytes of file data in one stripe.
     pub fn stripe(&self) -> usize {
-        self.k * FRAGMENT
+        self.k * FRAGMENT_BYTES
     }
 
     /// Encode `data` (a whole number of stripes) into `k + m` per-brick
@@ -72,13 +72,13 @@ impl Codec {
             });
         }
         let stripes = data.len() / stripe;
-        let per_brick = stripes * FRAGMENT;
+        let per_brick = stripes * FRAGMENT_BYTES;
         // The code is linear byte position by byte position, so coding the
         // whole per-brick buffers at once equals coding each stripe.
         let mut out = vec![vec![0u8; per_brick]; self.k + self.m];
         for (s, src) in data.chunks_exact(stripe).enumerate() {
-            for (i, frag) in src.chunks_exact(FRAGMENT).enumerate() {
-                out[i][s * FRAGMENT..(s + 1) * FRAGMENT].copy_from_slice(frag);
+            for (i, frag) in src.chunks_exact(FRAGMENT_BYTES).enumerate() {
+                out[i][s * FRAGMENT_BYTES..(s + 1) * FRAGMENT_BYTES].copy_from_slice(frag);
             }
         }
         self.rs
@@ -107,13 +107,13 @@ impl Codec {
                 return Err(EcError::Ragged { a: len, b: l });
             }
         }
-        if len % FRAGMENT != 0 {
+        if len % FRAGMENT_BYTES != 0 {
             return Err(EcError::Unaligned {
                 len,
-                unit: FRAGMENT,
+                unit: FRAGMENT_BYTES,
             });
         }
-        let stripes = len / FRAGMENT;
+        let stripes = len / FRAGMENT_BYTES;
         let rebuilt;
         let data: Vec<&Vec<u8>> = if (0..self.k).all(|i| bricks[i].is_some()) {
             // Systematic code: the data fragments are the data.
@@ -139,8 +139,8 @@ impl Codec {
         };
         let mut out = vec![0u8; stripes * self.stripe()];
         for (s, dst) in out.chunks_exact_mut(self.stripe()).enumerate() {
-            for (i, frag) in dst.chunks_exact_mut(FRAGMENT).enumerate() {
-                frag.copy_from_slice(&data[i][s * FRAGMENT..(s + 1) * FRAGMENT]);
+            for (i, frag) in dst.chunks_exact_mut(FRAGMENT_BYTES).enumerate() {
+                frag.copy_from_slice(&data[i][s * FRAGMENT_BYTES..(s + 1) * FRAGMENT_BYTES]);
             }
         }
         Ok(out)
@@ -179,8 +179,8 @@ mod tests {
         some[2] = None;
         some[5] = None;
         assert_eq!(c.decode(&some), Err(EcError::TooFew { have: 3, k: 4 }));
-        some[2] = Some(vec![0u8; 3 * FRAGMENT]);
-        some[5] = Some(vec![0u8; FRAGMENT]);
+        some[2] = Some(vec![0u8; 3 * FRAGMENT_BYTES]);
+        some[5] = Some(vec![0u8; FRAGMENT_BYTES]);
         assert!(matches!(c.decode(&some), Err(EcError::Ragged { .. })));
     }
 
@@ -203,9 +203,9 @@ mod tests {
             }).collect();
             let frags = c.encode(&data).unwrap();
             prop_assert_eq!(frags.len(), k + m);
-            prop_assert!(frags.iter().all(|f| f.len() == stripes * FRAGMENT));
+            prop_assert!(frags.iter().all(|f| f.len() == stripes * FRAGMENT_BYTES));
             // The first k bricks hold the data itself (systematic).
-            prop_assert_eq!(&frags[0][..FRAGMENT], &data[..FRAGMENT]);
+            prop_assert_eq!(&frags[0][..FRAGMENT_BYTES], &data[..FRAGMENT_BYTES]);
             let lost: Vec<usize> = lost.into_iter().filter(|i| *i < k + m).take(m).collect();
             let avail: Vec<Option<Vec<u8>>> = frags
                 .into_iter()

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mortar_net::BoxFuture;
-use mortar_proto::brick::{self as bp, BrickRequest, CounterDelta};
+use mortar_proto::brick::{self as bp, BrickRequest, CounterDelta, IO_BYTES_MAX};
 use mortar_proto::{Attr, Errno, FopError, Gfid};
+
+/// The one result type of the client's file operations: the alias the
+/// wire types define, so a brick's answer and a layer's are one type.
+pub use mortar_proto::brick::FopResult;
 
 use crate::protocol::ProtocolClient;
 
@@ -113,7 +117,13 @@ pub enum FopOut {
     Statfs(bp::StatfsReply),
 }
 
-pub type FopRes = Result<FopOut, FopError>;
+/// File data a layer moves per step when it copies or rewrites a file
+/// (disperse's pieces of a large write, heal, migration): bounds the
+/// memory one operation holds to this and its fragments.
+pub const CHUNK_BYTES_MAX: u64 = 1 << 20;
+
+// A step is one brick read or write, which the wire bounds.
+const _: () = assert!(CHUNK_BYTES_MAX <= IO_BYTES_MAX);
 
 /// The reply did not have the shape the operation promises: a bug in a
 /// layer, reported as EIO rather than a panic.
@@ -125,19 +135,19 @@ pub fn shape_error(what: &str, got: &FopOut) -> FopError {
 }
 
 impl FopOut {
-    pub fn attr(self) -> Result<Attr, FopError> {
+    pub fn attr(self) -> FopResult<Attr> {
         match self {
             FopOut::Attr(a) => Ok(a),
             other => Err(shape_error("an attribute operation", &other)),
         }
     }
-    pub fn data(self) -> Result<Bytes, FopError> {
+    pub fn data(self) -> FopResult<Bytes> {
         match self {
             FopOut::Data(d) => Ok(d),
             other => Err(shape_error("read", &other)),
         }
     }
-    pub fn counters(self) -> Result<Vec<(String, CounterDelta)>, FopError> {
+    pub fn counters(self) -> FopResult<Vec<(String, CounterDelta)>> {
         match self {
             FopOut::Counters(c) => Ok(c),
             other => Err(shape_error("xattrop", &other)),
@@ -151,14 +161,14 @@ pub trait Subvolume: Send + Sync + 'static {
     /// Can operations be sent now? (A brick that is connected; a set with
     /// enough bricks.)
     fn is_up(&self) -> bool;
-    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes>;
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>>;
 }
 
 /// Deadline for one brick operation. Locks that wait have their own,
 /// shorter, wait bound inside the request.
 pub const BRICK_OP_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn call<Q: BrickRequest>(c: &ProtocolClient, q: &Q) -> Result<Q::Reply, FopError> {
+async fn call<Q: BrickRequest>(c: &ProtocolClient, q: &Q) -> FopResult<Q::Reply> {
     Ok(c.call(q, Bytes::new(), BRICK_OP_TIMEOUT).await?.0)
 }
 
@@ -171,7 +181,7 @@ impl Subvolume for ProtocolClient {
         ProtocolClient::is_up(self)
     }
 
-    fn fop(&self, op: Fop) -> BoxFuture<'_, FopRes> {
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>> {
         Box::pin(async move {
             Ok(match op {
                 Fop::Lookup(q) => FopOut::Attr(call(self, &q).await?),

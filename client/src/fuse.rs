@@ -26,6 +26,7 @@ use mortar_proto::brick::{self as bp, DirEntry, XattrFlags};
 use mortar_proto::{Attr, FileKind, FopError, Gfid, Timespec};
 
 use crate::api::Client;
+use crate::fop::FopResult;
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
@@ -173,7 +174,7 @@ impl Shared {
         }
     }
 
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, FopError>) {
+    fn entry(&self, reply: ReplyEntry, r: FopResult<Attr>) {
         match r {
             Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),

@@ -21,6 +21,8 @@ use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
 use mortar_proto::volfile::Node;
 use mortar_proto::{Errno, FopError, Gfid};
 
+use crate::fop::FopResult;
+
 /// A child's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildState {
@@ -139,7 +141,7 @@ impl ProtocolClient {
     }
 
     /// Wait until up, at most `timeout`.
-    pub async fn wait_up(&self, timeout: Duration) -> Result<u64, FopError> {
+    pub async fn wait_up(&self, timeout: Duration) -> FopResult<u64> {
         self.inner
             .rt
             .clock()
@@ -167,7 +169,7 @@ impl ProtocolClient {
         q: &Q,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<(Q::Reply, Bytes), FopError> {
+    ) -> FopResult<(Q::Reply, Bytes)> {
         let remote = self.inner.remote.lock().expect("remote").clone();
         match remote {
             Some(r) => r.call_with(q, payload, timeout).await,
@@ -177,7 +179,7 @@ impl ProtocolClient {
 
     /// The brick's pending-heal index: every gfid with non-zero counters
     /// (paged internally, at most `limit`).
-    pub async fn pending_heal(&self, limit: usize) -> Result<Vec<Gfid>, FopError> {
+    pub async fn pending_heal(&self, limit: usize) -> FopResult<Vec<Gfid>> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -250,6 +252,37 @@ async fn lookup_port(inner: &Inner) -> Result<u16, String> {
     r
 }
 
+/// One attempt to reach the brick: its port from the portmap, the
+/// connection, and the handshake.
+async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, String> {
+    let port = lookup_port(inner).await?;
+    let scheme = if inner.addr.rdma { "rdma:" } else { "" };
+    let ep: Endpoint = format!("{scheme}{}:{port}", inner.addr.host)
+        .parse()
+        .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
+    let rpc = RpcClient::new(&inner.rt, ep, cfg);
+    if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
+        rpc.close();
+        return Err(e.to_string());
+    }
+    let remote = RemoteBrick::new(rpc);
+    match remote
+        .connect(
+            &inner.addr.volume_id,
+            &inner.client_id,
+            &inner.addr.name,
+            SETUP_TIMEOUT,
+        )
+        .await
+    {
+        Ok(_) => Ok(remote),
+        Err(e) => {
+            remote.rpc.close();
+            Err(e.to_string())
+        }
+    }
+}
+
 async fn keep_connected(inner: Arc<Inner>) {
     let clock = inner.rt.clock().clone();
     let mut pause = Duration::from_millis(100);
@@ -260,35 +293,7 @@ async fn keep_connected(inner: Arc<Inner>) {
     };
     let mut generation = 0;
     loop {
-        let setup = async {
-            let port = lookup_port(&inner).await?;
-            let scheme = if inner.addr.rdma { "rdma:" } else { "" };
-            let ep: Endpoint = format!("{scheme}{}:{port}", inner.addr.host)
-                .parse()
-                .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
-            let rpc = RpcClient::new(&inner.rt, ep, cfg);
-            if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
-                rpc.close();
-                return Err(e.to_string());
-            }
-            let remote = RemoteBrick::new(rpc);
-            match remote
-                .connect(
-                    &inner.addr.volume_id,
-                    &inner.client_id,
-                    &inner.addr.name,
-                    SETUP_TIMEOUT,
-                )
-                .await
-            {
-                Ok(_) => Ok(remote),
-                Err(e) => {
-                    remote.rpc.close();
-                    Err(e.to_string())
-                }
-            }
-        }
-        .await;
+        let setup = connect_once(&inner, cfg).await;
         match setup {
             Ok(remote) => {
                 pause = Duration::from_millis(100);

@@ -6,7 +6,7 @@ use mortar_net::{BoxFuture, Runtime};
 use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::{Errno, FopError};
 
-use crate::fop::{Child, Fop, FopRes};
+use crate::fop::{Child, Fop, FopOut, FopResult};
 
 /// How long a transaction waits for a lock held by another client.
 pub const LOCK_WAIT_MS: u64 = 30_000;
@@ -37,8 +37,8 @@ pub async fn fan(
     set: &str,
     children: &[Child],
     idx: &[usize],
-    make: impl Fn(Child) -> BoxFuture<'static, FopRes>,
-) -> Vec<(usize, FopRes)> {
+    make: impl Fn(Child) -> BoxFuture<'static, FopResult<FopOut>>,
+) -> Vec<(usize, FopResult<FopOut>)> {
     fan_any(rt, children, idx, make)
         .await
         .into_iter()
@@ -61,7 +61,7 @@ pub async fn fan_op(
     children: &[Child],
     idx: &[usize],
     op: &Fop,
-) -> Vec<(usize, FopRes)> {
+) -> Vec<(usize, FopResult<FopOut>)> {
     let op = op.clone();
     fan(rt, set, children, idx, move |c| {
         let op = op.clone();
@@ -71,7 +71,7 @@ pub async fn fan_op(
 }
 
 /// The indices whose result is `Ok`.
-pub fn succeeded(results: &[(usize, FopRes)]) -> Vec<usize> {
+pub fn succeeded(results: &[(usize, FopResult<FopOut>)]) -> Vec<usize> {
     results
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -92,7 +92,7 @@ pub async fn lock_all(
     up: &[usize],
     kind: LockKind,
     lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
-) -> Result<Vec<usize>, FopError> {
+) -> FopResult<Vec<usize>> {
     let tries = fan_op(rt, set, children, up, &lock(kind, None)).await;
     let granted = succeeded(&tries);
     let contended = tries

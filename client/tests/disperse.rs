@@ -10,9 +10,9 @@ mod common;
 use bytes::Bytes;
 use common::Bricks;
 use mortar_client::disperse::{Disperse, FragInfo, EC_XATTR};
-use mortar_client::fop::{Fop, FopOut, HealOutcome, Subvolume};
+use mortar_client::fop::{Fop, FopOut, FopResult, HealOutcome, Subvolume};
 use mortar_proto::brick::{self as bp, NewObject, XattrFlags};
-use mortar_proto::{Errno, FopError, Gfid};
+use mortar_proto::{Attr, Errno, Gfid};
 
 struct Cluster {
     b: Bricks,
@@ -48,7 +48,7 @@ impl Cluster {
         new.gfid
     }
 
-    async fn write(&self, g: Gfid, off: u64, data: &[u8]) -> Result<FopOut, FopError> {
+    async fn write(&self, g: Gfid, off: u64, data: &[u8]) -> FopResult<FopOut> {
         self.set
             .fop(Fop::Write(
                 bp::Write {
@@ -60,7 +60,7 @@ impl Cluster {
             .await
     }
 
-    async fn read_all(&self, g: Gfid) -> Result<Vec<u8>, FopError> {
+    async fn read_all(&self, g: Gfid) -> FopResult<Vec<u8>> {
         let a = self
             .set
             .fop(Fop::Stat(bp::Stat { gfid: g }))
@@ -84,6 +84,26 @@ impl Cluster {
     }
 
     /// Make brick `i`'s fragment claim `info` (as a failed update might).
+    async fn stat(&self, gfid: Gfid) -> FopResult<Attr> {
+        self.set.fop(Fop::Stat(bp::Stat { gfid })).await?.attr()
+    }
+
+    async fn lookup(&self, name: &str) -> FopResult<Attr> {
+        let q = bp::Lookup {
+            parent: Gfid::ROOT,
+            name: name.into(),
+        };
+        self.set.fop(Fop::Lookup(q)).await?.attr()
+    }
+
+    async fn getxattr(&self, gfid: Gfid, name: &str) -> FopResult<FopOut> {
+        let q = bp::Getxattr {
+            gfid,
+            name: name.into(),
+        };
+        self.set.fop(Fop::Getxattr(q)).await
+    }
+
     async fn set_info_on(&self, i: usize, g: Gfid, info: FragInfo) {
         self.b.clients[i]
             .fop(Fop::Setxattr(bp::Setxattr {
@@ -262,20 +282,15 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
     let g = c.create("m", 3).await;
     c.write(g, 0, b"hello").await.unwrap();
     c.b.kill(0).await;
-    let a = c
-        .set
-        .fop(Fop::Setattr(bp::Setattr {
-            gfid: g,
-            mode: Some(0o600),
-            uid: None,
-            gid: None,
-            atime: None,
-            mtime: None,
-        }))
-        .await
-        .unwrap()
-        .attr()
-        .unwrap();
+    let mode = bp::Setattr {
+        gfid: g,
+        mode: Some(0o600),
+        uid: None,
+        gid: None,
+        atime: None,
+        mtime: None,
+    };
+    let a = c.set.fop(Fop::Setattr(mode)).await.unwrap().attr().unwrap();
     assert_eq!((a.mode, a.size), (0o600, 5));
     c.set
         .fop(Fop::Setxattr(bp::Setxattr {
@@ -309,51 +324,17 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
     c.b.revive(0).await;
     // Brick 0 answers first but is behind: stat and getxattr come from
     // the current metadata generation.
-    let a = c
-        .set
-        .fop(Fop::Stat(bp::Stat { gfid: g }))
-        .await
-        .unwrap()
-        .attr()
-        .unwrap();
+    let a = c.stat(g).await.unwrap();
     assert_eq!((a.mode, a.size), (0o600, 5));
-    let v = c
-        .set
-        .fop(Fop::Getxattr(bp::Getxattr {
-            gfid: g,
-            name: "user.k".into(),
-        }))
-        .await
-        .unwrap();
+    let v = c.getxattr(g, "user.k").await.unwrap();
     assert_eq!(v, FopOut::Value(b"v".to_vec()));
     // Brick 0 still has "gone" with its old gfid: the name is the file
     // four bricks agree on, and the old file is gone.
-    let a = c
-        .set
-        .fop(Fop::Lookup(bp::Lookup {
-            parent: Gfid::ROOT,
-            name: "gone".into(),
-        }))
-        .await
-        .unwrap()
-        .attr()
-        .unwrap();
-    assert_eq!(a.gfid, again);
-    let e = c
-        .set
-        .fop(Fop::Stat(bp::Stat { gfid: gone }))
-        .await
-        .unwrap_err();
+    assert_eq!(c.lookup("gone").await.unwrap().gfid, again);
+    let e = c.stat(gone).await.unwrap_err();
     assert!(matches!(e.errno, Errno::ENOENT | Errno::ESTALE), "{e}");
     // A name on fewer than 4 bricks does not exist.
-    let e = c
-        .set
-        .fop(Fop::Lookup(bp::Lookup {
-            parent: Gfid::ROOT,
-            name: "again".into(),
-        }))
-        .await
-        .unwrap_err();
+    let e = c.lookup("again").await.unwrap_err();
     assert_eq!(e.errno, Errno::ENOENT, "{e}");
     // Heal brings the metadata of 0 up to date.
     assert!(matches!(c.set.heal_file(g).await, HealOutcome::Healed(_)));
@@ -364,13 +345,11 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         .attr()
         .unwrap();
     assert_eq!(on0.mode, 0o600);
-    let x = c.b.clients[0]
-        .fop(Fop::Getxattr(bp::Getxattr {
-            gfid: g,
-            name: "user.k".into(),
-        }))
-        .await
-        .unwrap();
+    let q = bp::Getxattr {
+        gfid: g,
+        name: "user.k".into(),
+    };
+    let x = c.b.clients[0].fop(Fop::Getxattr(q)).await.unwrap();
     assert_eq!(x, FopOut::Value(b"v".to_vec()));
     assert_eq!(c.read_all(g).await.unwrap(), b"hello");
     let _ = std::fs::remove_dir_all(&c.b.dir);

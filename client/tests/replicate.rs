@@ -9,7 +9,7 @@ mod common;
 use bytes::Bytes;
 use common::Bricks;
 use mortar_client::afr::Quorum;
-use mortar_client::fop::{Fop, FopOut, Subvolume};
+use mortar_client::fop::{Fop, FopOut, FopResult, Subvolume};
 use mortar_client::replicate::Replicate;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, NewObject};
 use mortar_proto::{Errno, Gfid};
@@ -70,7 +70,25 @@ fn obj(n: u128) -> NewObject {
     }
 }
 
-async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> Result<FopOut, mortar_proto::FopError> {
+async fn create(set: &Replicate, name: &str, n: u128) -> FopResult<FopOut> {
+    let q = bp::Create {
+        parent: Gfid::ROOT,
+        name: name.into(),
+        new: obj(n),
+    };
+    set.fop(Fop::Create(q)).await
+}
+
+async fn read(set: &Replicate, gfid: Gfid, len: u64) -> FopResult<FopOut> {
+    let q = bp::Read {
+        gfid,
+        offset: 0,
+        len,
+    };
+    set.fop(Fop::Read(q)).await
+}
+
+async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> FopResult<FopOut> {
     set.fop(Fop::Write(
         bp::Write { gfid: g, offset: 0 },
         Bytes::copy_from_slice(data),
@@ -82,14 +100,7 @@ async fn write(set: &Replicate, g: Gfid, data: &[u8]) -> Result<FopOut, mortar_p
 async fn writes_blame_missing_bricks_and_reads_avoid_stale_copies() {
     let mut c = Cluster::start(Quorum::Auto).await;
     let g = obj(1).gfid;
-    c.set
-        .fop(Fop::Create(bp::Create {
-            parent: Gfid::ROOT,
-            name: "f".into(),
-            new: obj(1),
-        }))
-        .await
-        .unwrap();
+    create(&c.set, "f", 1).await.unwrap();
     write(&c.set, g, &[1u8; 65536]).await.unwrap();
     for i in 0..3 {
         assert_eq!(
@@ -124,15 +135,7 @@ async fn writes_blame_missing_bricks_and_reads_avoid_stale_copies() {
         "brick 2 is stale until healed"
     );
     for _ in 0..10 {
-        let d = c
-            .set
-            .fop(Fop::Read(bp::Read {
-                gfid: g,
-                offset: 0,
-                len: 1 << 20,
-            }))
-            .await
-            .unwrap();
+        let d = read(&c.set, g, 1 << 20).await.unwrap();
         assert_eq!(
             d,
             FopOut::Data(Bytes::from(vec![2u8; 65536])),
@@ -150,26 +153,11 @@ async fn writes_blame_missing_bricks_and_reads_avoid_stale_copies() {
         Bytes::from(vec![2u8; 65536]),
         "a refused write left data behind"
     );
-    let e = c
-        .set
-        .fop(Fop::Create(bp::Create {
-            parent: Gfid::ROOT,
-            name: "g".into(),
-            new: obj(2),
-        }))
-        .await
-        .unwrap_err();
+    let e = create(&c.set, "g", 2).await.unwrap_err();
     assert_eq!(e.errno, Errno::EROFS);
     // Reads still work from the good copy.
     assert_eq!(
-        c.set
-            .fop(Fop::Read(bp::Read {
-                gfid: g,
-                offset: 0,
-                len: 10
-            }))
-            .await
-            .unwrap(),
+        read(&c.set, g, 10).await.unwrap(),
         FopOut::Data(Bytes::from(vec![2u8; 10]))
     );
     let _ = std::fs::remove_dir_all(&c.dir);

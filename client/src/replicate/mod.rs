@@ -1,0 +1,370 @@
+//! The replicate layer: one replica set of bricks kept identical.
+//!
+//! Write-type operations run as transactions (see [`crate::afr`]):
+//!
+//! ```text
+//! lock (inode range or parent entry, on every up brick, in brick order)
+//!   -> quorum, split-brain and arbiter checks (refuse before touching data)
+//!   -> pre-op: dirty += 1, durable
+//!   -> the operation on every locked brick
+//!   -> post-op: dirty -= 1 where it succeeded; blame the others, durable
+//!   -> unlock
+//! ```
+//!
+//! Reads go to a brick no other brick blames; a file whose copies blame
+//! each other is in split-brain and reads and writes get EIO. Entry
+//! operations keep their changelog on the parent directory, so heal can
+//! repair names as well as data.
+
+pub(crate) mod heal;
+pub mod rules;
+mod transaction;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mortar_net::{BoxFuture, Runtime};
+use mortar_proto::brick::{self as bp, xattr as xa};
+use mortar_proto::{Errno, FopError, Gfid};
+
+use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
+use crate::fop::{Child, Fop, FopOut, FopResult, HealOutcome, HealSet, Subvolume};
+use crate::txn;
+
+pub struct Replicate {
+    name: String,
+    rt: Runtime,
+    children: Vec<Child>,
+    /// The changelog key naming each child.
+    keys: Vec<String>,
+    quorum: Quorum,
+    arbiter: Option<usize>,
+    next_owner: AtomicU64,
+}
+
+/// What a transaction locks.
+#[derive(Debug, Clone)]
+enum LockOn {
+    Inode { gfid: Gfid, start: u64, len: u64 },
+    Entry { parent: Gfid, name: Option<String> },
+}
+
+impl Replicate {
+    pub fn new(
+        rt: &Runtime,
+        name: &str,
+        children: Vec<Child>,
+        quorum: Quorum,
+        arbiter: bool,
+    ) -> Replicate {
+        let keys = children
+            .iter()
+            .map(|c| format!("{}{}", xa::CHANGELOG_PREFIX, c.name()))
+            .collect();
+        let arbiter = (arbiter && children.len() == 3).then_some(2);
+        Replicate {
+            name: name.to_string(),
+            rt: rt.child(name.to_string()),
+            children,
+            keys,
+            quorum,
+            arbiter,
+            next_owner: AtomicU64::new(1),
+        }
+    }
+
+    pub fn children(&self) -> &[Child] {
+        &self.children
+    }
+
+    // ---- what heal (replicate/heal.rs) uses of the set ----
+
+    /// The set's name (its lock domain).
+    pub(crate) fn set_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The runtime the set's tasks run on.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// The changelog key naming child `i` (where other bricks blame it).
+    pub(crate) fn changelog_key(&self, i: usize) -> &str {
+        &self.keys[i]
+    }
+
+    /// The arbiter's index, if the set has one.
+    pub(crate) fn arbiter(&self) -> Option<usize> {
+        self.arbiter
+    }
+
+    /// A lock owner no other transaction of this client uses.
+    pub(crate) fn new_lock_owner(&self) -> u64 {
+        self.next_owner.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The names of the children `idx`, joined for a message.
+    fn names(&self, idx: &[usize]) -> String {
+        idx.iter()
+            .map(|i| self.children[*i].name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn up_mask(&self) -> Vec<bool> {
+        self.children.iter().map(|c| c.is_up()).collect()
+    }
+
+    async fn fan_any<T: Send + 'static>(
+        &self,
+        idx: &[usize],
+        make: impl Fn(Child) -> BoxFuture<'static, T>,
+    ) -> Vec<(usize, Option<T>)> {
+        txn::fan_any(&self.rt, &self.children, idx, make).await
+    }
+
+    async fn fan(
+        &self,
+        idx: &[usize],
+        make: impl Fn(Child) -> BoxFuture<'static, FopResult<FopOut>>,
+    ) -> Vec<(usize, FopResult<FopOut>)> {
+        txn::fan(&self.rt, &self.name, &self.children, idx, make).await
+    }
+
+    /// The counters each child in `idx` holds for `gfid` (`None` for a
+    /// child that did not answer).
+    pub(crate) async fn views(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<BrickView>> {
+        let mut names = self.keys.clone();
+        names.push(xa::DIRTY.to_string());
+        let results = self
+            .fan_any(idx, move |c| {
+                let names = names.clone();
+                Box::pin(async move {
+                    let mut vals = Vec::with_capacity(names.len());
+                    for n in names {
+                        match c.fop(Fop::Getxattr(bp::Getxattr { gfid, name: n })).await {
+                            Ok(FopOut::Value(v)) => vals.push(counters(&v)),
+                            Err(e) if e.errno == Errno::ENODATA => vals.push([0; 3]),
+                            _ => return None,
+                        }
+                    }
+                    Some(vals)
+                })
+            })
+            .await;
+        let n = self.children.len();
+        let mut views: Vec<Option<BrickView>> = vec![None; n];
+        for (i, r) in results {
+            if let Some(Some(vals)) = r {
+                views[i] = Some(BrickView {
+                    blames: vals[..n].to_vec(),
+                    dirty: vals[n],
+                });
+            }
+        }
+        views
+    }
+
+    async fn verdict(&self, gfid: Gfid, kind: Kind, idx: &[usize]) -> Verdict {
+        let views = self.views(gfid, idx).await;
+        afr::examine(&views, kind, self.arbiter)
+    }
+
+    pub(crate) fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
+        let names: Vec<&str> = accused.iter().map(|i| self.children[*i].name()).collect();
+        FopError::new(
+            Errno::EIO,
+            format!(
+                "{}: {gfid} is in split-brain: the copies on {} blame each other; resolve it with heal before using the file",
+                self.name,
+                names.join(" and ")
+            ),
+        )
+    }
+
+    /// Send a read-type operation to a good copy (trying the next good copy
+    /// if one fails to answer).
+    async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopResult<FopOut> {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        if up.is_empty() {
+            return Err(FopError::new(
+                Errno::ENOTCONN,
+                format!("{}: no brick of the replica set is reachable", self.name),
+            ));
+        }
+        let good = match self.verdict(gfid, kind, &up).await {
+            Verdict::Sources { good, .. } => good,
+            Verdict::SplitBrain { accused } => return Err(self.split_brain(gfid, &accused)),
+            Verdict::NoneReachable => up.clone(),
+        };
+        let mut last = None;
+        for i in good.into_iter().filter(|i| up.contains(i)) {
+            match self.children[i].fop(op.clone()).await {
+                Err(e) if e.errno == Errno::ENOTCONN => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            FopError::new(
+                Errno::EIO,
+                format!(
+                    "{}: no good copy of {gfid} is reachable (the reachable copies are stale)",
+                    self.name
+                ),
+            )
+        }))
+    }
+
+    /// A write-type transaction. `ctx` are the gfids whose changelog the
+    /// operation changes (the file, or the parent directories).
+    async fn to_all(&self, op: Fop) -> FopResult<FopOut> {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        let results = txn::fan_op(&self.rt, &self.name, &self.children, &up, &op).await;
+        let n = self.children.len();
+        let ok = txn::succeeded(&results);
+        let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
+        let first_ok = results
+            .iter()
+            .find(|(_, r)| r.is_ok())
+            .map(|(_, r)| r.clone());
+        let first_err = results.into_iter().find_map(|(_, r)| r.err());
+        match first_ok {
+            Some(r) if self.quorum.met(&ok_mask) || self.quorum == Quorum::None => r,
+            _ => {
+                txn::release_partial(&self.rt, &self.name, &self.children, &ok, &op).await;
+                Err(first_err.unwrap_or_else(|| {
+                    FopError::new(
+                        Errno::ENOTCONN,
+                        format!("{}: no brick is reachable", self.name),
+                    )
+                }))
+            }
+        }
+    }
+
+    /// Lookup on every up brick: names must agree on the gfid; the
+    /// attributes come from a good data copy.
+    async fn lookup(&self, q: bp::Lookup) -> FopResult<FopOut> {
+        let up: Vec<usize> = (0..self.children.len())
+            .filter(|i| self.children[*i].is_up())
+            .collect();
+        if up.is_empty() {
+            return Err(FopError::new(
+                Errno::ENOTCONN,
+                format!("{}: no brick of the replica set is reachable", self.name),
+            ));
+        }
+        let q2 = q.clone();
+        let results = self
+            .fan(&up, move |c| {
+                let q = q2.clone();
+                Box::pin(async move { c.fop(Fop::Lookup(q)).await })
+            })
+            .await;
+        let mut found: Vec<mortar_proto::Attr> = Vec::new();
+        let mut err = None;
+        for (_, r) in results {
+            match r {
+                Ok(FopOut::Attr(a)) => found.push(a),
+                Ok(other) => return Err(crate::fop::shape_error("lookup", &other)),
+                Err(e) => err = Some(e),
+            }
+        }
+        let Some(first) = found.first().cloned() else {
+            return Err(err.unwrap_or_else(|| FopError::new(Errno::ENOENT, q.name.clone())));
+        };
+        if found.iter().any(|a| a.gfid != first.gfid) {
+            return Err(FopError::new(
+                Errno::EIO,
+                format!("{}: {:?} has different gfids on different bricks (gfid split-brain); resolve it with heal", self.name, q.name),
+            ));
+        }
+        let kind = if first.kind == mortar_proto::FileKind::Regular {
+            Kind::Data
+        } else {
+            Kind::Metadata
+        };
+        self.read_from_source(first.gfid, kind, Fop::Stat(bp::Stat { gfid: first.gfid }))
+            .await
+    }
+}
+
+/// The three counters of a changelog value (missing ones are zero).
+fn counters(raw: &[u8]) -> [i64; 3] {
+    let mut c = [0i64; 3];
+    for (k, chunk) in raw.chunks(4).take(3).enumerate() {
+        if let Ok(b) = <[u8; 4]>::try_from(chunk) {
+            c[k] = i64::from(i32::from_be_bytes(b));
+        }
+    }
+    c
+}
+
+impl Subvolume for Replicate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_up(&self) -> bool {
+        self.children.iter().any(|c| c.is_up())
+    }
+
+    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>> {
+        Box::pin(async move {
+            // Every arm below takes the gfid or entry its kind has.
+            let gfid = op.gfid().unwrap_or_default();
+            match op {
+                Fop::Lookup(q) => self.lookup(q).await,
+                Fop::Stat(_) | Fop::Read(_) | Fop::Open(_) => {
+                    self.read_from_source(gfid, Kind::Data, op).await
+                }
+                Fop::Readlink(_) | Fop::Getxattr(_) | Fop::Listxattr(_) => {
+                    self.read_from_source(gfid, Kind::Metadata, op).await
+                }
+                Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
+                Fop::Statfs => self.to_all(Fop::Statfs).await,
+                Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
+                    self.to_all(op).await
+                }
+                // Whole-file locks, not the written range: writers of one
+                // file share its changelog, and a transaction must see no
+                // other's pre-op in flight (see [`rules::in_doubt`]).
+                Fop::Write(..) | Fop::Truncate(_) => {
+                    self.file_transaction(gfid, Kind::Data, op).await
+                }
+                Fop::Setattr(_) | Fop::Setxattr(_) | Fop::Removexattr(_) => {
+                    self.file_transaction(gfid, Kind::Metadata, op).await
+                }
+                Fop::Create(_)
+                | Fop::Mkdir(_)
+                | Fop::Mknod(_)
+                | Fop::Symlink(_)
+                | Fop::Link(_)
+                | Fop::Unlink(_)
+                | Fop::Rmdir(_)
+                | Fop::Rename(_) => {
+                    let (parent, name) = op
+                        .entry()
+                        .map(|(p, n)| (p, n.to_string()))
+                        .unwrap_or_default();
+                    // A rename takes the whole source directory's lock;
+                    // the changelog of both parents records it.
+                    let name = (!matches!(op, Fop::Rename(_))).then_some(name);
+                    let dirs = op.changed_dirs();
+                    self.transaction(LockOn::Entry { parent, name }, Kind::Entry, dirs, op)
+                        .await
+                }
+            }
+        })
+    }
+}
+
+impl HealSet for Replicate {
+    fn heal_file(&self, gfid: Gfid) -> BoxFuture<'_, HealOutcome> {
+        Box::pin(Replicate::heal_file(self, gfid))
+    }
+}
