@@ -25,7 +25,7 @@ use crate::graph::VolumeGraph;
 /// How long `mount` waits for bricks before serving with those it has.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-pub type Res<T> = Result<T, FopError>;
+pub use crate::fop::FopResult;
 
 /// A mounted volume.
 pub struct Client {
@@ -309,14 +309,14 @@ impl Client {
         g
     }
 
-    async fn op(&self, f: Fop) -> Res<FopOut> {
+    async fn op(&self, f: Fop) -> FopResult<FopOut> {
         let top = self.top();
         top.fop(f).await
     }
 
     // ---- by gfid (FUSE) ----
 
-    pub async fn lookup(&self, parent: Gfid, name: &str) -> Res<Attr> {
+    pub async fn lookup(&self, parent: Gfid, name: &str) -> FopResult<Attr> {
         self.op(Fop::Lookup(bp::Lookup {
             parent,
             name: name.into(),
@@ -325,7 +325,7 @@ impl Client {
         .attr()
     }
 
-    pub async fn stat(&self, gfid: Gfid) -> Res<Attr> {
+    pub async fn stat(&self, gfid: Gfid) -> FopResult<Attr> {
         self.op(Fop::Stat(bp::Stat { gfid })).await?.attr()
     }
 
@@ -336,7 +336,7 @@ impl Client {
         mode: u32,
         uid: u32,
         gid: u32,
-    ) -> Res<Attr> {
+    ) -> FopResult<Attr> {
         let new = self.new_object(mode, uid, gid);
         self.op(Fop::Create(bp::Create {
             parent,
@@ -354,7 +354,7 @@ impl Client {
         mode: u32,
         uid: u32,
         gid: u32,
-    ) -> Res<Attr> {
+    ) -> FopResult<Attr> {
         let new = self.new_object(mode, uid, gid);
         self.op(Fop::Mkdir(bp::Mkdir {
             parent,
@@ -372,7 +372,7 @@ impl Client {
         mode: u32,
         uid: u32,
         gid: u32,
-    ) -> Res<Attr> {
+    ) -> FopResult<Attr> {
         let new = self.new_object(mode, uid, gid);
         self.op(Fop::Mknod(bp::Mknod {
             parent,
@@ -390,7 +390,7 @@ impl Client {
         target: &str,
         uid: u32,
         gid: u32,
-    ) -> Res<Attr> {
+    ) -> FopResult<Attr> {
         let new = self.new_object(0o777, uid, gid);
         self.op(Fop::Symlink(bp::Symlink {
             parent,
@@ -402,7 +402,7 @@ impl Client {
         .attr()
     }
 
-    pub async fn link(&self, gfid: Gfid, new_parent: Gfid, new_name: &str) -> Res<Attr> {
+    pub async fn link(&self, gfid: Gfid, new_parent: Gfid, new_name: &str) -> FopResult<Attr> {
         self.op(Fop::Link(bp::Link {
             gfid,
             new_parent,
@@ -412,7 +412,7 @@ impl Client {
         .attr()
     }
 
-    pub async fn unlink(&self, parent: Gfid, name: &str) -> Res<()> {
+    pub async fn unlink(&self, parent: Gfid, name: &str) -> FopResult<()> {
         self.op(Fop::Unlink(bp::Unlink {
             parent,
             name: name.into(),
@@ -421,7 +421,7 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn rmdir(&self, parent: Gfid, name: &str) -> Res<()> {
+    pub async fn rmdir(&self, parent: Gfid, name: &str) -> FopResult<()> {
         self.op(Fop::Rmdir(bp::Rmdir {
             parent,
             name: name.into(),
@@ -436,7 +436,7 @@ impl Client {
         old_name: &str,
         new_parent: Gfid,
         new_name: &str,
-    ) -> Res<()> {
+    ) -> FopResult<()> {
         self.op(Fop::Rename(bp::Rename {
             old_parent,
             old_name: old_name.into(),
@@ -447,7 +447,7 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn readlink(&self, gfid: Gfid) -> Res<String> {
+    pub async fn readlink(&self, gfid: Gfid) -> FopResult<String> {
         match self.op(Fop::Readlink(bp::Readlink { gfid })).await? {
             FopOut::Target(t) => Ok(t),
             other => Err(shape_error("readlink", &other)),
@@ -455,7 +455,7 @@ impl Client {
     }
 
     /// Read up to `len` bytes (fewer at end of file).
-    pub async fn read(&self, gfid: Gfid, offset: u64, len: u64) -> Res<Bytes> {
+    pub async fn read(&self, gfid: Gfid, offset: u64, len: u64) -> FopResult<Bytes> {
         let len = len.min(IO_BYTES_MAX);
         self.op(Fop::Read(bp::Read { gfid, offset, len }))
             .await?
@@ -463,7 +463,7 @@ impl Client {
     }
 
     /// Write all of `data` at `offset`, in pieces of at most the I/O limit.
-    pub async fn write(&self, gfid: Gfid, offset: u64, data: Bytes) -> Res<u64> {
+    pub async fn write(&self, gfid: Gfid, offset: u64, data: Bytes) -> FopResult<u64> {
         let mut done = 0u64;
         while done < data.len() as u64 {
             let end = (done + IO_BYTES_MAX).min(data.len() as u64);
@@ -485,19 +485,19 @@ impl Client {
         Ok(done)
     }
 
-    pub async fn truncate(&self, gfid: Gfid, size: u64) -> Res<Attr> {
+    pub async fn truncate(&self, gfid: Gfid, size: u64) -> FopResult<Attr> {
         self.op(Fop::Truncate(bp::Truncate { gfid, size }))
             .await?
             .attr()
     }
 
-    pub async fn fsync(&self, gfid: Gfid, datasync: bool) -> Res<()> {
+    pub async fn fsync(&self, gfid: Gfid, datasync: bool) -> FopResult<()> {
         self.op(Fop::Fsync(bp::Fsync { gfid, datasync }))
             .await
             .map(|_| ())
     }
 
-    pub async fn setattr(&self, q: bp::Setattr) -> Res<Attr> {
+    pub async fn setattr(&self, q: bp::Setattr) -> FopResult<Attr> {
         self.op(Fop::Setattr(q)).await?.attr()
     }
 
@@ -507,7 +507,7 @@ impl Client {
         dir: Gfid,
         after: Option<String>,
         max: u32,
-    ) -> Res<bp::ReaddirReply> {
+    ) -> FopResult<bp::ReaddirReply> {
         match self
             .op(Fop::Readdir(bp::Readdir {
                 dir,
@@ -522,7 +522,7 @@ impl Client {
     }
 
     /// Every entry of a directory.
-    pub async fn readdir(&self, dir: Gfid) -> Res<Vec<bp::DirEntry>> {
+    pub async fn readdir(&self, dir: Gfid) -> FopResult<Vec<bp::DirEntry>> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -535,7 +535,7 @@ impl Client {
         }
     }
 
-    pub async fn getxattr(&self, gfid: Gfid, name: &str) -> Res<Vec<u8>> {
+    pub async fn getxattr(&self, gfid: Gfid, name: &str) -> FopResult<Vec<u8>> {
         match self
             .op(Fop::Getxattr(bp::Getxattr {
                 gfid,
@@ -554,7 +554,7 @@ impl Client {
         name: &str,
         value: &[u8],
         flags: XattrFlags,
-    ) -> Res<()> {
+    ) -> FopResult<()> {
         self.op(Fop::Setxattr(bp::Setxattr {
             gfid,
             name: name.into(),
@@ -565,7 +565,7 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn removexattr(&self, gfid: Gfid, name: &str) -> Res<()> {
+    pub async fn removexattr(&self, gfid: Gfid, name: &str) -> FopResult<()> {
         self.op(Fop::Removexattr(bp::Removexattr {
             gfid,
             name: name.into(),
@@ -574,14 +574,14 @@ impl Client {
         .map(|_| ())
     }
 
-    pub async fn listxattr(&self, gfid: Gfid) -> Res<Vec<String>> {
+    pub async fn listxattr(&self, gfid: Gfid) -> FopResult<Vec<String>> {
         match self.op(Fop::Listxattr(bp::Listxattr { gfid })).await? {
             FopOut::Names(n) => Ok(n),
             other => Err(shape_error("listxattr", &other)),
         }
     }
 
-    pub async fn statfs(&self) -> Res<bp::StatfsReply> {
+    pub async fn statfs(&self) -> FopResult<bp::StatfsReply> {
         match self.op(Fop::Statfs).await? {
             FopOut::Statfs(s) => Ok(s),
             other => Err(shape_error("statfs", &other)),
@@ -592,7 +592,7 @@ impl Client {
 
     /// The attributes of the object at an absolute path (`/` = root).
     /// Symlinks along the way are not followed (callers resolve them).
-    pub async fn resolve(&self, path: &str) -> Res<Attr> {
+    pub async fn resolve(&self, path: &str) -> FopResult<Attr> {
         let mut attr = self.stat(Gfid::ROOT).await?;
         for name in components(path)? {
             if attr.kind != FileKind::Directory {
@@ -607,7 +607,7 @@ impl Client {
     }
 
     /// The parent directory's gfid and the last name of `path`.
-    async fn parent_of<'p>(&self, path: &'p str) -> Res<(Gfid, &'p str)> {
+    async fn parent_of<'p>(&self, path: &'p str) -> FopResult<(Gfid, &'p str)> {
         let parts = components(path)?;
         let (name, dirs) = parts.split_last().ok_or_else(|| {
             FopError::new(Errno::EINVAL, format!("{path}: the root has no parent"))
@@ -626,39 +626,39 @@ impl Client {
         Ok((dir, name))
     }
 
-    pub async fn create_path(&self, path: &str, mode: u32) -> Res<Attr> {
+    pub async fn create_path(&self, path: &str, mode: u32) -> FopResult<Attr> {
         let (p, n) = self.parent_of(path).await?;
         self.create(p, n, mode, 0, 0).await
     }
 
-    pub async fn mkdir_path(&self, path: &str, mode: u32) -> Res<Attr> {
+    pub async fn mkdir_path(&self, path: &str, mode: u32) -> FopResult<Attr> {
         let (p, n) = self.parent_of(path).await?;
         self.mkdir(p, n, mode, 0, 0).await
     }
 
-    pub async fn unlink_path(&self, path: &str) -> Res<()> {
+    pub async fn unlink_path(&self, path: &str) -> FopResult<()> {
         let (p, n) = self.parent_of(path).await?;
         self.unlink(p, n).await
     }
 
-    pub async fn rmdir_path(&self, path: &str) -> Res<()> {
+    pub async fn rmdir_path(&self, path: &str) -> FopResult<()> {
         let (p, n) = self.parent_of(path).await?;
         self.rmdir(p, n).await
     }
 
-    pub async fn rename_path(&self, from: &str, to: &str) -> Res<()> {
+    pub async fn rename_path(&self, from: &str, to: &str) -> FopResult<()> {
         let (a, an) = self.parent_of(from).await?;
         let (b, bn) = self.parent_of(to).await?;
         self.rename(a, an, b, bn).await
     }
 
-    pub async fn symlink_path(&self, target: &str, path: &str) -> Res<Attr> {
+    pub async fn symlink_path(&self, target: &str, path: &str) -> FopResult<Attr> {
         let (p, n) = self.parent_of(path).await?;
         self.symlink(p, n, target, 0, 0).await
     }
 
     /// The whole content of a file.
-    pub async fn read_path(&self, path: &str) -> Res<Vec<u8>> {
+    pub async fn read_path(&self, path: &str) -> FopResult<Vec<u8>> {
         let a = self.resolve(path).await?;
         let mut out = Vec::with_capacity(a.size as usize);
         while (out.len() as u64) < a.size {
@@ -672,7 +672,7 @@ impl Client {
     }
 
     /// Create (or replace the content of) a file.
-    pub async fn write_path(&self, path: &str, data: &[u8]) -> Res<Attr> {
+    pub async fn write_path(&self, path: &str, data: &[u8]) -> FopResult<Attr> {
         let a = match self.resolve(path).await {
             Ok(a) => self.truncate(a.gfid, 0).await?,
             Err(e) if e.errno == Errno::ENOENT => self.create_path(path, 0o644).await?,
@@ -683,7 +683,7 @@ impl Client {
     }
 }
 
-fn components(path: &str) -> Res<Vec<&str>> {
+fn components(path: &str) -> FopResult<Vec<&str>> {
     if !path.starts_with('/') {
         return Err(FopError::new(
             Errno::EINVAL,

@@ -19,7 +19,7 @@ use mortar_proto::{Errno, FopError};
 use mortar_storage::Storage;
 use serde::Serialize;
 
-use crate::brick::{Brick, FopRes};
+use crate::brick::Brick;
 use crate::locks::{LockRequest, LockTable};
 
 /// Longest a lock request may ask to wait. Clients ask for less; this only
@@ -231,7 +231,7 @@ impl<S: Storage> Inner<S> {
 async fn blocking<S, Q, T>(
     inner: &Arc<Inner<S>>,
     req: &Request,
-    op: fn(&Brick<S>, &Q) -> FopRes<T>,
+    op: fn(&Brick<S>, &Q) -> FopResult<T>,
 ) -> Result<Reply, Fault>
 where
     S: Storage,

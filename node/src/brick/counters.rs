@@ -92,7 +92,7 @@ mod num_checked {
 }
 
 impl<S: Storage> Brick<S> {
-    pub(super) fn changelog_all_zero(&self, p: &BrickPath) -> FopRes<bool> {
+    pub(super) fn changelog_all_zero(&self, p: &BrickPath) -> FopResult<bool> {
         for name in self.storage.listxattr(p).ctx(|| format!("listxattr {p}"))? {
             if !xa::is_changelog(&name) {
                 continue;
@@ -112,7 +112,7 @@ impl<S: Storage> Brick<S> {
 
     /// Atomically add to counter xattrs and return their new values,
     /// keeping the pending-heal index in step with changelog counters.
-    pub fn xattrop(&self, r: &bp::Xattrop) -> FopRes<Vec<(String, CounterDelta)>> {
+    pub fn xattrop(&self, r: &bp::Xattrop) -> FopResult<Vec<(String, CounterDelta)>> {
         check_xattrop(r)?;
         let _ns = self.ns.read().expect("ns lock");
         let _counter_lock = self.counters[counter_stripe(&r.gfid)]
@@ -140,7 +140,7 @@ impl<S: Storage> Brick<S> {
 
     /// Each counter of `r` read from `p` with its delta added; nothing is
     /// written yet.
-    fn added_counters(&self, p: &BrickPath, r: &bp::Xattrop) -> FopRes<Vec<(String, Counters)>> {
+    fn added_counters(&self, p: &BrickPath, r: &bp::Xattrop) -> FopResult<Vec<(String, Counters)>> {
         let mut updated = Vec::with_capacity(r.deltas.len());
         for (name, d) in &r.deltas {
             let wide = matches!(d, CounterDelta::Add64(_));
@@ -171,7 +171,7 @@ impl<S: Storage> Brick<S> {
         &self,
         p: &BrickPath,
         updated: &[(String, Counters)],
-    ) -> FopRes<bool> {
+    ) -> FopResult<bool> {
         let op_nonzero = updated
             .iter()
             .any(|(n, c)| xa::is_changelog(n) && !c.all_zero());
@@ -199,7 +199,7 @@ impl<S: Storage> Brick<S> {
         r: &bp::Xattrop,
         updated: &[(String, Counters)],
         index: (bool, bool),
-    ) -> FopRes<()> {
+    ) -> FopResult<()> {
         let (indexed, pending_after) = index;
         let idx = index_path(&r.gfid);
         // Index entry before the counters when entering the index...
@@ -234,7 +234,7 @@ impl<S: Storage> Brick<S> {
         Ok(())
     }
 
-    pub(super) fn index_all(&self) -> FopRes<Vec<Gfid>> {
+    pub(super) fn index_all(&self) -> FopResult<Vec<Gfid>> {
         let mut v: Vec<Gfid> = self
             .storage
             .readdir(&bp_of(INDEX))
@@ -248,7 +248,7 @@ impl<S: Storage> Brick<S> {
 
     /// A page of the pending-heal index: cost is proportional to the
     /// number of entries in the index, not to the files on the brick.
-    pub fn index_list(&self, r: &bp::IndexList) -> FopRes<bp::IndexListReply> {
+    pub fn index_list(&self, r: &bp::IndexList) -> FopResult<bp::IndexListReply> {
         let max = r.max_entries.clamp(1, READDIR_ENTRIES_MAX) as usize;
         let all = self.index_all()?;
         let start = match r.after {
@@ -262,14 +262,14 @@ impl<S: Storage> Brick<S> {
         })
     }
 
-    pub fn index_count(&self) -> FopRes<u64> {
+    pub fn index_count(&self) -> FopResult<u64> {
         Ok(self.index_all()?.len() as u64)
     }
 }
 
 /// Refuse an xattrop before touching the brick: 1 to `XATTROP_KEYS_MAX`
 /// distinct keys, each a Mortar counter with a sensible array length.
-fn check_xattrop(r: &bp::Xattrop) -> FopRes<()> {
+fn check_xattrop(r: &bp::Xattrop) -> FopResult<()> {
     if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
         return Err(fop(
             Errno::EINVAL,

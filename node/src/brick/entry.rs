@@ -4,7 +4,7 @@
 use super::*;
 
 impl<S: Storage> Brick<S> {
-    pub fn lookup(&self, parent: &Gfid, name: &str) -> FopRes<Attr> {
+    pub fn lookup(&self, parent: &Gfid, name: &str) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
         let p = self.entry_path(parent, name)?;
         let st = self
@@ -25,7 +25,7 @@ impl<S: Storage> Brick<S> {
         new: &bp::NewObject,
         kind: FileKind,
         make: impl FnOnce(&BrickPath) -> SResult<()>,
-    ) -> FopRes<Attr> {
+    ) -> FopResult<Attr> {
         let _ns = self.ns.write().expect("ns lock");
         let p = self.entry_path(parent, name)?;
         match self.storage.lstat(&p) {
@@ -69,7 +69,7 @@ impl<S: Storage> Brick<S> {
         entry: (&Gfid, &str),
         new: &bp::NewObject,
         kind: FileKind,
-    ) -> FopRes<()> {
+    ) -> FopResult<()> {
         let (parent, name) = entry;
         self.storage
             .set_owner(tmp, new.uid, new.gid)
@@ -102,25 +102,25 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("move {name:?} into place"))
     }
 
-    pub fn create(&self, r: &bp::Create) -> FopRes<Attr> {
+    pub fn create(&self, r: &bp::Create) -> FopResult<Attr> {
         self.create_object(&r.parent, &r.name, &r.new, FileKind::Regular, |t| {
             self.storage.create(t, r.new.mode)
         })
     }
 
-    pub fn mkdir(&self, r: &bp::Mkdir) -> FopRes<Attr> {
+    pub fn mkdir(&self, r: &bp::Mkdir) -> FopResult<Attr> {
         self.create_object(&r.parent, &r.name, &r.new, FileKind::Directory, |t| {
             self.storage.mkdir(t, r.new.mode)
         })
     }
 
-    pub fn mknod(&self, r: &bp::Mknod) -> FopRes<Attr> {
+    pub fn mknod(&self, r: &bp::Mknod) -> FopResult<Attr> {
         self.create_object(&r.parent, &r.name, &r.new, FileKind::Fifo, |t| {
             self.storage.mkfifo(t, r.new.mode)
         })
     }
 
-    pub fn symlink(&self, r: &bp::Symlink) -> FopRes<Attr> {
+    pub fn symlink(&self, r: &bp::Symlink) -> FopResult<Attr> {
         if r.target.is_empty() || r.target.contains('\0') {
             return Err(fop(
                 Errno::EINVAL,
@@ -140,7 +140,7 @@ impl<S: Storage> Brick<S> {
         })
     }
 
-    pub fn link(&self, r: &bp::Link) -> FopRes<Attr> {
+    pub fn link(&self, r: &bp::Link) -> FopResult<Attr> {
         let _ns = self.ns.write().expect("ns lock");
         let (src, kind) = self.resolve(&r.gfid)?;
         if kind == FileKind::Directory {
@@ -158,7 +158,7 @@ impl<S: Storage> Brick<S> {
 
     /// Drop the handle (and index entry) of a non-directory whose last
     /// name went away.
-    pub(super) fn release_if_last(&self, g: &Gfid, st: &Stat) -> FopRes<()> {
+    pub(super) fn release_if_last(&self, g: &Gfid, st: &Stat) -> FopResult<()> {
         if st.kind != FileKind::Directory && st.nlink <= 2 {
             match self.storage.unlink(&handle_path(g)) {
                 Ok(()) | Err(Errno::ENOENT) => {}
@@ -169,7 +169,7 @@ impl<S: Storage> Brick<S> {
         Ok(())
     }
 
-    pub fn unlink(&self, r: &bp::Unlink) -> FopRes<()> {
+    pub fn unlink(&self, r: &bp::Unlink) -> FopResult<()> {
         let _ns = self.ns.write().expect("ns lock");
         let p = self.entry_path(&r.parent, &r.name)?;
         let st = self
@@ -190,7 +190,7 @@ impl<S: Storage> Brick<S> {
         self.sync_dir(&dir)
     }
 
-    pub fn rmdir(&self, r: &bp::Rmdir) -> FopRes<()> {
+    pub fn rmdir(&self, r: &bp::Rmdir) -> FopResult<()> {
         let _ns = self.ns.write().expect("ns lock");
         let p = self.entry_path(&r.parent, &r.name)?;
         let st = self
@@ -215,7 +215,7 @@ impl<S: Storage> Brick<S> {
         self.sync_dir(&dir)
     }
 
-    pub fn rename(&self, r: &bp::Rename) -> FopRes<()> {
+    pub fn rename(&self, r: &bp::Rename) -> FopResult<()> {
         let _ns = self.ns.write().expect("ns lock");
         let from = self.entry_path(&r.old_parent, &r.old_name)?;
         let to = self.entry_path(&r.new_parent, &r.new_name)?;
@@ -267,7 +267,7 @@ impl<S: Storage> Brick<S> {
         Ok(())
     }
 
-    pub fn readdir(&self, r: &bp::Readdir) -> FopRes<bp::ReaddirReply> {
+    pub fn readdir(&self, r: &bp::Readdir) -> FopResult<bp::ReaddirReply> {
         let _ns = self.ns.read().expect("ns lock");
         let max = r.max_entries.clamp(1, READDIR_ENTRIES_MAX) as usize;
         let dir = self.resolve_dir(&r.dir)?;

@@ -4,12 +4,12 @@
 use super::*;
 
 impl<S: Storage> Brick<S> {
-    pub fn stat(&self, g: &Gfid) -> FopRes<Attr> {
+    pub fn stat(&self, g: &Gfid) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
         self.attr_by_gfid(g)
     }
 
-    pub fn readlink(&self, g: &Gfid) -> FopRes<String> {
+    pub fn readlink(&self, g: &Gfid) -> FopResult<String> {
         let _ns = self.ns.read().expect("ns lock");
         let (p, kind) = self.resolve(g)?;
         if kind != FileKind::Symlink {
@@ -18,7 +18,7 @@ impl<S: Storage> Brick<S> {
         self.storage.readlink(&p).ctx(|| format!("readlink {g}"))
     }
 
-    pub fn open(&self, r: &bp::Open) -> FopRes<Attr> {
+    pub fn open(&self, r: &bp::Open) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
         let (p, kind) = self.resolve(&r.gfid)?;
         match kind {
@@ -34,7 +34,7 @@ impl<S: Storage> Brick<S> {
         Ok(self.attr(&p, &st, r.gfid))
     }
 
-    pub(super) fn regular_file(&self, g: &Gfid) -> FopRes<BrickPath> {
+    pub(super) fn regular_file(&self, g: &Gfid) -> FopResult<BrickPath> {
         let (p, kind) = self.resolve(g)?;
         match kind {
             FileKind::Regular => Ok(p),
@@ -43,7 +43,7 @@ impl<S: Storage> Brick<S> {
         }
     }
 
-    pub fn read(&self, r: &bp::Read) -> FopRes<Bytes> {
+    pub fn read(&self, r: &bp::Read) -> FopResult<Bytes> {
         if r.len > IO_BYTES_MAX {
             return Err(fop(
                 Errno::EINVAL,
@@ -67,7 +67,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("read {} at {}", r.gfid, r.offset))
     }
 
-    pub fn write(&self, r: &bp::Write, data: &[u8]) -> FopRes<bp::WriteReply> {
+    pub fn write(&self, r: &bp::Write, data: &[u8]) -> FopResult<bp::WriteReply> {
         let len = data.len() as u64;
         if len > IO_BYTES_MAX {
             return Err(fop(
@@ -96,7 +96,7 @@ impl<S: Storage> Brick<S> {
         })
     }
 
-    pub fn truncate(&self, r: &bp::Truncate) -> FopRes<Attr> {
+    pub fn truncate(&self, r: &bp::Truncate) -> FopResult<Attr> {
         if r.size > FILE_BYTES_MAX {
             return Err(fop(
                 Errno::EFBIG,
@@ -112,7 +112,7 @@ impl<S: Storage> Brick<S> {
         Ok(self.attr(&p, &st, r.gfid))
     }
 
-    pub fn fsync(&self, r: &bp::Fsync) -> FopRes<()> {
+    pub fn fsync(&self, r: &bp::Fsync) -> FopResult<()> {
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(&r.gfid)?;
         self.storage
@@ -120,7 +120,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("fsync {}", r.gfid))
     }
 
-    pub fn setattr(&self, r: &bp::Setattr) -> FopRes<Attr> {
+    pub fn setattr(&self, r: &bp::Setattr) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(&r.gfid)?;
         if let Some(mode) = r.mode {
@@ -143,7 +143,7 @@ impl<S: Storage> Brick<S> {
         Ok(self.attr(&p, &st, r.gfid))
     }
 
-    pub fn statfs(&self) -> FopRes<bp::StatfsReply> {
+    pub fn statfs(&self) -> FopResult<bp::StatfsReply> {
         let s = self.storage.statfs().ctx(|| "statfs".into())?;
         Ok(bp::StatfsReply {
             block_size: s.block_size,

@@ -64,7 +64,7 @@ const _: () = assert!(DIR_DEPTH_MAX >= PATH_BYTES_MAX.div_ceil(2));
 // `xattrop` picks a stripe with `% COUNTER_STRIPES`.
 const _: () = assert!(COUNTER_STRIPES > 0);
 
-pub type FopRes<T> = Result<T, FopError>;
+pub use mortar_proto::brick::FopResult;
 
 fn fop(errno: Errno, detail: impl Into<String>) -> FopError {
     FopError::new(errno, detail)
@@ -72,11 +72,11 @@ fn fop(errno: Errno, detail: impl Into<String>) -> FopError {
 
 /// Attach what was being done to a bare errno.
 trait Ctx<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> FopRes<T>;
+    fn ctx(self, what: impl FnOnce() -> String) -> FopResult<T>;
 }
 
 impl<T> Ctx<T> for SResult<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> FopRes<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> FopResult<T> {
         self.map_err(|e| fop(e, what()))
     }
 }
@@ -259,7 +259,7 @@ impl<S: Storage> Brick<S> {
 
     /// Startup repair after a crash: drop half-created objects and index
     /// entries whose counters are all zero (or whose file is gone).
-    fn recover(&self) -> FopRes<()> {
+    fn recover(&self) -> FopResult<()> {
         let tmp = bp_of(TMP);
         for e in self
             .storage

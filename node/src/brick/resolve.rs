@@ -11,7 +11,7 @@ pub(super) fn gfid_from_xattr(raw: &[u8]) -> SResult<Gfid> {
 
 impl<S: Storage> Brick<S> {
     /// The path of an object by gfid, and its kind. Unknown gfids are ESTALE.
-    pub fn resolve(&self, g: &Gfid) -> FopRes<(BrickPath, FileKind)> {
+    pub fn resolve(&self, g: &Gfid) -> FopResult<(BrickPath, FileKind)> {
         if *g == Gfid::ROOT {
             return Ok((BrickPath::root(), FileKind::Directory));
         }
@@ -28,7 +28,7 @@ impl<S: Storage> Brick<S> {
     }
 
     /// The path of a directory by gfid, walking parent links up to the root.
-    pub fn resolve_dir(&self, g: &Gfid) -> FopRes<BrickPath> {
+    pub fn resolve_dir(&self, g: &Gfid) -> FopResult<BrickPath> {
         let mut names: Vec<String> = Vec::new();
         let mut cur = *g;
         while cur != Gfid::ROOT {
@@ -93,7 +93,7 @@ impl<S: Storage> Brick<S> {
 
     /// The path of entry `name` in directory `parent`, after checking the
     /// name. `.mortar` at the brick root is reserved.
-    pub(super) fn entry_path(&self, parent: &Gfid, name: &str) -> FopRes<BrickPath> {
+    pub(super) fn entry_path(&self, parent: &Gfid, name: &str) -> FopResult<BrickPath> {
         check_name(name).ctx(|| format!("bad name {name:?}"))?;
         if *parent == Gfid::ROOT && name == META_DIR {
             return Err(fop(
@@ -129,7 +129,7 @@ impl<S: Storage> Brick<S> {
         }
     }
 
-    pub(super) fn gfid_at(&self, p: &BrickPath) -> FopRes<Gfid> {
+    pub(super) fn gfid_at(&self, p: &BrickPath) -> FopResult<Gfid> {
         match self.storage.getxattr(p, xa::GFID) {
             Ok(v) => gfid_from_xattr(&v).ctx(|| format!("malformed gfid on {p}")),
             Err(Errno::ENODATA) => Err(fop(
@@ -140,13 +140,13 @@ impl<S: Storage> Brick<S> {
         }
     }
 
-    pub(super) fn attr_by_gfid(&self, g: &Gfid) -> FopRes<Attr> {
+    pub(super) fn attr_by_gfid(&self, g: &Gfid) -> FopResult<Attr> {
         let (p, _) = self.resolve(g)?;
         let st = self.storage.lstat(&p).ctx(|| format!("stat {g}"))?;
         Ok(self.attr(&p, &st, *g))
     }
 
-    pub(super) fn sync_dir(&self, dir: &BrickPath) -> FopRes<()> {
+    pub(super) fn sync_dir(&self, dir: &BrickPath) -> FopResult<()> {
         if self.cfg.fsync_namespace {
             self.storage
                 .fsync(dir, false)
@@ -155,7 +155,7 @@ impl<S: Storage> Brick<S> {
         Ok(())
     }
 
-    pub(super) fn ensure_shard(&self, base: &str, g: &Gfid) -> FopRes<()> {
+    pub(super) fn ensure_shard(&self, base: &str, g: &Gfid) -> FopResult<()> {
         let (a, b) = shard_dirs(base, g);
         let mut known = self.shards.lock().expect("shard lock");
         for d in [a, b] {
@@ -171,7 +171,7 @@ impl<S: Storage> Brick<S> {
         Ok(())
     }
 
-    pub(super) fn gfid_in_use(&self, g: &Gfid) -> FopRes<bool> {
+    pub(super) fn gfid_in_use(&self, g: &Gfid) -> FopResult<bool> {
         if *g == Gfid::ROOT || g.is_null() {
             return Ok(true);
         }

@@ -14,7 +14,7 @@ pub(super) enum XattrAccess {
     CountersOnly,
 }
 
-pub(super) fn xattr_access(name: &str) -> FopRes<XattrAccess> {
+pub(super) fn xattr_access(name: &str) -> FopResult<XattrAccess> {
     if name.is_empty() || name.len() > XATTR_NAME_BYTES_MAX {
         return Err(fop(
             Errno::ERANGE,
@@ -37,7 +37,7 @@ pub(super) fn xattr_access(name: &str) -> FopRes<XattrAccess> {
 }
 
 impl<S: Storage> Brick<S> {
-    pub fn getxattr(&self, r: &bp::Getxattr) -> FopRes<Vec<u8>> {
+    pub fn getxattr(&self, r: &bp::Getxattr) -> FopResult<Vec<u8>> {
         xattr_access(&r.name)?;
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(&r.gfid)?;
@@ -46,7 +46,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("getxattr {} on {}", r.name, r.gfid))
     }
 
-    pub fn setxattr(&self, r: &bp::Setxattr) -> FopRes<()> {
+    pub fn setxattr(&self, r: &bp::Setxattr) -> FopResult<()> {
         match xattr_access(&r.name)? {
             XattrAccess::ReadWrite => {}
             XattrAccess::ReadOnly => {
@@ -75,7 +75,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("setxattr {} on {}", r.name, r.gfid))
     }
 
-    pub fn removexattr(&self, r: &bp::Removexattr) -> FopRes<()> {
+    pub fn removexattr(&self, r: &bp::Removexattr) -> FopResult<()> {
         match xattr_access(&r.name)? {
             XattrAccess::ReadWrite => {}
             _ => {
@@ -92,7 +92,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("removexattr {} on {}", r.name, r.gfid))
     }
 
-    pub fn listxattr(&self, g: &Gfid) -> FopRes<Vec<String>> {
+    pub fn listxattr(&self, g: &Gfid) -> FopResult<Vec<String>> {
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(g)?;
         let names = self
