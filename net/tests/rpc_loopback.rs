@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use mortar_net::conformance::rpc_config;
 use mortar_net::frame::FrameLimits;
 use mortar_net::rpc::echo::*;
 use mortar_net::rpc::{
@@ -21,15 +22,6 @@ use mortar_net::rpc::{
 use mortar_net::{Addr, Endpoint, Runtime};
 
 const T: Duration = Duration::from_secs(10);
-
-fn cfg() -> RpcConfig {
-    RpcConfig {
-        reconnect_backoff_min: Duration::from_millis(10),
-        reconnect_backoff_max: Duration::from_millis(200),
-        shutdown_grace: Duration::from_secs(2),
-        ..RpcConfig::default()
-    }
-}
 
 async fn serve(rt: &Runtime, ep: &str, cfg: RpcConfig) -> (ServerHandle, Arc<EchoService>) {
     let echo = EchoService::new();
@@ -47,7 +39,7 @@ fn endpoint_of(h: &ServerHandle) -> Endpoint {
 }
 
 async fn connected(rt: &Runtime, h: &ServerHandle) -> RpcClient {
-    let c = RpcClient::new(rt, endpoint_of(h), cfg());
+    let c = RpcClient::new(rt, endpoint_of(h), rpc_config());
     c.wait_connected(T).await.unwrap();
     c
 }
@@ -55,7 +47,7 @@ async fn connected(rt: &Runtime, h: &ServerHandle) -> RpcClient {
 #[tokio::test]
 async fn unknown_procedure_and_handler_panic_are_faults_on_a_live_connection() {
     let rt = Runtime::production("test");
-    let (h, _) = serve(&rt, "127.0.0.1:0", cfg()).await;
+    let (h, _) = serve(&rt, "127.0.0.1:0", rpc_config()).await;
     let c = connected(&rt, &h).await;
     let e = c
         .call(PROGRAM_ECHO, 99, Bytes::new(), Bytes::new(), T)
@@ -96,7 +88,7 @@ async fn unknown_procedure_and_handler_panic_are_faults_on_a_live_connection() {
 #[tokio::test]
 async fn unknown_program_closes_the_connection_and_the_client_reconnects() {
     let rt = Runtime::production("test");
-    let (h, _) = serve(&rt, "127.0.0.1:0", cfg()).await;
+    let (h, _) = serve(&rt, "127.0.0.1:0", rpc_config()).await;
     let c = connected(&rt, &h).await;
     let e = c
         .call(4242, 1, Bytes::new(), Bytes::new(), T)
@@ -115,7 +107,7 @@ async fn unknown_program_closes_the_connection_and_the_client_reconnects() {
 #[tokio::test]
 async fn graceful_shutdown_lets_running_calls_finish() {
     let rt = Runtime::production("test");
-    let (h, echo) = serve(&rt, "127.0.0.1:0", cfg()).await;
+    let (h, echo) = serve(&rt, "127.0.0.1:0", rpc_config()).await;
     let c = connected(&rt, &h).await;
     let body = encode_body(&300u64).unwrap();
     let call = {
@@ -142,7 +134,7 @@ async fn graceful_shutdown_lets_running_calls_finish() {
 #[tokio::test]
 async fn deadline_and_oversized_requests_fail_cleanly() {
     let rt = Runtime::production("test");
-    let (h, _) = serve(&rt, "127.0.0.1:0", cfg()).await;
+    let (h, _) = serve(&rt, "127.0.0.1:0", rpc_config()).await;
     let c = connected(&rt, &h).await;
     let body = encode_body(&5_000u64).unwrap();
     let e = c

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mortar_net::conformance::TransportUnderTest;
@@ -16,52 +15,52 @@ use mortar_net::{Endpoint, Runtime};
 /// Seeds fix the messenger's reconnect jitter; which seed does not matter.
 const SEED: u64 = 10;
 
+/// TCP or Unix sockets through the production `SocketTransport`.
+pub struct Sockets {
+    name: &'static str,
+    listen: fn() -> Endpoint,
+}
+
+impl TransportUnderTest for Sockets {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn runtime(&self, name: &str) -> Runtime {
+        Runtime::builder(name).seed(SEED).build()
+    }
+    fn listen_endpoint(&self) -> Endpoint {
+        (self.listen)()
+    }
+}
+
 mod tcp {
     use super::*;
 
-    pub struct Tcp;
+    const TCP: Sockets = Sockets {
+        name: "tcp",
+        listen: || "127.0.0.1:0".parse().expect("endpoint"),
+    };
 
-    impl TransportUnderTest for Tcp {
-        fn name(&self) -> &'static str {
-            "tcp"
-        }
-        fn runtime(&self, name: &str) -> Runtime {
-            Runtime::builder(name).seed(SEED).build()
-        }
-        fn listen_endpoint(&self) -> Endpoint {
-            "127.0.0.1:0".parse().expect("endpoint")
-        }
-    }
-
-    mortar_net::transport_conformance_tests!(#[tokio::test] async Tcp);
+    mortar_net::transport_conformance_tests!(#[tokio::test] async TCP);
 }
 
 mod unix {
     use super::*;
 
-    pub struct Unix;
-
     /// A fresh socket path per call, under one directory per test process.
-    fn socket_path() -> PathBuf {
+    fn socket_path() -> Endpoint {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!("mortar-conformance-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("socket directory");
-        dir.join(format!("{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)))
+        Endpoint::Unix(dir.join(format!("{}.sock", NEXT.fetch_add(1, Ordering::Relaxed))))
     }
 
-    impl TransportUnderTest for Unix {
-        fn name(&self) -> &'static str {
-            "unix"
-        }
-        fn runtime(&self, name: &str) -> Runtime {
-            Runtime::builder(name).seed(SEED).build()
-        }
-        fn listen_endpoint(&self) -> Endpoint {
-            Endpoint::Unix(socket_path())
-        }
-    }
+    const UNIX: Sockets = Sockets {
+        name: "unix",
+        listen: socket_path,
+    };
 
-    mortar_net::transport_conformance_tests!(#[tokio::test] async Unix);
+    mortar_net::transport_conformance_tests!(#[tokio::test] async UNIX);
 }
 
 mod turmoil_tcp {

@@ -156,31 +156,52 @@ impl Listener for MemoryListener {
     }
 }
 
+impl MemoryRdma {
+    fn dial(&self, addr: &Addr, limits: FrameLimits) -> io::Result<Link> {
+        let server = Self::inet(addr)?;
+        let ((tx, server_limits), dialer) = {
+            let mut f = self.fabric.lock().expect("fabric lock");
+            if !f.taken(&server) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("nothing listens on rdma:{server}"),
+                ));
+            }
+            let door = f.listeners[&server].clone();
+            (door, f.ephemeral(Ipv4Addr::LOCALHOST.into()))
+        };
+        let (dialed, accepted) = self.wire((dialer, limits), (server, server_limits));
+        tx.send(accepted).map_err(|_| {
+            io::Error::new(io::ErrorKind::ConnectionRefused, "the listener went away")
+        })?;
+        Ok(dialed)
+    }
+
+    fn listen(&self, addr: &Addr, limits: FrameLimits) -> io::Result<Box<dyn Listener>> {
+        let mut sa = Self::inet(addr)?;
+        let mut f = self.fabric.lock().expect("fabric lock");
+        if sa.port() == 0 {
+            sa = f.ephemeral(sa.ip());
+        } else if f.taken(&sa) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("rdma:{sa} is in use"),
+            ));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        f.listeners.insert(sa, (tx, limits));
+        Ok(Box::new(MemoryListener { rx, local: sa }))
+    }
+}
+
+/// Connecting and binding never wait here: both finish at once.
 impl Transport for MemoryRdma {
     fn connect<'a>(
         &'a self,
         addr: &'a Addr,
         limits: FrameLimits,
     ) -> BoxFuture<'a, io::Result<Link>> {
-        Box::pin(async move {
-            let server = Self::inet(addr)?;
-            let ((tx, server_limits), dialer) = {
-                let mut f = self.fabric.lock().expect("fabric lock");
-                if !f.taken(&server) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        format!("nothing listens on rdma:{server}"),
-                    ));
-                }
-                let tx = f.listeners[&server].clone();
-                (tx, f.ephemeral(Ipv4Addr::LOCALHOST.into()))
-            };
-            let (dialed, accepted) = self.wire((dialer, limits), (server, server_limits));
-            tx.send(accepted).map_err(|_| {
-                io::Error::new(io::ErrorKind::ConnectionRefused, "the listener went away")
-            })?;
-            Ok(dialed)
-        })
+        Box::pin(std::future::ready(self.dial(addr, limits)))
     }
 
     fn bind<'a>(
@@ -188,20 +209,6 @@ impl Transport for MemoryRdma {
         addr: &'a Addr,
         limits: FrameLimits,
     ) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let mut sa = Self::inet(addr)?;
-            let mut f = self.fabric.lock().expect("fabric lock");
-            if sa.port() == 0 {
-                sa = f.ephemeral(sa.ip());
-            } else if f.taken(&sa) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("rdma:{sa} is in use"),
-                ));
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            f.listeners.insert(sa, (tx, limits));
-            Ok(Box::new(MemoryListener { rx, local: sa }) as Box<dyn Listener>)
-        })
+        Box::pin(std::future::ready(self.listen(addr, limits)))
     }
 }

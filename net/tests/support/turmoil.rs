@@ -41,26 +41,32 @@ impl Listener for TurmoilListener {
     }
 }
 
+async fn dial(addr: &Addr, limits: FrameLimits) -> io::Result<Link> {
+    link(
+        turmoil::net::TcpStream::connect(tcp_only(addr)?).await?,
+        limits,
+    )
+}
+
+async fn listen(addr: &Addr, limits: FrameLimits) -> io::Result<Box<dyn Listener>> {
+    let l = turmoil::net::TcpListener::bind(tcp_only(addr)?).await?;
+    Ok(Box::new(TurmoilListener(l, limits)))
+}
+
 impl Transport for TurmoilTransport {
     fn connect<'a>(
         &'a self,
         addr: &'a Addr,
         limits: FrameLimits,
     ) -> BoxFuture<'a, io::Result<Link>> {
-        Box::pin(async move {
-            let sa = tcp_only(addr)?;
-            link(turmoil::net::TcpStream::connect(sa).await?, limits)
-        })
+        Box::pin(dial(addr, limits))
     }
     fn bind<'a>(
         &'a self,
         addr: &'a Addr,
         limits: FrameLimits,
     ) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let l = turmoil::net::TcpListener::bind(tcp_only(addr)?).await?;
-            Ok(Box::new(TurmoilListener(l, limits)) as Box<dyn Listener>)
-        })
+        Box::pin(listen(addr, limits))
     }
 }
 
