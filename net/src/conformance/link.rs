@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{frame, link_pair, pattern, raw, recv, send_all, TransportUnderTest, PROMPT};
 use crate::frame::{self as wire, flags, FrameError, FrameLimits, Header};
-use crate::transport::{FrameSink, FrameSource, LinkError};
+use crate::transport::{FrameSource, LinkError};
 use crate::Runtime;
 
 /// What one frame carried: request id, body, payload.
@@ -30,8 +30,8 @@ fn encoded(frames: &[Sent]) -> Vec<wire::EncodedFrame> {
         .collect()
 }
 
-/// Receive exactly `expected`, in order, then a clean end of stream.
-async fn expect_frames_then_end(
+/// Receive exactly `expected`, in order.
+async fn expect_frames(
     name: &'static str,
     rt: &Runtime,
     source: &mut Box<dyn FrameSource>,
@@ -51,6 +51,9 @@ async fn expect_frames_then_end(
             payload.len()
         );
     }
+}
+
+async fn expect_end(name: &'static str, rt: &Runtime, source: &mut Box<dyn FrameSource>) {
     let end = recv(name, rt, source).await;
     assert!(
         matches!(end, Ok(None)),
@@ -60,7 +63,8 @@ async fn expect_frames_then_end(
 
 /// Payloads of 0 B, a few bytes, around a page and well over 1 MiB, with
 /// bodies of every size too, cross in order, and a clean close is seen as
-/// the end of the stream.
+/// the end of the stream (while the closing end still holds its read half,
+/// where the transport half-closes).
 pub async fn frames_of_every_size_arrive_intact_and_in_order(t: &impl TransportUnderTest) {
     let mut p = link_pair(t).await;
     let frames = frames_of(
@@ -82,11 +86,13 @@ pub async fn frames_of_every_size_arrive_intact_and_in_order(t: &impl TransportU
     let name = t.name();
     let out = encoded(&frames);
     let mut dialed = p.dialed;
+    let half_closes = t.half_closes();
     let writer = p.rt.spawn(async move {
         send_all(name, &mut dialed.sink, out).await;
-        dialed
+        half_closes.then_some(dialed)
     });
-    expect_frames_then_end(name, &p.rt, &mut p.accepted.source, &frames).await;
+    expect_frames(name, &p.rt, &mut p.accepted.source, &frames).await;
+    expect_end(name, &p.rt, &mut p.accepted.source).await;
     writer
         .await
         .expect("writer task")
@@ -94,10 +100,13 @@ pub async fn frames_of_every_size_arrive_intact_and_in_order(t: &impl TransportU
 }
 
 /// Both ends write and read at the same time; each direction arrives
-/// intact and in order, and neither end's writing holds up the other.
+/// intact and in order, neither end's writing holds up the other, and
+/// (where the transport half-closes) each end's close ends one direction
+/// while the other still flows.
 pub async fn both_directions_flow_at_once(t: &impl TransportUnderTest) {
     let p = link_pair(t).await;
     let name = t.name();
+    let half_closes = t.half_closes();
     let sizes: Vec<(usize, usize)> = (0..32)
         .map(|i| (i % 3 * 40, [0, 10, 5000, 300_000, 1 << 20][i % 5]))
         .collect();
@@ -116,7 +125,10 @@ pub async fn both_directions_flow_at_once(t: &impl TransportUnderTest) {
         }));
         let reader_rt = p.rt.clone();
         tasks.push(p.rt.spawn(async move {
-            expect_frames_then_end(name, &reader_rt, &mut source, &frames).await;
+            expect_frames(name, &reader_rt, &mut source, &frames).await;
+            if half_closes {
+                expect_end(name, &reader_rt, &mut source).await;
+            }
         }));
     }
     for task in tasks {
@@ -206,17 +218,23 @@ pub async fn a_stalled_reader_throttles_the_writer(t: &impl TransportUnderTest) 
     let sent = Arc::new(AtomicU64::new(0));
     let writer = {
         let (sent, payload) = (sent.clone(), payload.clone());
-        let mut sink: Box<dyn FrameSink> = p.dialed.sink;
+        let mut dialed = p.dialed;
+        let half_closes = t.half_closes();
         p.rt.spawn(async move {
             for id in 0..STALL_FRAMES {
-                sink.send(frame(id, b"", payload.clone()))
+                dialed
+                    .sink
+                    .send(frame(id, b"", payload.clone()))
                     .await
                     .unwrap_or_else(|e| panic!("{name}: send: {e}"));
                 sent.store(id + 1, Ordering::Release);
             }
-            sink.close()
+            dialed
+                .sink
+                .close()
                 .await
                 .unwrap_or_else(|e| panic!("{name}: close: {e}"));
+            half_closes.then_some(dialed)
         })
     };
     let stalled_at = wait_until_stalled(&p.rt, &sent).await;
@@ -231,7 +249,8 @@ pub async fn a_stalled_reader_throttles_the_writer(t: &impl TransportUnderTest) 
     let expected: Vec<Sent> = (0..STALL_FRAMES)
         .map(|id| (id, Bytes::new(), payload.clone()))
         .collect();
-    expect_frames_then_end(name, &p.rt, &mut p.accepted.source, &expected).await;
+    expect_frames(name, &p.rt, &mut p.accepted.source, &expected).await;
+    expect_end(name, &p.rt, &mut p.accepted.source).await;
     p.rt.clock()
         .timeout(PROMPT, writer)
         .await
@@ -316,6 +335,10 @@ pub async fn malformed_bytes_end_the_link_with_an_error(t: &impl TransportUnderT
         };
         let mut p = link_pair(t).await;
         send_all(name, &mut p.dialed.sink, vec![raw(&m.bytes)]).await;
+        if !t.half_closes() {
+            // Only going away ends the stream (the cut-off frame's case).
+            drop(p.dialed);
+        }
         match recv(name, &p.rt, &mut p.accepted.source).await {
             Err(LinkError::Frame(e)) if expected(&e) => {}
             other => panic!(

@@ -58,6 +58,13 @@ pub trait TransportUnderTest {
     fn throttles_writer(&self) -> bool {
         true
     }
+    /// Whether closing a link's sink ends the stream for the peer while
+    /// this end still reads (TCP's half-close). madsim's TCP does not
+    /// simulate shutdown: its peer sees the end only once the whole
+    /// connection is dropped.
+    fn half_closes(&self) -> bool {
+        true
+    }
 }
 
 /// Deadline for anything that should happen promptly. Generous, because
