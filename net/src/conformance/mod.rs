@@ -15,10 +15,8 @@
 //! [`transport_conformance_tests!`](crate::transport_conformance_tests)
 //! turns every body into a named test for one transport. Compiled under the
 //! `test-support` feature and in simulator builds, never in production.
-
-// Test code: a broken promise is a failed test, said with the transport's
-// name, so panicking is the point.
-#![allow(clippy::missing_panics_doc)]
+//! Being test code, a broken promise panics, naming the transport, as a
+//! failed assertion does.
 
 mod link;
 mod rpc;
@@ -29,8 +27,7 @@ use bytes::Bytes;
 
 use crate::addr::{Addr, Endpoint};
 use crate::frame::{self, EncodedFrame, Frame, FrameLimits, Header, TRAILER_LEN};
-use crate::transport::{FrameSink, Link};
-use crate::transport::{FrameSource, LinkError, Listener};
+use crate::transport::{FrameSink, FrameSource, Link, LinkError, Listener};
 use crate::Runtime;
 
 pub use link::*;
