@@ -11,6 +11,8 @@
 
 pub mod addr;
 pub mod checksum;
+#[cfg(any(madsim, feature = "test-support"))]
+pub mod conformance;
 pub mod frame;
 #[cfg(not(madsim))]
 pub mod rdma;

@@ -1,95 +1,26 @@
-//! The RPC client under turmoil's simulated network, in the ordinary build.
-//!
-//! The messenger is generic over its transport, so the same client and
-//! server code runs here on turmoil's TCP; time inside hosts is turmoil's
-//! simulated time, so the waits below cost nothing real.
+//! The RPC client under turmoil's network faults (partitions, held
+//! messages), in the ordinary build. What every transport must do (sizes,
+//! concurrency, a dying or restarted server) is the conformance suite's,
+//! which runs on turmoil too (`transport_conformance.rs`); time inside
+//! hosts is turmoil's simulated time, so the waits below cost nothing real.
 #![cfg(not(madsim))]
 // Inside turmoil hosts tokio's clock and spawn are turmoil's simulation.
 #![allow(clippy::disallowed_methods)]
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mortar_net::frame::FrameLimits;
-use mortar_net::resolve::{ResolveBackend, ResolveError};
 use mortar_net::rpc::echo::*;
 use mortar_net::rpc::{encode_body, RpcClient, RpcConfig, RpcError, RpcServer};
-use mortar_net::transport::{stream_link, Link, Listener, Transport};
-use mortar_net::{Addr, BoxFuture, DnsName, Endpoint, Host, HostPort, Runtime};
+use mortar_net::{Endpoint, Host, HostPort};
+use support::turmoil::runtime;
 
 const PORT: u16 = 24007;
-
-struct TurmoilTransport;
-
-struct TurmoilListener(turmoil::net::TcpListener, FrameLimits);
-
-fn link(s: turmoil::net::TcpStream, limits: FrameLimits) -> io::Result<Link> {
-    let peer = Addr::Inet(s.peer_addr()?);
-    let local = Addr::Inet(s.local_addr()?);
-    let (r, w) = s.into_split();
-    Ok(stream_link(r, w, peer, local, limits))
-}
-
-impl Listener for TurmoilListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<Link>> {
-        Box::pin(async move {
-            let (s, _) = self.0.accept().await?;
-            link(s, self.1)
-        })
-    }
-    fn local_addr(&self) -> Addr {
-        Addr::Inet(self.0.local_addr().expect("bound listener has an address"))
-    }
-}
-
-impl Transport for TurmoilTransport {
-    fn connect<'a>(
-        &'a self,
-        addr: &'a Addr,
-        limits: FrameLimits,
-    ) -> BoxFuture<'a, io::Result<Link>> {
-        Box::pin(async move {
-            let Addr::Inet(sa) = addr else {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "tcp only"));
-            };
-            link(turmoil::net::TcpStream::connect(*sa).await?, limits)
-        })
-    }
-    fn bind<'a>(
-        &'a self,
-        addr: &'a Addr,
-        limits: FrameLimits,
-    ) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let Addr::Inet(sa) = addr else {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "tcp only"));
-            };
-            let l = turmoil::net::TcpListener::bind(*sa).await?;
-            Ok(Box::new(TurmoilListener(l, limits)) as Box<dyn Listener>)
-        })
-    }
-}
-
-/// Host names resolve to turmoil's host addresses.
-struct TurmoilDns;
-
-impl ResolveBackend for TurmoilDns {
-    fn lookup<'a>(&'a self, name: &'a DnsName) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
-        Box::pin(async move { Ok(vec![turmoil::lookup(name.as_str())]) })
-    }
-}
-
-fn runtime(name: &str, seed: u64) -> Runtime {
-    Runtime::builder(name)
-        .seed(seed)
-        .transport(Arc::new(TurmoilTransport))
-        .dns(Arc::new(TurmoilDns))
-        .build()
-}
 
 fn cfg() -> RpcConfig {
     RpcConfig {
@@ -105,7 +36,7 @@ fn server_endpoint() -> Endpoint {
     Endpoint::Tcp(HostPort::new(Host::Name("server".parse().unwrap()), PORT))
 }
 
-/// Serve the echo program; `calls` counts executions across restarts.
+/// Serve the echo program; `calls` counts its executions.
 fn add_server(sim: &mut turmoil::Sim<'_>, calls: Arc<AtomicU64>) {
     sim.host("server", move || {
         let calls = calls.clone();
@@ -276,77 +207,6 @@ fn held_messages_released_later_complete_exactly_once() {
             1,
             "hold must not break the connection"
         );
-        Ok(())
-    });
-    sim.run().unwrap();
-}
-
-#[test]
-fn restarted_server_process_is_reconnected_to() {
-    let calls = Arc::new(AtomicU64::new(0));
-    let mut sim = sim();
-    add_server(&mut sim, calls);
-    sim.client("client", async {
-        let rt = runtime("client", 3);
-        let c = RpcClient::new(&rt, server_endpoint(), cfg());
-        c.wait_connected(Duration::from_secs(10)).await?;
-        // A long call is running when the server restarts: it must fail
-        // with ENOTCONN promptly, not wait out its 60 s deadline.
-        let t0 = tokio::time::Instant::now();
-        let e = c
-            .call(
-                PROGRAM_ECHO,
-                PROC_SLEEP,
-                sleep_body(30_000),
-                Bytes::new(),
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RpcError::NotConnected { .. }), "{e}");
-        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-        let rx = c.subscribe();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            rx.wait_for(|s| s.up && s.generation >= 2),
-        )
-        .await?;
-        let r = c
-            .call(
-                PROGRAM_ECHO,
-                PROC_ECHO,
-                Bytes::from_static(b"again"),
-                Bytes::new(),
-                Duration::from_secs(5),
-            )
-            .await?;
-        assert_eq!(&r.body[..], b"again");
-        Ok(())
-    });
-    let mut bounced = false;
-    while !sim.step().unwrap() {
-        if !bounced && sim.elapsed() >= Duration::from_secs(2) {
-            sim.bounce("server");
-            bounced = true;
-        }
-    }
-    assert!(bounced);
-}
-
-/// The sockets a turmoil host binds are reachable by IP as well.
-#[test]
-fn endpoint_by_ip_works_too() {
-    let mut sim = sim();
-    add_server(&mut sim, Arc::new(AtomicU64::new(0)));
-    sim.client("client", async {
-        let rt = runtime("client", 4);
-        let ip = turmoil::lookup("server");
-        let ep = Endpoint::tcp(ip, PORT);
-        let c = RpcClient::new(&rt, ep, cfg());
-        c.wait_connected(Duration::from_secs(10)).await?;
-        let rtt = c.ping(Duration::from_secs(5)).await?;
-        assert!(rtt < Duration::from_secs(1));
-        let _ = SocketAddr::new(ip, PORT);
         Ok(())
     });
     sim.run().unwrap();

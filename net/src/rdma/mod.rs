@@ -19,6 +19,8 @@
 //! answers ENOSYS), connect and bind fail at once with a message saying
 //! so and what to do.
 
+#[cfg(feature = "test-support")]
+pub mod memory;
 pub mod pump;
 
 #[cfg(feature = "rdma")]
@@ -181,70 +183,4 @@ pub fn channel_link(
         local,
     };
     (link, out_rx, in_tx)
-}
-
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)] // OS threads stand in for pump threads.
-mod tests {
-    use super::pump::{fake, run_with_ready, PumpConfig};
-    use super::*;
-    use crate::frame::{encode, Header};
-
-    /// Frames of every size cross a link whose pumps run over the fake
-    /// device pair: the messenger's framing works unchanged over RDMA.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn frames_cross_a_fake_rdma_link() {
-        let (va, vb) = fake::pair(4096, 4, 8);
-        let addr: Addr = Addr::Inet("127.0.0.1:1".parse().unwrap());
-        let limits = FrameLimits::default();
-        let (mut a, a_out, a_in) = channel_link(addr.clone(), addr.clone(), limits);
-        let (mut b, b_out, b_in) = channel_link(addr.clone(), addr, limits);
-        let posted = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let p2 = posted.clone();
-        let pa = std::thread::Builder::new()
-            .spawn(move || {
-                run_with_ready(va, 8, a_out, a_in, PumpConfig::default(), || {
-                    posted.wait();
-                })
-            })
-            .unwrap();
-        let pb = std::thread::Builder::new()
-            .spawn(move || {
-                run_with_ready(vb, 8, b_out, b_in, PumpConfig::default(), || {
-                    p2.wait();
-                })
-            })
-            .unwrap();
-        let sizes = [0usize, 1, 100, 4096, 70_000, 1 << 20];
-        let sender = tokio::spawn(async move {
-            for (i, n) in sizes.iter().enumerate() {
-                let h = Header {
-                    flags: 0,
-                    program: 7,
-                    procedure: 1,
-                    request_id: i as u64,
-                };
-                let payload = Bytes::from(vec![i as u8; *n]);
-                a.sink
-                    .send(encode(&h, b"body", payload, &limits).unwrap())
-                    .await
-                    .unwrap();
-            }
-            a.sink.close().await.unwrap();
-            a
-        });
-        for (i, n) in sizes.iter().enumerate() {
-            let f = b.source.recv().await.unwrap().expect("a frame");
-            assert_eq!(f.header.request_id, i as u64);
-            assert_eq!(&f.body[..], b"body");
-            assert_eq!(f.payload.len(), *n);
-            assert!(f.payload.iter().all(|x| *x == i as u8));
-        }
-        b.sink.close().await.unwrap();
-        let a = sender.await.unwrap();
-        assert!(b.source.recv().await.unwrap().is_none(), "clean end");
-        drop((a, b));
-        pa.join().unwrap().unwrap();
-        pb.join().unwrap().unwrap();
-    }
 }

@@ -335,12 +335,13 @@ pub fn run_with_ready<V: Verbs>(
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fake {
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake {
     //! Two in-memory "devices" wired back to back. A send that finds no
     //! receive buffer posted at the peer is an error (real RC hardware
     //! would stall in receiver-not-ready retries), so the tests prove the
-    //! credits never overrun the peer.
+    //! credits never overrun the peer. Test code: the pump's own tests and
+    //! the in-memory fabric (`rdma::memory`) use it.
 
     use super::*;
     use std::sync::{Arc, Mutex};
