@@ -21,18 +21,12 @@ use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
 use crate::fop::{shape_error, Child, Fop, FopOut, FopResult, Subvolume, CHUNK_BYTES_MAX};
 
-pub const LAYOUT_XATTR: &str = "trusted.mortar.dht";
-pub const LINKTO_XATTR: &str = "trusted.mortar.dht.linkto";
+pub use mortar_proto::xattr::{DHT_LAYOUT as LAYOUT_XATTR, DHT_LINKTO as LINKTO_XATTR};
 
 /// FNV-1a, 32 bits: stable across versions and platforms, which is all
 /// placement needs (it is not a security boundary).
 pub fn name_hash(name: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
+    mortar_proto::hash::fnv1a_32(name.as_bytes())
 }
 
 /// Even split of the hash space over `n` subvolumes.

@@ -8,7 +8,7 @@ use crate::afr::Kind;
 
 /// Per-fragment version and size: `[data version, metadata version,
 /// size]` as big-endian i64s.
-pub const EC_XATTR: &str = "trusted.mortar.ec";
+pub use mortar_proto::xattr::EC_VERSION as EC_XATTR;
 
 /// What one fragment says about its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
