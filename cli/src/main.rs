@@ -359,7 +359,7 @@ async fn migrate(mut args: Args) -> Result<(), Failure> {
 }
 
 async fn locks(mut args: Args) -> Result<(), Failure> {
-    use mortar_node::remote::RemoteBrick;
+    use mortar_client::remote::RemoteBrick;
     use mortar_proto::brick::{LockDump, LockKind, LockTarget};
 
     let json = args.flag("--json");

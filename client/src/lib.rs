@@ -7,7 +7,13 @@
 //! versions) are plain functions over data in their own modules, tested
 //! without any runtime.
 //!
-//! It must not talk to a disk: bricks do that.
+//! The typed brick stub ([`remote::RemoteBrick`]) is the client side of
+//! the brick program and lives here, so this crate needs only the
+//! messenger and the wire types.
+//!
+//! It must not talk to a disk: bricks do that. It must not depend on the
+//! brick server (`mortar-node`) either, except in its tests, which start
+//! real bricks.
 
 pub mod afr;
 pub mod api;
@@ -21,5 +27,6 @@ pub mod graph;
 pub mod mgmt_rpc;
 pub mod migrate;
 pub mod protocol;
+pub mod remote;
 pub mod replicate;
 pub mod txn;

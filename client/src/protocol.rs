@@ -14,7 +14,6 @@ use bytes::Bytes;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::sync::Watch;
 use mortar_net::{Endpoint, Runtime};
-use mortar_node::remote::RemoteBrick;
 use mortar_proto::brick as bp;
 use mortar_proto::brick::BrickRequest;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
@@ -22,6 +21,7 @@ use mortar_proto::volfile::Node;
 use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::fop::FopResult;
+use crate::remote::RemoteBrick;
 
 /// A child's connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]

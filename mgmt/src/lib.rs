@@ -9,6 +9,9 @@
 
 pub mod api;
 pub mod daemon;
+/// The shared test bodies every `Launcher` must pass (test sites only).
+#[cfg(feature = "test-support")]
+pub mod launcher_conformance;
 /// The option table is shared with clients and bricks.
 pub use mortar_proto::options;
 pub mod state;

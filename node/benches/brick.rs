@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mortar_client::remote::RemoteBrick;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::{Addr, Endpoint, Runtime};
 use mortar_node::brick::BrickConfig;
-use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
 use mortar_proto::brick::{self as bp, NewObject};

@@ -3,9 +3,10 @@
 //! Owns one brick's logic on top of a [`mortar_storage::Storage`] (gfid
 //! handles, entry and inode operations, the xattr rules, changelog
 //! counters and the pending-heal index), its lock table, the service that
-//! serves file operations over the messenger, starting and stopping a
-//! brick process's server, and the typed stub ([`remote::RemoteBrick`])
-//! others use to talk to a brick.
+//! serves file operations over the messenger, and starting and stopping a
+//! brick process's server. The typed stub others use to talk to a brick
+//! is the client side of the brick program and lives in `mortar-client`
+//! (`mortar_client::remote::RemoteBrick`).
 //!
 //! It must never know about other bricks: replication, erasure coding and
 //! distribution happen in the client graph, and healing between bricks in
@@ -22,7 +23,6 @@
 pub mod brick;
 pub mod error;
 pub mod locks;
-pub mod remote;
 pub mod server;
 pub mod service;
 

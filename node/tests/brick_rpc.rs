@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use mortar_client::remote::RemoteBrick;
 use mortar_net::rpc::{Fault, Reply, Request, RpcClient, RpcConfig, RpcServer, Service};
 use mortar_net::{Addr, BoxFuture, Endpoint, Runtime};
 use mortar_node::brick::BrickConfig;
-use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig, RunningBrick};
 use mortar_node::service::AuthRules;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind, NewObject};

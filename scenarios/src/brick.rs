@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use mortar_client::remote::RemoteBrick;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::{Clock, Endpoint, Host, HostPort};
 use mortar_node::brick::BrickConfig;
-use mortar_node::remote::RemoteBrick;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
 use mortar_proto::brick::{self as bp, LockKind, NewObject};

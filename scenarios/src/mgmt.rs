@@ -24,13 +24,27 @@ pub const HOSTS: [&str; 3] = ["s1", "s2", "s3"];
 const PORT: u16 = 24007;
 
 /// Bricks as processes on the simulated host (one-shots: after a reboot
-/// it is mgmtd that starts them again).
-struct SimLauncher {
+/// it is mgmtd that starts them again). Public for the launcher
+/// conformance suite (`tests/launcher_conformance.rs`).
+pub struct SimLauncher {
     sim: Sim,
     host: String,
     disk: Arc<SimDisk>,
     next: AtomicU32,
     names: Mutex<BTreeMap<u32, String>>,
+}
+
+impl SimLauncher {
+    /// A launcher for `host`, keeping brick directories on `disk`.
+    pub fn new(sim: Sim, host: &str, disk: Arc<SimDisk>) -> Self {
+        SimLauncher {
+            sim,
+            host: host.to_string(),
+            disk,
+            next: AtomicU32::new(0),
+            names: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl Launcher for SimLauncher {
@@ -226,13 +240,7 @@ impl Pool {
             sim.start_process(h, "mgmtd", move |rt| {
                 let (s, host, disk, trap) = (s.clone(), host.clone(), disk.clone(), trap.clone());
                 async move {
-                    let launcher = Arc::new(SimLauncher {
-                        sim: s,
-                        host: host.clone(),
-                        disk: disk.clone(),
-                        next: AtomicU32::new(0),
-                        names: Mutex::new(BTreeMap::new()),
-                    });
+                    let launcher = Arc::new(SimLauncher::new(s, &host, disk.clone()));
                     let storage = disk.storage("var/lib/mortar").expect("workdir");
                     let _d = Mgmtd::start(
                         &rt,

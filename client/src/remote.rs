@@ -1,5 +1,10 @@
 //! Talking to a brick: a typed stub over an RPC connection. Used by the
-//! client graph, the self-heal daemon and tests.
+//! client graph, the self-heal daemon, the command line and tests.
+//!
+//! It is the client side of the brick program, so it needs only the wire
+//! types (`mortar-proto`) and the messenger (`mortar-net`), never the brick
+//! server (`mortar-node`); keeping it here is what lets the client crate
+//! not depend on the server (issue 10).
 
 use std::time::Duration;
 
