@@ -71,8 +71,8 @@ fn manifest_graph(root: &Path) -> Map<String, Set<String>> {
 }
 
 /// The graph as `ARCHITECTURE.md` states it, in the block between the
-/// `<!-- crate-deps -->` and `<!-- /crate-deps -->` markers, one line per
-/// crate: `crate -> dep, dep` (or `crate -> (nothing)`).
+/// `<!-- crate-deps -->` and `<!-- /crate-deps -->` markers, one list item
+/// per crate: ``- `crate` -> `dep`, `dep` `` (or `-> (nothing)`).
 fn documented_graph(root: &Path) -> Map<String, Set<String>> {
     let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let start = text
@@ -81,6 +81,7 @@ fn documented_graph(root: &Path) -> Map<String, Set<String>> {
     let end = text.find("<!-- /crate-deps -->").expect("closing marker");
     text[start..end]
         .lines()
+        .filter_map(|l| l.strip_prefix("- "))
         .filter_map(|l| l.split_once("->"))
         .map(|(c, deps)| {
             let deps = deps
