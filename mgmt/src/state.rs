@@ -141,6 +141,18 @@ impl ClusterState {
     /// Apply `op`. Fails (changing nothing) if it does not fit the state;
     /// the transaction's validation phase makes that the exception.
     pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        let before = self.generation();
+        self.apply_op(op)?;
+        // Every op bumps the version of what it touches, so peers can tell
+        // newer from older: versions only grow.
+        assert!(
+            self.generation() > before,
+            "applying {op:?} did not raise any version"
+        );
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<(), String> {
         match op {
             Op::AddPeer(p) => {
                 let slot = self.peers.entry(p.uuid.clone()).or_insert(PeerSlot {
@@ -207,6 +219,17 @@ impl ClusterState {
                 }
                 bump(v, ver);
             }
+            Op::AddBricks { .. }
+            | Op::RemoveBricks { .. }
+            | Op::DrainBricks { .. }
+            | Op::ReplaceBrick { .. } => self.apply_brick_op(op)?,
+        }
+        Ok(())
+    }
+
+    /// The ops that change a volume's bricks.
+    fn apply_brick_op(&mut self, op: &Op) -> Result<(), String> {
+        match op {
             Op::AddBricks {
                 name,
                 bricks,
@@ -248,6 +271,7 @@ impl ClusterState {
                 *slot = new.clone();
                 bump(v, ver);
             }
+            _ => unreachable!("not a brick op: {op:?}"),
         }
         Ok(())
     }
@@ -272,8 +296,99 @@ pub struct Reconcile {
     pub take_peers: Vec<(String, PeerSlot)>,
     /// Objects we have newer (the other side should take them).
     pub newer_here: Vec<String>,
-    /// Same version, different content: a split commit. Needs an operator.
-    pub conflicts: Vec<String>,
+    /// Same version, different content: a split commit. Resolved towards
+    /// a majority's variant when there is one ([`resolve_by_majority`]),
+    /// otherwise shown to an operator.
+    pub conflicts: Vec<Divergence>,
+}
+
+/// What kind of object two peers disagree about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Volume,
+    Peer,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Volume => "volume",
+            ObjectKind::Peer => "peer",
+        }
+    }
+}
+
+/// One object two peers hold at the same version with different
+/// contents: a commit that was split by a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub kind: ObjectKind,
+    /// The volume's name or the peer's uuid.
+    pub name: String,
+    /// The version both sides claim.
+    pub version: u64,
+    /// What differs (volumes only), for the operator.
+    pub detail: Option<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: both at version {} but different",
+            self.kind.as_str(),
+            self.name,
+            self.version
+        )?;
+        match &self.detail {
+            Some(d) => write!(f, " ({d})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a divergence found against one peer is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A strict majority of the pool holds this variant: it is the
+    /// acknowledged change, so take it (dropping our partial commit).
+    TakeMajority(VolumeSlot),
+    /// No majority (or not a volume): an operator decides (`peer sync`).
+    Unresolved,
+    /// The peer does not hold the object after all: nothing to do.
+    Ignore,
+}
+
+/// Settle divergence `d`, found between us and peer `from` (whose view is
+/// `theirs`), by counting who else holds `from`'s variant. `views` are the
+/// states of every peer that answered this round (`from` included, it is
+/// not counted twice); `pool_size` counts every server, us too.
+///
+/// Changes need a majority, so a variant held by a strict majority is the
+/// one the pool acknowledged; we hold a different one, so we are not part
+/// of that majority and are not counted.
+pub fn resolve_by_majority(
+    d: &Divergence,
+    from: &str,
+    theirs: &ClusterState,
+    views: &[(String, ClusterState)],
+    pool_size: usize,
+) -> Resolution {
+    if d.kind != ObjectKind::Volume {
+        return Resolution::Unresolved;
+    }
+    let Some(variant) = theirs.volumes.get(&d.name) else {
+        return Resolution::Ignore;
+    };
+    let holders = 1 + views
+        .iter()
+        .filter(|(u, v)| u != from && v.volumes.get(&d.name) == Some(variant))
+        .count();
+    if holders * 2 > pool_size {
+        Resolution::TakeMajority(variant.clone())
+    } else {
+        Resolution::Unresolved
+    }
 }
 
 /// Compare our state with a peer's.
@@ -289,11 +404,12 @@ pub fn reconcile(ours: &ClusterState, theirs: &ClusterState) -> Reconcile {
                 r.take_volumes.push((k.clone(), t.clone()))
             }
             (Some(o), Some(t)) if o.version > t.version => r.newer_here.push(format!("volume {k}")),
-            (Some(o), Some(t)) if o != t => r.conflicts.push(format!(
-                "volume {k}: both at version {} but different ({})",
-                o.version,
-                describe_diff(o.volume.as_ref(), t.volume.as_ref())
-            )),
+            (Some(o), Some(t)) if o != t => r.conflicts.push(Divergence {
+                kind: ObjectKind::Volume,
+                name: k.clone(),
+                version: o.version,
+                detail: Some(describe_diff(o.volume.as_ref(), t.volume.as_ref())),
+            }),
             _ => {}
         }
     }
@@ -307,10 +423,12 @@ pub fn reconcile(ours: &ClusterState, theirs: &ClusterState) -> Reconcile {
                 r.take_peers.push((k.clone(), t.clone()))
             }
             (Some(o), Some(t)) if o.version > t.version => r.newer_here.push(format!("peer {k}")),
-            (Some(o), Some(t)) if o != t => r.conflicts.push(format!(
-                "peer {k}: both at version {} but different",
-                o.version
-            )),
+            (Some(o), Some(t)) if o != t => r.conflicts.push(Divergence {
+                kind: ObjectKind::Peer,
+                name: k.clone(),
+                version: o.version,
+                detail: None,
+            }),
             _ => {}
         }
     }
@@ -484,15 +602,9 @@ mod tests {
         .unwrap();
         let r = reconcile(&a, &b);
         assert_eq!(r.conflicts.len(), 1);
-        assert!(
-            r.conflicts[0].contains("status Started vs Created"),
-            "{:?}",
-            r.conflicts
-        );
-        assert!(
-            r.conflicts[0].contains("options differ"),
-            "{:?}",
-            r.conflicts
+        assert_eq!(
+            r.conflicts[0].to_string(),
+            "volume v: both at version 2 but different (status Started vs Created, options differ)"
         );
     }
 }
