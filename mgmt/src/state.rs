@@ -475,11 +475,21 @@ impl Reconcile {
     }
 
     /// Take what the peer has newer (conflicts are left alone).
+    /// `ours` must be the state this was computed from: taking only
+    /// newer objects, versions only grow.
     pub fn adopt(&self, ours: &mut ClusterState) {
         for (k, s) in &self.take_volumes {
+            debug_assert!(
+                ours.volumes.get(k).is_none_or(|o| o.version < s.version),
+                "volume {k}: adopting an older version"
+            );
             ours.volumes.insert(k.clone(), s.clone());
         }
         for (k, s) in &self.take_peers {
+            debug_assert!(
+                ours.peers.get(k).is_none_or(|o| o.version < s.version),
+                "peer {k}: adopting an older version"
+            );
             ours.peers.insert(k.clone(), s.clone());
         }
     }
@@ -606,5 +616,178 @@ mod tests {
             r.conflicts[0].to_string(),
             "volume v: both at version 2 but different (status Started vs Created, options differ)"
         );
+    }
+
+    /// Views of one volume "v" split by a partial commit: server `i`
+    /// holds the variant with the volume started if `started[i]`, else the
+    /// one with an option set; both are at the same version.
+    fn split_views(started: &[bool]) -> Vec<(String, ClusterState)> {
+        let mut base = ClusterState::default();
+        base.apply(&Op::CreateVolume(vol("v"))).unwrap();
+        started
+            .iter()
+            .enumerate()
+            .map(|(i, started)| {
+                let mut s = base.clone();
+                let op = if *started {
+                    Op::SetStatus {
+                        name: "v".into(),
+                        status: VolumeStatus::Started,
+                    }
+                } else {
+                    Op::SetOption {
+                        name: "v".into(),
+                        key: "auth.allow".into(),
+                        value: "10.*".into(),
+                    }
+                };
+                s.apply(&op).unwrap();
+                (format!("u{i}"), s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn divergences_read_as_before() {
+        let cases = [
+            (
+                Divergence {
+                    kind: ObjectKind::Volume,
+                    name: "vol".into(),
+                    version: 7,
+                    detail: Some("bricks differ".into()),
+                },
+                "volume vol: both at version 7 but different (bricks differ)",
+            ),
+            (
+                Divergence {
+                    kind: ObjectKind::Peer,
+                    name: "u2".into(),
+                    version: 3,
+                    detail: None,
+                },
+                "peer u2: both at version 3 but different",
+            ),
+        ];
+        for (d, want) in cases {
+            assert_eq!(d.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn majority_repair_table() {
+        const S: bool = true;
+        const O: bool = false;
+        // We hold the "options" variant; `answered` are the peers that
+        // answered this round (u1, u2, ...), compared with u1 ("started").
+        let cases: [(usize, &[bool], bool); 8] = [
+            (3, &[S, S], true),
+            // u2 unreachable: u1 alone is not a majority of three.
+            (3, &[S], false),
+            // u2 holds our variant: one holder each.
+            (3, &[S, O], false),
+            (5, &[S, S], false),
+            (5, &[S, S, S], true),
+            // Half of the pool is not a majority.
+            (2, &[S], false),
+            (4, &[S, S, O], false),
+            (4, &[S, S, S], true),
+        ];
+        for (pool, answered, take) in cases {
+            let mut all = vec![O];
+            all.extend_from_slice(answered);
+            let views = split_views(&all);
+            let (ours, theirs) = (&views[0].1, &views[1].1);
+            let r = reconcile(ours, theirs);
+            assert_eq!(r.conflicts.len(), 1, "{pool} {answered:?}");
+            let got = resolve_by_majority(&r.conflicts[0], "u1", theirs, &views[1..], pool);
+            let want = if take {
+                Resolution::TakeMajority(theirs.volumes["v"].clone())
+            } else {
+                Resolution::Unresolved
+            };
+            assert_eq!(got, want, "pool {pool}, answered {answered:?}");
+        }
+    }
+
+    #[test]
+    fn peer_divergences_are_left_to_an_operator() {
+        let d = Divergence {
+            kind: ObjectKind::Peer,
+            name: "u1".into(),
+            version: 1,
+            detail: None,
+        };
+        let views = split_views(&[false, true, true]);
+        assert_eq!(
+            resolve_by_majority(&d, "u1", &views[1].1, &views[1..], 3),
+            Resolution::Unresolved
+        );
+    }
+
+    /// Regression (mgmt_originator_crash, commit 0938641): s1 committed
+    /// locally and crashed, s2 and s3 then committed another change at the
+    /// same version, and the pool stayed "Diverged" until an operator ran
+    /// `peer sync`; fixed by taking the variant a strict majority holds.
+    #[test]
+    fn regression_partial_commit_of_a_crashed_originator_yields_to_the_majority() {
+        let views = split_views(&[false, true, true]);
+        let (ours, theirs) = (&views[0].1, &views[1].1);
+        let r = reconcile(ours, theirs);
+        let got = resolve_by_majority(&r.conflicts[0], "u1", theirs, &views[1..], 3);
+        assert_eq!(got, Resolution::TakeMajority(theirs.volumes["v"].clone()));
+    }
+
+    #[test]
+    fn every_op_raises_a_version() {
+        let mut s = ClusterState::default();
+        let v = vol("v");
+        let b = v.bricks[0].clone();
+        let other = parse_brick("s4:/b").unwrap();
+        let ops = [
+            Op::AddPeer(Peer {
+                uuid: "u2".into(),
+                hostnames: vec!["s2".into()],
+                port: 24007,
+            }),
+            Op::CreateVolume(v),
+            Op::SetStatus {
+                name: "v".into(),
+                status: VolumeStatus::Started,
+            },
+            Op::SetOption {
+                name: "v".into(),
+                key: "auth.allow".into(),
+                value: "10.*".into(),
+            },
+            Op::ResetOption {
+                name: "v".into(),
+                key: None,
+            },
+            Op::DrainBricks {
+                name: "v".into(),
+                bricks: vec![b.clone()],
+            },
+            Op::ReplaceBrick {
+                name: "v".into(),
+                old: b,
+                new: other.clone(),
+            },
+            Op::RemoveBricks {
+                name: "v".into(),
+                bricks: vec![other],
+            },
+            Op::SetStatus {
+                name: "v".into(),
+                status: VolumeStatus::Stopped,
+            },
+            Op::DeleteVolume { name: "v".into() },
+            Op::RemovePeer { uuid: "u2".into() },
+        ];
+        for op in ops {
+            let before = s.generation();
+            s.apply(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            assert!(s.generation() > before, "{op:?}");
+        }
     }
 }

@@ -471,7 +471,7 @@ pub async fn partition_during_commit(sim: Sim) {
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
         .await;
-    pool.traps["s1"].arm("commit-peers");
+    pool.traps["s1"].arm(Phase::CommitPeers);
     let p2 = pool.clone();
     let change = tokio::spawn(async move { p2.cli("s1", set("vol", "10.9.*")).await });
     Clock::new()

@@ -109,12 +109,7 @@ impl<S: Storage> Inner<S> {
             owner,
             lease_ms: LEASE_DURATION.as_millis() as u64,
         };
-        let mut order: Vec<(String, Option<RpcClient>)> = reachable
-            .iter()
-            .map(|(u, c)| (u.clone(), Some(c.clone())))
-            .collect();
-        order.push((self.me.uuid.clone(), None));
-        order.sort_by(|a, b| a.0.cmp(&b.0));
+        let order = lock_order(&self.me.uuid, reachable);
         let mut locked = Vec::new();
         let mut locked_self = false;
         for (u, c) in &order {
@@ -202,10 +197,60 @@ impl<S: Storage> Inner<S> {
     }
 }
 
+/// The order a transaction locks servers in: every server by uuid, this
+/// one (`None`) among them, so racing originators all start at the same
+/// server and exactly one of them wins.
+fn lock_order<C: Clone>(me: &str, peers: &[(String, C)]) -> Vec<(String, Option<C>)> {
+    let mut order: Vec<(String, Option<C>)> = peers
+        .iter()
+        .map(|(u, c)| (u.clone(), Some(c.clone())))
+        .collect();
+    order.push((me.to_string(), None));
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    order
+}
+
 /// This server's own answer to a phase.
 fn outcome(r: Result<()>) -> Outcome {
     match r {
         Ok(()) => Outcome::Done,
         Err(e) => Outcome::Refused(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (mgmt_concurrent, commit 0938641): three servers changing
+    /// one volume at once each locked itself first, so each held one lock
+    /// and all three failed, every time; fixed by locking in uuid order.
+    #[test]
+    fn regression_racing_originators_lock_in_one_order() {
+        let pool = ["u1", "u2", "u3"];
+        let orders: Vec<Vec<String>> = pool
+            .iter()
+            .map(|me| {
+                let peers: Vec<(String, ())> = pool
+                    .iter()
+                    .filter(|u| *u != me)
+                    .map(|u| (u.to_string(), ()))
+                    .collect();
+                lock_order(me, &peers).into_iter().map(|(u, _)| u).collect()
+            })
+            .collect();
+        for o in &orders {
+            assert_eq!(o, &["u1", "u2", "u3"]);
+        }
+        // This server appears once, as itself (no client).
+        let o = lock_order("u2", &[("u3".to_string(), 3), ("u1".to_string(), 1)]);
+        assert_eq!(
+            o,
+            [
+                ("u1".to_string(), Some(1)),
+                ("u2".to_string(), None),
+                ("u3".to_string(), Some(3))
+            ]
+        );
     }
 }
