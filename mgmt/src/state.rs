@@ -141,6 +141,18 @@ impl ClusterState {
     /// Apply `op`. Fails (changing nothing) if it does not fit the state;
     /// the transaction's validation phase makes that the exception.
     pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        let before = self.generation();
+        self.apply_op(op)?;
+        // Every op bumps the version of what it touches, so peers can tell
+        // newer from older: versions only grow.
+        assert!(
+            self.generation() > before,
+            "applying {op:?} did not raise any version"
+        );
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<(), String> {
         match op {
             Op::AddPeer(p) => {
                 let slot = self.peers.entry(p.uuid.clone()).or_insert(PeerSlot {
@@ -207,6 +219,17 @@ impl ClusterState {
                 }
                 bump(v, ver);
             }
+            Op::AddBricks { .. }
+            | Op::RemoveBricks { .. }
+            | Op::DrainBricks { .. }
+            | Op::ReplaceBrick { .. } => self.apply_brick_op(op)?,
+        }
+        Ok(())
+    }
+
+    /// The ops that change a volume's bricks.
+    fn apply_brick_op(&mut self, op: &Op) -> Result<(), String> {
+        match op {
             Op::AddBricks {
                 name,
                 bricks,
@@ -248,6 +271,7 @@ impl ClusterState {
                 *slot = new.clone();
                 bump(v, ver);
             }
+            _ => unreachable!("not a brick op: {op:?}"),
         }
         Ok(())
     }
@@ -272,8 +296,99 @@ pub struct Reconcile {
     pub take_peers: Vec<(String, PeerSlot)>,
     /// Objects we have newer (the other side should take them).
     pub newer_here: Vec<String>,
-    /// Same version, different content: a split commit. Needs an operator.
-    pub conflicts: Vec<String>,
+    /// Same version, different content: a split commit. Resolved towards
+    /// a majority's variant when there is one ([`resolve_by_majority`]),
+    /// otherwise shown to an operator.
+    pub conflicts: Vec<Divergence>,
+}
+
+/// What kind of object two peers disagree about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Volume,
+    Peer,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Volume => "volume",
+            ObjectKind::Peer => "peer",
+        }
+    }
+}
+
+/// One object two peers hold at the same version with different
+/// contents: a commit that was split by a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub kind: ObjectKind,
+    /// The volume's name or the peer's uuid.
+    pub name: String,
+    /// The version both sides claim.
+    pub version: u64,
+    /// What differs (volumes only), for the operator.
+    pub detail: Option<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: both at version {} but different",
+            self.kind.as_str(),
+            self.name,
+            self.version
+        )?;
+        match &self.detail {
+            Some(d) => write!(f, " ({d})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a divergence found against one peer is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A strict majority of the pool holds this variant: it is the
+    /// acknowledged change, so take it (dropping our partial commit).
+    TakeMajority(VolumeSlot),
+    /// No majority (or not a volume): an operator decides (`peer sync`).
+    Unresolved,
+    /// The peer does not hold the object after all: nothing to do.
+    Ignore,
+}
+
+/// Settle divergence `d`, found between us and peer `from` (whose view is
+/// `theirs`), by counting who else holds `from`'s variant. `views` are the
+/// states of every peer that answered this round (`from` included, it is
+/// not counted twice); `pool_size` counts every server, us too.
+///
+/// Changes need a majority, so a variant held by a strict majority is the
+/// one the pool acknowledged; we hold a different one, so we are not part
+/// of that majority and are not counted.
+pub fn resolve_by_majority(
+    d: &Divergence,
+    from: &str,
+    theirs: &ClusterState,
+    views: &[(String, ClusterState)],
+    pool_size: usize,
+) -> Resolution {
+    if d.kind != ObjectKind::Volume {
+        return Resolution::Unresolved;
+    }
+    let Some(variant) = theirs.volumes.get(&d.name) else {
+        return Resolution::Ignore;
+    };
+    let holders = 1 + views
+        .iter()
+        .filter(|(u, v)| u != from && v.volumes.get(&d.name) == Some(variant))
+        .count();
+    if holders * 2 > pool_size {
+        Resolution::TakeMajority(variant.clone())
+    } else {
+        Resolution::Unresolved
+    }
 }
 
 /// Compare our state with a peer's.
@@ -289,11 +404,12 @@ pub fn reconcile(ours: &ClusterState, theirs: &ClusterState) -> Reconcile {
                 r.take_volumes.push((k.clone(), t.clone()))
             }
             (Some(o), Some(t)) if o.version > t.version => r.newer_here.push(format!("volume {k}")),
-            (Some(o), Some(t)) if o != t => r.conflicts.push(format!(
-                "volume {k}: both at version {} but different ({})",
-                o.version,
-                describe_diff(o.volume.as_ref(), t.volume.as_ref())
-            )),
+            (Some(o), Some(t)) if o != t => r.conflicts.push(Divergence {
+                kind: ObjectKind::Volume,
+                name: k.clone(),
+                version: o.version,
+                detail: Some(describe_diff(o.volume.as_ref(), t.volume.as_ref())),
+            }),
             _ => {}
         }
     }
@@ -307,10 +423,12 @@ pub fn reconcile(ours: &ClusterState, theirs: &ClusterState) -> Reconcile {
                 r.take_peers.push((k.clone(), t.clone()))
             }
             (Some(o), Some(t)) if o.version > t.version => r.newer_here.push(format!("peer {k}")),
-            (Some(o), Some(t)) if o != t => r.conflicts.push(format!(
-                "peer {k}: both at version {} but different",
-                o.version
-            )),
+            (Some(o), Some(t)) if o != t => r.conflicts.push(Divergence {
+                kind: ObjectKind::Peer,
+                name: k.clone(),
+                version: o.version,
+                detail: None,
+            }),
             _ => {}
         }
     }
@@ -357,11 +475,21 @@ impl Reconcile {
     }
 
     /// Take what the peer has newer (conflicts are left alone).
+    /// `ours` must be the state this was computed from: taking only
+    /// newer objects, versions only grow.
     pub fn adopt(&self, ours: &mut ClusterState) {
         for (k, s) in &self.take_volumes {
+            debug_assert!(
+                ours.volumes.get(k).is_none_or(|o| o.version < s.version),
+                "volume {k}: adopting an older version"
+            );
             ours.volumes.insert(k.clone(), s.clone());
         }
         for (k, s) in &self.take_peers {
+            debug_assert!(
+                ours.peers.get(k).is_none_or(|o| o.version < s.version),
+                "peer {k}: adopting an older version"
+            );
             ours.peers.insert(k.clone(), s.clone());
         }
     }
@@ -484,15 +612,182 @@ mod tests {
         .unwrap();
         let r = reconcile(&a, &b);
         assert_eq!(r.conflicts.len(), 1);
-        assert!(
-            r.conflicts[0].contains("status Started vs Created"),
-            "{:?}",
-            r.conflicts
+        assert_eq!(
+            r.conflicts[0].to_string(),
+            "volume v: both at version 2 but different (status Started vs Created, options differ)"
         );
-        assert!(
-            r.conflicts[0].contains("options differ"),
-            "{:?}",
-            r.conflicts
+    }
+
+    /// Views of one volume "v" split by a partial commit: server `i`
+    /// holds the variant with the volume started if `started[i]`, else the
+    /// one with an option set; both are at the same version.
+    fn split_views(started: &[bool]) -> Vec<(String, ClusterState)> {
+        let mut base = ClusterState::default();
+        base.apply(&Op::CreateVolume(vol("v"))).unwrap();
+        started
+            .iter()
+            .enumerate()
+            .map(|(i, started)| {
+                let mut s = base.clone();
+                let op = if *started {
+                    Op::SetStatus {
+                        name: "v".into(),
+                        status: VolumeStatus::Started,
+                    }
+                } else {
+                    Op::SetOption {
+                        name: "v".into(),
+                        key: "auth.allow".into(),
+                        value: "10.*".into(),
+                    }
+                };
+                s.apply(&op).unwrap();
+                (format!("u{i}"), s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn divergences_read_as_before() {
+        let cases = [
+            (
+                Divergence {
+                    kind: ObjectKind::Volume,
+                    name: "vol".into(),
+                    version: 7,
+                    detail: Some("bricks differ".into()),
+                },
+                "volume vol: both at version 7 but different (bricks differ)",
+            ),
+            (
+                Divergence {
+                    kind: ObjectKind::Peer,
+                    name: "u2".into(),
+                    version: 3,
+                    detail: None,
+                },
+                "peer u2: both at version 3 but different",
+            ),
+        ];
+        for (d, want) in cases {
+            assert_eq!(d.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn majority_repair_table() {
+        const S: bool = true;
+        const O: bool = false;
+        // We hold the "options" variant; `answered` are the peers that
+        // answered this round (u1, u2, ...), compared with u1 ("started").
+        let cases: [(usize, &[bool], bool); 8] = [
+            (3, &[S, S], true),
+            // u2 unreachable: u1 alone is not a majority of three.
+            (3, &[S], false),
+            // u2 holds our variant: one holder each.
+            (3, &[S, O], false),
+            (5, &[S, S], false),
+            (5, &[S, S, S], true),
+            // Half of the pool is not a majority.
+            (2, &[S], false),
+            (4, &[S, S, O], false),
+            (4, &[S, S, S], true),
+        ];
+        for (pool, answered, take) in cases {
+            let mut all = vec![O];
+            all.extend_from_slice(answered);
+            let views = split_views(&all);
+            let (ours, theirs) = (&views[0].1, &views[1].1);
+            let r = reconcile(ours, theirs);
+            assert_eq!(r.conflicts.len(), 1, "{pool} {answered:?}");
+            let got = resolve_by_majority(&r.conflicts[0], "u1", theirs, &views[1..], pool);
+            let want = if take {
+                Resolution::TakeMajority(theirs.volumes["v"].clone())
+            } else {
+                Resolution::Unresolved
+            };
+            assert_eq!(got, want, "pool {pool}, answered {answered:?}");
+        }
+    }
+
+    #[test]
+    fn peer_divergences_are_left_to_an_operator() {
+        let d = Divergence {
+            kind: ObjectKind::Peer,
+            name: "u1".into(),
+            version: 1,
+            detail: None,
+        };
+        let views = split_views(&[false, true, true]);
+        assert_eq!(
+            resolve_by_majority(&d, "u1", &views[1].1, &views[1..], 3),
+            Resolution::Unresolved
         );
+    }
+
+    /// Regression (mgmt_originator_crash, commit 0938641): s1 committed
+    /// locally and crashed, s2 and s3 then committed another change at the
+    /// same version, and the pool stayed "Diverged" until an operator ran
+    /// `peer sync`; fixed by taking the variant a strict majority holds.
+    #[test]
+    fn regression_partial_commit_of_a_crashed_originator_yields_to_the_majority() {
+        let views = split_views(&[false, true, true]);
+        let (ours, theirs) = (&views[0].1, &views[1].1);
+        let r = reconcile(ours, theirs);
+        let got = resolve_by_majority(&r.conflicts[0], "u1", theirs, &views[1..], 3);
+        assert_eq!(got, Resolution::TakeMajority(theirs.volumes["v"].clone()));
+    }
+
+    #[test]
+    fn every_op_raises_a_version() {
+        let mut s = ClusterState::default();
+        let v = vol("v");
+        let b = v.bricks[0].clone();
+        let other = parse_brick("s4:/b").unwrap();
+        let ops = [
+            Op::AddPeer(Peer {
+                uuid: "u2".into(),
+                hostnames: vec!["s2".into()],
+                port: 24007,
+            }),
+            Op::CreateVolume(v),
+            Op::SetStatus {
+                name: "v".into(),
+                status: VolumeStatus::Started,
+            },
+            Op::SetOption {
+                name: "v".into(),
+                key: "auth.allow".into(),
+                value: "10.*".into(),
+            },
+            Op::ResetOption {
+                name: "v".into(),
+                key: None,
+            },
+            Op::DrainBricks {
+                name: "v".into(),
+                bricks: vec![b.clone()],
+            },
+            Op::ReplaceBrick {
+                name: "v".into(),
+                old: b,
+                new: other.clone(),
+            },
+            Op::RemoveBricks {
+                name: "v".into(),
+                bricks: vec![other],
+            },
+            Op::SetStatus {
+                name: "v".into(),
+                status: VolumeStatus::Stopped,
+            },
+            Op::DeleteVolume { name: "v".into() },
+            Op::RemovePeer { uuid: "u2".into() },
+        ];
+        for op in ops {
+            let before = s.generation();
+            s.apply(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            assert!(s.generation() > before, "{op:?}");
+        }
     }
 }

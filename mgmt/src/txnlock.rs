@@ -12,6 +12,8 @@ use std::time::Duration;
 use mortar_net::time::Instant;
 use serde::{Deserialize, Serialize};
 
+use crate::error::MgmtError;
+
 /// Who holds a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockOwner {
@@ -30,9 +32,11 @@ struct Held {
     expires: Instant,
 }
 
-/// The default lease: longer than any phase's deadline, short enough that
-/// an operator retrying after an originator crash waits little.
-pub const LEASE: Duration = Duration::from_secs(30);
+/// The default lease, in seconds: longer than any phase's deadline, short
+/// enough that an operator retrying after an originator crash waits little.
+pub const LEASE_SECS: u64 = 30;
+/// [`LEASE_SECS`] as a duration.
+pub const LEASE_DURATION: Duration = Duration::from_secs(LEASE_SECS);
 
 #[derive(Debug, Default)]
 pub struct TxnLocks {
@@ -65,7 +69,13 @@ impl TxnLocks {
         owner: LockOwner,
         now: Instant,
         lease: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), MgmtError> {
+        // A lock always has an owner to name in refusals and to release it
+        // (debug only: the request comes from the network).
+        debug_assert!(
+            !owner.peer.is_empty() && !owner.command.is_empty(),
+            "a lock needs an owner: {owner:?}"
+        );
         if let Some(h) = self.held.get(key) {
             let same = h.owner.peer == owner.peer && h.owner.txn_id == owner.txn_id;
             if !same && h.expires > now {
@@ -74,12 +84,12 @@ impl TxnLocks {
                 } else {
                     key.to_string()
                 };
-                return Err(format!(
-                    "Another transaction is in progress for {what} (held by {} for {} since {}); retry when it finishes",
-                    h.owner.peer_name,
-                    h.owner.command,
-                    utc(h.owner.since)
-                ));
+                return Err(MgmtError::Busy {
+                    what,
+                    holder: h.owner.peer_name.clone(),
+                    command: h.owner.command.clone(),
+                    since: utc(h.owner.since),
+                });
             }
             if !same {
                 tracing::warn!(key, holder = %h.owner.peer_name, command = %h.owner.command, "lock lease expired; taking it over");
@@ -141,24 +151,49 @@ mod tests {
     async fn second_transaction_fails_at_once_naming_the_holder() {
         let mut t = TxnLocks::default();
         let now = mortar_net::Clock::new().now();
-        t.acquire("vol1", owner("u1", 1, "volume start vol1"), now, LEASE)
-            .unwrap();
+        t.acquire(
+            "vol1",
+            owner("u1", 1, "volume start vol1"),
+            now,
+            LEASE_DURATION,
+        )
+        .unwrap();
         let e = t
-            .acquire("vol1", owner("u2", 9, "volume stop vol1"), now, LEASE)
+            .acquire(
+                "vol1",
+                owner("u2", 9, "volume stop vol1"),
+                now,
+                LEASE_DURATION,
+            )
             .unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "Another transaction is in progress for vol1 (held by u1.example for volume start vol1 since 2025-11-21 04:40:00 UTC); retry when it finishes"
         );
         // Other volumes are independent; the same transaction renews.
-        t.acquire("vol2", owner("u2", 9, "volume stop vol2"), now, LEASE)
-            .unwrap();
-        t.acquire("vol1", owner("u1", 1, "volume start vol1"), now, LEASE)
-            .unwrap();
+        t.acquire(
+            "vol2",
+            owner("u2", 9, "volume stop vol2"),
+            now,
+            LEASE_DURATION,
+        )
+        .unwrap();
+        t.acquire(
+            "vol1",
+            owner("u1", 1, "volume start vol1"),
+            now,
+            LEASE_DURATION,
+        )
+        .unwrap();
         assert!(!t.release("vol1", "u2", 9), "only the owner releases");
         assert!(t.release("vol1", "u1", 1));
-        t.acquire("vol1", owner("u2", 10, "volume stop vol1"), now, LEASE)
-            .unwrap();
+        t.acquire(
+            "vol1",
+            owner("u2", 10, "volume stop vol1"),
+            now,
+            LEASE_DURATION,
+        )
+        .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -169,16 +204,16 @@ mod tests {
             "vol1",
             owner("u1", 1, "volume create vol1"),
             clock.now(),
-            LEASE,
+            LEASE_DURATION,
         )
         .unwrap();
-        clock.sleep(LEASE - Duration::from_secs(1)).await;
+        clock.sleep(LEASE_DURATION - Duration::from_secs(1)).await;
         assert!(t
             .acquire(
                 "vol1",
                 owner("u2", 2, "volume delete vol1"),
                 clock.now(),
-                LEASE
+                LEASE_DURATION
             )
             .is_err());
         assert!(t.holds("vol1", "u1", 1, clock.now()));
@@ -189,7 +224,7 @@ mod tests {
             "vol1",
             owner("u2", 2, "volume delete vol1"),
             clock.now(),
-            LEASE,
+            LEASE_DURATION,
         )
         .unwrap();
         assert!(

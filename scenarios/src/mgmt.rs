@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mortar_client::mgmt_rpc::cli_call;
 use mortar_mgmt::api::{CliReply, CliRequest};
-use mortar_mgmt::daemon::{BrickLaunch, Launcher, LocalFs, Mgmtd, MgmtdConfig, PhaseHook};
+use mortar_mgmt::daemon::{BrickLaunch, Launcher, LocalFs, Mgmtd, MgmtdConfig, Phase, PhaseHook};
 use mortar_mgmt::volume::parse_create;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::sync::Watch;
@@ -150,7 +150,7 @@ impl LocalFs for SimFs {
 /// Pauses a transaction's originator at one chosen phase.
 #[derive(Clone)]
 pub struct Trap {
-    armed: Arc<Mutex<Option<&'static str>>>,
+    armed: Arc<Mutex<Option<Phase>>>,
     /// Set when the originator reached the armed phase (it then waits
     /// for ever, until its host is crashed or the trap released).
     pub sprung: Watch<bool>,
@@ -172,7 +172,7 @@ impl Trap {
         }
     }
 
-    pub fn arm(&self, phase: &'static str) {
+    pub fn arm(&self, phase: Phase) {
         self.sprung.set(false);
         self.release.set(false);
         *self.armed.lock().expect("trap") = Some(phase);
@@ -363,20 +363,12 @@ fn set(vol: &str, value: &str) -> CliRequest {
 }
 
 /// The phases a transaction's originator passes, in order.
-pub const PHASES: [&str; 7] = [
-    "lock",
-    "pre-validate",
-    "brick-op",
-    "commit-local",
-    "commit-peers",
-    "post-validate",
-    "unlock",
-];
+pub const PHASES: [Phase; 7] = Phase::ALL;
 
 /// Crash the originator of a transaction at `phase`; the rest of the pool
 /// must stay usable (the lock lapses with its lease), and once the
 /// originator is back every server holds the same state.
-pub async fn originator_crash(sim: Sim, phase: &'static str) {
+pub async fn originator_crash(sim: Sim, phase: Phase) {
     sim.note(format!("originator crash at {phase}"));
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
@@ -431,7 +423,7 @@ pub async fn originator_crash(sim: Sim, phase: &'static str) {
         t0.elapsed()
     );
     // After the lease the pool works again without s1 (2 of 3 is a majority).
-    sim.sleep(mortar_mgmt::txnlock::LEASE + Duration::from_secs(1))
+    sim.sleep(mortar_mgmt::txnlock::LEASE_DURATION + Duration::from_secs(1))
         .await;
     pool.ok("s2", set("vol", "10.3.*")).await;
     let two = pool
@@ -488,7 +480,7 @@ pub async fn partition_during_commit(sim: Sim) {
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
         .await;
-    pool.traps["s1"].arm("commit-peers");
+    pool.traps["s1"].arm(Phase::CommitPeers);
     let p2 = pool.clone();
     let change = tokio::spawn(async move { p2.cli("s1", set("vol", "10.9.*")).await });
     Clock::new()

@@ -6,8 +6,7 @@ use mortar_scenarios::mgmt;
 /// The originator crashes at every phase boundary in turn.
 #[test]
 fn originator_crash_at_every_phase() {
-    for (i, phase) in mgmt::PHASES.iter().enumerate() {
-        let phase: &'static str = phase;
+    for (i, &phase) in mgmt::PHASES.iter().enumerate() {
         mortar_sim::run("mgmt_originator_crash", 100 + i as u64, move |sim| {
             mgmt::originator_crash(sim, phase)
         });

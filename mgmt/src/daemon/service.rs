@@ -1,0 +1,173 @@
+//! The three RPC programs mgmtd serves: the port map (bricks sign in, and
+//! clients ask for their ports), the peer protocol (transaction phases,
+//! state sync) and the CLI. Each decodes, calls the daemon, encodes; peer
+//! and CLI errors leave as the wire's strings.
+
+use std::sync::Arc;
+
+use mortar_net::rpc::{Fault, FaultCode, Reply, Request, Service};
+use mortar_net::BoxFuture;
+use mortar_proto::portmap;
+use mortar_storage::Storage;
+use serde::Serialize;
+
+use super::Inner;
+use crate::api::*;
+
+pub(super) struct PortmapService<S: Storage>(pub(super) Arc<Inner<S>>);
+pub(super) struct PeerService<S: Storage>(pub(super) Arc<Inner<S>>);
+pub(super) struct CliService<S: Storage>(pub(super) Arc<Inner<S>>);
+
+fn reply<T: Serialize>(v: &T) -> Result<Reply, Fault> {
+    Reply::encode(v)
+}
+
+/// A peer-side result as the wire carries it.
+fn wire(r: crate::error::Result<()>) -> PeerResult<()> {
+    r.map_err(|e| e.to_string())
+}
+
+impl<S: Storage> Service for PortmapService<S> {
+    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            match req.procedure {
+                portmap::procs::SIGN_IN => {
+                    let q: portmap::SignIn = req.decode()?;
+                    tracing::info!(brick = %q.brick_path, port = q.port, "brick signed in");
+                    inner
+                        .rt
+                        .trace(|| format!("brick {} signed in on {}", q.brick_path, q.port));
+                    inner
+                        .portmap
+                        .lock()
+                        .expect("portmap")
+                        .insert(q.brick_path, q.port);
+                    reply(&())
+                }
+                portmap::procs::SIGN_OUT => {
+                    let q: portmap::SignOut = req.decode()?;
+                    inner.portmap.lock().expect("portmap").remove(&q.brick_path);
+                    reply(&())
+                }
+                portmap::procs::QUERY => {
+                    let q: portmap::Query = req.decode()?;
+                    reply(
+                        &inner
+                            .portmap
+                            .lock()
+                            .expect("portmap")
+                            .get(&q.brick_path)
+                            .copied(),
+                    )
+                }
+                p => Err(Fault::new(
+                    FaultCode::ProcUnavail,
+                    format!("port map has no procedure {p}"),
+                )),
+            }
+        })
+    }
+}
+
+impl<S: Storage> Service for PeerService<S> {
+    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            match req.procedure {
+                peer_procs::HELLO => {
+                    let q: Hello = req.decode()?;
+                    reply(&inner.hello(q))
+                }
+                peer_procs::LOCK => {
+                    let q: LockReq = req.decode()?;
+                    reply(&wire(inner.lock(&q)))
+                }
+                peer_procs::UNLOCK => {
+                    let q: UnlockReq = req.decode()?;
+                    inner
+                        .locks
+                        .lock()
+                        .expect("locks")
+                        .release(&q.key, &q.peer, q.txn_id);
+                    reply(&PeerResult::Ok(()))
+                }
+                peer_procs::STAGE => {
+                    let q: PhaseReq = req.decode()?;
+                    reply(&wire(inner.stage(&q)))
+                }
+                peer_procs::BRICK_OP => {
+                    let q: PhaseReq = req.decode()?;
+                    reply(&wire(inner.brick_op(&q).await))
+                }
+                peer_procs::COMMIT => {
+                    let q: PhaseReq = req.decode()?;
+                    reply(&wire(inner.commit(&q).await))
+                }
+                peer_procs::POST_VALIDATE => {
+                    let q: PhaseReq = req.decode()?;
+                    reply(&wire(inner.post_validate(&q).await))
+                }
+                p => peer_queries(&inner, p, req).await,
+            }
+        })
+    }
+}
+
+/// The peer procedures outside a transaction's phases.
+async fn peer_queries<S: Storage>(
+    inner: &Inner<S>,
+    procedure: u16,
+    req: Request,
+) -> Result<Reply, Fault> {
+    match procedure {
+        peer_procs::GET_STATE => reply(&inner.state.lock().expect("state").clone()),
+        peer_procs::JOIN => {
+            let q: JoinReq = req.decode()?;
+            reply(&wire(inner.join(q).await))
+        }
+        peer_procs::LEAVE => {
+            let q: LeaveReq = req.decode()?;
+            reply(&wire(inner.leave(q).await))
+        }
+        peer_procs::BRICK_STATUS => {
+            let name: String = req.decode()?;
+            reply(&inner.local_brick_status(&name))
+        }
+        peer_procs::SHD_STATUS => {
+            let _name: String = req.decode()?;
+            reply(&inner.shd_running())
+        }
+        peer_procs::MIGRATION_STATUS => {
+            let name: String = req.decode()?;
+            let m = inner
+                .migrations
+                .lock()
+                .expect("migrations")
+                .get(&name)
+                .cloned();
+            reply(&m)
+        }
+        p => Err(Fault::new(
+            FaultCode::ProcUnavail,
+            format!("peer protocol has no procedure {p}"),
+        )),
+    }
+}
+
+impl<S: Storage> Service for CliService<S> {
+    fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            if req.procedure != PROC_CLI {
+                return Err(Fault::new(
+                    FaultCode::ProcUnavail,
+                    "the CLI program has one procedure",
+                ));
+            }
+            let q: CliRequest = req.decode()?;
+            // The wire reply stays a string error.
+            reply(&inner.cli(q).await.map_err(|e| e.to_string()))
+        })
+    }
+}
