@@ -10,11 +10,12 @@ use mortar_client::disperse::{
     current, ec_delta, piece_bytes_max, Current, Disperse, FragInfo, EC_XATTR,
 };
 use mortar_client::fop::{Fop, FopResult};
-use mortar_client::txn;
-use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
+use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta};
 use mortar_proto::{FileKind, FopError, Gfid};
 
-use crate::copy::{copy_metadata, empty_sinks, seal_sinks};
+use crate::steps::{
+    copy_metadata, empty_sinks, every_brick_up, healed_outcome, seal_sinks, with_every_brick_locked,
+};
 use crate::HealOutcome;
 
 /// What each brick's counters said when heal read them.
@@ -30,26 +31,18 @@ struct Counters {
 /// that were read (current fragments first). Directories are reported
 /// (entry heal is not built).
 pub async fn heal_file(set: &Disperse, gfid: Gfid) -> HealOutcome {
-    let children = set.children();
-    if let Some(down) = children.iter().find(|c| !c.is_up()) {
-        return HealOutcome::Skipped(format!(
-            "{} is down; heal waits until every brick of {} is up",
-            down.name(),
-            set.set_name()
-        ));
+    if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
+        return skipped;
     }
     let lock = set.inode_lock(gfid);
-    let (rt, name) = (set.runtime(), set.set_name());
-    let locked = match txn::lock_every(rt, name, children, LockKind::Write, &lock).await {
-        Ok(l) => l,
-        Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
+    let heal = async {
+        match heal_locked(set, gfid).await {
+            Ok(o) => o,
+            Err(e) => HealOutcome::Skipped(format!("healing {gfid}: {e}")),
+        }
     };
-    let outcome = match heal_locked(set, gfid).await {
-        Ok(o) => o,
-        Err(e) => HealOutcome::Skipped(format!("healing {gfid}: {e}")),
-    };
-    txn::unlock_all(rt, name, children, &locked, &lock).await;
-    outcome
+    let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
+    with_every_brick_locked(rt, name, children, gfid, &lock, heal).await
 }
 
 /// Read each brick's counters with a zero xattrop (one answer per
@@ -129,16 +122,7 @@ async fn heal_locked(set: &Disperse, gfid: Gfid) -> FopResult<HealOutcome> {
             .collect::<Vec<_>>(),
     );
     healed.sort_unstable();
-    Ok(if healed.is_empty() {
-        HealOutcome::Clean
-    } else {
-        HealOutcome::Healed(
-            healed
-                .iter()
-                .map(|i| children[*i].name().to_string())
-                .collect(),
-        )
-    })
+    Ok(healed_outcome(children, &healed))
 }
 
 /// The bricks of `all` that do not hold the `current` generation: the

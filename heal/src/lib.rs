@@ -11,11 +11,11 @@
 //! management daemon, or block on anything without a deadline.
 #![warn(clippy::too_many_lines)]
 
-mod copy;
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
 pub mod replicate;
+mod steps;
 
 use mortar_client::graph::SetLayer;
 use mortar_proto::Gfid;

@@ -7,11 +7,12 @@
 use mortar_client::afr::{self, kind_delta, BrickView, Kind, Verdict};
 use mortar_client::fop::{Fop, FopOut};
 use mortar_client::replicate::Replicate;
-use mortar_client::txn;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
 use mortar_proto::{FileKind, Gfid};
 
-use crate::copy::{copy_data, copy_metadata};
+use crate::steps::{
+    copy_data, copy_metadata, every_brick_up, healed_outcome, with_every_brick_locked,
+};
 use crate::HealOutcome;
 
 /// Heal one file's data and metadata: with every brick of the set up
@@ -19,13 +20,8 @@ use crate::HealOutcome;
 /// the stale ones and clear the counters that were read. Directories
 /// (entry heal) are reported, not healed.
 pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
-    let children = set.children();
-    if let Some(down) = children.iter().find(|c| !c.is_up()) {
-        return HealOutcome::Skipped(format!(
-            "{} is down; heal waits until every brick of {} is up",
-            down.name(),
-            set.set_name()
-        ));
+    if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
+        return skipped;
     }
     let owner = set.new_lock_owner();
     let lock = |kind: LockKind, wait: Option<u64>| {
@@ -39,14 +35,8 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
             wait_ms: wait,
         })
     };
-    let (rt, name) = (set.runtime(), set.set_name());
-    let locked = match txn::lock_every(rt, name, children, LockKind::Write, &lock).await {
-        Ok(l) => l,
-        Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
-    };
-    let outcome = heal_locked(set, gfid).await;
-    txn::unlock_all(rt, name, children, &locked, &lock).await;
-    outcome
+    let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
+    with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await
 }
 
 async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
@@ -77,16 +67,7 @@ async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
             Err(outcome) => return outcome,
         }
     }
-    if healed.is_empty() {
-        HealOutcome::Clean
-    } else {
-        HealOutcome::Healed(
-            healed
-                .iter()
-                .map(|i| children[*i].name().to_string())
-                .collect(),
-        )
-    }
+    healed_outcome(children, &healed)
 }
 
 /// Heal the counters of one kind: the sinks brought up to date, or

@@ -96,24 +96,20 @@ async fn names_and_metadata_follow_the_bricks_that_took_them() {
         .unwrap();
     // Unlinked while brick 0 was down: it still has the name.
     let gone = c.create("gone", 4).await;
-    c.set
-        .fop(Fop::Unlink(bp::Unlink {
-            parent: Gfid::ROOT,
-            name: "gone".into(),
-        }))
-        .await
-        .unwrap();
+    let unlink = bp::Unlink {
+        parent: Gfid::ROOT,
+        name: "gone".into(),
+    };
+    c.set.fop(Fop::Unlink(unlink)).await.unwrap();
     // And made again under another gfid.
     let again = c.create("again", 6).await;
-    c.set
-        .fop(Fop::Rename(bp::Rename {
-            old_parent: Gfid::ROOT,
-            old_name: "again".into(),
-            new_parent: Gfid::ROOT,
-            new_name: "gone".into(),
-        }))
-        .await
-        .unwrap();
+    let rename = bp::Rename {
+        old_parent: Gfid::ROOT,
+        old_name: "again".into(),
+        new_parent: Gfid::ROOT,
+        new_name: "gone".into(),
+    };
+    c.set.fop(Fop::Rename(rename)).await.unwrap();
     c.b.revive(0).await;
     // Brick 0 answers first but is behind: stat and getxattr come from
     // the current metadata generation.

@@ -1,10 +1,64 @@
-//! The copying steps heal shares between replicate and disperse sets:
-//! a whole file copied from one brick to others, the sinks emptied before
-//! they are rewritten and sealed after, and metadata made a source's.
+//! The steps heal shares between replicate and disperse sets: the whole
+//! file locked on every brick around a heal, a file copied from one brick
+//! to others, the sinks emptied before they are rewritten and sealed
+//! after, and metadata made a source's.
+
+use std::future::Future;
 
 use mortar_client::fop::{Child, Fop, FopOut, FopResult, CHUNK_BYTES_MAX};
-use mortar_proto::brick as bp;
+use mortar_client::txn;
+use mortar_net::Runtime;
+use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::Gfid;
+
+use crate::HealOutcome;
+
+/// Heal waits until every brick of the set `set` is up: a copy it cannot
+/// see may be the only good one, and its counters must be cleared with
+/// the others'. `Err`: the outcome saying which brick is down.
+pub(crate) fn every_brick_up(children: &[Child], set: &str) -> Result<(), HealOutcome> {
+    match children.iter().find(|c| !c.is_up()) {
+        Some(down) => Err(HealOutcome::Skipped(format!(
+            "{} is down; heal waits until every brick of {set} is up",
+            down.name(),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Run `heal` with `gfid` locked (`lock`, whole file, for writing) on
+/// every brick of the set `set` (its `children`), then unlock.
+pub(crate) async fn with_every_brick_locked(
+    rt: &Runtime,
+    set: &str,
+    children: &[Child],
+    gfid: Gfid,
+    lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
+    heal: impl Future<Output = HealOutcome>,
+) -> HealOutcome {
+    let locked = match txn::lock_every(rt, set, children, LockKind::Write, lock).await {
+        Ok(l) => l,
+        Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
+    };
+    let outcome = heal.await;
+    txn::unlock_all(rt, set, children, &locked, lock).await;
+    outcome
+}
+
+/// The outcome of a heal that brought the bricks `healed` up to date
+/// (none: the file was clean).
+pub(crate) fn healed_outcome(children: &[Child], healed: &[usize]) -> HealOutcome {
+    if healed.is_empty() {
+        HealOutcome::Clean
+    } else {
+        HealOutcome::Healed(
+            healed
+                .iter()
+                .map(|i| children[*i].name().to_string())
+                .collect(),
+        )
+    }
+}
 
 /// Copy the data of `src` to `sinks`, a chunk at a time (chunks of zeros
 /// stay holes), then cut them to its length and make them durable.
