@@ -245,21 +245,3 @@ impl Subvolume for ProtocolClient {
 
 /// A shared handle to any layer.
 pub type Child = Arc<dyn Subvolume>;
-
-/// What healing one file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealOutcome {
-    /// Nothing was marked: the copies agree.
-    Clean,
-    /// These bricks were brought up to date.
-    Healed(Vec<String>),
-    /// The copies blame each other; left alone (reads and writes get EIO).
-    SplitBrain(String),
-    /// Not healed now (a brick down, a lock not granted, an error); why.
-    Skipped(String),
-}
-
-/// A set that the self-heal daemon can heal file by file.
-pub trait HealSet: Send + Sync + 'static {
-    fn heal_file(&self, gfid: Gfid) -> BoxFuture<'_, HealOutcome>;
-}

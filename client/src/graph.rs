@@ -11,9 +11,17 @@ use mortar_proto::xlator::Xlator;
 use crate::afr::Quorum;
 use crate::disperse::Disperse;
 use crate::distribute::Distribute;
-use crate::fop::{Child, HealSet};
+use crate::fop::Child;
 use crate::protocol::{BrickAddress, ProtocolClient};
 use crate::replicate::Replicate;
+
+/// A set of bricks that keeps redundancy, as the self-heal crate heals
+/// it: its procedures differ by kind, so the graph names the kind.
+#[derive(Clone)]
+pub enum SetLayer {
+    Replicate(Arc<Replicate>),
+    Disperse(Arc<Disperse>),
+}
 
 /// A built graph: its top layer and the protocol clients under it.
 pub struct VolumeGraph {
@@ -23,7 +31,7 @@ pub struct VolumeGraph {
     pub distribute: Option<Arc<Distribute>>,
     /// Replicate and disperse sets with the indices (into `clients`) of
     /// their bricks (for the self-heal daemon).
-    pub heal_sets: Vec<(Arc<dyn HealSet>, Vec<usize>)>,
+    pub heal_sets: Vec<(SetLayer, Vec<usize>)>,
 }
 
 impl VolumeGraph {
@@ -38,7 +46,7 @@ impl VolumeGraph {
         let mut built: BTreeMap<String, Child> = BTreeMap::new();
         let mut clients = Vec::new();
         let mut distribute = None;
-        let mut heal_sets: Vec<(Arc<dyn HealSet>, Vec<usize>)> = Vec::new();
+        let mut heal_sets: Vec<(SetLayer, Vec<usize>)> = Vec::new();
         for n in &g.nodes {
             let subs: Result<Vec<Child>, String> = n
                 .subvolumes
@@ -71,7 +79,7 @@ impl VolumeGraph {
                         Quorum::from_options(&x.quorum_type, x.quorum_count as usize),
                         x.arbiter,
                     ));
-                    heal_sets.push((r.clone(), members));
+                    heal_sets.push((SetLayer::Replicate(r.clone()), members));
                     r
                 }
                 Xlator::Distribute(x) => {
@@ -92,7 +100,7 @@ impl VolumeGraph {
                 Xlator::Disperse(x) => {
                     let members = members_of(&clients, &n.subvolumes);
                     let d = Arc::new(Disperse::new(rt, &n.name, subs, x.redundancy as usize)?);
-                    heal_sets.push((d.clone(), members));
+                    heal_sets.push((SetLayer::Disperse(d.clone()), members));
                     d
                 }
                 Xlator::Server(_) | Xlator::Posix(_) => {

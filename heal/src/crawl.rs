@@ -2,8 +2,9 @@
 //! chosen bricks, through the set layer that owns each brick.
 
 use mortar_client::api::Client;
-use mortar_client::fop::HealOutcome;
 use mortar_client::protocol::BrickAddress;
+
+use crate::{heal_file, HealOutcome};
 
 /// What one heal crawl did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,7 +66,7 @@ pub async fn heal_pending(
             match pc.pending_heal(files_max).await {
                 Ok(pending) => {
                     for gfid in pending {
-                        sum.record(set.heal_file(gfid).await);
+                        sum.record(heal_file(set, gfid).await);
                     }
                 }
                 Err(e) => sum.note(format!("{}: listing the index: {e}", pc.name())),

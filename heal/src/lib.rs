@@ -1,12 +1,42 @@
 //! `mortar-heal`: the self-heal daemon (`mortar shd`) and the index crawl
 //! it runs over the client's set layers.
 //!
-//! It owns when to heal (triggers, bounds per crawl) and what a crawl
-//! reports. It reaches bricks only through `mortar-client`'s public layers
-//! (the volume graph and each set's `HealSet`) and must never talk to a
-//! disk, link the management daemon, or block on anything without a
-//! deadline.
+//! It owns when to heal (triggers, bounds per crawl), what a crawl
+//! reports, and how one file of a set is healed: the replicate procedure
+//! (copy from a good copy, clear the counters read) and the disperse one
+//! (rebuild fragments outside the current generation). It reaches bricks
+//! only through `mortar-client`'s public layers (the volume graph's
+//! [`SetLayer`](mortar_client::graph::SetLayer)s and the accessors each
+//! set documents for this crate) and must never talk to a disk, link the
+//! management daemon, or block on anything without a deadline.
 #![warn(clippy::too_many_lines)]
 
 pub mod crawl;
 pub mod daemon;
+pub mod disperse;
+pub mod replicate;
+mod steps;
+
+use mortar_client::graph::SetLayer;
+use mortar_proto::Gfid;
+
+/// What healing one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealOutcome {
+    /// Nothing was marked: the copies agree.
+    Clean,
+    /// These bricks were brought up to date.
+    Healed(Vec<String>),
+    /// The copies blame each other; left alone (reads and writes get EIO).
+    SplitBrain(String),
+    /// Not healed now (a brick down, a lock not granted, an error); why.
+    Skipped(String),
+}
+
+/// Heal one file of `set` by the procedure of its kind.
+pub async fn heal_file(set: &SetLayer, gfid: Gfid) -> HealOutcome {
+    match set {
+        SetLayer::Replicate(r) => replicate::heal_file(r, gfid).await,
+        SetLayer::Disperse(d) => disperse::heal_file(d, gfid).await,
+    }
+}

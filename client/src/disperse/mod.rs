@@ -43,11 +43,11 @@
 //! Reads take a shared lock on every up brick (a writer locks every up
 //! brick, and any two sets of `k` bricks meet), so a read never sees a
 //! write half done. Dirty left on fragments puts the file in the bricks'
-//! pending-heal index; [`Disperse::heal_file`] rebuilds stale fragments.
+//! pending-heal index; the self-heal crate (`mortar-heal`) rebuilds stale
+//! fragments.
 
 mod entry;
 mod geometry;
-mod heal;
 mod read;
 mod version;
 mod write;
@@ -60,10 +60,10 @@ use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::afr::Kind;
 use crate::ec::Codec;
-use crate::fop::{Child, Fop, FopOut, FopResult, HealOutcome, HealSet, Subvolume};
+use crate::fop::{Child, Fop, FopOut, FopResult, Subvolume};
 use crate::txn;
 
-pub use geometry::{pieces, Pieces};
+pub use geometry::{piece_bytes_max, pieces, Pieces};
 pub use version::{current, Current, Disagreement, FragInfo, EC_XATTR};
 use write::Change;
 pub use write::{post_op_plan, PostOpPlan};
@@ -77,8 +77,9 @@ const VERSION_STEP_MAX: u64 = 1 << 24;
 /// the RPC client's calls in flight).
 const READDIR_SIZE_ASKS_MAX: usize = 64;
 
-/// The change to a fragment's `[data version, metadata version, size]`.
-fn ec_delta(data: i64, meta: i64, size: i64) -> (String, CounterDelta) {
+/// The change to a fragment's `[data version, metadata version, size]`
+/// (the self-heal crate gives healed fragments their versions with it).
+pub fn ec_delta(data: i64, meta: i64, size: i64) -> (String, CounterDelta) {
     (
         EC_XATTR.to_string(),
         CounterDelta::Add64(vec![data, meta, size]),
@@ -119,35 +120,39 @@ impl Disperse {
         &self.children
     }
 
-    // ---- what heal (disperse/heal.rs) uses of the set ----
+    // ---- the interface of the self-heal crate ----
+    //
+    // `mortar-heal` rebuilds a set's fragments file by file through these
+    // accessors (and `children`, `infos`, `xattrop_on`, `decode_range`,
+    // `encode`, `write_each`); nothing else of the set is public.
 
     /// Bricks in the set (`k + m`).
-    pub(crate) fn n(&self) -> usize {
+    pub fn n(&self) -> usize {
         self.children.len()
     }
 
     /// Fragments that rebuild the data.
-    pub(crate) fn k(&self) -> usize {
+    pub fn k(&self) -> usize {
         self.k
     }
 
     /// The set's name (its lock domain).
-    pub(crate) fn set_name(&self) -> &str {
+    pub fn set_name(&self) -> &str {
         &self.name
     }
 
     /// The runtime the set's tasks run on.
-    pub(crate) fn runtime(&self) -> &Runtime {
+    pub fn runtime(&self) -> &Runtime {
         &self.rt
     }
 
     /// A lock owner no other transaction of this client uses.
-    pub(crate) fn new_lock_owner(&self) -> u64 {
+    pub fn new_lock_owner(&self) -> u64 {
         self.next_owner.fetch_add(1, Ordering::Relaxed)
     }
 
     /// File bytes per stripe (`k * 512`).
-    pub(crate) fn stripe(&self) -> u64 {
+    pub fn stripe(&self) -> u64 {
         self.codec.stripe() as u64
     }
 
@@ -180,7 +185,7 @@ impl Disperse {
     }
 
     /// Bytes each fragment file holds for a file of `size` bytes.
-    pub(crate) fn fragment_len(&self, size: u64) -> u64 {
+    pub fn fragment_len(&self, size: u64) -> u64 {
         geometry::fragment_len(self.stripe(), size)
     }
 
@@ -222,7 +227,8 @@ impl Disperse {
         )
     }
 
-    pub(crate) fn disagree(&self, gfid: Gfid, d: &Disagreement) -> FopError {
+    /// The error for fragments of `gfid` that hold no current generation.
+    pub fn disagree(&self, gfid: Gfid, d: &Disagreement) -> FopError {
         let groups: Vec<String> = d
             .groups
             .iter()
@@ -243,10 +249,9 @@ impl Disperse {
         )
     }
 
-    pub(crate) fn inode_lock(
-        &self,
-        gfid: Gfid,
-    ) -> impl Fn(LockKind, Option<u64>) -> Fop + Sync + '_ {
+    /// The whole-file lock requests of `gfid` (by kind and wait) under one
+    /// new lock owner.
+    pub fn inode_lock(&self, gfid: Gfid) -> impl Fn(LockKind, Option<u64>) -> Fop + Sync + '_ {
         let owner = self.new_lock_owner();
         move |kind, wait| {
             Fop::Inodelk(bp::Inodelk {
@@ -316,7 +321,7 @@ impl Disperse {
     }
 
     /// What each brick of `idx` says about `gfid` (`None`: no answer).
-    pub(crate) async fn infos(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<FragInfo>> {
+    pub async fn infos(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<FragInfo>> {
         let res = txn::fan_any(&self.rt, &self.children, idx, move |c| {
             Box::pin(async move {
                 match c
@@ -400,11 +405,5 @@ impl Subvolume for Disperse {
                 }
             }
         })
-    }
-}
-
-impl HealSet for Disperse {
-    fn heal_file(&self, gfid: Gfid) -> BoxFuture<'_, HealOutcome> {
-        Box::pin(Disperse::heal_file(self, gfid))
     }
 }

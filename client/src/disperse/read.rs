@@ -15,7 +15,7 @@ impl Disperse {
     /// Rebuild the file data `[s0, s1)` (stripe-aligned) from the bricks
     /// `good` (all of one generation), reading `k` of them (data bricks
     /// first) and more only when one fails.
-    pub(crate) async fn decode_range(
+    pub async fn decode_range(
         &self,
         gfid: Gfid,
         good: &[usize],

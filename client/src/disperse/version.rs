@@ -42,7 +42,8 @@ impl FragInfo {
             .collect()
     }
 
-    pub(crate) fn from_delta(d: &CounterDelta) -> FragInfo {
+    /// The values an xattrop returned for [`EC_XATTR`].
+    pub fn from_delta(d: &CounterDelta) -> FragInfo {
         match d {
             CounterDelta::Add64(v) => FragInfo {
                 data: v.first().copied().unwrap_or(0),

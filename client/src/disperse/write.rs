@@ -109,7 +109,7 @@ impl Disperse {
         r
     }
 
-    pub(crate) async fn xattrop_on(
+    pub async fn xattrop_on(
         &self,
         idx: &[usize],
         gfid: Gfid,
@@ -451,7 +451,7 @@ impl Disperse {
     }
 
     /// Encode whole stripes into one fragment per brick.
-    pub(crate) fn encode(&self, buf: &[u8]) -> FopResult<Vec<Bytes>> {
+    pub fn encode(&self, buf: &[u8]) -> FopResult<Vec<Bytes>> {
         match self.codec.encode(buf) {
             Ok(f) => Ok(f.into_iter().map(Bytes::from).collect()),
             Err(e) => Err(FopError::new(
@@ -462,7 +462,7 @@ impl Disperse {
     }
 
     /// Write fragment `frags[i]` to brick `i` for each `i` in `idx`.
-    pub(crate) async fn write_each(
+    pub async fn write_each(
         &self,
         gfid: Gfid,
         idx: &[usize],

@@ -16,7 +16,6 @@
 //! operations keep their changelog on the parent directory, so heal can
 //! repair names as well as data.
 
-pub(crate) mod heal;
 pub mod rules;
 mod transaction;
 
@@ -27,7 +26,7 @@ use mortar_proto::brick::{self as bp, xattr as xa};
 use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
-use crate::fop::{Child, Fop, FopOut, FopResult, HealOutcome, HealSet, Subvolume};
+use crate::fop::{Child, Fop, FopOut, FopResult, Subvolume};
 use crate::txn;
 
 pub struct Replicate {
@@ -76,30 +75,33 @@ impl Replicate {
         &self.children
     }
 
-    // ---- what heal (replicate/heal.rs) uses of the set ----
+    // ---- the interface of the self-heal crate ----
+    //
+    // `mortar-heal` heals a set file by file through these accessors (and
+    // `children`); nothing else of the set is public.
 
     /// The set's name (its lock domain).
-    pub(crate) fn set_name(&self) -> &str {
+    pub fn set_name(&self) -> &str {
         &self.name
     }
 
     /// The runtime the set's tasks run on.
-    pub(crate) fn runtime(&self) -> &Runtime {
+    pub fn runtime(&self) -> &Runtime {
         &self.rt
     }
 
     /// The changelog key naming child `i` (where other bricks blame it).
-    pub(crate) fn changelog_key(&self, i: usize) -> &str {
+    pub fn changelog_key(&self, i: usize) -> &str {
         &self.keys[i]
     }
 
     /// The arbiter's index, if the set has one.
-    pub(crate) fn arbiter(&self) -> Option<usize> {
+    pub fn arbiter(&self) -> Option<usize> {
         self.arbiter
     }
 
     /// A lock owner no other transaction of this client uses.
-    pub(crate) fn new_lock_owner(&self) -> u64 {
+    pub fn new_lock_owner(&self) -> u64 {
         self.next_owner.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -133,7 +135,7 @@ impl Replicate {
 
     /// The counters each child in `idx` holds for `gfid` (`None` for a
     /// child that did not answer).
-    pub(crate) async fn views(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<BrickView>> {
+    pub async fn views(&self, gfid: Gfid, idx: &[usize]) -> Vec<Option<BrickView>> {
         let mut names = self.keys.clone();
         names.push(xa::DIRTY.to_string());
         let results = self
@@ -170,7 +172,9 @@ impl Replicate {
         afr::examine(&views, kind, self.arbiter)
     }
 
-    pub(crate) fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
+    /// The error naming the copies of `gfid` that blame each other
+    /// (also what the self-heal crate reports for a split-brain).
+    pub fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
         let names: Vec<&str> = accused.iter().map(|i| self.children[*i].name()).collect();
         FopError::new(
             Errno::EIO,
@@ -360,11 +364,5 @@ impl Subvolume for Replicate {
                 }
             }
         })
-    }
-}
-
-impl HealSet for Replicate {
-    fn heal_file(&self, gfid: Gfid) -> BoxFuture<'_, HealOutcome> {
-        Box::pin(Replicate::heal_file(self, gfid))
     }
 }

@@ -3,6 +3,8 @@
 //! bricks can be killed and revived on a new port.
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod disperse;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

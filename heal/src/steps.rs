@@ -1,0 +1,206 @@
+//! The steps heal shares between replicate and disperse sets: the whole
+//! file locked on every brick around a heal, a file copied from one brick
+//! to others, the sinks emptied before they are rewritten and sealed
+//! after, and metadata made a source's.
+
+use std::future::Future;
+
+use mortar_client::fop::{Child, Fop, FopOut, FopResult, CHUNK_BYTES_MAX};
+use mortar_client::txn;
+use mortar_net::Runtime;
+use mortar_proto::brick::{self as bp, LockKind};
+use mortar_proto::Gfid;
+
+use crate::HealOutcome;
+
+/// Heal waits until every brick of the set `set` is up: a copy it cannot
+/// see may be the only good one, and its counters must be cleared with
+/// the others'. `Err`: the outcome saying which brick is down.
+pub(crate) fn every_brick_up(children: &[Child], set: &str) -> Result<(), HealOutcome> {
+    match children.iter().find(|c| !c.is_up()) {
+        Some(down) => Err(HealOutcome::Skipped(format!(
+            "{} is down; heal waits until every brick of {set} is up",
+            down.name(),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Run `heal` with `gfid` locked (`lock`, whole file, for writing) on
+/// every brick of the set `set` (its `children`), then unlock.
+pub(crate) async fn with_every_brick_locked(
+    rt: &Runtime,
+    set: &str,
+    children: &[Child],
+    gfid: Gfid,
+    lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
+    heal: impl Future<Output = HealOutcome>,
+) -> HealOutcome {
+    let locked = match txn::lock_every(rt, set, children, LockKind::Write, lock).await {
+        Ok(l) => l,
+        Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
+    };
+    let outcome = heal.await;
+    txn::unlock_all(rt, set, children, &locked, lock).await;
+    outcome
+}
+
+/// The outcome of a heal that brought the bricks `healed` up to date
+/// (none: the file was clean).
+pub(crate) fn healed_outcome(children: &[Child], healed: &[usize]) -> HealOutcome {
+    if healed.is_empty() {
+        HealOutcome::Clean
+    } else {
+        HealOutcome::Healed(
+            healed
+                .iter()
+                .map(|i| children[*i].name().to_string())
+                .collect(),
+        )
+    }
+}
+
+/// Copy the data of `src` to `sinks`, a chunk at a time (chunks of zeros
+/// stay holes), then cut them to its length and make them durable.
+pub(crate) async fn copy_data(
+    children: &[Child],
+    gfid: Gfid,
+    src: usize,
+    sinks: &[usize],
+) -> FopResult<()> {
+    if sinks.is_empty() {
+        return Ok(());
+    }
+    let a = children[src]
+        .fop(Fop::Stat(bp::Stat { gfid }))
+        .await?
+        .attr()?;
+    empty_sinks(children, gfid, sinks).await?;
+    let mut off = 0;
+    while off < a.size {
+        let len = CHUNK_BYTES_MAX.min(a.size - off);
+        let data = children[src]
+            .fop(Fop::Read(bp::Read {
+                gfid,
+                offset: off,
+                len,
+            }))
+            .await?
+            .data()?;
+        if data.is_empty() {
+            break;
+        }
+        let got = data.len() as u64;
+        if data.iter().any(|b| *b != 0) {
+            for &s in sinks {
+                children[s]
+                    .fop(Fop::Write(bp::Write { gfid, offset: off }, data.clone()))
+                    .await?;
+            }
+        }
+        off += got;
+    }
+    seal_sinks(children, gfid, sinks, a.size).await
+}
+
+/// Heal's first step on the files it rewrites (replicate copies,
+/// disperse fragments): empty them, so chunks of zeros can stay holes.
+pub(crate) async fn empty_sinks(children: &[Child], gfid: Gfid, sinks: &[usize]) -> FopResult<()> {
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Truncate(bp::Truncate { gfid, size: 0 }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Heal's last step on the files it rewrote: cut them to `len` bytes
+/// (a trailing hole) and make them durable.
+pub(crate) async fn seal_sinks(
+    children: &[Child],
+    gfid: Gfid,
+    sinks: &[usize],
+    len: u64,
+) -> FopResult<()> {
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Truncate(bp::Truncate { gfid, size: len }))
+            .await?;
+        children[s]
+            .fop(Fop::Fsync(bp::Fsync {
+                gfid,
+                datasync: false,
+            }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Make the metadata of `sinks` (mode, owner, times, user xattrs) that of
+/// `src` (heal of replicate and disperse sets).
+pub(crate) async fn copy_metadata(
+    children: &[Child],
+    gfid: Gfid,
+    src: usize,
+    sinks: &[usize],
+) -> FopResult<()> {
+    let a = children[src]
+        .fop(Fop::Stat(bp::Stat { gfid }))
+        .await?
+        .attr()?;
+    let names = match children[src]
+        .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+        .await?
+    {
+        FopOut::Names(n) => n,
+        _ => Vec::new(),
+    };
+    let mut user = Vec::new();
+    for x in names.into_iter().filter(|x| x.starts_with("user.")) {
+        if let FopOut::Value(v) = children[src]
+            .fop(Fop::Getxattr(bp::Getxattr {
+                gfid,
+                name: x.clone(),
+            }))
+            .await?
+        {
+            user.push((x, v));
+        }
+    }
+    for &s in sinks {
+        children[s]
+            .fop(Fop::Setattr(bp::Setattr {
+                gfid,
+                mode: Some(a.mode),
+                uid: Some(a.uid),
+                gid: Some(a.gid),
+                atime: Some(a.atime),
+                mtime: Some(a.mtime),
+            }))
+            .await?;
+        // The sink's user xattrs become the source's.
+        if let FopOut::Names(theirs) = children[s]
+            .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+            .await?
+        {
+            for x in theirs.into_iter().filter(|x| x.starts_with("user.")) {
+                if !user.iter().any(|(n, _)| *n == x) {
+                    let _ = children[s]
+                        .fop(Fop::Removexattr(bp::Removexattr { gfid, name: x }))
+                        .await;
+                }
+            }
+        }
+        for (x, v) in &user {
+            children[s]
+                .fop(Fop::Setxattr(bp::Setxattr {
+                    gfid,
+                    name: x.clone(),
+                    value: v.clone(),
+                    flags: bp::XattrFlags::Any,
+                }))
+                .await?;
+        }
+    }
+    Ok(())
+}
