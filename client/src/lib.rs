@@ -13,7 +13,9 @@
 //!
 //! It must not talk to a disk: bricks do that. It must not depend on the
 //! brick server (`mortar-node`) either, except in its tests, which start
-//! real bricks.
+//! real bricks, nor on the management daemon (`mortar-mgmt`): the wire
+//! types it shares with mgmtd are in `mortar-proto`.
+#![warn(clippy::too_many_lines)]
 
 pub mod afr;
 pub mod api;
