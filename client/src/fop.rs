@@ -100,6 +100,29 @@ impl Fop {
             _ => Vec::new(),
         }
     }
+
+    /// What a set layer locks for an entry operation: the parent and the
+    /// name, except that a rename takes its whole source directory's lock
+    /// (no name); and the directories whose changelog records it.
+    pub fn entry_lock(&self) -> EntryLock {
+        let (parent, name) = self
+            .entry()
+            .map(|(p, n)| (p, n.to_string()))
+            .unwrap_or_default();
+        EntryLock {
+            parent,
+            name: (!matches!(self, Fop::Rename(_))).then_some(name),
+            dirs: self.changed_dirs(),
+        }
+    }
+}
+
+/// See [`Fop::entry_lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLock {
+    pub parent: Gfid,
+    pub name: Option<String>,
+    pub dirs: Vec<Gfid>,
 }
 
 /// What an operation returns.
@@ -245,3 +268,44 @@ impl Subvolume for ProtocolClient {
 
 /// A shared handle to any layer.
 pub type Child = Arc<dyn Subvolume>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mortar_proto::brick as bp;
+
+    #[test]
+    fn entry_locks_name_the_parent_except_for_renames() {
+        let (a, b) = (Gfid::from_u128(10), Gfid::from_u128(11));
+        let create = Fop::Create(bp::Create {
+            parent: a,
+            name: "f".into(),
+            new: bp::NewObject {
+                gfid: Gfid::from_u128(12),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        });
+        let want = EntryLock {
+            parent: a,
+            name: Some("f".into()),
+            dirs: vec![a],
+        };
+        assert_eq!(create.entry_lock(), want);
+        let rename = |to: Gfid| {
+            Fop::Rename(bp::Rename {
+                old_parent: a,
+                old_name: "f".into(),
+                new_parent: to,
+                new_name: "g".into(),
+            })
+        };
+        let across = rename(b).entry_lock();
+        assert_eq!(
+            (across.parent, across.name, across.dirs),
+            (a, None, vec![a, b])
+        );
+        assert_eq!(rename(a).entry_lock().dirs, vec![a]);
+    }
+}

@@ -394,14 +394,8 @@ impl Subvolume for Disperse {
                 | Fop::Unlink(_)
                 | Fop::Rmdir(_)
                 | Fop::Rename(_) => {
-                    let (parent, name) = op
-                        .entry()
-                        .map(|(p, n)| (p, n.to_string()))
-                        .unwrap_or_default();
-                    // A rename locks its whole source directory.
-                    let name = (!matches!(op, Fop::Rename(_))).then_some(name);
-                    let dirs = op.changed_dirs();
-                    self.entry_op(parent, name, dirs, op).await
+                    let l = op.entry_lock();
+                    self.entry_op(l.parent, l.name, l.dirs, op).await
                 }
             }
         })

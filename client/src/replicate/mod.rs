@@ -351,16 +351,12 @@ impl Subvolume for Replicate {
                 | Fop::Unlink(_)
                 | Fop::Rmdir(_)
                 | Fop::Rename(_) => {
-                    let (parent, name) = op
-                        .entry()
-                        .map(|(p, n)| (p, n.to_string()))
-                        .unwrap_or_default();
-                    // A rename takes the whole source directory's lock;
-                    // the changelog of both parents records it.
-                    let name = (!matches!(op, Fop::Rename(_))).then_some(name);
-                    let dirs = op.changed_dirs();
-                    self.transaction(LockOn::Entry { parent, name }, Kind::Entry, dirs, op)
-                        .await
+                    let l = op.entry_lock();
+                    let lock = LockOn::Entry {
+                        parent: l.parent,
+                        name: l.name,
+                    };
+                    self.transaction(lock, Kind::Entry, l.dirs, op).await
                 }
             }
         })
