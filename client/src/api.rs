@@ -19,6 +19,7 @@ use mortar_proto::brick::{self as bp, NewObject, XattrFlags, IO_BYTES_MAX};
 use mortar_proto::volfile::Graph;
 use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
+use crate::error::ClientError;
 use crate::fop::{shape_error, Child, Fop, FopOut};
 use crate::graph::VolumeGraph;
 
@@ -48,25 +49,30 @@ pub const VOLFILE_RETRY: Duration = Duration::from_secs(3);
 const OLD_GRAPH_GRACE: Duration = Duration::from_secs(30);
 
 /// Fetch a volume's client volfile from an mgmtd.
-pub async fn fetch_volfile(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<String, String> {
+pub async fn fetch_volfile(
+    rt: &Runtime,
+    mgmt: &Endpoint,
+    volume: &str,
+) -> Result<String, ClientError> {
     use crate::mgmt_rpc::cli_call;
     use mortar_proto::mgmt::{CliReply, CliRequest};
     let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
     rpc.wait_connected(Duration::from_secs(10))
         .await
-        .map_err(|e| format!("cannot reach mgmtd at {mgmt}: {e}"))?;
+        .map_err(|e| ClientError::Mgmt(format!("cannot reach mgmtd at {mgmt}: {e}")))?;
     let req = CliRequest::GetVolfile {
         name: volume.to_string(),
         brick: None,
     };
     let r = cli_call(&rpc, &req, Duration::from_secs(30)).await;
     rpc.close();
-    match r.map_err(|e| format!("mgmtd at {mgmt}: {e}"))? {
+    let refused = |e: String| ClientError::Mgmt(format!("mgmtd at {mgmt}: {e}"));
+    match r.map_err(|e| refused(e.to_string()))? {
         Ok(CliReply::Volfile(text)) => Ok(text),
-        Ok(_) => Err(format!(
+        Ok(_) => Err(ClientError::Mgmt(format!(
             "mgmtd at {mgmt} answered the volfile request with something else"
-        )),
-        Err(e) => Err(format!("mgmtd at {mgmt}: {e}")),
+        ))),
+        Err(e) => Err(refused(e)),
     }
 }
 
@@ -125,7 +131,11 @@ impl Client {
     /// graph and connect. The client then follows volfile changes (bricks
     /// added, replaced, options set): mgmtd answers a standing watch as
     /// soon as the volfile changes, and the client switches graphs.
-    pub async fn mount(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<Arc<Client>, String> {
+    pub async fn mount(
+        rt: &Runtime,
+        mgmt: &Endpoint,
+        volume: &str,
+    ) -> Result<Arc<Client>, ClientError> {
         let text = fetch_volfile(rt, mgmt, volume).await?;
         let port = match mgmt {
             Endpoint::Tcp(hp) | Endpoint::Rdma(hp) => hp.port,
@@ -152,8 +162,8 @@ impl Client {
         volume: &str,
         text: &str,
         mgmt_port: u16,
-    ) -> Result<Client, String> {
-        let g = Graph::parse(text).map_err(|e| e.to_string())?;
+    ) -> Result<Client, ClientError> {
+        let g = Graph::parse(text).map_err(|e| ClientError::Volfile(e.to_string()))?;
         let mut id = [0u8; 16];
         rt.with_rng(|r| r.fill(&mut id));
         let client_id = format!("client-{}", Gfid(id));
@@ -172,11 +182,11 @@ impl Client {
     /// Switch to the graph of `text` if it differs from the current one.
     /// Returns whether it switched. The new graph is connected (bounded
     /// wait) before it takes over; the old one is closed after a grace.
-    pub async fn switch_volfile(&self, text: &str) -> Result<bool, String> {
+    pub async fn switch_volfile(&self, text: &str) -> Result<bool, ClientError> {
         if *self.volfile.lock().expect("volfile") == text {
             return Ok(false);
         }
-        let g = Graph::parse(text).map_err(|e| e.to_string())?;
+        let g = Graph::parse(text).map_err(|e| ClientError::Volfile(e.to_string()))?;
         let graph = Arc::new(VolumeGraph::build(
             &self.rt,
             &g,
@@ -226,19 +236,19 @@ impl Client {
     pub async fn migrate_drained(
         &self,
         report: &(dyn Fn(&crate::distribute::MigrationStats) + Send + Sync),
-    ) -> Result<crate::distribute::MigrationStats, String> {
+    ) -> Result<crate::distribute::MigrationStats, ClientError> {
         let g = self.graph();
         let d = g.distribute.clone().ok_or_else(|| {
-            format!(
+            ClientError::Migration(format!(
                 "volume {} has no distribute layer to migrate in",
                 self.volume
-            )
+            ))
         })?;
         if !d.has_drained() {
-            return Err(format!(
+            return Err(ClientError::Migration(format!(
                 "volume {} has no bricks being removed (run 'volume remove-brick ... start')",
                 self.volume
-            ));
+            )));
         }
         Ok(d.migrate_drained(report).await)
     }

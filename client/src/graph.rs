@@ -1,16 +1,17 @@
 //! Building a client graph from a volfile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mortar_net::Runtime;
-use mortar_proto::volfile::Graph;
+use mortar_proto::volfile::{Graph, Node};
 use mortar_proto::xlator::Xlator;
 
 use crate::afr::Quorum;
 use crate::disperse::Disperse;
 use crate::distribute::Distribute;
+use crate::error::ClientError;
 use crate::fop::Child;
 use crate::protocol::{BrickAddress, ProtocolClient};
 use crate::replicate::Replicate;
@@ -34,6 +35,92 @@ pub struct VolumeGraph {
     pub heal_sets: Vec<(SetLayer, Vec<usize>)>,
 }
 
+/// The layers built so far while a graph is read top-down from its
+/// first node (every node is defined after its subvolumes).
+struct Builder<'a> {
+    rt: &'a Runtime,
+    mgmt_port: u16,
+    client_id: &'a str,
+    built: BTreeMap<String, Child>,
+    clients: Vec<ProtocolClient>,
+    distribute: Option<Arc<Distribute>>,
+    heal_sets: Vec<(SetLayer, Vec<usize>)>,
+}
+
+fn volfile_error(text: String) -> ClientError {
+    ClientError::Volfile(text)
+}
+
+impl Builder<'_> {
+    fn subvolumes(&self, n: &Node) -> Result<Vec<Child>, ClientError> {
+        n.subvolumes
+            .iter()
+            .map(|s| {
+                self.built
+                    .get(s)
+                    .cloned()
+                    .ok_or_else(|| volfile_error(format!("volfile: {} uses undefined {s}", n.name)))
+            })
+            .collect()
+    }
+
+    /// Build node `n` over its (already built) subvolumes.
+    fn layer(&mut self, n: &Node) -> Result<Child, ClientError> {
+        let subs = self.subvolumes(n)?;
+        let members = members_of(&self.clients, &n.subvolumes);
+        Ok(match Xlator::from_node(n).map_err(volfile_error)? {
+            Xlator::Client(x) => {
+                let addr = BrickAddress::from_layer(&n.name, &x);
+                let pc = ProtocolClient::start(self.rt, addr, self.mgmt_port, self.client_id);
+                self.clients.push(pc.clone());
+                Arc::new(pc)
+            }
+            Xlator::Replicate(x) => {
+                let quorum = Quorum::from_options(&x.quorum_type, x.quorum_count as usize);
+                let r = Arc::new(Replicate::new(self.rt, &n.name, subs, quorum, x.arbiter));
+                self.heal_sets
+                    .push((SetLayer::Replicate(r.clone()), members));
+                r
+            }
+            Xlator::Distribute(x) => {
+                let drained = drained_indices(n, &x.decommissioned)?;
+                let d = Arc::new(Distribute::with_drained(&n.name, subs, drained));
+                self.distribute = Some(d.clone());
+                d
+            }
+            Xlator::Disperse(x) => {
+                let d = Disperse::new(self.rt, &n.name, subs, x.redundancy as usize)
+                    .map_err(volfile_error)?;
+                let d = Arc::new(d);
+                self.heal_sets
+                    .push((SetLayer::Disperse(d.clone()), members));
+                d
+            }
+            Xlator::Server(_) | Xlator::Posix(_) => {
+                return Err(volfile_error(format!(
+                    "volfile: {} is a brick-side {} layer, not one a client builds",
+                    n.name, n.kind
+                )))
+            }
+        })
+    }
+}
+
+/// Positions (among `n`'s subvolumes) of the sets being drained.
+fn drained_indices(n: &Node, names: &[String]) -> Result<BTreeSet<usize>, ClientError> {
+    names
+        .iter()
+        .map(|name| {
+            n.subvolumes.iter().position(|s| s == name).ok_or_else(|| {
+                volfile_error(format!(
+                    "volfile: {}: decommissioned subvolume {name} is not one of its subvolumes",
+                    n.name
+                ))
+            })
+        })
+        .collect()
+}
+
 impl VolumeGraph {
     /// Build every node of `g` (each defined after its subvolumes).
     /// `mgmt_port` is where bricks' hosts run mgmtd (for port lookups).
@@ -42,85 +129,29 @@ impl VolumeGraph {
         g: &Graph,
         mgmt_port: u16,
         client_id: &str,
-    ) -> Result<VolumeGraph, String> {
-        let mut built: BTreeMap<String, Child> = BTreeMap::new();
-        let mut clients = Vec::new();
-        let mut distribute = None;
-        let mut heal_sets: Vec<(SetLayer, Vec<usize>)> = Vec::new();
+    ) -> Result<VolumeGraph, ClientError> {
+        let mut b = Builder {
+            rt,
+            mgmt_port,
+            client_id,
+            built: BTreeMap::new(),
+            clients: Vec::new(),
+            distribute: None,
+            heal_sets: Vec::new(),
+        };
         for n in &g.nodes {
-            let subs: Result<Vec<Child>, String> = n
-                .subvolumes
-                .iter()
-                .map(|s| {
-                    built
-                        .get(s)
-                        .cloned()
-                        .ok_or_else(|| format!("volfile: {} uses undefined {s}", n.name))
-                })
-                .collect();
-            let subs = subs?;
-            let layer: Child = match Xlator::from_node(n)? {
-                Xlator::Client(_) => {
-                    let pc = ProtocolClient::start(
-                        rt,
-                        BrickAddress::from_node(n)?,
-                        mgmt_port,
-                        client_id,
-                    );
-                    clients.push(pc.clone());
-                    Arc::new(pc)
-                }
-                Xlator::Replicate(x) => {
-                    let members = members_of(&clients, &n.subvolumes);
-                    let r = Arc::new(Replicate::new(
-                        rt,
-                        &n.name,
-                        subs,
-                        Quorum::from_options(&x.quorum_type, x.quorum_count as usize),
-                        x.arbiter,
-                    ));
-                    heal_sets.push((SetLayer::Replicate(r.clone()), members));
-                    r
-                }
-                Xlator::Distribute(x) => {
-                    let mut drained = std::collections::BTreeSet::new();
-                    for name in &x.decommissioned {
-                        let i = n.subvolumes.iter().position(|s| s == name).ok_or_else(|| {
-                            format!(
-                                "volfile: {}: decommissioned subvolume {name} is not one of its subvolumes",
-                                n.name
-                            )
-                        })?;
-                        drained.insert(i);
-                    }
-                    let d = Arc::new(Distribute::with_drained(&n.name, subs, drained));
-                    distribute = Some(d.clone());
-                    d
-                }
-                Xlator::Disperse(x) => {
-                    let members = members_of(&clients, &n.subvolumes);
-                    let d = Arc::new(Disperse::new(rt, &n.name, subs, x.redundancy as usize)?);
-                    heal_sets.push((SetLayer::Disperse(d.clone()), members));
-                    d
-                }
-                Xlator::Server(_) | Xlator::Posix(_) => {
-                    return Err(format!(
-                        "volfile: {} is a brick-side {} layer, not one a client builds",
-                        n.name, n.kind
-                    ))
-                }
-            };
-            built.insert(n.name.clone(), layer);
+            let layer = b.layer(n)?;
+            b.built.insert(n.name.clone(), layer);
         }
         let top = g
             .top()
-            .and_then(|t| built.get(&t.name).cloned())
-            .ok_or("volfile: empty graph")?;
+            .and_then(|t| b.built.get(&t.name).cloned())
+            .ok_or_else(|| volfile_error("volfile: empty graph".into()))?;
         Ok(VolumeGraph {
             top,
-            clients,
-            distribute,
-            heal_sets,
+            clients: b.clients,
+            distribute: b.distribute,
+            heal_sets: b.heal_sets,
         })
     }
 

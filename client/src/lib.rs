@@ -22,6 +22,7 @@ pub mod api;
 pub mod disperse;
 pub mod distribute;
 pub mod ec;
+pub mod error;
 pub mod fop;
 #[cfg(not(madsim))]
 pub mod fuse;

@@ -12,12 +12,17 @@ use mortar_proto::mgmt::{CliRequest, MigrationView};
 
 use crate::api::Client;
 use crate::distribute::MigrationStats;
+use crate::error::ClientError;
 use crate::mgmt_rpc::cli_call_flat;
 
 /// How often progress goes to mgmtd while files move.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
+const REPORT_EVERY_SECS: u64 = 1;
 /// How long to wait for the volume's bricks before starting.
-const CONNECT_WAIT: Duration = Duration::from_secs(30);
+const BRICKS_WAIT_SECS: u64 = 30;
+/// How long to wait for the mgmtd that started the migration.
+const MGMT_CONNECT_WAIT_SECS: u64 = 20;
+/// Attempts (a second apart) to tell mgmtd how the migration ended.
+const OUTCOME_SENDS_MAX: u32 = 10;
 
 fn view(volume: &str, st: &MigrationStats, status: &str) -> MigrationView {
     MigrationView {
@@ -43,67 +48,97 @@ async fn send(rpc: &RpcClient, v: MigrationView) -> Result<(), String> {
     .map(|_| ())
 }
 
+/// The outcome as the mgmtd that started the migration is told it.
+fn outcome(result: &Result<MigrationStats, ClientError>) -> (MigrationStats, &'static str) {
+    match result {
+        Ok(st) if st.failures == 0 => (st.clone(), MigrationView::COMPLETED),
+        Ok(st) => (st.clone(), MigrationView::FAILED),
+        Err(e) => (
+            MigrationStats {
+                failures: 1,
+                last_error: Some(e.to_string()),
+                ..Default::default()
+            },
+            MigrationView::FAILED,
+        ),
+    }
+}
+
+/// Send progress to mgmtd every [`REPORT_EVERY_SECS`] while files move;
+/// `latest` holds the newest figures not yet sent.
+fn spawn_reporter(
+    rt: &Runtime,
+    rpc: &RpcClient,
+    latest: Arc<Mutex<Option<MigrationStats>>>,
+    volume: &str,
+) -> tokio::task::JoinHandle<Option<()>> {
+    let (rt2, rpc, volume) = (rt.clone(), rpc.clone(), volume.to_string());
+    rt.spawn(async move {
+        loop {
+            rt2.clock()
+                .sleep(Duration::from_secs(REPORT_EVERY_SECS))
+                .await;
+            let now = latest.lock().expect("latest").take();
+            if let Some(st) = now {
+                if let Err(e) = send(&rpc, view(&volume, &st, MigrationView::IN_PROGRESS)).await {
+                    tracing::warn!(error = %e, "cannot report migration progress");
+                }
+            }
+        }
+    })
+}
+
+/// Tell mgmtd the outcome; it must arrive, so retry for a while.
+async fn send_outcome(rt: &Runtime, rpc: &RpcClient, v: MigrationView) -> Result<(), ClientError> {
+    let status = v.status.clone();
+    let mut last = Ok(());
+    for _ in 0..OUTCOME_SENDS_MAX {
+        last = send(rpc, v.clone()).await;
+        if last.is_ok() {
+            break;
+        }
+        rt.clock().sleep(Duration::from_secs(1)).await;
+    }
+    last.map_err(|e| ClientError::Mgmt(format!("migration {status}, but mgmtd was not told: {e}")))
+}
+
 /// Run the migration of `volume` to the end; progress and the outcome go
 /// to the mgmtd at `mgmt`. Returns the final figures.
 pub async fn run_migration(
     rt: &Runtime,
     mgmt: &Endpoint,
     volume: &str,
-) -> Result<MigrationStats, String> {
+) -> Result<MigrationStats, ClientError> {
     let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
-    rpc.wait_connected(Duration::from_secs(20))
+    rpc.wait_connected(Duration::from_secs(MGMT_CONNECT_WAIT_SECS))
         .await
-        .map_err(|e| format!("cannot reach mgmtd at {mgmt}: {e}"))?;
+        .map_err(|e| ClientError::Mgmt(format!("cannot reach mgmtd at {mgmt}: {e}")))?;
     let client = match Client::mount(rt, mgmt, volume).await {
         Ok(c) => c,
         Err(e) => {
+            let why = format!("cannot mount {volume}: {e}");
             let st = MigrationStats {
                 failures: 1,
-                last_error: Some(format!("cannot mount {volume}: {e}")),
+                last_error: Some(why.clone()),
                 ..Default::default()
             };
             let _ = send(&rpc, view(volume, &st, MigrationView::FAILED)).await;
-            return Err(st.last_error.unwrap_or_default());
+            return Err(ClientError::Migration(why));
         }
     };
-    client.wait_all_bricks(CONNECT_WAIT).await;
+    client
+        .wait_all_bricks(Duration::from_secs(BRICKS_WAIT_SECS))
+        .await;
     let latest = Arc::new(Mutex::new(None::<MigrationStats>));
-    let reporter = {
-        let (rt2, rpc, latest, volume) =
-            (rt.clone(), rpc.clone(), latest.clone(), volume.to_string());
-        rt.spawn(async move {
-            loop {
-                rt2.clock().sleep(REPORT_EVERY).await;
-                let now = latest.lock().expect("latest").take();
-                if let Some(st) = now {
-                    if let Err(e) = send(&rpc, view(&volume, &st, MigrationView::IN_PROGRESS)).await
-                    {
-                        tracing::warn!(error = %e, "cannot report migration progress");
-                    }
-                }
-            }
-        })
-    };
-    let sink = latest.clone();
+    let reporter = spawn_reporter(rt, &rpc, latest.clone(), volume);
     let result = client
         .migrate_drained(&move |st: &MigrationStats| {
-            *sink.lock().expect("latest") = Some(st.clone());
+            *latest.lock().expect("latest") = Some(st.clone());
         })
         .await;
     reporter.abort();
     client.unmount();
-    let (st, status) = match &result {
-        Ok(st) if st.failures == 0 => (st.clone(), MigrationView::COMPLETED),
-        Ok(st) => (st.clone(), MigrationView::FAILED),
-        Err(e) => (
-            MigrationStats {
-                failures: 1,
-                last_error: Some(e.clone()),
-                ..Default::default()
-            },
-            MigrationView::FAILED,
-        ),
-    };
+    let (st, status) = outcome(&result);
     tracing::info!(
         volume,
         status,
@@ -112,16 +147,8 @@ pub async fn run_migration(
         failures = st.failures,
         "migration finished"
     );
-    // The outcome must reach mgmtd: retry for a while.
-    let mut last = Ok(());
-    for _ in 0..10 {
-        last = send(&rpc, view(volume, &st, status)).await;
-        if last.is_ok() {
-            break;
-        }
-        rt.clock().sleep(Duration::from_secs(1)).await;
-    }
+    let sent = send_outcome(rt, &rpc, view(volume, &st, status)).await;
     rpc.close();
-    last.map_err(|e| format!("migration {status}, but mgmtd was not told: {e}"))?;
+    sent?;
     result
 }

@@ -17,7 +17,8 @@ use mortar_net::{Endpoint, Runtime};
 use mortar_proto::brick as bp;
 use mortar_proto::brick::BrickRequest;
 use mortar_proto::portmap::{self, PROGRAM_PORTMAP};
-use mortar_proto::volfile::Node;
+use mortar_proto::volume::Transport;
+use mortar_proto::xlator::ClientLayer;
 use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::fop::FopResult;
@@ -47,33 +48,16 @@ pub struct BrickAddress {
 }
 
 impl BrickAddress {
-    pub fn from_node(n: &Node) -> Result<BrickAddress, String> {
-        let get = |k: &str| {
-            n.options
-                .get(k)
-                .cloned()
-                .ok_or_else(|| format!("volfile: {} has no option {k}", n.name))
-        };
-        let ping: u64 = get("ping-timeout")?
-            .parse()
-            .map_err(|_| format!("volfile: {}: ping-timeout is not a number", n.name))?;
-        Ok(BrickAddress {
-            name: n.name.clone(),
-            host: get("remote-host")?,
-            brick_path: get("remote-subvolume")?,
-            volume_id: get("volume-id")?,
-            ping_timeout: Duration::from_secs(ping.max(1)),
-            rdma: match n.options.get("transport-type").map(String::as_str) {
-                None | Some("tcp") => false,
-                Some("rdma") => true,
-                Some(other) => {
-                    return Err(format!(
-                        "volfile: {}: transport-type {other:?} is not tcp or rdma",
-                        n.name
-                    ))
-                }
-            },
-        })
+    /// The address a `protocol/client` layer named `name` describes.
+    pub fn from_layer(name: &str, l: &ClientLayer) -> BrickAddress {
+        BrickAddress {
+            name: name.to_string(),
+            host: l.remote_host.clone(),
+            brick_path: l.remote_subvolume.clone(),
+            volume_id: l.volume_id.clone(),
+            ping_timeout: Duration::from_secs(l.ping_timeout_secs.max(1)),
+            rdma: l.transport == Transport::Rdma,
+        }
     }
 }
 

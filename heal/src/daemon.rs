@@ -19,6 +19,7 @@ use mortar_proto::options;
 use mortar_proto::volume::Volume;
 
 use crate::crawl::{heal_pending, HealSummary};
+use crate::error::HealError;
 
 /// How often the daemon looks at its volumes (and retries unfinished work).
 const TICK_MS: u64 = 2_000;
@@ -68,11 +69,16 @@ pub fn crawl_due(c: CrawlClock) -> bool {
         || (c.unfinished && since >= Duration::from_millis(TICK_MS))
 }
 
-async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, String> {
+async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, HealError> {
     let req = CliRequest::VolumeInfo { name: None };
-    match cli_call_flat(rpc, &req, Duration::from_secs(MGMT_CALL_SECS)).await? {
+    let reply = cli_call_flat(rpc, &req, Duration::from_secs(MGMT_CALL_SECS))
+        .await
+        .map_err(HealError::Mgmt)?;
+    match reply {
         CliReply::Volumes(v) => Ok(v),
-        other => Err(format!("mgmtd answered volume info with {other:?}")),
+        other => Err(HealError::Mgmt(format!(
+            "mgmtd answered volume info with {other:?}"
+        ))),
     }
 }
 

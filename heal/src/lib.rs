@@ -14,6 +14,7 @@
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
+pub mod error;
 pub mod replicate;
 mod steps;
 
