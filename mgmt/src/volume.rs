@@ -185,37 +185,64 @@ pub fn check_bricks(
     pool: &dyn Pool,
 ) -> Result<(), String> {
     let set = layout.set_size() as usize;
-    if bricks.len() % set != 0 {
-        let what = match layout {
-            Layout::Replicate { .. } => "replica count",
-            Layout::Disperse { .. } => "disperse count",
-            Layout::Distribute => "set size",
-        };
-        return Err(format!(
-            "number of bricks ({}) is not a multiple of the {what} ({set})",
-            bricks.len()
-        ));
+    check_whole_sets(layout, bricks.len())?;
+    let ids = identify_bricks(bricks, force, pool)?;
+    check_not_nested_among(bricks, &ids)?;
+    check_not_used_elsewhere(bricks, &ids, volumes, pool)?;
+    if !force && set > 1 {
+        check_sets_spread(volume, &ids, set)?;
     }
-    let mut ids = Vec::with_capacity(bricks.len());
-    for b in bricks {
-        let id = pool.identify(&b.host).ok_or_else(|| {
-            format!(
-                "host {} of brick {b} is not in the pool: run 'mortar peer probe {}' first",
-                b.host, b.host
-            )
-        })?;
-        if b.path == "/" && !force {
-            return Err(format!(
-                "brick {b} is the root directory: use a dedicated directory, or add 'force' to use it anyway"
-            ));
-        }
-        ids.push(id);
+    Ok(())
+}
+
+fn check_whole_sets(layout: Layout, bricks: usize) -> Result<(), String> {
+    let set = layout.set_size() as usize;
+    if bricks % set == 0 {
+        return Ok(());
     }
-    // Duplicates and nesting, among the new bricks and against every
-    // existing volume's bricks on the same server.
-    let nested = |a: &str, b: &str| {
-        a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+    let what = match layout {
+        Layout::Replicate { .. } => "replica count",
+        Layout::Disperse { .. } => "disperse count",
+        Layout::Distribute => "set size",
     };
+    Err(format!(
+        "number of bricks ({bricks}) is not a multiple of the {what} ({set})"
+    ))
+}
+
+/// The pool member (uuid) each brick's host is; refuses hosts outside the
+/// pool and, without `force`, a brick at `/`.
+fn identify_bricks(
+    bricks: &[BrickSpec],
+    force: bool,
+    pool: &dyn Pool,
+) -> Result<Vec<String>, String> {
+    bricks
+        .iter()
+        .map(|b| {
+            let id = pool.identify(&b.host).ok_or_else(|| {
+                format!(
+                    "host {} of brick {b} is not in the pool: run 'mortar peer probe {}' first",
+                    b.host, b.host
+                )
+            })?;
+            if b.path == "/" && !force {
+                return Err(format!(
+                    "brick {b} is the root directory: use a dedicated directory, or add 'force' to use it anyway"
+                ));
+            }
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Is one of the two directories the other or inside it?
+fn nested(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+}
+
+/// No two new bricks on one server are the same directory or nested.
+fn check_not_nested_among(bricks: &[BrickSpec], ids: &[String]) -> Result<(), String> {
     for i in 0..bricks.len() {
         for j in i + 1..bricks.len() {
             if ids[i] == ids[j] && nested(&bricks[i].path, &bricks[j].path) {
@@ -230,12 +257,23 @@ pub fn check_bricks(
             }
         }
     }
+    Ok(())
+}
+
+/// No new brick is, contains or sits inside a brick of any volume on the
+/// same server.
+fn check_not_used_elsewhere(
+    bricks: &[BrickSpec],
+    ids: &[String],
+    volumes: &BTreeMap<String, Volume>,
+    pool: &dyn Pool,
+) -> Result<(), String> {
     for (vname, v) in volumes {
         for old in &v.bricks {
             let Some(old_id) = pool.identify(&old.host) else {
                 continue;
             };
-            for (b, id) in bricks.iter().zip(&ids) {
+            for (b, id) in bricks.iter().zip(ids) {
                 if *id == old_id && nested(&old.path, &b.path) {
                     return Err(if old.path == b.path {
                         format!("brick {b} is already used by volume {vname}")
@@ -246,17 +284,18 @@ pub fn check_bricks(
             }
         }
     }
-    if !force && set > 1 {
-        for (n, chunk) in ids.chunks(set).enumerate() {
-            let mut seen = std::collections::BTreeSet::new();
-            for id in chunk {
-                if !seen.insert(id) {
-                    return Err(format!(
-                        "set {} of volume {volume} has more than one brick on the same server, so one server failure loses redundancy: spread the bricks over servers, or add 'force'",
-                        n + 1
-                    ));
-                }
-            }
+    Ok(())
+}
+
+/// Without `force`, no set has two bricks on one server.
+fn check_sets_spread(volume: &str, ids: &[String], set: usize) -> Result<(), String> {
+    for (n, chunk) in ids.chunks(set).enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        if !chunk.iter().all(|id| seen.insert(id)) {
+            return Err(format!(
+                "set {} of volume {volume} has more than one brick on the same server, so one server failure loses redundancy: spread the bricks over servers, or add 'force'",
+                n + 1
+            ));
         }
     }
     Ok(())
