@@ -4,9 +4,6 @@
 //! for the backends themselves. A difference between the two is a bug in
 //! a backend that the brick's use of it exposes.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use mortar_node::brick::{Brick, BrickConfig};
 use mortar_proto::brick::xattr as xa;
 use mortar_proto::brick::{self as bp, CounterDelta, NewObject, XattrFlags};
@@ -15,45 +12,9 @@ use mortar_storage::posix::PosixStorage;
 use mortar_storage::sim::SimDisk;
 use mortar_storage::Storage;
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
+use mortar_storage::testing::posix;
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn posix() -> (PosixStorage, Scratch) {
-    let dir = std::env::temp_dir().join(format!(
-        "mortar-conformance-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    (PosixStorage::open(&dir).unwrap(), Scratch(dir))
-}
-
-fn sim() -> mortar_storage::sim::SimStorage {
-    SimDisk::new(42).storage("bricks/b1").unwrap()
-}
-
-/// Instantiate generic test bodies for both backends.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod posix_backend {
-            $(#[test] fn $name() { let (s, _keep) = super::posix(); super::$name(s); })*
-        }
-        mod sim_backend {
-            $(#[test] fn $name() { super::$name(super::sim()); })*
-        }
-    };
-}
-
-conformance!(
+mortar_storage::both_backends!(
     brick_entry_operations,
     brick_handles_survive_renames,
     brick_directory_rename_and_deep_trees,

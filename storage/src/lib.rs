@@ -36,6 +36,8 @@
 pub mod posix;
 #[cfg(feature = "sim-disk")]
 pub mod sim;
+#[cfg(feature = "sim-disk")]
+pub mod testing;
 
 use bytes::Bytes;
 use mortar_proto::brick::{XattrFlags, NAME_BYTES_MAX, PATH_BYTES_MAX};

@@ -6,54 +6,12 @@
 //! `node/tests/brick_on_backends.rs`, which instantiates its bodies the same
 //! way.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use mortar_proto::brick::XattrFlags;
 use mortar_proto::{Errno, FileKind, Timespec};
-use mortar_storage::posix::PosixStorage;
-use mortar_storage::sim::SimDisk;
 use mortar_storage::{BrickPath, Storage};
 
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn posix() -> (PosixStorage, Scratch) {
-    let dir = std::env::temp_dir().join(format!(
-        "mortar-conformance-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    (PosixStorage::open(&dir).unwrap(), Scratch(dir))
-}
-
-fn sim() -> mortar_storage::sim::SimStorage {
-    SimDisk::new(42).storage("bricks/b1").unwrap()
-}
-
-/// Instantiate generic test bodies for both backends.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod posix_backend {
-            $(#[test] fn $name() { let (s, _keep) = super::posix(); super::$name(s); })*
-        }
-        mod sim_backend {
-            $(#[test] fn $name() { super::$name(super::sim()); })*
-        }
-    };
-}
-
-conformance!(
+mortar_storage::both_backends!(
     namespace_and_errnos,
     symlinks_are_never_followed,
     rename_semantics,
