@@ -310,9 +310,8 @@ impl Client {
     fn new_gfid(&self) -> Gfid {
         let mut b = [0u8; 16];
         self.rt.with_rng(|r| r.fill(&mut b));
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let g = Gfid(b);
+        let g = Gfid::random_v4(b);
+        // Neither can be a v4 UUID, but the rule is what matters here.
         if g.is_null() || g == Gfid::ROOT {
             return self.new_gfid();
         }

@@ -44,6 +44,15 @@ impl Gfid {
         Gfid(v.to_be_bytes())
     }
 
+    /// A random (version 4) UUID from 16 random bytes: the version and
+    /// variant bits are set, the other 122 bits are the caller's. Used for
+    /// gfids and for peer and volume ids.
+    pub fn random_v4(mut bytes: [u8; 16]) -> Gfid {
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Gfid(bytes)
+    }
+
     pub fn is_null(&self) -> bool {
         *self == Gfid::NULL
     }
@@ -132,6 +141,16 @@ pub struct Attr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_v4_sets_version_and_variant_only() {
+        let g = Gfid::random_v4([0xff; 16]);
+        let text = g.to_string();
+        assert_eq!(text, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let z = Gfid::random_v4([0; 16]);
+        assert_eq!(z.to_string(), "00000000-0000-4000-8000-000000000000");
+        assert!(!z.is_null() && z != Gfid::ROOT);
+    }
 
     #[test]
     fn gfid_hex_round_trip_and_display() {

@@ -10,7 +10,6 @@ use mortar_proto::brick::XattrFlags;
 use mortar_proto::{Errno, FileKind, Timespec};
 use mortar_storage::{BrickPath, Storage};
 
-
 mortar_storage::both_backends!(
     namespace_and_errnos,
     symlinks_are_never_followed,

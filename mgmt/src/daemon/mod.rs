@@ -156,17 +156,7 @@ pub struct Mgmtd<S: Storage> {
 fn new_uuid(rt: &Runtime) -> String {
     let mut b = [0u8; 16];
     rt.with_rng(|r| r.fill(&mut b));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    mortar_proto::Gfid::random_v4(b).to_string()
 }
 
 fn endpoint_port(ep: &Endpoint) -> u16 {
