@@ -79,6 +79,19 @@ pub fn succeeded(results: &[(usize, FopResult<FopOut>)]) -> Vec<usize> {
         .collect()
 }
 
+/// The first answer that worked and the first error, in brick order: what
+/// a set layer gives back once it has judged how many bricks took it.
+pub fn first_answers(
+    results: Vec<(usize, FopResult<FopOut>)>,
+) -> (Option<FopResult<FopOut>>, Option<FopError>) {
+    let first_ok = results
+        .iter()
+        .find(|(_, r)| r.is_ok())
+        .map(|(_, r)| r.clone());
+    let first_err = results.into_iter().find_map(|(_, r)| r.err());
+    (first_ok, first_err)
+}
+
 /// Lock on every child of `up` that answers. Fast path: ask all at once
 /// without waiting. If any refuses (someone else holds it), give back
 /// what was granted and take the slow path: in child order, waiting up to

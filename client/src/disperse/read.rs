@@ -321,11 +321,7 @@ impl Disperse {
         let up = self.up();
         let results = txn::fan_op(&self.rt, &self.name, &self.children, &up, &op).await;
         let ok = txn::succeeded(&results);
-        let first_ok = results
-            .iter()
-            .find(|(_, r)| r.is_ok())
-            .map(|(_, r)| r.clone());
-        let first_err = results.into_iter().find_map(|(_, r)| r.err());
+        let (first_ok, first_err) = txn::first_answers(results);
         match first_ok {
             Some(r) if ok.len() >= self.k => r,
             _ => {

@@ -186,9 +186,8 @@ impl Replicate {
         )
     }
 
-    /// Send a read-type operation to a good copy (trying the next good copy
-    /// if one fails to answer).
-    async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopResult<FopOut> {
+    /// The bricks that are up, or ENOTCONN when none is.
+    fn up_or_enotconn(&self) -> FopResult<Vec<usize>> {
         let up: Vec<usize> = (0..self.children.len())
             .filter(|i| self.children[*i].is_up())
             .collect();
@@ -198,6 +197,13 @@ impl Replicate {
                 format!("{}: no brick of the replica set is reachable", self.name),
             ));
         }
+        Ok(up)
+    }
+
+    /// Send a read-type operation to a good copy (trying the next good copy
+    /// if one fails to answer).
+    async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopResult<FopOut> {
+        let up = self.up_or_enotconn()?;
         let good = match self.verdict(gfid, kind, &up).await {
             Verdict::Sources { good, .. } => good,
             Verdict::SplitBrain { accused } => return Err(self.split_brain(gfid, &accused)),
@@ -231,11 +237,7 @@ impl Replicate {
         let n = self.children.len();
         let ok = txn::succeeded(&results);
         let ok_mask: Vec<bool> = (0..n).map(|i| ok.contains(&i)).collect();
-        let first_ok = results
-            .iter()
-            .find(|(_, r)| r.is_ok())
-            .map(|(_, r)| r.clone());
-        let first_err = results.into_iter().find_map(|(_, r)| r.err());
+        let (first_ok, first_err) = txn::first_answers(results);
         match first_ok {
             Some(r) if self.quorum.met(&ok_mask) || self.quorum == Quorum::None => r,
             _ => {
@@ -253,15 +255,7 @@ impl Replicate {
     /// Lookup on every up brick: names must agree on the gfid; the
     /// attributes come from a good data copy.
     async fn lookup(&self, q: bp::Lookup) -> FopResult<FopOut> {
-        let up: Vec<usize> = (0..self.children.len())
-            .filter(|i| self.children[*i].is_up())
-            .collect();
-        if up.is_empty() {
-            return Err(FopError::new(
-                Errno::ENOTCONN,
-                format!("{}: no brick of the replica set is reachable", self.name),
-            ));
-        }
+        let up = self.up_or_enotconn()?;
         let q2 = q.clone();
         let results = self
             .fan(&up, move |c| {
