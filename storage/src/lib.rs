@@ -11,7 +11,7 @@
 //! It must never depend on bricks (`mortar-node`: handles, gfids,
 //! changelog counters, the heal index), on volumes or the management
 //! daemon, or on the network. From `mortar-proto` it takes only the
-//! vocabulary a disk speaks (`Errno`, `FileKind`, `Timespec`, `XattrFlags`
+//! vocabulary a disk speaks (`Errno`, `FileKind`, `Timespec`, `XattrFlags`, the statfs figures
 //! and the protocol's name, path and xattr limits). `mortar-net` is an
 //! optional dependency used only by the simulated disk, for the runtime
 //! clock and the seeded generator that make it deterministic; production
@@ -153,16 +153,9 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsStat {
-    pub block_size: u64,
-    pub blocks: u64,
-    pub blocks_free: u64,
-    pub blocks_avail: u64,
-    pub files: u64,
-    pub files_free: u64,
-    pub name_max: u64,
-}
+/// What `statfs` reports: the same figures a brick sends to clients, so
+/// the disk's answer is the wire's without a copy field by field.
+pub use mortar_proto::brick::StatfsReply as FsStat;
 
 /// A brick's disk. See the module documentation for the semantics.
 pub trait Storage: Send + Sync + 'static {
