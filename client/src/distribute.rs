@@ -19,7 +19,7 @@ use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, XattrFlags};
 use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
-use crate::fop::{shape_error, Child, Fop, FopOut, FopResult, Subvolume, CHUNK_BYTES_MAX};
+use crate::fop::{shape_error, Child, Fop, FopOut, FopResult, Subvolume};
 
 pub use mortar_proto::xattr::{DHT_LAYOUT as LAYOUT_XATTR, DHT_LINKTO as LINKTO_XATTR};
 
@@ -784,30 +784,16 @@ async fn copy_data(
     gfid: Gfid,
     size: u64,
 ) -> Result<(), String> {
-    let mut off = 0;
-    while off < size {
-        let len = CHUNK_BYTES_MAX.min(size - off);
-        let data = src
-            .fop(Fop::Read(bp::Read {
-                gfid,
-                offset: off,
-                len,
-            }))
-            .await
-            .and_then(FopOut::data)
-            .map_err(|err| format!("reading {name:?} from {}: {err}", src.name()))?;
-        if data.is_empty() {
-            break;
-        }
-        let n = data.len() as u64;
-        if data.iter().any(|b| *b != 0) {
-            dst.fop(Fop::Write(bp::Write { gfid, offset: off }, data))
-                .await
-                .map_err(|err| format!("writing {name:?} to {}: {err}", dst.name()))?;
-        }
-        off += n;
-    }
-    Ok(())
+    crate::copy::copy_keeping_holes(src, &[dst], gfid, size)
+        .await
+        .map_err(|f| {
+            let (verb, dir) = if f.reading {
+                ("reading", "from")
+            } else {
+                ("writing", "to")
+            };
+            format!("{verb} {name:?} {dir} {}: {}", f.brick, f.err)
+        })
 }
 
 /// The user xattrs of `gfid` on `src`, set on `dst` (best effort).

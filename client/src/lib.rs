@@ -19,6 +19,7 @@
 
 pub mod afr;
 pub mod api;
+pub mod copy;
 pub mod disperse;
 pub mod distribute;
 pub mod ec;

@@ -6,6 +6,7 @@
 //! `disperse::current`, the rule reads use too.
 
 use mortar_client::afr::{counters_delta, dirty_delta, Kind};
+use mortar_client::copy::has_data;
 use mortar_client::disperse::{
     current, ec_delta, piece_bytes_max, Current, Disperse, FragInfo, EC_XATTR,
 };
@@ -226,7 +227,7 @@ async fn rebuild(
     while at < end {
         let to = (at + chunk).min(end);
         let buf = set.decode_range(gfid, good, at, to).await?;
-        if buf.iter().any(|b| *b != 0) {
+        if has_data(&buf) {
             let frags = set.encode(&buf)?;
             for (i, r) in set
                 .write_each(gfid, sinks, at / set.k() as u64, &frags)

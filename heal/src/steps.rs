@@ -5,7 +5,8 @@
 
 use std::future::Future;
 
-use mortar_client::fop::{Child, Fop, FopOut, FopResult, CHUNK_BYTES_MAX};
+use mortar_client::copy::copy_keeping_holes;
+use mortar_client::fop::{Child, Fop, FopOut, FopResult};
 use mortar_client::txn;
 use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
@@ -76,30 +77,10 @@ pub(crate) async fn copy_data(
         .await?
         .attr()?;
     empty_sinks(children, gfid, sinks).await?;
-    let mut off = 0;
-    while off < a.size {
-        let len = CHUNK_BYTES_MAX.min(a.size - off);
-        let data = children[src]
-            .fop(Fop::Read(bp::Read {
-                gfid,
-                offset: off,
-                len,
-            }))
-            .await?
-            .data()?;
-        if data.is_empty() {
-            break;
-        }
-        let got = data.len() as u64;
-        if data.iter().any(|b| *b != 0) {
-            for &s in sinks {
-                children[s]
-                    .fop(Fop::Write(bp::Write { gfid, offset: off }, data.clone()))
-                    .await?;
-            }
-        }
-        off += got;
-    }
+    let dsts: Vec<&Child> = sinks.iter().map(|&s| &children[s]).collect();
+    copy_keeping_holes(&children[src], &dsts, gfid, a.size)
+        .await
+        .map_err(|f| f.err)?;
     seal_sinks(children, gfid, sinks, a.size).await
 }
 
