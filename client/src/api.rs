@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub struct Client {
     pub volume: String,
     /// The volfile text the graph was built from.
     volfile: Mutex<String>,
+    /// Connections made by graphs this client has switched away from, so
+    /// that [`Client::connections_made`] only grows across a switch.
+    connections_before: AtomicU64,
 }
 
 /// How long one volfile watch waits in mgmtd before it is renewed.
@@ -126,6 +130,11 @@ async fn follow_volfile(rt: Runtime, client: std::sync::Weak<Client>, mgmt: Endp
     rpc.close();
 }
 
+/// Connections (and reconnections) the bricks of `g` have made.
+fn graph_connections(g: &VolumeGraph) -> u64 {
+    g.clients.iter().map(|c| c.state().get().generation).sum()
+}
+
 impl Client {
     /// Fetch the volfile of `volume` from the mgmtd at `mgmt`, build the
     /// graph and connect. The client then follows volfile changes (bricks
@@ -176,6 +185,7 @@ impl Client {
             mgmt_port,
             volume: volume.to_string(),
             volfile: Mutex::new(text.to_string()),
+            connections_before: AtomicU64::new(0),
         })
     }
 
@@ -194,7 +204,15 @@ impl Client {
             &self.client_id,
         )?);
         let up = graph.wait_connected(&self.rt, CONNECT_WAIT).await;
-        let old = std::mem::replace(&mut *self.graph.lock().expect("graph"), graph.clone());
+        let old = {
+            // Under the graph lock, so a reader never sees the new graph
+            // without the old one's count (or both).
+            let mut current = self.graph.lock().expect("graph");
+            let old = std::mem::replace(&mut *current, graph.clone());
+            self.connections_before
+                .fetch_add(graph_connections(&old), Ordering::Relaxed);
+            old
+        };
         *self.volfile.lock().expect("volfile") = text.to_string();
         tracing::info!(
             volume = %self.volume,
@@ -276,12 +294,14 @@ impl Client {
 
     /// The sum of every brick connection's generation: it grows whenever
     /// a brick (re)connects, even between two looks at `bricks_up`.
+    ///
+    /// A switch to a new graph (a restarted brick comes back on a new port
+    /// and the volfile changes with it) starts new connections whose
+    /// generations begin again at one; the old graph's count is kept, so
+    /// the sum never falls back and the new connections still show as new.
     pub fn connections_made(&self) -> u64 {
-        self.graph()
-            .clients
-            .iter()
-            .map(|c| c.state().get().generation)
-            .sum()
+        let current = self.graph.lock().expect("graph");
+        self.connections_before.load(Ordering::Relaxed) + graph_connections(&current)
     }
 
     /// Bricks connected now, and in all.

@@ -69,8 +69,8 @@ impl AuthRules {
             Ok(out)
         };
         Ok(AuthRules {
-            allow: list("auth.allow", allow)?,
-            reject: list("auth.reject", reject)?,
+            allow: list(mortar_proto::options::AUTH_ALLOW, allow)?,
+            reject: list(mortar_proto::options::AUTH_REJECT, reject)?,
         })
     }
 

@@ -29,7 +29,7 @@ use mortar_client::api::Client;
 use mortar_mgmt::api::{CliReply, CliRequest};
 use mortar_net::sync::Watch;
 use mortar_net::{Endpoint, Runtime};
-use mortar_proto::Errno;
+use mortar_proto::{options, Errno};
 use mortar_sim::{host_ip, Sim};
 
 use crate::mgmt::{create_request, Pool, HOSTS};
@@ -344,7 +344,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
         "s1",
         CliRequest::VolumeSet {
             name: "vol".into(),
-            key: "network.ping-timeout".into(),
+            key: options::PING_TIMEOUT.into(),
             value: "4".into(),
         },
     )
@@ -356,7 +356,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
         "s1",
         CliRequest::VolumeSet {
             name: "vol".into(),
-            key: "cluster.heal-timeout".into(),
+            key: options::HEAL_TIMEOUT.into(),
             // Disperse faults wait for heal: crawl as often as allowed.
             value: if layout.one_fault_at_a_time() {
                 "5"

@@ -145,6 +145,12 @@ impl Bricks {
         c
     }
 
+    /// Where the bricks' port map listens (the "mgmtd port" of a volfile
+    /// built over these bricks).
+    pub fn map_port(&self) -> u16 {
+        self.map.port
+    }
+
     pub fn children(&self) -> Vec<Child> {
         self.clients
             .iter()
