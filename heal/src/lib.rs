@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod disperse;
 pub mod error;
 pub mod replicate;
+pub mod source;
 mod steps;
 
 use mortar_client::graph::SetLayer;

@@ -13,7 +13,7 @@ use mortar_proto::{FileKind, Gfid};
 use crate::steps::{
     copy_data, copy_metadata, every_brick_up, healed_outcome, with_every_brick_locked,
 };
-use crate::HealOutcome;
+use crate::{source, HealOutcome};
 
 /// Heal one file's data and metadata: with every brick of the set up
 /// and the whole file locked on all of them, copy from a good copy to
@@ -100,6 +100,7 @@ async fn heal_kind(
             )))
         }
     };
+    let (good, stale) = settle_dirty_without_blame(set, gfid, kind, views, good, stale).await;
     let Some(&src) = good.first() else {
         return Err(HealOutcome::Skipped(format!("no good copy of {gfid}")));
     };
@@ -120,6 +121,43 @@ async fn heal_kind(
     }
     clear_counters(set, gfid, kind, views, &good).await?;
     Ok(sinks)
+}
+
+/// Every copy is a source by the changelog, but a transaction that never
+/// reached its post-op left them dirty: make one copy (by the documented
+/// rule, [`crate::source`]) the source and the others its sinks, so the
+/// copies end the same. Otherwise keep the changelog's verdict.
+async fn settle_dirty_without_blame(
+    set: &Replicate,
+    gfid: Gfid,
+    kind: Kind,
+    views: &[Option<BrickView>],
+    good: Vec<usize>,
+    stale: Vec<usize>,
+) -> (Vec<usize>, Vec<usize>) {
+    if !stale.is_empty() || good.len() < 2 || !source::dirty_without_blame(views, kind) {
+        return (good, stale);
+    }
+    let mut candidates = Vec::with_capacity(good.len());
+    for &i in &good {
+        match set.children()[i].fop(Fop::Stat(bp::Stat { gfid })).await {
+            Ok(FopOut::Attr(a)) => candidates.push(source::Candidate {
+                brick: i,
+                size: a.size,
+                mtime: a.mtime,
+                ctime: a.ctime,
+            }),
+            // A copy that cannot say what it holds is not a source.
+            _ => continue,
+        }
+    }
+    match source::pick_source(kind, &candidates) {
+        Some(src) => {
+            let sinks = good.into_iter().filter(|i| *i != src).collect();
+            (vec![src], sinks)
+        }
+        None => (good, stale),
+    }
 }
 
 /// Clear exactly what was read: every brick's blame and dirty counters

@@ -1,0 +1,143 @@
+//! Which copy heals the others when the changelog names none: every copy
+//! that took part is dirty (a transaction started) and none blames another
+//! (it never reached its post-op, so it was never acknowledged: a client
+//! crash or a set-wide failure mid-write). The copies may differ, and any
+//! of them is an acceptable outcome for a write nobody was told finished,
+//! but they must end the same. The rule is deterministic so that every
+//! self-heal daemon, and every rerun of a seed, picks the same copy.
+//!
+//! The rule (the original system picks the largest file the same way):
+//! for data, the largest size, then the latest mtime, then the lowest
+//! brick index; for metadata, the latest ctime, then the lowest index.
+
+use mortar_client::afr::{BrickView, Kind};
+use mortar_proto::Timespec;
+
+/// What the rule looks at on one candidate copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The brick's index in its set.
+    pub brick: usize,
+    pub size: u64,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+/// Is this the no-blame, dirty case: some copy is dirty for `kind` and no
+/// copy blames any other for it?
+pub fn dirty_without_blame(views: &[Option<BrickView>], kind: Kind) -> bool {
+    let k = kind as usize;
+    let seen: Vec<&BrickView> = views.iter().flatten().collect();
+    let dirty = seen.iter().any(|v| v.dirty[k] != 0);
+    let blamed = seen.iter().any(|v| v.blames.iter().any(|b| b[k] != 0));
+    dirty && !blamed
+}
+
+/// The copy that heals the others (see the module's rule). `None` when
+/// there is no candidate.
+pub fn pick_source(kind: Kind, candidates: &[Candidate]) -> Option<usize> {
+    let key = |c: &Candidate| match kind {
+        Kind::Data => (c.size, c.mtime, std::cmp::Reverse(c.brick)),
+        Kind::Metadata | Kind::Entry => (0, c.ctime, std::cmp::Reverse(c.brick)),
+    };
+    candidates.iter().max_by_key(|c| key(c)).map(|c| c.brick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: i64) -> Timespec {
+        Timespec { secs, nsecs: 0 }
+    }
+
+    fn c(brick: usize, size: u64, mtime: i64, ctime: i64) -> Candidate {
+        Candidate {
+            brick,
+            size,
+            mtime: ts(mtime),
+            ctime: ts(ctime),
+        }
+    }
+
+    fn view(dirty: i64, blames: &[i64]) -> Option<BrickView> {
+        Some(BrickView {
+            blames: blames.iter().map(|b| [*b, 0, 0]).collect(),
+            dirty: [dirty, 0, 0],
+        })
+    }
+
+    #[test]
+    fn the_dirty_without_blame_case() {
+        for (views, want, why) in [
+            (vec![view(1, &[0, 0, 0]); 3], true, "all dirty, none blamed"),
+            (
+                vec![view(1, &[0, 0, 0]), view(0, &[0, 0, 0]), None],
+                true,
+                "one dirty, one clean, one down",
+            ),
+            (vec![view(0, &[0, 0, 0]); 3], false, "clean"),
+            (
+                vec![
+                    view(1, &[0, 0, 1]),
+                    view(1, &[0, 0, 1]),
+                    view(1, &[0, 0, 0]),
+                ],
+                false,
+                "blame names the stale copy: the ordinary case",
+            ),
+            (vec![None, None, None], false, "nothing answered"),
+        ] {
+            assert_eq!(dirty_without_blame(&views, Kind::Data), want, "{why}");
+        }
+        // Other kinds' counters do not count.
+        let meta_dirty = vec![
+            Some(BrickView {
+                blames: vec![[0; 3]; 2],
+                dirty: [0, 1, 0],
+            });
+            2
+        ];
+        assert!(!dirty_without_blame(&meta_dirty, Kind::Data));
+        assert!(dirty_without_blame(&meta_dirty, Kind::Metadata));
+    }
+
+    #[test]
+    fn the_source_rule() {
+        for (kind, cands, want, why) in [
+            (
+                Kind::Data,
+                vec![c(0, 10, 5, 5), c(1, 20, 1, 1), c(2, 15, 9, 9)],
+                1,
+                "largest",
+            ),
+            (
+                Kind::Data,
+                vec![c(0, 20, 5, 5), c(1, 20, 7, 1), c(2, 20, 6, 9)],
+                1,
+                "then latest mtime",
+            ),
+            (
+                Kind::Data,
+                vec![c(2, 20, 7, 1), c(0, 20, 7, 5), c(1, 20, 7, 9)],
+                0,
+                "then lowest brick",
+            ),
+            (
+                Kind::Metadata,
+                vec![c(0, 99, 9, 1), c(1, 1, 1, 3), c(2, 5, 5, 2)],
+                1,
+                "latest ctime",
+            ),
+            (
+                Kind::Metadata,
+                vec![c(1, 0, 0, 3), c(0, 0, 0, 3)],
+                0,
+                "then lowest brick",
+            ),
+        ] {
+            assert_eq!(pick_source(kind, &cands), Some(want), "{why}");
+        }
+        assert_eq!(pick_source(Kind::Data, &[]), None);
+    }
+}
