@@ -42,6 +42,8 @@ struct Followed {
     connections: u64,
     /// The last crawl left work (skipped files): crawl again soon.
     unfinished: bool,
+    /// mgmtd's count of `volume heal` requests at the last look.
+    requests: u64,
 }
 
 /// What decides whether a volume's crawl is due now.
@@ -55,18 +57,32 @@ pub struct CrawlClock {
     pub reconnected: bool,
     /// The last crawl left files it could not heal.
     pub unfinished: bool,
+    /// An operator asked for a heal (`volume heal NAME`) since the last look.
+    pub requested: bool,
 }
 
 /// Is a crawl due? The first look always crawls; then on every reconnect
 /// (a brick that came back holds nothing new, its partners' indices name
-/// what it missed), every tick while work is left, and every heal-timeout.
+/// what it missed), on `volume heal NAME`, every tick while work is left,
+/// and every heal-timeout.
 pub fn crawl_due(c: CrawlClock) -> bool {
     let Some(since) = c.since_last else {
         return true;
     };
     since >= c.heal_timeout
         || c.reconnected
+        || c.requested
         || (c.unfinished && since >= Duration::from_millis(TICK_MS))
+}
+
+/// mgmtd's counts of `volume heal` requests, by volume (empty when the
+/// mgmtd is older and does not know the request: heal-timeout still holds).
+async fn heal_requests(rpc: &RpcClient) -> BTreeMap<String, u64> {
+    let req = CliRequest::HealRequests;
+    match cli_call_flat(rpc, &req, Duration::from_secs(MGMT_CALL_SECS)).await {
+        Ok(CliReply::HealRequests(v)) => v.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 async fn volumes(rpc: &RpcClient) -> Result<Vec<Volume>, HealError> {
@@ -124,6 +140,7 @@ impl Shd {
                     last_crawl: None,
                     connections: 0,
                     unfinished: true,
+                    requests: 0,
                 };
                 self.followed.insert(name.to_string(), f);
                 true
@@ -135,8 +152,9 @@ impl Shd {
         }
     }
 
-    /// Crawl `v`'s local bricks if a crawl is due.
-    async fn crawl_if_due(&mut self, v: &Volume) {
+    /// Crawl `v`'s local bricks if a crawl is due; `requests` is mgmtd's
+    /// count of `volume heal` requests for it.
+    async fn crawl_if_due(&mut self, v: &Volume, requests: u64) {
         let now = self.rt.clock().now();
         let f = self
             .followed
@@ -148,8 +166,10 @@ impl Shd {
             heal_timeout: heal_timeout(v),
             reconnected: made != f.connections,
             unfinished: f.unfinished,
+            requested: requests != f.requests,
         });
         f.connections = made;
+        f.requests = requests;
         if !due {
             return;
         }
@@ -205,9 +225,11 @@ pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
                     .map(|v| (v.name.clone(), v))
                     .collect();
                 shd.drop_unwanted(&wanted);
+                let requests = heal_requests(&rpc).await;
                 for (name, v) in &wanted {
                     if shd.follow(name).await {
-                        shd.crawl_if_due(v).await;
+                        let asked = requests.get(name).copied().unwrap_or(0);
+                        shd.crawl_if_due(v, asked).await;
                     }
                 }
             }
@@ -234,6 +256,7 @@ mod tests {
             heal_timeout: Duration::from_secs(600),
             reconnected,
             unfinished,
+            requested: false,
         }
     }
 
@@ -292,6 +315,7 @@ mod tests {
             heal_timeout: default,
             reconnected: true,
             unfinished: false,
+            requested: false,
         };
         assert!(crawl_due(c));
     }

@@ -27,6 +27,8 @@ pub mod peer_procs {
     pub const BRICK_STATUS: u16 = 11;
     pub const MIGRATION_STATUS: u16 = 12;
     pub const SHD_STATUS: u16 = 13;
+    /// `volume heal NAME` on another server: tell this one's self-heal daemon.
+    pub const HEAL_NOW: u16 = 14;
 }
 
 /// "Who are you?" — the first thing peers say to each other.

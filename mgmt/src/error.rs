@@ -95,6 +95,8 @@ pub enum MgmtError {
     SyncNoConnection { host: String },
 
     // ---- volumes (the CLI's checks) ----
+    #[error("volume {volume} {why}: nothing to heal")]
+    NothingToHeal { volume: String, why: &'static str },
     #[error("volume {0} does not exist")]
     NoVolume(String),
     /// A volume plan, option value or state change that does not fit

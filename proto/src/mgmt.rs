@@ -92,6 +92,15 @@ pub enum CliRequest {
     },
     /// From a migration process (`remove-brick start`): progress so far.
     MigrationReport(MigrationView),
+    /// `volume heal NAME`: every server's self-heal daemon crawls its
+    /// bricks' pending-heal indices now, not at the next heal-timeout.
+    HealNow {
+        name: String,
+    },
+    /// From a self-heal daemon: how many `volume heal` requests each volume
+    /// has had since this mgmtd started (counters only grow); a change is
+    /// the signal to crawl.
+    HealRequests,
 }
 
 /// Longest a volfile watch is held open by mgmtd.
@@ -158,6 +167,8 @@ pub enum CliReply {
     VolfileUnchanged,
     /// `remove-brick status`: one line per server that ran a migration.
     Migration(Vec<MigrationView>),
+    /// Answer to [`CliRequest::HealRequests`]: volume -> requests so far.
+    HealRequests(Vec<(String, u64)>),
 }
 
 /// The state of `remove-brick start`'s data migration on one server.

@@ -97,9 +97,13 @@ pub struct Volume {
 
 impl Volume {
     /// Does this volume need self-heal daemons (on the servers with its
-    /// bricks)? Started, with redundancy (replicate or disperse).
+    /// bricks)? Started, with redundancy (replicate or disperse), and
+    /// `cluster.self-heal-daemon` not off.
     pub fn wants_shd(&self) -> bool {
-        self.status == VolumeStatus::Started
+        let enabled = crate::options::get(&self.options, crate::options::SELF_HEAL_DAEMON)
+            .is_none_or(|v| v != "off");
+        enabled
+            && self.status == VolumeStatus::Started
             && matches!(
                 self.layout,
                 Layout::Replicate { .. } | Layout::Disperse { .. }

@@ -25,7 +25,7 @@ fn brick_list(bricks: &[BrickSpec]) -> String {
 }
 
 impl<S: Storage> Inner<S> {
-    fn volume_or_err(&self, name: &str) -> Result<Volume> {
+    pub(super) fn volume_or_err(&self, name: &str) -> Result<Volume> {
         self.state
             .lock()
             .expect("state")
@@ -60,6 +60,8 @@ impl<S: Storage> Inner<S> {
             } => self.remove_brick(name, bricks, action).await,
             R::MigrationReport(m) => self.migration_report(m),
             R::GetVolfile { .. } | R::WatchVolfile { .. } => self.cli_volfile(req).await,
+            R::HealNow { name } => self.heal_now(&name).await,
+            R::HealRequests => Ok(CliReply::HealRequests(self.heal_requests())),
         }
     }
 

@@ -29,6 +29,7 @@
 //! ```
 
 mod cli;
+mod heal;
 mod peer_side;
 mod peers;
 mod phase;
@@ -145,6 +146,10 @@ struct Inner<S: Storage> {
     migrations: Mutex<BTreeMap<String, MigrationView>>,
     /// This server's self-heal daemon, when one runs.
     shd: Mutex<Option<u32>>,
+    /// Volume -> `volume heal` requests seen here (asked by the self-heal
+    /// daemon; in memory: a restarted mgmtd starts again from zero, and
+    /// the daemon takes any change as a request).
+    heal_requests: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A running mgmtd.
@@ -241,6 +246,7 @@ impl<S: Storage> Mgmtd<S> {
             changes: Watch::new((0, false)),
             migrations: Mutex::new(BTreeMap::new()),
             shd: Mutex::new(None),
+            heal_requests: Mutex::new(BTreeMap::new()),
         });
         let servers = serve(&inner).await?;
         tracing::info!(uuid = %inner.me.uuid, listen = %cfg.listen, "mgmtd ready");

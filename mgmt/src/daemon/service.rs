@@ -138,6 +138,11 @@ async fn peer_queries<S: Storage>(
             let _name: String = req.decode()?;
             reply(&inner.shd_running())
         }
+        peer_procs::HEAL_NOW => {
+            let name: String = req.decode()?;
+            inner.note_heal_request(&name);
+            reply(&PeerResult::Ok(()))
+        }
         peer_procs::MIGRATION_STATUS => {
             let name: String = req.decode()?;
             let m = inner

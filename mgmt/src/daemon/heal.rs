@@ -1,0 +1,137 @@
+//! `volume heal NAME`: the self-heal daemons crawl now. The server the CLI
+//! talked to counts the request and tells every peer (bounded, best
+//! effort: a server that cannot be told still crawls at its next
+//! heal-timeout, and the answer names it); each server's daemon asks its
+//! own mgmtd for the counts every tick and crawls when one changed.
+
+use mortar_storage::Storage;
+
+use super::Inner;
+use crate::api::*;
+use crate::error::{MgmtError, Result};
+use crate::volume::{Volume, VolumeStatus};
+
+/// Why `volume heal` has nothing to do for `v`, if so.
+pub fn nothing_to_heal(v: &Volume) -> Option<&'static str> {
+    if v.status != VolumeStatus::Started {
+        Some("is not started")
+    } else if !v.wants_shd() {
+        Some("is not replicated or dispersed (or its self-heal daemon is disabled)")
+    } else {
+        None
+    }
+}
+
+/// The text `volume heal NAME` answers with.
+pub fn heal_launched_text(volume: &str, not_told: &[String]) -> String {
+    let mut s = format!(
+        "Launching heal operation to perform index self heal on volume {volume} has been successful\nUse heal info commands to check status."
+    );
+    if !not_told.is_empty() {
+        s.push_str(&format!(
+            "\nNot told (they heal at their next heal-timeout): {}",
+            not_told.join("; ")
+        ));
+    }
+    s
+}
+
+impl<S: Storage> Inner<S> {
+    /// Count a heal request for `volume` here.
+    pub(super) fn note_heal_request(&self, volume: &str) {
+        *self
+            .heal_requests
+            .lock()
+            .expect("heal requests")
+            .entry(volume.to_string())
+            .or_default() += 1;
+    }
+
+    pub(super) fn heal_requests(&self) -> Vec<(String, u64)> {
+        let m = self.heal_requests.lock().expect("heal requests");
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// `volume heal NAME`.
+    pub(super) async fn heal_now(&self, name: &str) -> Result<CliReply> {
+        let v = self.volume_or_err(name)?;
+        if let Some(why) = nothing_to_heal(&v) {
+            return Err(MgmtError::NothingToHeal {
+                volume: name.to_string(),
+                why,
+            });
+        }
+        self.note_heal_request(name);
+        let mut not_told = Vec::new();
+        for (uuid, c) in self.clients() {
+            let told = self
+                .call_peer::<_, PeerResult<()>>(&c, peer_procs::HEAL_NOW, &name.to_string())
+                .await;
+            match told {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => not_told.push(format!("{}: {e}", self.peer_name(&uuid))),
+            }
+        }
+        Ok(CliReply::Done(heal_launched_text(name, &not_told)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{parse_brick, Layout, Transport};
+    use std::collections::BTreeMap;
+
+    fn vol(layout: Layout, status: VolumeStatus) -> Volume {
+        Volume {
+            name: "v".into(),
+            id: "id".into(),
+            layout,
+            transport: Transport::Tcp,
+            bricks: vec![parse_brick("s1:/b").unwrap()],
+            status,
+            options: BTreeMap::new(),
+            version: 1,
+            removing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_can_be_healed() {
+        let r3 = Layout::Replicate {
+            replica: 3,
+            arbiter: false,
+        };
+        let ec = Layout::Disperse {
+            data: 4,
+            redundancy: 2,
+        };
+        for (v, want) in [
+            (vol(r3, VolumeStatus::Started), None),
+            (vol(ec, VolumeStatus::Started), None),
+            (vol(r3, VolumeStatus::Stopped), Some("is not started")),
+            (vol(r3, VolumeStatus::Created), Some("is not started")),
+            (
+                vol(Layout::Distribute, VolumeStatus::Started),
+                Some("is not replicated or dispersed (or its self-heal daemon is disabled)"),
+            ),
+        ] {
+            assert_eq!(nothing_to_heal(&v), want, "{:?} {:?}", v.layout, v.status);
+        }
+        let mut off = vol(r3, VolumeStatus::Started);
+        off.options
+            .insert(crate::options::SELF_HEAL_DAEMON.into(), "off".into());
+        assert!(nothing_to_heal(&off).is_some(), "disabled daemon");
+    }
+
+    #[test]
+    fn the_answer_names_servers_not_told() {
+        let t = heal_launched_text("vol1", &[]);
+        assert!(t.starts_with(
+            "Launching heal operation to perform index self heal on volume vol1 has been successful"
+        ));
+        assert!(!t.contains("Not told"));
+        let t = heal_launched_text("vol1", &["s2: timed out".into()]);
+        assert!(t.ends_with("Not told (they heal at their next heal-timeout): s2: timed out"));
+    }
+}
