@@ -303,9 +303,11 @@ async fn create(
 
 /// Make a regular file on `sink` and copy in the source's data and
 /// metadata, under the file's whole-file lock on every brick. The data is
-/// copied here, not left to the file's data heal: a file moved away from
-/// a directory healed before the one it moved to has no data blame, and
-/// would otherwise stay empty on the sink.
+/// left to the file's own data heal only when the source blames the sink
+/// for the file's data (it was written while the sink was down: it is in
+/// the source's pending-heal index). Otherwise it is copied here: a file
+/// moved away from a directory healed before the one it moved to, or one
+/// inside a moved directory, has no data blame and would stay empty.
 async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize) -> FopResult<()> {
     let gfid = q.new.gfid;
     let owner = set.new_lock_owner();
@@ -325,7 +327,7 @@ async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize)
     let make = async {
         let made = async {
             children[sink].fop(Fop::Create(q)).await?;
-            if Some(sink) != set.arbiter() {
+            if Some(sink) != set.arbiter() && !data_heal_follows(set, gfid, source, sink).await {
                 copy_data(children, gfid, source, &[sink]).await?;
             }
             copy_metadata(children, gfid, source, &[sink]).await
@@ -342,6 +344,16 @@ async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize)
             format!("making {gfid} on {}: {other:?}", children[sink].name()),
         )),
     }
+}
+
+/// Does the good copy `source` blame `sink` for the data of `gfid`? Then
+/// the file's data heal copies it (and clears that blame).
+async fn data_heal_follows(set: &Replicate, gfid: Gfid, source: usize, sink: usize) -> bool {
+    let views = set.views(gfid, &[source]).await;
+    views[source]
+        .as_ref()
+        .and_then(|v| v.blames.get(sink))
+        .is_some_and(|b| b[Kind::Data as usize] > 0)
 }
 
 /// Before a directory is made on `sink`, the good copies blame the sink
