@@ -172,100 +172,171 @@ fn plan_sink(
     plan: &mut Plan,
 ) {
     let sink = &st.listings[s];
-    let blamed = st.blamed_by_good[s];
-    let mut held: BTreeSet<Gfid> = sink.values().map(|e| e.gfid).collect();
-    held.extend(st.held_elsewhere[s].iter().copied());
-    let (mut first, mut removals, mut last) = (Vec::new(), Vec::new(), Vec::new());
-    // Directories of this sink that move to another name here.
-    let mut moved: BTreeSet<Gfid> = BTreeSet::new();
+    let mut p = SinkPlan {
+        s,
+        sink,
+        blamed: st.blamed_by_good[s],
+        held: sink.values().map(|e| e.gfid).collect(),
+        moved: BTreeSet::new(),
+        first: Vec::new(),
+        last: Vec::new(),
+        unhealed: Vec::new(),
+    };
+    p.held.extend(st.held_elsewhere[s].iter().copied());
     for (name, (e, source)) in agreed {
         let replaces = match sink.get(name) {
             Some(x) if x == e => continue,
-            Some(x)
-                if !blamed
-                    || (x.kind == FileKind::Directory && !agreed_gfids.contains(&x.gfid)) =>
-            {
-                plan.unhealed.push(Unhealed::SplitBrain {
+            Some(x) if !p.blamed || !replaceable(x, agreed_gfids) => {
+                p.unhealed.push(Unhealed::SplitBrain {
                     name: name.clone(),
-                    why: format!(
-                        "brick {s} holds {} here and the good copies {}{}",
-                        x.gfid,
-                        e.gfid,
-                        if blamed {
-                            " (a directory: not removed)"
-                        } else {
-                            ", and none blames it"
-                        }
-                    ),
+                    why: mismatch(s, x, e, p.blamed),
                 });
                 continue;
             }
             Some(_) => true,
             None => false,
         };
-        let to = if replaces { &mut last } else { &mut first };
-        if e.kind == FileKind::Directory {
-            let old = sink.iter().find(|(n, x)| *x == e && *n != name);
-            match old {
-                Some((from, _)) => {
-                    moved.insert(e.gfid);
-                    to.push(Action::Rename {
-                        sink: s,
-                        from: from.clone(),
-                        name: name.clone(),
-                        gfid: e.gfid,
-                    });
-                }
-                None if held.contains(&e.gfid) => plan.unhealed.push(Unhealed::LeftAlone {
-                    name: name.clone(),
-                    why: format!("brick {s} holds directory {} in another directory; that directory's heal removes it there first", e.gfid),
-                }),
-                None => {
-                    held.insert(e.gfid);
-                    to.push(Action::Create { sink: s, name: name.clone(), entry: *e, source: *source });
-                }
-            }
-        } else if held.contains(&e.gfid) {
-            to.push(Action::Link {
-                sink: s,
-                name: name.clone(),
-                gfid: e.gfid,
-            });
-        } else {
-            held.insert(e.gfid);
-            to.push(Action::Create {
-                sink: s,
-                name: name.clone(),
-                entry: *e,
-                source: *source,
-            });
-        }
+        p.add(name, *e, *source, replaces);
     }
-    for (name, x) in sink {
-        let kept = agreed.get(name).is_some_and(|(e, _)| e == x);
-        if kept || disputed.contains(name) || moved.contains(&x.gfid) {
-            continue;
-        }
-        if agreed.contains_key(name) && !last.iter().any(|a| action_name(a) == name) {
-            // A mismatch reported above as split-brain: left as it is.
-            continue;
-        }
-        if blamed {
-            removals.push(Action::Remove {
-                sink: s,
-                name: name.clone(),
-                entry: *x,
-            });
-        } else {
-            plan.unhealed.push(Unhealed::LeftAlone {
-                name: name.clone(),
-                why: format!("only brick {s} has it and no good copy blames brick {s}; not removed without that evidence"),
-            });
-        }
-    }
-    plan.actions.extend(first);
+    let removals = p.removals(agreed, disputed);
+    plan.unhealed.append(&mut p.unhealed);
+    plan.actions.extend(p.first);
     plan.actions.extend(removals);
-    plan.actions.extend(last);
+    plan.actions.extend(p.last);
+}
+
+/// May the sink's `x`, under a name the good copies give another object,
+/// be replaced? A file may (its data lives on if it has another name; if
+/// not, it is made again from a good copy); a directory only when it is
+/// moved to another name of this directory, never removed for this.
+fn replaceable(x: &Entry, agreed_gfids: &BTreeSet<Gfid>) -> bool {
+    x.kind != FileKind::Directory || agreed_gfids.contains(&x.gfid)
+}
+
+fn mismatch(s: usize, x: &Entry, e: &Entry, blamed: bool) -> String {
+    let why = if blamed {
+        "it is a directory, which is never removed for this".to_string()
+    } else {
+        format!("no good copy blames brick {s}")
+    };
+    format!(
+        "brick {s} holds {} here and the good copies hold {}; {why}",
+        x.gfid, e.gfid
+    )
+}
+
+/// The plan for one stale copy as it is built.
+struct SinkPlan<'a> {
+    s: usize,
+    sink: &'a Listing,
+    blamed: bool,
+    /// The gfids the sink holds (here, elsewhere, or made by this plan).
+    held: BTreeSet<Gfid>,
+    /// Directories of the sink this plan moves to another name here.
+    moved: BTreeSet<Gfid>,
+    /// Names added to free slots (before the removals).
+    first: Vec<Action>,
+    /// Names added where a removed name was (after the removals).
+    last: Vec<Action>,
+    unhealed: Vec<Unhealed>,
+}
+
+impl SinkPlan<'_> {
+    /// Give the sink the good copies' `name` -> `e` (held by `source`);
+    /// `replaces`: the sink has another object under that name.
+    fn add(&mut self, name: &str, e: Entry, source: usize, replaces: bool) {
+        let (s, name) = (self.s, name.to_string());
+        let action = if e.kind == FileKind::Directory {
+            let old = self.sink.iter().find(|(n, x)| **x == e && **n != name);
+            match old {
+                // Moved onto a name the sink still uses (a swap): not
+                // built; left for a later heal rather than risk a loss.
+                Some(_) if replaces => {
+                    self.unhealed.push(Unhealed::LeftAlone {
+                        name,
+                        why: format!("brick {s} holds another directory under this name"),
+                    });
+                    return;
+                }
+                Some((from, _)) => {
+                    self.moved.insert(e.gfid);
+                    let from = from.clone();
+                    Action::Rename {
+                        sink: s,
+                        from,
+                        name,
+                        gfid: e.gfid,
+                    }
+                }
+                None if self.held.contains(&e.gfid) => {
+                    self.unhealed.push(Unhealed::LeftAlone {
+                        name,
+                        why: format!("brick {s} holds directory {} in another directory; that directory's heal removes it there first", e.gfid),
+                    });
+                    return;
+                }
+                None => Action::Create {
+                    sink: s,
+                    name,
+                    entry: e,
+                    source,
+                },
+            }
+        } else if self.held.contains(&e.gfid) {
+            Action::Link {
+                sink: s,
+                name,
+                gfid: e.gfid,
+            }
+        } else {
+            Action::Create {
+                sink: s,
+                name,
+                entry: e,
+                source,
+            }
+        };
+        self.held.insert(e.gfid);
+        if replaces {
+            &mut self.last
+        } else {
+            &mut self.first
+        }
+        .push(action);
+    }
+
+    /// The sink's names that go: those no good copy has with that gfid,
+    /// when a good copy blames the sink; otherwise they are left alone.
+    fn removals(
+        &mut self,
+        agreed: &BTreeMap<String, (Entry, usize)>,
+        disputed: &BTreeSet<String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (name, x) in self.sink {
+            let kept = agreed.get(name).is_some_and(|(e, _)| e == x);
+            if kept || disputed.contains(name) || self.moved.contains(&x.gfid) {
+                continue;
+            }
+            if agreed.contains_key(name) && !self.last.iter().any(|a| action_name(a) == name) {
+                // A mismatch reported as split-brain or left alone above.
+                continue;
+            }
+            if self.blamed {
+                out.push(Action::Remove {
+                    sink: self.s,
+                    name: name.clone(),
+                    entry: *x,
+                });
+            } else {
+                self.unhealed.push(Unhealed::LeftAlone {
+                    name: name.clone(),
+                    why: format!("only brick {} has it and no good copy blames brick {}; not removed without that evidence", self.s, self.s),
+                });
+            }
+        }
+        out
+    }
 }
 
 fn action_name(a: &Action) -> &str {
@@ -348,10 +419,20 @@ mod tests {
         }
     }
 
+    /// Each case: what it is, the plan, the actions it must hold in order,
+    /// and how many names it must leave unhealed (none a split-brain).
+    fn check(cases: Vec<(&str, Plan, Vec<Action>, usize)>) {
+        for (what, got, want, unhealed) in cases {
+            assert_eq!(got.actions, want, "{what}");
+            assert_eq!(got.unhealed.len(), unhealed, "{what}: {:?}", got.unhealed);
+            assert!(!got.is_split_brain(), "{what}");
+        }
+    }
+
+    /// Names made and removed while a brick was down.
     #[test]
-    fn entry_plans() {
+    fn entry_plans_for_made_and_removed_names() {
         let (a, b) = (e(1, F), e(2, F));
-        let dir = e(9, D);
         let cases: Vec<(&str, Plan, Vec<Action>, usize)> = vec![
             (
                 "created while down: made on the sink with the same gfid",
@@ -377,6 +458,16 @@ mod tests {
                 vec![create("b", b)],
                 0,
             ),
+        ];
+        check(cases);
+    }
+
+    /// Renames, links and subtrees.
+    #[test]
+    fn entry_plans_for_moved_and_linked_names() {
+        let (a, b) = (e(1, F), e(2, F));
+        let dir = e(9, D);
+        let cases: Vec<(&str, Plan, Vec<Action>, usize)> = vec![
             (
                 "renamed while down: linked under the new name, then the old removed",
                 run(&[("new", a)], &[("old", a)], true),
@@ -431,17 +522,23 @@ mod tests {
                 1,
             ),
             (
+                "directories swapped while down: left alone, nothing removed",
+                run(
+                    &[("x", dir), ("y", e(10, D))],
+                    &[("x", e(10, D)), ("y", dir)],
+                    true,
+                ),
+                vec![],
+                2,
+            ),
+            (
                 "clean: nothing to do",
                 run(&[("a", a), ("d", dir)], &[("a", a), ("d", dir)], true),
                 vec![],
                 0,
             ),
         ];
-        for (what, got, want, unhealed) in cases {
-            assert_eq!(got.actions, want, "{what}");
-            assert_eq!(got.unhealed.len(), unhealed, "{what}: {:?}", got.unhealed);
-            assert!(!got.is_split_brain(), "{what}");
-        }
+        check(cases);
         let p = run(&[("d", dir), ("a", a)], &[("a", a)], true);
         assert_eq!(p.new_directories(), vec![(2, dir.gfid)]);
     }
