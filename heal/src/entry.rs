@@ -554,6 +554,11 @@ mod tests {
                 vec![],
             ),
             (
+                "same gfid, another kind on the sink, and no blame",
+                run(&[("a", a)], &[("a", e(1, FileKind::Fifo))], false),
+                vec![],
+            ),
+            (
                 "the good copies disagree on the gfid",
                 run_with(&[("a", a)], &[("a", b)], &[], true, &[]),
                 vec![],
