@@ -253,7 +253,12 @@ async fn create(
     on: (usize, usize),
     good: &[usize],
 ) -> FopResult<()> {
-    let (source, sink) = on;
+    let (mut source, sink) = on;
+    if entry.kind == FileKind::Regular && Some(source) == set.arbiter() {
+        // Every good copy holds the name; a file's data comes from one
+        // that is not the arbiter (never a data source).
+        source = data_source(set, good)?;
+    }
     let children = set.children();
     let gfid = entry.gfid;
     let a = children[source]
@@ -299,6 +304,20 @@ async fn create(
         }
     }
     copy_metadata(children, gfid, source, &[sink]).await
+}
+
+/// A good copy of the directory that may serve a file's data: not the
+/// arbiter.
+fn data_source(set: &Replicate, good: &[usize]) -> FopResult<usize> {
+    good.iter()
+        .copied()
+        .find(|g| Some(*g) != set.arbiter())
+        .ok_or_else(|| {
+            mortar_proto::FopError::new(
+                Errno::EIO,
+                "the arbiter is the only good copy of the directory, and it never serves a file's data; the file waits until a data brick is a good copy",
+            )
+        })
 }
 
 /// Make a regular file on `sink` and copy in the source's data and

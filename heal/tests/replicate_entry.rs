@@ -32,14 +32,14 @@ struct Tree {
 }
 
 impl Tree {
-    async fn start(vol: &str) -> Tree {
+    async fn start(vol: &str, arbiter: bool) -> Tree {
         let b = Bricks::start(vol, 3).await;
         let set = Replicate::new(
             &b.rt,
             &format!("{vol}-replicate-0"),
             b.children(),
             Quorum::Auto,
-            false,
+            arbiter,
         );
         Tree {
             b,
@@ -208,7 +208,19 @@ async fn heal_until_clean(t: &Tree) -> Vec<Vec<HealOutcome>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_made_while_a_brick_was_down_are_healed_back() {
-    let mut t = Tree::start("entry-r3").await;
+    heal_cycle("entry-r3", false, 2).await;
+}
+
+/// The same with an arbiter: a data brick misses the names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_made_while_a_data_brick_was_down_are_healed_back_with_an_arbiter() {
+    heal_cycle("entry-a1", true, 0).await;
+}
+
+/// Make, link, rename, move and remove names with brick `down` down, bring
+/// it back, heal until the indices are empty, and compare every brick.
+async fn heal_cycle(vol: &str, arbiter: bool, down: usize) {
+    let mut t = Tree::start(vol, arbiter).await;
     // Before the failure: a directory with a file to move away, one to
     // remove, and a directory to remove with what it holds.
     let pre = t.mkdir(Gfid::ROOT, "pre").await;
@@ -224,7 +236,7 @@ async fn names_made_while_a_brick_was_down_are_healed_back() {
     t.create(tsub, "t2", b"two levels down in a moved directory")
         .await;
 
-    t.b.kill(2).await;
+    t.b.kill(down).await;
     let d = t.mkdir(Gfid::ROOT, "d").await;
     let mut files = Vec::new();
     for n in 0..20 {
@@ -285,13 +297,14 @@ async fn names_made_while_a_brick_was_down_are_healed_back() {
         name: "f05".into(),
     }))
     .await;
-    t.b.revive(2).await;
+    t.b.revive(down).await;
 
-    let good = walk(&t.b, 0, false).await;
+    let reference = if down == 0 { 1 } else { 0 };
+    let good = walk(&t.b, reference, false).await;
     assert_ne!(
-        walk(&t.b, 2, false).await.keys().count(),
+        walk(&t.b, down, false).await.keys().count(),
         good.len(),
-        "brick 2 missed names"
+        "brick {down} missed names"
     );
     let rounds = heal_until_clean(&t).await;
     for (n, round) in rounds.iter().enumerate() {
@@ -321,7 +334,7 @@ async fn names_made_while_a_brick_was_down_are_healed_back() {
             .collect();
         assert!(
             differ.is_empty(),
-            "brick {i} after heal ({} rounds) differs from brick 0 at {differ:?}",
+            "brick {i} after heal ({} rounds) differs from a good copy at {differ:?}",
             rounds.len()
         );
         let left = t.b.clients[i].pending_heal(100).await.unwrap();
