@@ -29,8 +29,8 @@ struct Counters {
 /// all of them, rebuild the fragments (data) and metadata of the
 /// bricks that are not of the current generation from those that
 /// are, give them its version and size, then clear the dirty counters
-/// that were read (current fragments first). Directories are reported
-/// (entry heal is not built).
+/// that were read (current fragments first). Directories are reported,
+/// not healed: entry heal is built for replicate sets only.
 pub async fn heal_file(set: &Disperse, gfid: Gfid) -> HealOutcome {
     if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
         return skipped;
@@ -86,7 +86,7 @@ async fn heal_locked(set: &Disperse, gfid: Gfid) -> FopResult<HealOutcome> {
         .attr()?;
     if a.kind == FileKind::Directory {
         return Ok(HealOutcome::Skipped(format!(
-            "{gfid} is a directory: entry heal is not built yet"
+            "{gfid} is a directory of a disperse set: entry heal is built for replicate sets only, so names made or removed while a brick was down stay as they are on it"
         )));
     }
     let k = set.k();

@@ -14,8 +14,10 @@
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
+pub mod entry;
 pub mod error;
 pub mod replicate;
+mod replicate_entry;
 pub mod source;
 mod steps;
 

@@ -15,14 +15,24 @@ use crate::steps::{
 };
 use crate::{source, HealOutcome};
 
-/// Heal one file's data and metadata: with every brick of the set up
-/// and the whole file locked on all of them, copy from a good copy to
-/// the stale ones and clear the counters that were read. Directories
-/// (entry heal) are reported, not healed.
+/// Heal one file: with every brick of the set up, a directory's names
+/// first (entry heal, under the whole directory's entry lock), then its
+/// data and metadata under the whole file locked on all bricks: copy from
+/// a good copy to the stale ones and clear the counters that were read.
 pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
     if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
         return skipped;
     }
+    let entries = match kind_of(set, gfid).await {
+        Some(FileKind::Directory) => crate::replicate_entry::heal_entries(set, gfid).await,
+        Some(_) => HealOutcome::Clean,
+        None => {
+            return HealOutcome::Skipped(format!(
+                "{gfid} is on no brick of {} that answered",
+                set.set_name()
+            ))
+        }
+    };
     let owner = set.new_lock_owner();
     let lock = |kind: LockKind, wait: Option<u64>| {
         Fop::Inodelk(bp::Inodelk {
@@ -36,7 +46,39 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
         })
     };
     let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
-    with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await
+    let inode =
+        with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await;
+    merge_outcomes(entries, inode)
+}
+
+/// The kind of `gfid` on the first brick that knows it.
+async fn kind_of(set: &Replicate, gfid: Gfid) -> Option<FileKind> {
+    for c in set.children() {
+        if let Ok(FopOut::Attr(a)) = c.fop(Fop::Stat(bp::Stat { gfid })).await {
+            return Some(a.kind);
+        }
+    }
+    None
+}
+
+/// One outcome for a directory's entry heal and inode heal: a split-brain
+/// outranks a skip, which outranks a heal; the bricks healed are joined.
+fn merge_outcomes(a: HealOutcome, b: HealOutcome) -> HealOutcome {
+    use HealOutcome::{Clean, Healed, Skipped, SplitBrain};
+    match (a, b) {
+        (SplitBrain(x), _) | (_, SplitBrain(x)) => SplitBrain(x),
+        (Skipped(x), _) | (_, Skipped(x)) => Skipped(x),
+        (Healed(mut x), Healed(y)) => {
+            for n in y {
+                if !x.contains(&n) {
+                    x.push(n);
+                }
+            }
+            Healed(x)
+        }
+        (Healed(x), Clean) | (Clean, Healed(x)) => Healed(x),
+        (Clean, Clean) => Clean,
+    }
 }
 
 async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
@@ -45,14 +87,6 @@ async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
     let views = set.views(gfid, &all).await;
     if views.iter().any(Option::is_none) {
         return HealOutcome::Skipped(format!("not every brick answered for {gfid}"));
-    }
-    let first = children[0].fop(Fop::Stat(bp::Stat { gfid })).await;
-    if let Ok(FopOut::Attr(a)) = &first {
-        if a.kind == FileKind::Directory {
-            return HealOutcome::Skipped(format!(
-                "{gfid} is a directory: entry heal is not built yet"
-            ));
-        }
     }
     let mut healed: Vec<usize> = Vec::new();
     for kind in [Kind::Data, Kind::Metadata] {
@@ -166,7 +200,7 @@ async fn settle_dirty_without_blame(
 /// other (writes refused until the next heal), never a good copy still
 /// blaming copies that are now in sync, which a write without it would
 /// turn into a false split-brain (found by client_writes seed 25).
-async fn clear_counters(
+pub(crate) async fn clear_counters(
     set: &Replicate,
     gfid: Gfid,
     kind: Kind,

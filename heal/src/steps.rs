@@ -10,7 +10,7 @@ use mortar_client::fop::{Child, Fop, FopOut, FopResult};
 use mortar_client::txn;
 use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
-use mortar_proto::Gfid;
+use mortar_proto::{FileKind, Gfid};
 
 use crate::HealOutcome;
 
@@ -152,7 +152,9 @@ pub(crate) async fn copy_metadata(
         children[s]
             .fop(Fop::Setattr(bp::Setattr {
                 gfid,
-                mode: Some(a.mode),
+                // A symlink's mode is fixed (0777): only its owner and
+                // times are copied.
+                mode: (a.kind != FileKind::Symlink).then_some(a.mode),
                 uid: Some(a.uid),
                 gid: Some(a.gid),
                 atime: Some(a.atime),

@@ -1,0 +1,346 @@
+//! Replica 3 over three real bricks on loopback: names made, linked,
+//! renamed and removed while a brick was down come back to it through
+//! entry heal, driven the way the self-heal daemon drives it (heal every
+//! gfid the pending-heal indices list until they are empty), and then
+//! every brick holds the same tree: names, gfids, kinds, modes, sizes,
+//! data, symlink targets, changelog counters zero, index empty.
+#![allow(clippy::disallowed_methods)] // Loopback and real time.
+
+#[path = "../../client/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use common::Bricks;
+use mortar_client::afr::Quorum;
+use mortar_client::fop::{Fop, FopOut, Subvolume};
+use mortar_client::graph::SetLayer;
+use mortar_client::replicate::Replicate;
+use mortar_heal::{heal_file, HealOutcome};
+use mortar_proto::brick::{self as bp, xattr as xa, NewObject};
+use mortar_proto::{Errno, FileKind, Gfid};
+
+/// Heal rounds the test allows before it calls the heal stuck: each round
+/// heals every gfid listed, and a subtree needs one round per level.
+const HEAL_ROUNDS_MAX: usize = 10;
+
+struct Tree {
+    b: Bricks,
+    set: SetLayer,
+    next: u128,
+}
+
+impl Tree {
+    async fn start(vol: &str, arbiter: bool) -> Tree {
+        let b = Bricks::start(vol, 3).await;
+        let set = Replicate::new(
+            &b.rt,
+            &format!("{vol}-replicate-0"),
+            b.children(),
+            Quorum::Auto,
+            arbiter,
+        );
+        Tree {
+            b,
+            set: SetLayer::Replicate(std::sync::Arc::new(set)),
+            next: 0xe000,
+        }
+    }
+
+    fn r(&self) -> &Replicate {
+        match &self.set {
+            SetLayer::Replicate(r) => r,
+            SetLayer::Disperse(_) => unreachable!(),
+        }
+    }
+
+    fn new_object(&mut self, mode: u32) -> NewObject {
+        self.next += 1;
+        NewObject {
+            gfid: Gfid::from_u128(self.next),
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    async fn op(&self, op: Fop) -> FopOut {
+        let what = format!("{op:?}");
+        self.r()
+            .fop(op)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    async fn mkdir(&mut self, parent: Gfid, name: &str) -> Gfid {
+        let new = self.new_object(0o755);
+        let name = name.into();
+        self.op(Fop::Mkdir(bp::Mkdir { parent, name, new })).await;
+        new.gfid
+    }
+
+    async fn create(&mut self, parent: Gfid, name: &str, data: &[u8]) -> Gfid {
+        let new = self.new_object(0o640);
+        let name = name.into();
+        self.op(Fop::Create(bp::Create { parent, name, new })).await;
+        if !data.is_empty() {
+            let w = bp::Write {
+                gfid: new.gfid,
+                offset: 0,
+            };
+            self.op(Fop::Write(w, Bytes::copy_from_slice(data))).await;
+        }
+        new.gfid
+    }
+}
+
+/// What one brick holds under a directory, by path.
+#[derive(Debug, PartialEq, Eq)]
+struct Object {
+    gfid: Gfid,
+    kind: FileKind,
+    mode: u32,
+    size: u64,
+    data: Bytes,
+    target: Option<String>,
+}
+
+/// Walk brick `i`'s tree from the root, recording every object (and,
+/// with `counters_zero`, checking its changelog counters are zero).
+async fn walk(b: &Bricks, i: usize, counters_zero: bool) -> BTreeMap<String, Object> {
+    let c = &b.clients[i];
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![(String::new(), Gfid::ROOT)];
+    while let Some((path, dir)) = dirs.pop() {
+        if counters_zero {
+            assert_counters_zero(b, i, dir, &path).await;
+        }
+        let q = bp::Readdir {
+            dir,
+            after: None,
+            max_entries: 1000,
+        };
+        let FopOut::Dir(page) = c.fop(Fop::Readdir(q)).await.unwrap() else {
+            panic!("readdir shape")
+        };
+        assert!(page.eof, "test directories fit in one page");
+        for e in page.entries {
+            let p = format!("{path}/{}", e.name);
+            let a = e.attr;
+            let (data, target) = match a.kind {
+                FileKind::Regular => (b.read_on(i, a.gfid).await, None),
+                FileKind::Symlink => {
+                    match c.fop(Fop::Readlink(bp::Readlink { gfid: a.gfid })).await {
+                        Ok(FopOut::Target(t)) => (Bytes::new(), Some(t)),
+                        other => panic!("readlink {p}: {other:?}"),
+                    }
+                }
+                _ => (Bytes::new(), None),
+            };
+            if a.kind == FileKind::Directory {
+                dirs.push((p.clone(), a.gfid));
+            } else if counters_zero {
+                assert_counters_zero(b, i, a.gfid, &p).await;
+            }
+            let size = if a.kind == FileKind::Directory {
+                0
+            } else {
+                a.size
+            };
+            out.insert(
+                p,
+                Object {
+                    gfid: a.gfid,
+                    kind: a.kind,
+                    mode: a.mode,
+                    size,
+                    data,
+                    target,
+                },
+            );
+        }
+    }
+    out
+}
+
+async fn assert_counters_zero(b: &Bricks, i: usize, g: Gfid, path: &str) {
+    let mut names: Vec<String> = (0..3)
+        .map(|j| format!("{}{}-client-{j}", xa::CHANGELOG_PREFIX, b.vol))
+        .collect();
+    names.push(xa::DIRTY.to_string());
+    for name in names {
+        let q = bp::Getxattr {
+            gfid: g,
+            name: name.clone(),
+        };
+        match b.clients[i].fop(Fop::Getxattr(q)).await {
+            Ok(FopOut::Value(v)) => assert!(
+                v.iter().all(|x| *x == 0),
+                "brick {i}: {path:?} ({g}) has {name} = {v:?}"
+            ),
+            Err(e) if e.errno == Errno::ENODATA => {}
+            other => panic!("brick {i}: {path:?} {name}: {other:?}"),
+        }
+    }
+}
+
+/// Heal as the daemon's crawl does, until every index is empty; the
+/// outcomes of every round.
+async fn heal_until_clean(t: &Tree) -> Vec<Vec<HealOutcome>> {
+    let mut rounds = Vec::new();
+    for _ in 0..HEAL_ROUNDS_MAX {
+        let mut pending = std::collections::BTreeSet::new();
+        for c in &t.b.clients {
+            pending.extend(c.pending_heal(10_000).await.unwrap());
+        }
+        if pending.is_empty() {
+            return rounds;
+        }
+        let mut outcomes = Vec::new();
+        for g in pending {
+            outcomes.push(heal_file(&t.set, g).await);
+        }
+        rounds.push(outcomes);
+    }
+    panic!("indices not empty after {HEAL_ROUNDS_MAX} rounds: {rounds:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_made_while_a_brick_was_down_are_healed_back() {
+    heal_cycle("entry-r3", false, 2).await;
+}
+
+/// The same with an arbiter: a data brick misses the names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_made_while_a_data_brick_was_down_are_healed_back_with_an_arbiter() {
+    heal_cycle("entry-a1", true, 0).await;
+}
+
+/// Make, link, rename, move and remove names with brick `down` down, bring
+/// it back, heal until the indices are empty, and compare every brick.
+async fn heal_cycle(vol: &str, arbiter: bool, down: usize) {
+    let mut t = Tree::start(vol, arbiter).await;
+    // Before the failure: a directory with a file to move away, one to
+    // remove, and a directory to remove with what it holds.
+    let pre = t.mkdir(Gfid::ROOT, "pre").await;
+    t.create(pre, "old", b"moved elsewhere while brick 2 was down")
+        .await;
+    t.create(pre, "gone", b"removed while brick 2 was down")
+        .await;
+    let doomed = t.mkdir(pre, "doomed").await;
+    t.create(doomed, "inner", b"x").await;
+    let tree = t.mkdir(pre, "tree").await;
+    t.create(tree, "t1", b"moved with its directory").await;
+    let tsub = t.mkdir(tree, "tsub").await;
+    t.create(tsub, "t2", b"two levels down in a moved directory")
+        .await;
+
+    t.b.kill(down).await;
+    let d = t.mkdir(Gfid::ROOT, "d").await;
+    let mut files = Vec::new();
+    for n in 0..20 {
+        let data = if n % 2 == 0 {
+            format!("file {n} ").repeat(n + 1)
+        } else {
+            String::new()
+        };
+        files.push(t.create(d, &format!("f{n:02}"), data.as_bytes()).await);
+    }
+    let sub = t.mkdir(d, "sub").await;
+    let deep = t.mkdir(sub, "deep").await;
+    t.create(deep, "leaf", b"three levels down").await;
+    let new = t.new_object(0o777);
+    t.op(Fop::Symlink(bp::Symlink {
+        parent: d,
+        name: "link".into(),
+        target: "f00".into(),
+        new,
+    }))
+    .await;
+    t.op(Fop::Link(bp::Link {
+        gfid: files[2],
+        new_parent: d,
+        new_name: "f02.hard".into(),
+    }))
+    .await;
+    let rename = |old_parent, old_name: &str, new_parent, new_name: &str| {
+        Fop::Rename(bp::Rename {
+            old_parent,
+            old_name: old_name.into(),
+            new_parent,
+            new_name: new_name.into(),
+        })
+    };
+    t.op(rename(d, "f03", d, "f03.renamed")).await;
+    t.op(rename(pre, "old", d, "moved")).await;
+    // A whole subtree moves to another directory: no file in it is
+    // blamed, so only entry heal's own marks bring it back.
+    t.op(rename(pre, "tree", d, "tree")).await;
+    t.op(Fop::Unlink(bp::Unlink {
+        parent: pre,
+        name: "gone".into(),
+    }))
+    .await;
+    t.op(Fop::Unlink(bp::Unlink {
+        parent: doomed,
+        name: "inner".into(),
+    }))
+    .await;
+    t.op(Fop::Rmdir(bp::Rmdir {
+        parent: pre,
+        name: "doomed".into(),
+    }))
+    .await;
+    t.op(Fop::Unlink(bp::Unlink {
+        parent: d,
+        name: "f05".into(),
+    }))
+    .await;
+    t.b.revive(down).await;
+
+    let reference = if down == 0 { 1 } else { 0 };
+    let good = walk(&t.b, reference, false).await;
+    assert_ne!(
+        walk(&t.b, down, false).await.keys().count(),
+        good.len(),
+        "brick {down} missed names"
+    );
+    let rounds = heal_until_clean(&t).await;
+    for (n, round) in rounds.iter().enumerate() {
+        eprintln!("heal round {n}: {round:?}");
+    }
+    for (n, round) in rounds.iter().enumerate() {
+        for o in round {
+            assert!(!matches!(o, HealOutcome::SplitBrain(_)), "round {n}: {o:?}");
+        }
+    }
+    for p in [
+        "/d/sub/deep/leaf",
+        "/d/moved",
+        "/d/tree/tsub/t2",
+        "/d/f02.hard",
+        "/d/link",
+    ] {
+        assert!(good.contains_key(p), "{p}");
+    }
+    assert!(!good.contains_key("/pre/gone") && !good.contains_key("/d/f05"));
+    for i in 0..3 {
+        let got = walk(&t.b, i, true).await;
+        let differ: std::collections::BTreeSet<&String> = good
+            .keys()
+            .chain(got.keys())
+            .filter(|p| good.get(*p) != got.get(*p))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "brick {i} after heal ({} rounds) differs from a good copy at {differ:?}",
+            rounds.len()
+        );
+        let left = t.b.clients[i].pending_heal(100).await.unwrap();
+        assert!(left.is_empty(), "brick {i} still lists {left:?}");
+    }
+    // A heal of the healed directory finds nothing to do.
+    assert_eq!(heal_file(&t.set, d).await, HealOutcome::Clean);
+    let _ = std::fs::remove_dir_all(&t.b.dir);
+}
