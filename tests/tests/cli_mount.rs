@@ -234,8 +234,8 @@ fn posix_behaviour_through_fuse_mounts() {
         b"written while r3 was down"
     );
     // The mount reconnects to r3 on its own (new port, from the port
-    // map); until it has, new names would miss r3 (entry heal is not built
-    // yet), so wait until a new name reaches r3 before going on.
+    // map); until it has, new names would miss r3 until entry heal brings
+    // them, so wait until a new name reaches r3 before going on.
     let mut probes = 0;
     wait(
         "the mount reconnected to r3",
