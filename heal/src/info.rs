@@ -501,7 +501,13 @@ mod tests {
         let z = [0i64; 3];
         let data = [1, 0, 0];
         let meta = [0, 1, 0];
-        let cases: Vec<(&str, Vec<Option<afr::BrickView>>, Option<usize>, bool)> = vec![
+        type Case = (
+            &'static str,
+            Vec<Option<afr::BrickView>>,
+            Option<usize>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             ("clean", vec![v(&[z, z]), v(&[z, z])], None, false),
             (
                 "one blames the other",
