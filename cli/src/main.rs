@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 mod args;
+mod heal_cmds;
 mod launch;
 mod mgmt_cmds;
 mod render;
@@ -39,6 +40,9 @@ management (talks to the local mgmtd; --remote-host HOST to use another):
   volume remove-brick NAME HOST:/PATH... start|status|commit|force
   volume replace-brick NAME OLD NEW commit force
   volume volfile NAME [HOST:/BRICK]
+  volume heal NAME info [summary | split-brain]
+        pending heal entries of every brick (each brick asked at once, 5 s
+        deadline each; an unreachable brick shows why)
   mount HOST:/VOLUME MOUNTPOINT [--mgmt-port PORT]
         FUSE-mount a volume (runs in the foreground; SIGINT/SIGTERM unmounts)
   options: --json  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS

@@ -124,6 +124,16 @@ impl Target {
         })
     }
 
+    /// The mgmtd this command talks to.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
     fn confirm(&self, question: &str) -> Result<(), Failure> {
         if self.script || !std::io::stdin().is_terminal() {
             return Ok(());
@@ -246,6 +256,7 @@ pub async fn volume(mut args: Args) -> Result<(), Failure> {
         }
     };
     let req = match verb.as_str() {
+        "heal" => return crate::heal_cmds::heal(&t, &rest).await,
         "create" => CliRequest::VolumeCreate(parse_create(&rest).map_err(UsageError)?),
         "start" | "stop" => {
             need(1, &format!("{verb} NAME [force]"))?;

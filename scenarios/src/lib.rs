@@ -14,6 +14,8 @@ pub mod brick;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod heal_info;
+#[cfg(madsim)]
 pub mod mgmt;
 #[cfg(madsim)]
 pub mod rpc;
@@ -64,6 +66,14 @@ mod registry {
             Scenario {
                 name: "mgmt_brick_lifecycle",
                 run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
+            },
+            Scenario {
+                name: "heal_info_dns",
+                run: |sim| {
+                    Box::pin(async move {
+                        crate::heal_info::heal_info_dns(sim).await;
+                    })
+                },
             },
             Scenario {
                 name: "client_writes",

@@ -1,0 +1,329 @@
+//! `mortar volume heal NAME ...`: the heal commands. Only `info` (with
+//! `summary` and `split-brain`) is built; the work is `mortar_heal::info`'s,
+//! this file parses the words and shapes the text like the original's.
+
+use std::io::Write;
+
+use mortar_heal::info::{counts, split_brain_entries, BrickInfo, BrickStatus, HealInfo};
+use mortar_net::Runtime;
+
+use crate::args::UsageError;
+use crate::mgmt_cmds::Target;
+use crate::Failure;
+
+pub const USAGE: &str = "usage: mortar volume heal NAME info [summary | split-brain]";
+
+/// Which `heal info` view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Entries,
+    Summary,
+    SplitBrain,
+}
+
+/// A parsed `volume heal` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealCmd {
+    Info {
+        volume: String,
+        view: View,
+    },
+    /// A heal command of the issue that is not built yet (what to say).
+    NotBuilt(String),
+}
+
+/// Read the words after `volume heal`.
+pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
+    let usage = || UsageError(USAGE.into());
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let not_built = |what: &str| {
+        Ok(HealCmd::NotBuilt(format!(
+            "'volume heal NAME {what}' is not built yet (issue 11); only 'volume heal NAME info [summary | split-brain]' is"
+        )))
+    };
+    match words.as_slice() {
+        [] => Err(usage()),
+        [_] => not_built("(start an index heal)"),
+        [volume, "info", tail @ ..] => {
+            let view = match tail {
+                [] => View::Entries,
+                ["summary"] => View::Summary,
+                ["split-brain"] => View::SplitBrain,
+                _ => return Err(usage()),
+            };
+            Ok(HealCmd::Info {
+                volume: volume.to_string(),
+                view,
+            })
+        }
+        [_, verb @ ("full" | "enable" | "disable" | "split-brain" | "statistics"), ..] => {
+            not_built(verb)
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// Run `volume heal ...` against the mgmtd `t` names.
+pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
+    let (volume, view) = match parse(rest)? {
+        HealCmd::Info { volume, view } => (volume, view),
+        HealCmd::NotBuilt(why) => return Err(Failure::Runtime(why)),
+    };
+    let rt = Runtime::production("mortar-cli");
+    let info = mortar_heal::info::heal_info(&rt, t.endpoint(), &volume)
+        .await
+        .map_err(|e| Failure::Runtime(format!("heal info of {volume}: {e}")))?;
+    rt.scope().kill();
+    let text = if t.json() {
+        serde_json::to_string_pretty(&json(&info, view))
+            .map_err(|e| Failure::Runtime(e.to_string()))?
+            + "\n"
+    } else {
+        render(&info, view)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// The text of one view, shaped like the original's.
+pub fn render(info: &HealInfo, view: View) -> String {
+    info.bricks
+        .iter()
+        .map(|b| match view {
+            View::Entries => brick_entries(b),
+            View::Summary => brick_summary(b),
+            View::SplitBrain => brick_split_brain(b),
+        })
+        .collect()
+}
+
+fn status_line(b: &BrickInfo) -> String {
+    match &b.status {
+        BrickStatus::Connected => "Status: Connected\n".into(),
+        BrickStatus::Error(e) => format!("Status: {e}\n"),
+    }
+}
+
+fn number(n: Option<usize>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+fn truncated_note(b: &BrickInfo) -> &'static str {
+    if b.truncated {
+        " (more not listed)"
+    } else {
+        ""
+    }
+}
+
+fn brick_entries(b: &BrickInfo) -> String {
+    let mut s = format!("Brick {}\n", b.brick);
+    for e in &b.entries {
+        let flag = if e.split_brain == Some(true) {
+            " - Is in split-brain"
+        } else if e.possibly_healing == Some(true) {
+            " - Possibly undergoing heal"
+        } else {
+            ""
+        };
+        s.push_str(&format!("<gfid:{}>{flag}\n", e.gfid));
+    }
+    s.push_str(&status_line(b));
+    s.push_str(&format!(
+        "Number of entries: {}{}\n\n",
+        number(counts(b).total),
+        truncated_note(b)
+    ));
+    s
+}
+
+fn brick_summary(b: &BrickInfo) -> String {
+    let c = counts(b);
+    format!(
+        "Brick {}\n{}Total Number of entries: {}{}\nNumber of entries in heal pending: {}\nNumber of entries in split-brain: {}\nNumber of entries possibly healing: {}\n\n",
+        b.brick,
+        status_line(b),
+        number(c.total),
+        truncated_note(b),
+        number(c.heal_pending),
+        number(c.split_brain),
+        number(c.possibly_healing),
+    )
+}
+
+fn brick_split_brain(b: &BrickInfo) -> String {
+    let mut s = format!("Brick {}\n", b.brick);
+    let split = split_brain_entries(b);
+    for e in &split {
+        s.push_str(&format!("<gfid:{}>\n", e.gfid));
+    }
+    s.push_str(&status_line(b));
+    let n = (b.status == BrickStatus::Connected).then_some(split.len());
+    s.push_str(&format!(
+        "Number of entries in split-brain: {}\n",
+        number(n)
+    ));
+    let unjudged = b.entries.iter().filter(|e| e.split_brain.is_none()).count();
+    if unjudged > 0 {
+        s.push_str(&format!(
+            "Not judged for split-brain: {unjudged} (disperse sets are not judged, or the deadline passed)\n"
+        ));
+    }
+    s.push('\n');
+    s
+}
+
+/// The same data for `--json`.
+pub fn json(info: &HealInfo, view: View) -> serde_json::Value {
+    let bricks: Vec<serde_json::Value> = info
+        .bricks
+        .iter()
+        .map(|b| {
+            let c = counts(b);
+            let (connected, error) = match &b.status {
+                BrickStatus::Connected => (true, None),
+                BrickStatus::Error(e) => (false, Some(e.clone())),
+            };
+            let entries: Vec<serde_json::Value> = b
+                .entries
+                .iter()
+                .filter(|e| view != View::SplitBrain || e.split_brain == Some(true))
+                .map(|e| {
+                    serde_json::json!({
+                        "gfid": e.gfid.to_string(),
+                        "possibly_healing": e.possibly_healing,
+                        "split_brain": e.split_brain,
+                    })
+                })
+                .collect();
+            let mut v = serde_json::json!({
+                "brick": b.brick,
+                "status": if connected { "Connected".to_string() } else { error.clone().unwrap_or_default() },
+                "connected": connected,
+                "total": c.total,
+                "heal_pending": c.heal_pending,
+                "split_brain": c.split_brain,
+                "possibly_healing": c.possibly_healing,
+                "truncated": b.truncated,
+            });
+            if view != View::Summary {
+                v["entries"] = serde_json::Value::Array(entries);
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({ "volume": info.volume, "bricks": bricks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mortar_heal::info::PendingEntry;
+    use mortar_proto::Gfid;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parsing() {
+        let info = |view| {
+            Ok(HealCmd::Info {
+                volume: "vol1".into(),
+                view,
+            })
+        };
+        let cases: Vec<(&str, Result<HealCmd, ()>)> = vec![
+            ("vol1 info", info(View::Entries)),
+            ("vol1 info summary", info(View::Summary)),
+            ("vol1 info split-brain", info(View::SplitBrain)),
+            ("", Err(())),
+            ("vol1 bogus", Err(())),
+            ("vol1 info bogus", Err(())),
+            ("vol1 info summary extra", Err(())),
+        ];
+        for (line, want) in cases {
+            let got = parse(&words(line)).map_err(|e| assert_eq!(e.0, USAGE));
+            assert_eq!(got, want, "{line:?}");
+        }
+        for line in [
+            "vol1",
+            "vol1 full",
+            "vol1 enable",
+            "vol1 disable",
+            "vol1 split-brain bigger-file /a",
+            "vol1 split-brain source-brick s1:/b",
+            "vol1 statistics",
+            "vol1 statistics heal-count",
+        ] {
+            match parse(&words(line)) {
+                Ok(HealCmd::NotBuilt(why)) => assert!(why.contains("not built yet"), "{why}"),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+    }
+
+    fn sample() -> HealInfo {
+        let e = |n: u8, healing, split| PendingEntry {
+            gfid: Gfid([n; 16]),
+            possibly_healing: healing,
+            split_brain: split,
+        };
+        HealInfo {
+            volume: "vol1".into(),
+            bricks: vec![
+                BrickInfo {
+                    brick: "server1:/bricks/b1".into(),
+                    status: BrickStatus::Connected,
+                    entries: vec![
+                        e(0x11, Some(false), Some(false)),
+                        e(0x22, Some(true), Some(false)),
+                        e(0x33, Some(false), Some(true)),
+                    ],
+                    truncated: false,
+                },
+                BrickInfo {
+                    brick: "server2:/bricks/b1".into(),
+                    status: BrickStatus::Error(
+                        "resolving server2 took longer than 2s: DNS is slow or unreachable; check the DNS server or use an IP address".into(),
+                    ),
+                    entries: vec![],
+                    truncated: false,
+                },
+                BrickInfo {
+                    brick: "10.0.0.3:/bricks/b1".into(),
+                    status: BrickStatus::Connected,
+                    entries: vec![],
+                    truncated: false,
+                },
+                BrickInfo {
+                    brick: "10.0.0.4:/bricks/ec".into(),
+                    status: BrickStatus::Connected,
+                    entries: vec![e(0x44, Some(false), None)],
+                    truncated: true,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn heal_info_text() {
+        let info = sample();
+        insta::assert_snapshot!("heal_info", render(&info, View::Entries));
+        insta::assert_snapshot!("heal_info_summary", render(&info, View::Summary));
+        insta::assert_snapshot!("heal_info_split_brain", render(&info, View::SplitBrain));
+    }
+
+    #[test]
+    fn heal_info_json() {
+        let info = sample();
+        insta::assert_snapshot!(
+            "heal_info_json",
+            serde_json::to_string_pretty(&json(&info, View::Entries)).unwrap()
+        );
+        insta::assert_snapshot!(
+            "heal_info_summary_json",
+            serde_json::to_string_pretty(&json(&info, View::Summary)).unwrap()
+        );
+    }
+}
