@@ -1,17 +1,22 @@
-//! `mortar volume heal NAME ...`: the heal commands. Only `info` (with
-//! `summary` and `split-brain`) is built; the work is `mortar_heal::info`'s,
-//! this file parses the words and shapes the text like the original's.
+//! `mortar volume heal NAME ...`: the heal commands. Built: `info` (with
+//! `summary` and `split-brain`; the work is `mortar_heal::info`'s, this
+//! file parses the words and shapes the text like the original's), a bare
+//! `volume heal NAME` (every self-heal daemon crawls now) and `enable` /
+//! `disable` (the volume's `cluster.self-heal-daemon` option).
 
 use std::io::Write;
 
 use mortar_heal::info::{counts, split_brain_entries, BrickInfo, BrickStatus, HealInfo};
+use mortar_mgmt::api::CliRequest;
+use mortar_mgmt::options;
 use mortar_net::Runtime;
 
 use crate::args::UsageError;
 use crate::mgmt_cmds::Target;
 use crate::Failure;
 
-pub const USAGE: &str = "usage: mortar volume heal NAME info [summary | split-brain]";
+pub const USAGE: &str =
+    "usage: mortar volume heal NAME [enable | disable | info [summary | split-brain]]";
 
 /// Which `heal info` view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +33,15 @@ pub enum HealCmd {
         volume: String,
         view: View,
     },
+    /// `volume heal NAME`: crawl the pending-heal indices now.
+    Start {
+        volume: String,
+    },
+    /// `volume heal NAME enable|disable`.
+    Daemon {
+        volume: String,
+        on: bool,
+    },
     /// A heal command of the issue that is not built yet (what to say).
     NotBuilt(String),
 }
@@ -38,12 +52,18 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     let not_built = |what: &str| {
         Ok(HealCmd::NotBuilt(format!(
-            "'volume heal NAME {what}' is not built yet (issue 11); only 'volume heal NAME info [summary | split-brain]' is"
+            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME', 'enable', 'disable' and 'info [summary | split-brain]'"
         )))
     };
     match words.as_slice() {
         [] => Err(usage()),
-        [_] => not_built("(start an index heal)"),
+        [volume] => Ok(HealCmd::Start {
+            volume: volume.to_string(),
+        }),
+        [volume, on @ ("enable" | "disable")] => Ok(HealCmd::Daemon {
+            volume: volume.to_string(),
+            on: *on == "enable",
+        }),
         [volume, "info", tail @ ..] => {
             let view = match tail {
                 [] => View::Entries,
@@ -56,9 +76,7 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
                 view,
             })
         }
-        [_, verb @ ("full" | "enable" | "disable" | "split-brain" | "statistics"), ..] => {
-            not_built(verb)
-        }
+        [_, verb @ ("full" | "split-brain" | "statistics"), ..] => not_built(verb),
         _ => Err(usage()),
     }
 }
@@ -67,6 +85,15 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
 pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
     let (volume, view) = match parse(rest)? {
         HealCmd::Info { volume, view } => (volume, view),
+        HealCmd::Start { volume } => return t.send(CliRequest::HealNow { name: volume }).await,
+        HealCmd::Daemon { volume, on } => {
+            let req = CliRequest::VolumeSet {
+                name: volume,
+                key: options::SELF_HEAL_DAEMON.into(),
+                value: if on { "on" } else { "off" }.into(),
+            };
+            return t.send(req).await;
+        }
         HealCmd::NotBuilt(why) => return Err(Failure::Runtime(why)),
     };
     let rt = Runtime::production("mortar-cli");
@@ -246,11 +273,22 @@ mod tests {
             let got = parse(&words(line)).map_err(|e| assert_eq!(e.0, USAGE));
             assert_eq!(got, want, "{line:?}");
         }
+        assert_eq!(
+            parse(&words("vol1")).unwrap(),
+            HealCmd::Start {
+                volume: "vol1".into()
+            }
+        );
+        for (line, on) in [("vol1 enable", true), ("vol1 disable", false)] {
+            let want = HealCmd::Daemon {
+                volume: "vol1".into(),
+                on,
+            };
+            assert_eq!(parse(&words(line)).unwrap(), want);
+        }
+        assert!(parse(&words("vol1 enable now")).is_err());
         for line in [
-            "vol1",
             "vol1 full",
-            "vol1 enable",
-            "vol1 disable",
             "vol1 split-brain bigger-file /a",
             "vol1 split-brain source-brick s1:/b",
             "vol1 statistics",

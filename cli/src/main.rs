@@ -40,6 +40,8 @@ management (talks to the local mgmtd; --remote-host HOST to use another):
   volume remove-brick NAME HOST:/PATH... start|status|commit|force
   volume replace-brick NAME OLD NEW commit force
   volume volfile NAME [HOST:/BRICK]
+  volume heal NAME           every self-heal daemon of the volume crawls now
+  volume heal NAME enable|disable   the volume's self-heal daemons on or off
   volume heal NAME info [summary | split-brain]
         pending heal entries of every brick (each brick asked at once, 5 s
         deadline each; an unreachable brick shows why)

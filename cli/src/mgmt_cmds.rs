@@ -149,7 +149,7 @@ impl Target {
         }
     }
 
-    async fn send(&self, req: CliRequest) -> Result<(), Failure> {
+    pub(crate) async fn send(&self, req: CliRequest) -> Result<(), Failure> {
         let rt = Runtime::production("mortar-cli");
         let client = RpcClient::new(&rt, self.endpoint.clone(), RpcConfig::default());
         client.wait_connected(Duration::from_secs(10)).await.map_err(|e| {

@@ -22,6 +22,7 @@ pub fn reply(r: &CliReply) -> String {
         CliReply::Volfile(text) => text.clone(),
         CliReply::VolfileUnchanged => "volfile unchanged\n".into(),
         CliReply::Migration(m) => migration(m),
+        CliReply::ListenPort(p) => format!("{p}\n"),
         CliReply::HealRequests(h) => h.iter().map(|(v, n)| format!("{v}: {n}\n")).collect(),
     }
 }

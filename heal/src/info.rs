@@ -147,16 +147,18 @@ pub fn mgmt_port_of(mgmt: &Endpoint) -> u16 {
 /// Ask mgmtd at `mgmt` for `volume`'s client volfile, then every brick of
 /// it for its pending entries.
 pub async fn heal_info(rt: &Runtime, mgmt: &Endpoint, volume: &str) -> Result<HealInfo, HealError> {
-    let text = fetch_volfile(rt, mgmt, volume).await?;
-    heal_info_from_volfile(rt, volume, &text, mgmt_port_of(mgmt)).await
+    let (text, port) = fetch_volfile(rt, mgmt, volume).await?;
+    heal_info_from_volfile(rt, volume, &text, port).await
 }
 
-/// The client volfile of `volume`, within [`MGMT_DEADLINE_MS`].
+/// The client volfile of `volume` and the port the pool's mgmtds listen
+/// on (asked of mgmtd when it was reached over its local socket), within
+/// [`MGMT_DEADLINE_MS`].
 pub async fn fetch_volfile(
     rt: &Runtime,
     mgmt: &Endpoint,
     volume: &str,
-) -> Result<String, HealError> {
+) -> Result<(String, u16), HealError> {
     let within = Duration::from_millis(MGMT_DEADLINE_MS);
     let deadline = rt.clock().now() + within;
     let rpc = RpcClient::new(rt, mgmt.clone(), RpcConfig::default());
@@ -168,15 +170,29 @@ pub async fn fetch_volfile(
             name: volume.to_string(),
             brick: None,
         };
-        let left = deadline.saturating_duration_since(rt.clock().now());
-        match cli_call(&rpc, &req, left.max(Duration::from_millis(1))).await {
-            Ok(Ok(CliReply::Volfile(text))) => Ok(text),
-            Ok(Ok(other)) => Err(format!(
-                "mgmtd at {mgmt} answered the volfile request with {other:?}"
-            )),
-            Ok(Err(refused)) => Err(format!("mgmtd at {mgmt}: {refused}")),
-            Err(e) => Err(format!("mgmtd at {mgmt}: {e}")),
-        }
+        let left = || {
+            deadline
+                .saturating_duration_since(rt.clock().now())
+                .max(Duration::from_millis(1))
+        };
+        let text = match cli_call(&rpc, &req, left()).await {
+            Ok(Ok(CliReply::Volfile(text))) => text,
+            Ok(Ok(other)) => {
+                return Err(format!(
+                    "mgmtd at {mgmt} answered the volfile request with {other:?}"
+                ))
+            }
+            Ok(Err(refused)) => return Err(format!("mgmtd at {mgmt}: {refused}")),
+            Err(e) => return Err(format!("mgmtd at {mgmt}: {e}")),
+        };
+        let port = match mgmt {
+            Endpoint::Unix(_) => match cli_call(&rpc, &CliRequest::ListenPort, left()).await {
+                Ok(Ok(CliReply::ListenPort(p))) if p != 0 => p,
+                _ => DEFAULT_MGMT_PORT,
+            },
+            _ => mgmt_port_of(mgmt),
+        };
+        Ok((text, port))
     }
     .await;
     rpc.close();

@@ -101,6 +101,10 @@ pub enum CliRequest {
     /// has had since this mgmtd started (counters only grow); a change is
     /// the signal to crawl.
     HealRequests,
+    /// The TCP port this mgmtd listens on for peers, bricks and clients
+    /// (what a process that reached it over the local socket needs for
+    /// port lookups on the pool's servers).
+    ListenPort,
 }
 
 /// Longest a volfile watch is held open by mgmtd.
@@ -169,6 +173,8 @@ pub enum CliReply {
     Migration(Vec<MigrationView>),
     /// Answer to [`CliRequest::HealRequests`]: volume -> requests so far.
     HealRequests(Vec<(String, u64)>),
+    /// Answer to [`CliRequest::ListenPort`].
+    ListenPort(u16),
 }
 
 /// The state of `remove-brick start`'s data migration on one server.

@@ -246,7 +246,7 @@ async fn info_from(sim: &Sim, process: &str, names: bool) -> (HealInfo, Duration
         let t0 = rt.clock().now();
         let info = if names {
             // The same volume as if its bricks had been given by name.
-            let text = mortar_heal::info::fetch_volfile(&rt, &mgmt(), "vol")
+            let (text, _) = mortar_heal::info::fetch_volfile(&rt, &mgmt(), "vol")
                 .await
                 .expect("volfile");
             let mut g = Graph::parse(&text).expect("volfile parses");

@@ -89,6 +89,42 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         assert!(out.status.success(), "brick {addr} does not answer");
     }
 
+    // Heal: info asks every brick; a bare `volume heal` launches a crawl
+    // everywhere; disable/enable switch the self-heal daemons.
+    let info = s2.ok(&["volume", "heal", "vol1", "info"]);
+    assert_eq!(info.matches("Status: Connected").count(), 3, "{info}");
+    assert_eq!(info.matches("Number of entries: 0").count(), 3, "{info}");
+    assert!(info.contains(&format!("Brick {}", b(1))), "{info}");
+    let summary = s3.ok(&["volume", "heal", "vol1", "info", "summary"]);
+    assert_eq!(
+        summary.matches("Total Number of entries: 0").count(),
+        3,
+        "{summary}"
+    );
+    assert!(s3.ok(&["volume", "heal", "vol1"]).contains(
+        "Launching heal operation to perform index self heal on volume vol1 has been successful"
+    ));
+    s1.fails(&["volume", "heal"], 2, "usage: mortar volume heal NAME");
+    s1.fails(&["volume", "heal", "vol1", "full"], 1, "not built yet");
+    let shd_up = |s: &Mgmtd| {
+        let st = s.ok(&["volume", "status", "vol1"]);
+        st.lines()
+            .filter(|l| l.starts_with("Self-heal Daemon on") && l.trim_end().ends_with('Y'))
+            .count()
+    };
+    wait("self-heal daemons up", Duration::from_secs(30), || {
+        shd_up(&s1) == 3
+    });
+    s2.ok(&["volume", "heal", "vol1", "disable"]);
+    wait("self-heal daemons gone", Duration::from_secs(30), || {
+        shd_up(&s1) == 0
+    });
+    s1.fails(&["volume", "heal", "vol1"], 1, "nothing to heal");
+    s2.ok(&["volume", "heal", "vol1", "enable"]);
+    wait("self-heal daemons back", Duration::from_secs(30), || {
+        shd_up(&s1) == 3
+    });
+
     s1.ok(&["volume", "set", "vol1", "network.ping-timeout", "10"]);
     s1.fails(
         &["volume", "set", "vol1", "network.ping-timeout", "0"],

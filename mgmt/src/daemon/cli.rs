@@ -62,6 +62,7 @@ impl<S: Storage> Inner<S> {
             R::GetVolfile { .. } | R::WatchVolfile { .. } => self.cli_volfile(req).await,
             R::HealNow { name } => self.heal_now(&name).await,
             R::HealRequests => Ok(CliReply::HealRequests(self.heal_requests())),
+            R::ListenPort => Ok(CliReply::ListenPort(super::endpoint_port(&self.cfg.listen))),
         }
     }
 
