@@ -33,18 +33,7 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
             ))
         }
     };
-    let owner = set.new_lock_owner();
-    let lock = |kind: LockKind, wait: Option<u64>| {
-        Fop::Inodelk(bp::Inodelk {
-            gfid,
-            domain: set.set_name().to_string(),
-            kind,
-            start: 0,
-            len: 0,
-            owner,
-            wait_ms: wait,
-        })
-    };
+    let lock = whole_file_lock(set, gfid);
     let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
     let inode =
         with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await;
@@ -78,6 +67,26 @@ fn merge_outcomes(a: HealOutcome, b: HealOutcome) -> HealOutcome {
         }
         (Healed(x), Clean) | (Clean, Healed(x)) => Healed(x),
         (Clean, Clean) => Clean,
+    }
+}
+
+/// The whole-file lock on `gfid` in the set's domain (the one writes
+/// take), as a request for one brick, under a fresh owner.
+pub(crate) fn whole_file_lock(
+    set: &Replicate,
+    gfid: Gfid,
+) -> impl Fn(LockKind, Option<u64>) -> Fop + Sync + '_ {
+    let owner = set.new_lock_owner();
+    move |kind, wait| {
+        Fop::Inodelk(bp::Inodelk {
+            gfid,
+            domain: set.set_name().to_string(),
+            kind,
+            start: 0,
+            len: 0,
+            owner,
+            wait_ms: wait,
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::{Errno, FileKind, Gfid};
 
 use crate::entry::{self, Action, Entry, EntryState, Listing, Plan, Unhealed};
-use crate::replicate::clear_counters;
+use crate::replicate::{clear_counters, whole_file_lock};
 use crate::steps::{copy_data, copy_metadata, with_every_brick_locked};
 use crate::HealOutcome;
 
@@ -329,18 +329,7 @@ fn data_source(set: &Replicate, good: &[usize]) -> FopResult<usize> {
 /// inside a moved directory, has no data blame and would stay empty.
 async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize) -> FopResult<()> {
     let gfid = q.new.gfid;
-    let owner = set.new_lock_owner();
-    let lock = |kind: LockKind, wait: Option<u64>| {
-        Fop::Inodelk(bp::Inodelk {
-            gfid,
-            domain: set.set_name().to_string(),
-            kind,
-            start: 0,
-            len: 0,
-            owner,
-            wait_ms: wait,
-        })
-    };
+    let lock = whole_file_lock(set, gfid);
     let children = set.children();
     let (rt, name) = (set.runtime(), set.set_name());
     let make = async {
