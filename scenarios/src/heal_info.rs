@@ -28,12 +28,10 @@ use mortar_client::afr::{dirty_delta, Kind};
 use mortar_client::api::Client;
 use mortar_client::fop::{Fop, Subvolume};
 use mortar_client::graph::{SetLayer, VolumeGraph};
-use mortar_client::mgmt_rpc::cli_call;
 use mortar_heal::info::{counts, BrickStatus, HealInfo, BRICK_DEADLINE_MS};
 use mortar_mgmt::api::{CliReply, CliRequest};
 use mortar_mgmt::daemon::{LocalFs, Mgmtd, MgmtdConfig};
 use mortar_net::resolve::SimAnswer;
-use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::sync::Watch;
 use mortar_net::{Clock, Endpoint, Runtime};
 use mortar_proto::brick::{self as bp, LockKind};
@@ -42,7 +40,7 @@ use mortar_proto::Gfid;
 use mortar_sim::{host_ip, Sim};
 use mortar_storage::sim::SimDisk;
 
-use crate::mgmt::{create_request, SimLauncher};
+use crate::mgmt::{cli_request, create_request, SimLauncher};
 
 const SERVERS: usize = 5;
 const SETS: usize = 12;
@@ -97,11 +95,10 @@ async fn start_pool(sim: &Sim) {
             async move {
                 let launcher = Arc::new(SimLauncher::new(s, &host, disk.clone()));
                 let storage = disk.storage("var/lib/mortar").expect("workdir");
-                let mut cfg = MgmtdConfig::new(
+                let cfg = MgmtdConfig::new(
                     vec![host.clone(), ip(i)],
                     format!("{}:{PORT}", ip(i)).parse().expect("endpoint"),
                 );
-                cfg.sync_interval = Duration::from_secs(2);
                 let _d = Mgmtd::start(&rt, storage, cfg, launcher, Arc::new(Fs(disk)))
                     .await
                     .expect("mgmtd starts");
@@ -117,14 +114,7 @@ async fn start_pool(sim: &Sim) {
 /// A CLI request to s1's mgmtd, from s1, by IP.
 async fn cli(sim: &Sim, req: CliRequest) -> Result<CliReply, String> {
     sim.run_on(&server(0), "cli", move |rt| async move {
-        let client = RpcClient::new(&rt, mgmt(), RpcConfig::default());
-        client
-            .wait_connected(Duration::from_secs(20))
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = cli_call(&client, &req, Duration::from_secs(120)).await;
-        client.close();
-        r.map_err(|e| e.to_string())?
+        cli_request(&rt, mgmt(), &req).await
     })
     .await
 }

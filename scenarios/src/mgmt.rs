@@ -208,6 +208,23 @@ pub struct Pool {
     cli_calls: Arc<AtomicU32>,
 }
 
+/// One CLI request to the mgmtd at `target`, as the `mortar` CLI sends it
+/// (connect within 20 s, answer within 120 s); both errors as text.
+pub async fn cli_request(
+    rt: &mortar_net::Runtime,
+    target: Endpoint,
+    req: &CliRequest,
+) -> Result<CliReply, String> {
+    let client = RpcClient::new(rt, target, RpcConfig::default());
+    client
+        .wait_connected(Duration::from_secs(20))
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = cli_call(&client, req, Duration::from_secs(120)).await;
+    client.close();
+    r.map_err(|e| e.to_string())?
+}
+
 pub fn mgmt_config(host: &str, trap: &Trap) -> MgmtdConfig {
     let mut cfg = MgmtdConfig::new(
         vec![host.to_string()],
@@ -274,14 +291,7 @@ impl Pool {
         let target: Endpoint = format!("{host}:{PORT}").parse().expect("endpoint");
         self.sim
             .try_run_on(host, &format!("cli-{n}"), move |rt| async move {
-                let client = RpcClient::new(&rt, target, RpcConfig::default());
-                client
-                    .wait_connected(Duration::from_secs(20))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let r = cli_call(&client, &req, Duration::from_secs(120)).await;
-                client.close();
-                r.map_err(|e| e.to_string())?
+                cli_request(&rt, target, &req).await
             })
             .await
             .unwrap_or_else(|| Err(format!("the CLI on {host} was killed (its host crashed)")))
