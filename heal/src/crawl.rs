@@ -1,8 +1,14 @@
 //! The index crawl: heal every file listed in the pending-heal indices of
 //! chosen bricks, through the set layer that owns each brick.
 
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
 use mortar_client::api::Client;
+use mortar_client::graph::VolumeGraph;
 use mortar_client::protocol::BrickAddress;
+use mortar_net::Runtime;
+use mortar_proto::Gfid;
 
 use crate::{heal_file, HealOutcome};
 
@@ -13,6 +19,8 @@ pub struct HealSummary {
     pub clean: u64,
     pub split_brain: u64,
     pub skipped: u64,
+    /// Left to another healer that holds them.
+    pub busy: u64,
     /// Why files were skipped or left in split-brain (the first
     /// [`SUMMARY_ERRORS_MAX`]).
     pub errors: Vec<String>,
@@ -21,6 +29,14 @@ pub struct HealSummary {
 /// Reasons a summary keeps: enough to see what is wrong, bounded however
 /// many files fail.
 pub const SUMMARY_ERRORS_MAX: usize = 20;
+
+/// Index passes one crawl makes over a set. A pass that healed files and
+/// skipped others goes again at once: healing a directory creates the
+/// names its files' own heals were waiting for (a file created while a
+/// brick was down is missing there until its directory is healed), one
+/// directory level per pass. The bound keeps a crawl finite; what is
+/// left waits for the next crawl (2 s later, since work was left).
+pub const CRAWL_PASSES_MAX: usize = 16;
 
 impl HealSummary {
     /// Count one file's outcome.
@@ -36,6 +52,7 @@ impl HealSummary {
                 self.skipped += 1;
                 self.note(why);
             }
+            HealOutcome::Busy(_) => self.busy += 1,
         }
     }
 
@@ -45,32 +62,157 @@ impl HealSummary {
             self.errors.push(why);
         }
     }
+
+    /// Did the crawl leave files it may heal on a later try?
+    pub fn unfinished(&self) -> bool {
+        self.skipped > 0 || self.busy > 0
+    }
+
+    /// Add another set's (or pass's) summary to this one.
+    pub fn add(&mut self, other: HealSummary) {
+        self.healed += other.healed;
+        self.clean += other.clean;
+        self.split_brain += other.split_brain;
+        self.skipped += other.skipped;
+        self.busy += other.busy;
+        for e in other.errors {
+            self.note(e);
+        }
+    }
+}
+
+/// Should a crawl make another pass over a set at once? Only when the
+/// last pass both healed something (progress, so the next may find
+/// names it created) and left something it may heal on a try (skipped;
+/// split-brain files and files busy with another healer stay as they
+/// are however often they are tried).
+pub fn pass_again(last: &HealSummary, passes_done: usize) -> bool {
+    passes_done < CRAWL_PASSES_MAX && last.healed > 0 && last.skipped > 0
+}
+
+/// How a crawl is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct CrawlLimits {
+    /// Index entries taken from each brick per pass.
+    pub files_max: usize,
+    /// Files healed at once per local brick (`cluster.shd-max-threads`).
+    pub threads: usize,
 }
 
 /// One index crawl: heal every file in the pending-heal index of the
 /// bricks `is_local` picks (the self-heal daemon passes its server's
-/// bricks), at most `files_max` per brick.
+/// bricks). Every set is crawled at once; within a set, `threads` files
+/// per local brick are healed at a time, each file once per pass however
+/// many local bricks list it.
 pub async fn heal_pending(
     client: &Client,
     is_local: &(dyn Fn(&BrickAddress) -> bool + Send + Sync),
-    files_max: usize,
+    limits: CrawlLimits,
 ) -> HealSummary {
-    let g = client.graph();
+    heal_graph(client.runtime(), &client.graph(), is_local, limits).await
+}
+
+/// [`heal_pending`] over a built graph `g` (tasks on `rt`).
+pub async fn heal_graph(
+    rt: &Runtime,
+    g: &Arc<VolumeGraph>,
+    is_local: &(dyn Fn(&BrickAddress) -> bool + Send + Sync),
+    limits: CrawlLimits,
+) -> HealSummary {
+    let mut handles = Vec::new();
+    for (i, (_, members)) in g.heal_sets.iter().enumerate() {
+        let local: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&m| is_local(g.clients[m].address()))
+            .collect();
+        if local.is_empty() {
+            continue;
+        }
+        let (rt2, g2) = (rt.clone(), g.clone());
+        handles.push(rt.spawn(async move { crawl_set(&rt2, &g2, i, &local, limits).await }));
+    }
     let mut sum = HealSummary::default();
-    for (set, members) in &g.heal_sets {
-        for &m in members {
+    for h in handles {
+        match h.await {
+            Ok(Some(s)) => sum.add(s),
+            _ => sum.note("a set's crawl was cancelled".to_string()),
+        }
+    }
+    sum
+}
+
+/// Crawl set `set` of `g` from the indices of its bricks `local`, pass
+/// after pass while passes make progress.
+async fn crawl_set(
+    rt: &Runtime,
+    g: &Arc<VolumeGraph>,
+    set: usize,
+    local: &[usize],
+    limits: CrawlLimits,
+) -> HealSummary {
+    let mut total = HealSummary::default();
+    let mut passes = 0;
+    loop {
+        let mut listed = HealSummary::default();
+        let mut pending = BTreeSet::new();
+        for &m in local {
             let pc = &g.clients[m];
-            if !is_local(pc.address()) {
-                continue;
+            match pc.pending_heal(limits.files_max).await {
+                Ok(gfids) => pending.extend(gfids),
+                Err(e) => listed.note(format!("{}: listing the index: {e}", pc.name())),
             }
-            match pc.pending_heal(files_max).await {
-                Ok(pending) => {
-                    for gfid in pending {
-                        sum.record(heal_file(set, gfid).await);
-                    }
+        }
+        let workers = limits.threads.max(1) * local.len();
+        let pass = heal_all(rt, g, set, pending.into_iter().collect(), workers).await;
+        passes += 1;
+        let again = pass_again(&pass, passes);
+        // A file a pass skipped and a later one healed counts as healed:
+        // only the last pass's skips and split-brains stand.
+        total.healed += pass.healed;
+        total.clean += pass.clean;
+        if !again {
+            total.split_brain = pass.split_brain;
+            total.skipped = pass.skipped;
+            total.busy = pass.busy;
+            total.errors = listed.errors;
+            for e in pass.errors {
+                total.note(e);
+            }
+            return total;
+        }
+    }
+}
+
+/// Heal `gfids` of set `set` with `workers` healers at once.
+async fn heal_all(
+    rt: &Runtime,
+    g: &Arc<VolumeGraph>,
+    set: usize,
+    gfids: Vec<Gfid>,
+    workers: usize,
+) -> HealSummary {
+    let queue = Arc::new(Mutex::new(VecDeque::from(gfids)));
+    let n = workers.min(queue.lock().expect("queue").len());
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (g, queue) = (g.clone(), queue.clone());
+            rt.spawn(async move {
+                let mut sum = HealSummary::default();
+                loop {
+                    let next = queue.lock().expect("queue").pop_front();
+                    let Some(gfid) = next else { break };
+                    sum.record(heal_file(&g.heal_sets[set].0, gfid).await);
                 }
-                Err(e) => sum.note(format!("{}: listing the index: {e}", pc.name())),
-            }
+                sum
+            })
+        })
+        .collect();
+    let mut sum = HealSummary::default();
+    for h in handles {
+        match h.await {
+            Ok(Some(s)) => sum.add(s),
+            _ => sum.note("a healer task was cancelled".to_string()),
         }
     }
     sum
@@ -93,5 +235,50 @@ mod tests {
         assert_eq!(s.skipped, SUMMARY_ERRORS_MAX as u64 + 5);
         assert_eq!(s.errors.len(), SUMMARY_ERRORS_MAX);
         assert_eq!(s.errors[0], "skip 0");
+        assert!(s.unfinished());
+    }
+
+    fn pass(healed: u64, skipped: u64, split_brain: u64, busy: u64) -> HealSummary {
+        HealSummary {
+            healed,
+            skipped,
+            split_brain,
+            busy,
+            ..HealSummary::default()
+        }
+    }
+
+    #[test]
+    fn when_a_crawl_passes_again() {
+        for (last, done, again, why) in [
+            (pass(3, 2, 0, 0), 1, true, "progress and files left to try"),
+            (
+                pass(0, 2, 0, 0),
+                1,
+                false,
+                "no progress: another pass finds the same",
+            ),
+            (pass(3, 0, 0, 0), 1, false, "nothing left"),
+            (
+                pass(3, 0, 2, 0),
+                1,
+                false,
+                "split-brain does not heal by trying again",
+            ),
+            (
+                pass(3, 0, 0, 2),
+                1,
+                false,
+                "busy files belong to another healer",
+            ),
+            (
+                pass(3, 2, 0, 0),
+                CRAWL_PASSES_MAX,
+                false,
+                "the bound ends the crawl",
+            ),
+        ] {
+            assert_eq!(pass_again(&last, done), again, "{why}: {last:?}");
+        }
     }
 }

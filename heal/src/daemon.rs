@@ -18,11 +18,21 @@ use mortar_proto::mgmt::{CliReply, CliRequest};
 use mortar_proto::options;
 use mortar_proto::volume::Volume;
 
-use crate::crawl::{heal_pending, HealSummary};
+use crate::crawl::{heal_pending, CrawlLimits, HealSummary};
 use crate::error::HealError;
 
 /// How often the daemon looks at its volumes (and retries unfinished work).
 const TICK_MS: u64 = 2_000;
+/// How often, between ticks, the daemon looks at its clients' connection
+/// counts (a local look, no request): a brick that comes back is healed
+/// within this, not within a tick.
+const RECONNECT_LOOK_MS: u64 = 100;
+/// After a reconnect, how long a crawl waits for the rest of the graph's
+/// bricks to connect (a brick back on a new port arrives with a new
+/// graph whose connections are made one by one): heal needs every brick
+/// of a set up, and a crawl started too early would skip the set until
+/// the next tick.
+const RECONNECT_SETTLE_MS: u64 = 1_000;
 /// Files healed per brick per crawl (the rest wait for the next one).
 const CRAWL_FILES_MAX: usize = 10_000;
 /// A daemon whose mgmtd has not answered for this long exits (mgmtd
@@ -168,17 +178,49 @@ impl Shd {
             unfinished: f.unfinished,
             requested: requests != f.requests,
         });
-        f.connections = made;
         f.requests = requests;
         if !due {
+            f.connections = made;
             return;
+        }
+        if made != f.connections {
+            f.client
+                .wait_all_bricks(Duration::from_millis(RECONNECT_SETTLE_MS))
+                .await;
+            f.connections = f.client.connections_made();
         }
         let names = self.hostnames.clone();
         let is_local = move |a: &mortar_client::protocol::BrickAddress| names.contains(&a.host);
-        let sum = heal_pending(&f.client, &is_local, CRAWL_FILES_MAX).await;
+        let limits = CrawlLimits {
+            files_max: CRAWL_FILES_MAX,
+            threads: options::get_u64(&v.options, options::SHD_MAX_THREADS) as usize,
+        };
+        let started = self.rt.clock().now();
+        let sum = heal_pending(&f.client, &is_local, limits).await;
         f.last_crawl = Some(self.rt.clock().now());
-        f.unfinished = sum.skipped > 0;
-        log_crawl(&v.name, &sum);
+        f.unfinished = sum.unfinished();
+        log_crawl(&v.name, &sum, f.last_crawl.expect("just set") - started);
+    }
+
+    /// Wait one tick, or less when a followed volume's brick (re)connects.
+    async fn wait_tick(&self) {
+        let clock = self.rt.clock();
+        let end = clock.now() + Duration::from_millis(TICK_MS);
+        loop {
+            let now = clock.now();
+            if now >= end {
+                return;
+            }
+            let look = Duration::from_millis(RECONNECT_LOOK_MS).min(end - now);
+            clock.sleep(look).await;
+            let reconnected = self
+                .followed
+                .values()
+                .any(|f| f.client.connections_made() != f.connections);
+            if reconnected {
+                return;
+            }
+        }
     }
 
     fn stop(&self, rpc: &RpcClient) {
@@ -189,13 +231,15 @@ impl Shd {
     }
 }
 
-fn log_crawl(volume: &str, sum: &HealSummary) {
-    if sum.healed + sum.skipped + sum.split_brain > 0 {
+fn log_crawl(volume: &str, sum: &HealSummary, took: Duration) {
+    if sum.healed + sum.skipped + sum.split_brain + sum.busy > 0 {
         tracing::info!(
             volume = %volume,
             healed = sum.healed,
             skipped = sum.skipped,
             split_brain = sum.split_brain,
+            busy = sum.busy,
+            took_ms = took.as_millis() as u64,
             first_reason = sum.errors.first().map(String::as_str).unwrap_or(""),
             "index crawl"
         );
@@ -240,7 +284,7 @@ pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
             }
             Err(e) => tracing::debug!(error = %e, "cannot ask mgmtd for volumes; retrying"),
         }
-        rt.clock().sleep(Duration::from_millis(TICK_MS)).await;
+        shd.wait_tick().await;
     }
 }
 

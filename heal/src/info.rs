@@ -14,10 +14,11 @@
 //!
 //! Per entry, two flags, when cheaply known:
 //! * *possibly undergoing heal*: a non-blocking shared inode lock on the
-//!   whole file, in the set's lock domain (the one heal and writes take),
-//!   is refused with EAGAIN. A write in progress looks the same, hence
-//!   "possibly". The probe holds its shared lock for one round trip; a heal
-//!   that tries its lock in that instant skips the file until its next try.
+//!   whole file, in the set's self-heal domain (the one a healer holds for
+//!   the whole heal, [`crate::steps::heal_domain`]), is refused with
+//!   EAGAIN. "Possibly": the heal may end in the next instant. The probe
+//!   holds its shared lock for one round trip; a heal that tries its claim
+//!   in that instant skips the file until its next try.
 //! * *in split-brain*: for replicate sets, the set's copies are read
 //!   (`Replicate::views`) and judged by the same rule reads use
 //!   (`afr::examine`), within the same deadline. Disperse sets are not
@@ -305,7 +306,10 @@ async fn ask_brick(
     for gfid in gfids {
         let possibly_healing = match &domain {
             Some(d) => clock
-                .timeout_at(deadline, probe_lock(pc, d, gfid))
+                .timeout_at(
+                    deadline,
+                    probe_lock(pc, &crate::steps::heal_domain(d), gfid),
+                )
                 .await
                 .ok()
                 .flatten(),

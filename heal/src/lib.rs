@@ -20,7 +20,7 @@ pub mod info;
 pub mod replicate;
 mod replicate_entry;
 pub mod source;
-mod steps;
+pub mod steps;
 
 use mortar_client::graph::SetLayer;
 use mortar_proto::Gfid;
@@ -36,12 +36,34 @@ pub enum HealOutcome {
     SplitBrain(String),
     /// Not healed now (a brick down, a lock not granted, an error); why.
     Skipped(String),
+    /// Another healer (this daemon's other worker, or another server's
+    /// daemon) is healing it now; left to that one.
+    Busy(String),
 }
 
-/// Heal one file of `set` by the procedure of its kind.
+/// Heal one file of `set` by the procedure of its kind, once this healer
+/// has claimed it on every brick of the set (the self-heal domain,
+/// [`steps::heal_domain`]): exactly one healer works on a file at a time,
+/// and the others skip it rather than wait. A healer that dies loses its
+/// claim with its connections; the file stays in the index and the next
+/// crawl heals it from the start (every step of a heal can be redone).
 pub async fn heal_file(set: &SetLayer, gfid: Gfid) -> HealOutcome {
-    match set {
+    let (rt, name, children, owner) = match set {
+        SetLayer::Replicate(r) => (r.runtime(), r.set_name(), r.children(), r.new_lock_owner()),
+        SetLayer::Disperse(d) => (d.runtime(), d.set_name(), d.children(), d.new_lock_owner()),
+    };
+    if let Err(skipped) = steps::every_brick_up(children, name) {
+        return skipped;
+    }
+    let lock = steps::claim_lock(name, gfid, owner);
+    let claimed = match steps::claim(rt, name, children, gfid, &lock).await {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
+    };
+    let outcome = match set {
         SetLayer::Replicate(r) => replicate::heal_file(r, gfid).await,
         SetLayer::Disperse(d) => disperse::heal_file(d, gfid).await,
-    }
+    };
+    mortar_client::txn::unlock_all(rt, name, children, &claimed, &lock).await;
+    outcome
 }

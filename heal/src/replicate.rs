@@ -53,10 +53,11 @@ async fn kind_of(set: &Replicate, gfid: Gfid) -> Option<FileKind> {
 /// One outcome for a directory's entry heal and inode heal: a split-brain
 /// outranks a skip, which outranks a heal; the bricks healed are joined.
 fn merge_outcomes(a: HealOutcome, b: HealOutcome) -> HealOutcome {
-    use HealOutcome::{Clean, Healed, Skipped, SplitBrain};
+    use HealOutcome::{Busy, Clean, Healed, Skipped, SplitBrain};
     match (a, b) {
         (SplitBrain(x), _) | (_, SplitBrain(x)) => SplitBrain(x),
         (Skipped(x), _) | (_, Skipped(x)) => Skipped(x),
+        (Busy(x), _) | (_, Busy(x)) => Busy(x),
         (Healed(mut x), Healed(y)) => {
             for n in y {
                 if !x.contains(&n) {

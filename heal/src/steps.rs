@@ -10,9 +10,83 @@ use mortar_client::fop::{Child, Fop, FopOut, FopResult};
 use mortar_client::txn;
 use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
-use mortar_proto::{FileKind, Gfid};
+use mortar_proto::{Errno, FileKind, FopError, Gfid};
 
 use crate::HealOutcome;
+
+/// The lock domain only healers take, on the whole file, for the whole
+/// heal: while one daemon holds it on a file, every other healer skips
+/// that file (one healer per file across all daemons). Writers never
+/// take it, so a claim never waits on a write.
+pub fn heal_domain(set: &str) -> String {
+    format!("{set}:self-heal")
+}
+
+/// The claim request on `gfid` for one brick: a whole-file lock in the
+/// self-heal domain of the set `set`, under `owner`.
+pub(crate) fn claim_lock(
+    set: &str,
+    gfid: Gfid,
+    owner: u64,
+) -> impl Fn(LockKind, Option<u64>) -> Fop + Sync {
+    let domain = heal_domain(set);
+    move |kind, wait| {
+        Fop::Inodelk(bp::Inodelk {
+            gfid,
+            domain: domain.clone(),
+            kind,
+            start: 0,
+            len: 0,
+            owner,
+            wait_ms: wait,
+        })
+    }
+}
+
+/// Claim `gfid` for this healer on every brick of the set, without
+/// waiting: the bricks that granted it, or (having given those back)
+/// [`HealOutcome::Busy`] when another healer holds it, or
+/// [`HealOutcome::Skipped`] when a brick failed otherwise.
+///
+/// The first brick decides: two healers asking all bricks at once could
+/// each win some and both give up, again and again. Asked first on brick
+/// 0, the loser is refused there and never holds any other brick; then
+/// the rest are asked at once (two round trips in all).
+pub(crate) async fn claim(
+    rt: &Runtime,
+    set: &str,
+    children: &[Child],
+    gfid: Gfid,
+    lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
+) -> Result<Vec<usize>, HealOutcome> {
+    let refused = |i: usize, e: FopError| {
+        let brick = children[i].name();
+        if e.errno == Errno::EAGAIN {
+            HealOutcome::Busy(format!("{gfid}: another healer holds it on {brick}"))
+        } else {
+            HealOutcome::Skipped(format!("{gfid}: cannot claim it for heal on {brick}: {e}"))
+        }
+    };
+    let Some(first) = children.first() else {
+        return Ok(Vec::new());
+    };
+    if let Err(e) = first.fop(lock(LockKind::Write, None)).await {
+        return Err(refused(0, e));
+    }
+    let rest: Vec<usize> = (1..children.len()).collect();
+    let results = txn::fan_op(rt, set, children, &rest, &lock(LockKind::Write, None)).await;
+    let mut granted = vec![0];
+    granted.extend(txn::succeeded(&results));
+    if granted.len() == children.len() {
+        return Ok(granted);
+    }
+    txn::unlock_all(rt, set, children, &granted, lock).await;
+    let (i, e) = results
+        .into_iter()
+        .find_map(|(i, r)| r.err().map(|e| (i, e)))
+        .expect("a brick refused");
+    Err(refused(i, e))
+}
 
 /// Heal waits until every brick of the set `set` is up: a copy it cannot
 /// see may be the only good one, and its counters must be cleared with

@@ -17,8 +17,15 @@ use mortar_client::afr::Quorum;
 use mortar_client::fop::{Fop, FopOut, Subvolume};
 use mortar_client::graph::SetLayer;
 use mortar_client::replicate::Replicate;
+use std::sync::Arc;
+
+use mortar_client::graph::VolumeGraph;
+use mortar_heal::crawl::{heal_graph, CrawlLimits};
+use mortar_heal::steps::heal_domain;
 use mortar_heal::{heal_file, HealOutcome};
+use mortar_proto::brick::LockKind;
 use mortar_proto::brick::{self as bp, xattr as xa, NewObject};
+use mortar_proto::options;
 use mortar_proto::{Errno, FileKind, Gfid};
 
 /// Heal rounds the test allows before it calls the heal stuck: each round
@@ -206,20 +213,54 @@ async fn heal_until_clean(t: &Tree) -> Vec<Vec<HealOutcome>> {
     panic!("indices not empty after {HEAL_ROUNDS_MAX} rounds: {rounds:#?}");
 }
 
+/// The graph the daemon's crawl works on, over the tree's one set.
+fn graph_of(t: &Tree) -> Arc<VolumeGraph> {
+    Arc::new(VolumeGraph {
+        top: t.b.children()[0].clone(),
+        clients: t.b.clients.clone(),
+        distribute: None,
+        heal_sets: vec![(t.set.clone(), (0..t.b.clients.len()).collect())],
+    })
+}
+
+/// The crawl's limits with the option's default thread count.
+fn default_limits() -> CrawlLimits {
+    CrawlLimits {
+        files_max: 10_000,
+        threads: options::get_u64(&Default::default(), options::SHD_MAX_THREADS) as usize,
+    }
+}
+
+/// How a cycle heals: file by file in rounds, or by the daemon's crawl.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Healer {
+    Rounds,
+    /// One crawl (its passes included) over every brick's index must
+    /// leave them empty.
+    OneCrawl,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_made_while_a_brick_was_down_are_healed_back() {
-    heal_cycle("entry-r3", false, 2).await;
+    heal_cycle("entry-r3", false, 2, Healer::Rounds).await;
 }
 
 /// The same with an arbiter: a data brick misses the names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_made_while_a_data_brick_was_down_are_healed_back_with_an_arbiter() {
-    heal_cycle("entry-a1", true, 0).await;
+    heal_cycle("entry-a1", true, 0, Healer::Rounds).await;
+}
+
+/// The daemon's crawl, with the default `cluster.shd-max-threads`, heals
+/// the whole tree (a directory level per pass) in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_parallel_crawl_heals_the_whole_tree() {
+    heal_cycle("entry-crawl", false, 1, Healer::OneCrawl).await;
 }
 
 /// Make, link, rename, move and remove names with brick `down` down, bring
 /// it back, heal until the indices are empty, and compare every brick.
-async fn heal_cycle(vol: &str, arbiter: bool, down: usize) {
+async fn heal_cycle(vol: &str, arbiter: bool, down: usize, healer: Healer) {
     let mut t = Tree::start(vol, arbiter).await;
     // Before the failure: a directory with a file to move away, one to
     // remove, and a directory to remove with what it holds.
@@ -306,7 +347,20 @@ async fn heal_cycle(vol: &str, arbiter: bool, down: usize) {
         good.len(),
         "brick {down} missed names"
     );
-    let rounds = heal_until_clean(&t).await;
+    let rounds = match healer {
+        Healer::Rounds => heal_until_clean(&t).await,
+        Healer::OneCrawl => {
+            let sum = heal_graph(&t.b.rt, &graph_of(&t), &|_| true, default_limits()).await;
+            eprintln!("one crawl: {sum:?}");
+            assert_eq!(
+                (sum.skipped, sum.split_brain, sum.busy),
+                (0, 0, 0),
+                "{sum:?}"
+            );
+            assert!(sum.healed > 0, "{sum:?}");
+            Vec::new()
+        }
+    };
     for (n, round) in rounds.iter().enumerate() {
         eprintln!("heal round {n}: {round:?}");
     }
@@ -342,5 +396,98 @@ async fn heal_cycle(vol: &str, arbiter: bool, down: usize) {
     }
     // A heal of the healed directory finds nothing to do.
     assert_eq!(heal_file(&t.set, d).await, HealOutcome::Clean);
+    let _ = std::fs::remove_dir_all(&t.b.dir);
+}
+
+/// One healer per file: a file claimed by another healer (held here by
+/// hand on brick 0, in the self-heal domain) is left to it, Busy, with
+/// nothing changed; once the claim is given back, it heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_another_healer_holds_is_skipped_not_waited_for() {
+    let mut t = Tree::start("entry-claim", false).await;
+    let f = t.create(Gfid::ROOT, "f", b"").await;
+    t.b.kill(2).await;
+    let w = bp::Write { gfid: f, offset: 0 };
+    t.op(Fop::Write(
+        w,
+        Bytes::from_static(b"written while brick 2 was down"),
+    ))
+    .await;
+    t.b.revive(2).await;
+    let claim = |kind| {
+        Fop::Inodelk(bp::Inodelk {
+            gfid: f,
+            domain: heal_domain(t.r().set_name()),
+            kind,
+            start: 0,
+            len: 0,
+            owner: 0xfeed,
+            wait_ms: None,
+        })
+    };
+    t.b.clients[0].fop(claim(LockKind::Write)).await.unwrap();
+    let started = std::time::Instant::now();
+    let busy = heal_file(&t.set, f).await;
+    assert!(matches!(busy, HealOutcome::Busy(_)), "{busy:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "did not wait"
+    );
+    assert!(
+        t.b.read_on(2, f).await.is_empty(),
+        "nothing copied while another healer holds the file"
+    );
+    // The loser held no brick: a third healer is refused the same way.
+    assert!(matches!(heal_file(&t.set, f).await, HealOutcome::Busy(_)));
+    t.b.clients[0].fop(claim(LockKind::Unlock)).await.unwrap();
+    assert!(matches!(heal_file(&t.set, f).await, HealOutcome::Healed(_)));
+    assert_eq!(
+        &t.b.read_on(2, f).await[..],
+        b"written while brick 2 was down"
+    );
+    let _ = std::fs::remove_dir_all(&t.b.dir);
+}
+
+/// Two daemons crawling the same indices at once (each good brick lists
+/// every file): every file is healed exactly once between them, none is
+/// left, none is split-brain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_crawling_at_once_heal_each_file_once() {
+    const FILES: usize = 200;
+    let mut t = Tree::start("entry-two", false).await;
+    let d = t.mkdir(Gfid::ROOT, "d").await;
+    let mut files = Vec::new();
+    for n in 0..FILES {
+        files.push(t.create(d, &format!("f{n}"), b"before").await);
+    }
+    t.b.kill(2).await;
+    for &f in &files {
+        let w = bp::Write { gfid: f, offset: 0 };
+        t.op(Fop::Write(w, Bytes::from_static(b"after!"))).await;
+    }
+    t.b.revive(2).await;
+    let g = graph_of(&t);
+    let on = |i: usize| {
+        move |a: &mortar_client::protocol::BrickAddress| a.brick_path == format!("/b{i}")
+    };
+    let (a, b) = (on(0), on(1));
+    let (sa, sb) = tokio::join!(
+        heal_graph(&t.b.rt, &g, &a, default_limits()),
+        heal_graph(&t.b.rt, &g, &b, default_limits()),
+    );
+    eprintln!("daemon a: {sa:?}\ndaemon b: {sb:?}");
+    assert_eq!(sa.healed + sb.healed, FILES as u64, "each file healed once");
+    assert_eq!(
+        (sa.split_brain, sb.split_brain, sa.skipped, sb.skipped),
+        (0, 0, 0, 0)
+    );
+    // What one daemon left as busy the other healed: nothing is pending.
+    for i in 0..3 {
+        let left = t.b.clients[i].pending_heal(100).await.unwrap();
+        assert!(left.is_empty(), "brick {i} still lists {left:?}");
+    }
+    for &f in &files {
+        assert_eq!(&t.b.read_on(2, f).await[..], b"after!");
+    }
     let _ = std::fs::remove_dir_all(&t.b.dir);
 }
