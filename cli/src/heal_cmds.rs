@@ -16,7 +16,7 @@ use crate::mgmt_cmds::Target;
 use crate::Failure;
 
 pub const USAGE: &str =
-    "usage: mortar volume heal NAME [enable | disable | info [summary | split-brain]]";
+    "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain]]";
 
 /// Which `heal info` view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +33,11 @@ pub enum HealCmd {
         volume: String,
         view: View,
     },
-    /// `volume heal NAME`: crawl the pending-heal indices now.
+    /// `volume heal NAME [full]`: crawl the pending-heal indices (or
+    /// sweep the whole volume) now.
     Start {
         volume: String,
+        full: bool,
     },
     /// `volume heal NAME enable|disable`.
     Daemon {
@@ -52,13 +54,18 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     let not_built = |what: &str| {
         Ok(HealCmd::NotBuilt(format!(
-            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME', 'enable', 'disable' and 'info [summary | split-brain]'"
+            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME [full]', 'enable', 'disable' and 'info [summary | split-brain]'"
         )))
     };
     match words.as_slice() {
         [] => Err(usage()),
         [volume] => Ok(HealCmd::Start {
             volume: volume.to_string(),
+            full: false,
+        }),
+        [volume, "full"] => Ok(HealCmd::Start {
+            volume: volume.to_string(),
+            full: true,
         }),
         [volume, on @ ("enable" | "disable")] => Ok(HealCmd::Daemon {
             volume: volume.to_string(),
@@ -76,7 +83,7 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
                 view,
             })
         }
-        [_, verb @ ("full" | "split-brain" | "statistics"), ..] => not_built(verb),
+        [_, verb @ ("split-brain" | "statistics"), ..] => not_built(verb),
         _ => Err(usage()),
     }
 }
@@ -85,7 +92,9 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
 pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
     let (volume, view) = match parse(rest)? {
         HealCmd::Info { volume, view } => (volume, view),
-        HealCmd::Start { volume } => return t.send(CliRequest::HealNow { name: volume }).await,
+        HealCmd::Start { volume, full } => {
+            return t.send(CliRequest::HealNow { name: volume, full }).await
+        }
         HealCmd::Daemon { volume, on } => {
             let req = CliRequest::VolumeSet {
                 name: volume,
@@ -273,12 +282,14 @@ mod tests {
             let got = parse(&words(line)).map_err(|e| assert_eq!(e.0, USAGE));
             assert_eq!(got, want, "{line:?}");
         }
-        assert_eq!(
-            parse(&words("vol1")).unwrap(),
-            HealCmd::Start {
-                volume: "vol1".into()
-            }
-        );
+        for (line, full) in [("vol1", false), ("vol1 full", true)] {
+            let want = HealCmd::Start {
+                volume: "vol1".into(),
+                full,
+            };
+            assert_eq!(parse(&words(line)).unwrap(), want, "{line:?}");
+        }
+        assert!(parse(&words("vol1 full now")).is_err());
         for (line, on) in [("vol1 enable", true), ("vol1 disable", false)] {
             let want = HealCmd::Daemon {
                 volume: "vol1".into(),
@@ -288,7 +299,6 @@ mod tests {
         }
         assert!(parse(&words("vol1 enable now")).is_err());
         for line in [
-            "vol1 full",
             "vol1 split-brain bigger-file /a",
             "vol1 split-brain source-brick s1:/b",
             "vol1 statistics",

@@ -23,7 +23,15 @@ pub fn reply(r: &CliReply) -> String {
         CliReply::VolfileUnchanged => "volfile unchanged\n".into(),
         CliReply::Migration(m) => migration(m),
         CliReply::ListenPort(p) => format!("{p}\n"),
-        CliReply::HealRequests(h) => h.iter().map(|(v, n)| format!("{v}: {n}\n")).collect(),
+        CliReply::HealRequests(h) => h
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: index {} full {}\n",
+                    c.volume, c.counts.index, c.counts.full
+                )
+            })
+            .collect(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use mortar_client::api::Client;
-use mortar_client::graph::VolumeGraph;
+use mortar_client::graph::{SetLayer, VolumeGraph};
 use mortar_client::protocol::BrickAddress;
 use mortar_net::Runtime;
 use mortar_proto::Gfid;
@@ -164,7 +164,7 @@ async fn crawl_set(
             }
         }
         let workers = limits.threads.max(1) * local.len();
-        let pass = heal_all(rt, g, set, pending.into_iter().collect(), workers).await;
+        let pass = heal_each(rt, g, set, pending.into_iter().collect(), workers, false).await;
         passes += 1;
         let again = pass_again(&pass, passes);
         // A file a pass skipped and a later one healed counts as healed:
@@ -184,13 +184,16 @@ async fn crawl_set(
     }
 }
 
-/// Heal `gfids` of set `set` with `workers` healers at once.
-async fn heal_all(
+/// Heal `gfids` of set `set` with `workers` healers at once; `full`: as
+/// the full sweep does (a replicate file whose copies differ unmarked is
+/// marked first, [`crate::full::mark_if_differs`]).
+pub(crate) async fn heal_each(
     rt: &Runtime,
     g: &Arc<VolumeGraph>,
     set: usize,
     gfids: Vec<Gfid>,
     workers: usize,
+    full: bool,
 ) -> HealSummary {
     let queue = Arc::new(Mutex::new(VecDeque::from(gfids)));
     let n = workers.min(queue.lock().expect("queue").len());
@@ -202,7 +205,11 @@ async fn heal_all(
                 loop {
                     let next = queue.lock().expect("queue").pop_front();
                     let Some(gfid) = next else { break };
-                    sum.record(heal_file(&g.heal_sets[set].0, gfid).await);
+                    let layer = &g.heal_sets[set].0;
+                    if let (true, SetLayer::Replicate(r)) = (full, layer) {
+                        crate::full::mark_if_differs(r.children(), r.arbiter(), gfid).await;
+                    }
+                    sum.record(heal_file(layer, gfid).await);
                 }
                 sum
             })

@@ -14,12 +14,13 @@ use mortar_client::mgmt_rpc::cli_call_flat;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::time::Instant;
 use mortar_net::{Endpoint, Runtime};
-use mortar_proto::mgmt::{CliReply, CliRequest};
+use mortar_proto::mgmt::{CliReply, CliRequest, HealCounts};
 use mortar_proto::options;
 use mortar_proto::volume::Volume;
 
 use crate::crawl::{heal_pending, CrawlLimits, HealSummary};
 use crate::error::HealError;
+use crate::full::sweep_graph;
 
 /// How often the daemon looks at its volumes (and retries unfinished work).
 const TICK_MS: u64 = 2_000;
@@ -52,8 +53,8 @@ struct Followed {
     connections: u64,
     /// The last crawl left work (skipped files): crawl again soon.
     unfinished: bool,
-    /// mgmtd's count of `volume heal` requests at the last look.
-    requests: u64,
+    /// mgmtd's counts of `volume heal [full]` requests at the last look.
+    requests: HealCounts,
 }
 
 /// What decides whether a volume's crawl is due now.
@@ -87,10 +88,10 @@ pub fn crawl_due(c: CrawlClock) -> bool {
 
 /// mgmtd's counts of `volume heal` requests, by volume (empty when the
 /// mgmtd is older and does not know the request: heal-timeout still holds).
-async fn heal_requests(rpc: &RpcClient) -> BTreeMap<String, u64> {
+async fn heal_requests(rpc: &RpcClient) -> BTreeMap<String, HealCounts> {
     let req = CliRequest::HealRequests;
     match cli_call_flat(rpc, &req, Duration::from_secs(MGMT_CALL_SECS)).await {
-        Ok(CliReply::HealRequests(v)) => v.into_iter().collect(),
+        Ok(CliReply::HealRequests(v)) => v.into_iter().map(|c| (c.volume, c.counts)).collect(),
         _ => BTreeMap::new(),
     }
 }
@@ -138,7 +139,11 @@ impl Shd {
     }
 
     /// Mount `name` if it is not followed yet; false if that failed.
-    async fn follow(&mut self, name: &str) -> bool {
+    /// `asked`: mgmtd's request counts now. A full sweep asked before this
+    /// daemon followed the volume is not run again (one cut short by a
+    /// crash is asked for again by the operator; the index crawl, which
+    /// every start runs, resumes what the indices hold).
+    async fn follow(&mut self, name: &str, asked: HealCounts) -> bool {
         if self.followed.contains_key(name) {
             return true;
         }
@@ -150,7 +155,10 @@ impl Shd {
                     last_crawl: None,
                     connections: 0,
                     unfinished: true,
-                    requests: 0,
+                    requests: HealCounts {
+                        index: 0,
+                        full: asked.full,
+                    },
                 };
                 self.followed.insert(name.to_string(), f);
                 true
@@ -162,9 +170,10 @@ impl Shd {
         }
     }
 
-    /// Crawl `v`'s local bricks if a crawl is due; `requests` is mgmtd's
-    /// count of `volume heal` requests for it.
-    async fn crawl_if_due(&mut self, v: &Volume, requests: u64) {
+    /// Crawl `v`'s local bricks if a crawl is due, or sweep the whole
+    /// volume if one was asked for; `requests` is mgmtd's count of
+    /// `volume heal [full]` requests for it.
+    async fn crawl_if_due(&mut self, v: &Volume, requests: HealCounts) {
         let now = self.rt.clock().now();
         let f = self
             .followed
@@ -176,10 +185,11 @@ impl Shd {
             heal_timeout: heal_timeout(v),
             reconnected: made != f.connections,
             unfinished: f.unfinished,
-            requested: requests != f.requests,
+            requested: requests.index != f.requests.index,
         });
+        let sweep = requests.full != f.requests.full;
         f.requests = requests;
-        if !due {
+        if !due && !sweep {
             f.connections = made;
             return;
         }
@@ -196,10 +206,25 @@ impl Shd {
             threads: options::get_u64(&v.options, options::SHD_MAX_THREADS) as usize,
         };
         let started = self.rt.clock().now();
-        let sum = heal_pending(&f.client, &is_local, limits).await;
+        let (what, sum) = if sweep {
+            tracing::info!(volume = %v.name, "full sweep starting");
+            let g = f.client.graph();
+            let sum = sweep_graph(f.client.runtime(), &g, &is_local, limits).await;
+            ("full sweep", sum)
+        } else {
+            (
+                "index crawl",
+                heal_pending(&f.client, &is_local, limits).await,
+            )
+        };
         f.last_crawl = Some(self.rt.clock().now());
         f.unfinished = sum.unfinished();
-        log_crawl(&v.name, &sum, f.last_crawl.expect("just set") - started);
+        log_crawl(
+            &v.name,
+            what,
+            &sum,
+            f.last_crawl.expect("just set") - started,
+        );
     }
 
     /// Wait one tick, or less when a followed volume's brick (re)connects.
@@ -231,8 +256,8 @@ impl Shd {
     }
 }
 
-fn log_crawl(volume: &str, sum: &HealSummary, took: Duration) {
-    if sum.healed + sum.skipped + sum.split_brain + sum.busy > 0 {
+fn log_crawl(volume: &str, what: &str, sum: &HealSummary, took: Duration) {
+    if what != "index crawl" || sum.healed + sum.skipped + sum.split_brain + sum.busy > 0 {
         tracing::info!(
             volume = %volume,
             healed = sum.healed,
@@ -241,7 +266,7 @@ fn log_crawl(volume: &str, sum: &HealSummary, took: Duration) {
             busy = sum.busy,
             took_ms = took.as_millis() as u64,
             first_reason = sum.errors.first().map(String::as_str).unwrap_or(""),
-            "index crawl"
+            "{what}"
         );
     }
 }
@@ -271,8 +296,8 @@ pub async fn run_shd(rt: &Runtime, mgmt: &Endpoint, hostnames: Vec<String>) {
                 shd.drop_unwanted(&wanted);
                 let requests = heal_requests(&rpc).await;
                 for (name, v) in &wanted {
-                    if shd.follow(name).await {
-                        let asked = requests.get(name).copied().unwrap_or(0);
+                    let asked = requests.get(name).copied().unwrap_or_default();
+                    if shd.follow(name, asked).await {
                         shd.crawl_if_due(v, asked).await;
                     }
                 }

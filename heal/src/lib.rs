@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod disperse;
 pub mod entry;
 pub mod error;
+pub mod full;
 pub mod info;
 pub mod replicate;
 mod replicate_entry;

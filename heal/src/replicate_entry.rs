@@ -100,6 +100,66 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     crate::steps::healed_outcome(children, &stale)
 }
 
+/// The full sweep's addition to a directory (every brick of the set up):
+/// under the directory's entry lock on every brick, names some copies
+/// have and others lack are made where they are missing
+/// ([`crate::full::fill_plan`]), nothing removed.
+pub(crate) async fn fill_names(set: &Replicate, dir: Gfid) -> HealOutcome {
+    let owner = set.new_lock_owner();
+    let lock = |kind: LockKind, wait: Option<u64>| {
+        Fop::Entrylk(bp::Entrylk {
+            parent: dir,
+            name: None,
+            domain: set.set_name().to_string(),
+            kind,
+            owner,
+            wait_ms: wait,
+        })
+    };
+    let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
+    with_every_brick_locked(rt, name, children, dir, &lock, fill_locked(set, dir)).await
+}
+
+async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
+    let children = set.children();
+    let mut listings = Vec::with_capacity(children.len());
+    for c in children {
+        match list_dir(c, dir).await {
+            Ok(l) => listings.push(l),
+            Err(e) => return HealOutcome::Skipped(format!("listing {dir} on {}: {e}", c.name())),
+        }
+    }
+    if listings.iter().all(|l| *l == listings[0]) {
+        return HealOutcome::Clean;
+    }
+    let all: Vec<usize> = (0..children.len()).collect();
+    let held = held_elsewhere(children, &listings, &all, &all).await;
+    let fill = crate::full::fill_plan(&listings, &held);
+    let mut sinks = Vec::new();
+    for (action, holders) in fill.actions {
+        if let Action::Create { sink, .. } | Action::Link { sink, .. } = &action {
+            if !sinks.contains(sink) {
+                sinks.push(*sink);
+            }
+        }
+        let one = Plan {
+            actions: vec![action],
+            unhealed: Vec::new(),
+        };
+        if let Err(e) = apply(set, dir, &one, &holders).await {
+            return HealOutcome::Skipped(format!("full sweep of {dir}: {e}"));
+        }
+    }
+    let left = Plan {
+        actions: Vec::new(),
+        unhealed: fill.unhealed,
+    };
+    if let Some(outcome) = unhealed_outcome(set, dir, &left) {
+        return outcome;
+    }
+    crate::steps::healed_outcome(children, &sinks)
+}
+
 /// Does brick `g` blame brick `s` for entries (in `views`)?
 fn blames(views: &[Option<BrickView>], g: usize, s: usize) -> bool {
     views[g]
@@ -141,7 +201,7 @@ fn unhealed_outcome(set: &Replicate, dir: Gfid, plan: &Plan) -> Option<HealOutco
 
 /// Every name of directory `dir` on one brick, at most
 /// [`DIR_ENTRIES_MAX`].
-async fn list_dir(c: &Child, dir: Gfid) -> Result<Listing, String> {
+pub(crate) async fn list_dir(c: &Child, dir: Gfid) -> Result<Listing, String> {
     let mut out = Listing::new();
     let mut after = None;
     loop {

@@ -93,13 +93,16 @@ pub enum CliRequest {
     /// From a migration process (`remove-brick start`): progress so far.
     MigrationReport(MigrationView),
     /// `volume heal NAME`: every server's self-heal daemon crawls its
-    /// bricks' pending-heal indices now, not at the next heal-timeout.
+    /// bricks' pending-heal indices now, not at the next heal-timeout;
+    /// `full` (`volume heal NAME full`): it sweeps every file and
+    /// directory of the volume instead, healing what the indices missed.
     HealNow {
         name: String,
+        full: bool,
     },
-    /// From a self-heal daemon: how many `volume heal` requests each volume
-    /// has had since this mgmtd started (counters only grow); a change is
-    /// the signal to crawl.
+    /// From a self-heal daemon: how many `volume heal` requests of each
+    /// kind each volume has had since this mgmtd started (counters only
+    /// grow); a change is the signal to crawl or sweep.
     HealRequests,
     /// The TCP port this mgmtd listens on for peers, bricks and clients
     /// (what a process that reached it over the local socket needs for
@@ -171,10 +174,25 @@ pub enum CliReply {
     VolfileUnchanged,
     /// `remove-brick status`: one line per server that ran a migration.
     Migration(Vec<MigrationView>),
-    /// Answer to [`CliRequest::HealRequests`]: volume -> requests so far.
-    HealRequests(Vec<(String, u64)>),
+    /// Answer to [`CliRequest::HealRequests`]: per volume, requests so far.
+    HealRequests(Vec<HealCount>),
     /// Answer to [`CliRequest::ListenPort`].
     ListenPort(u16),
+}
+
+/// How many `volume heal` requests one volume has had (since the mgmtd
+/// answering started): index crawls and full sweeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealCounts {
+    pub index: u64,
+    pub full: u64,
+}
+
+/// One volume's [`HealCounts`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealCount {
+    pub volume: String,
+    pub counts: HealCounts,
 }
 
 /// The state of `remove-brick start`'s data migration on one server.

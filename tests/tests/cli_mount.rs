@@ -227,6 +227,7 @@ fn posix_behaviour_through_fuse_mounts() {
     assert_eq!(fs::read(brick("r3").join("a.txt")).unwrap(), b"hello world");
     s1.ok(&["volume", "start", "rep", "force"]);
     bricks_online(&s1, "rep", 3);
+    #[allow(clippy::disallowed_methods)] // real processes, real time
     let back = std::time::Instant::now();
     // Heal starts within 3 s of the return (the daemon looks at its
     // connections every 100 ms); 15 s leaves room for a loaded machine

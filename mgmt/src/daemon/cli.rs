@@ -60,7 +60,7 @@ impl<S: Storage> Inner<S> {
             } => self.remove_brick(name, bricks, action).await,
             R::MigrationReport(m) => self.migration_report(m),
             R::GetVolfile { .. } | R::WatchVolfile { .. } => self.cli_volfile(req).await,
-            R::HealNow { name } => self.heal_now(&name).await,
+            R::HealNow { name, full } => self.heal_now(&name, full).await,
             R::HealRequests => Ok(CliReply::HealRequests(self.heal_requests())),
             R::ListenPort => Ok(CliReply::ListenPort(super::endpoint_port(&self.cfg.listen))),
         }

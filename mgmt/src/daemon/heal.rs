@@ -1,4 +1,5 @@
-//! `volume heal NAME`: the self-heal daemons crawl now. The server the CLI
+//! `volume heal NAME [full]`: the self-heal daemons crawl their indices
+//! (or, with `full`, sweep the whole volume) now. The server the CLI
 //! talked to counts the request and tells every peer (bounded, best
 //! effort: a server that cannot be told still crawls at its next
 //! heal-timeout, and the answer names it); each server's daemon asks its
@@ -22,10 +23,11 @@ pub fn nothing_to_heal(v: &Volume) -> Option<&'static str> {
     }
 }
 
-/// The text `volume heal NAME` answers with.
-pub fn heal_launched_text(volume: &str, not_told: &[String]) -> String {
+/// The text `volume heal NAME [full]` answers with.
+pub fn heal_launched_text(volume: &str, full: bool, not_told: &[String]) -> String {
+    let kind = if full { "full" } else { "index" };
     let mut s = format!(
-        "Launching heal operation to perform index self heal on volume {volume} has been successful\nUse heal info commands to check status."
+        "Launching heal operation to perform {kind} self heal on volume {volume} has been successful\nUse heal info commands to check status."
     );
     if !not_told.is_empty() {
         s.push_str(&format!(
@@ -37,23 +39,29 @@ pub fn heal_launched_text(volume: &str, not_told: &[String]) -> String {
 }
 
 impl<S: Storage> Inner<S> {
-    /// Count a heal request for `volume` here.
-    pub(super) fn note_heal_request(&self, volume: &str) {
-        *self
-            .heal_requests
-            .lock()
-            .expect("heal requests")
-            .entry(volume.to_string())
-            .or_default() += 1;
+    /// Count a heal request (a full sweep with `full`) for `volume` here.
+    pub(super) fn note_heal_request(&self, volume: &str, full: bool) {
+        let mut m = self.heal_requests.lock().expect("heal requests");
+        let c = m.entry(volume.to_string()).or_default();
+        if full {
+            c.full += 1;
+        } else {
+            c.index += 1;
+        }
     }
 
-    pub(super) fn heal_requests(&self) -> Vec<(String, u64)> {
+    pub(super) fn heal_requests(&self) -> Vec<HealCount> {
         let m = self.heal_requests.lock().expect("heal requests");
-        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        m.iter()
+            .map(|(k, v)| HealCount {
+                volume: k.clone(),
+                counts: *v,
+            })
+            .collect()
     }
 
-    /// `volume heal NAME`.
-    pub(super) async fn heal_now(&self, name: &str) -> Result<CliReply> {
+    /// `volume heal NAME [full]`.
+    pub(super) async fn heal_now(&self, name: &str, full: bool) -> Result<CliReply> {
         let v = self.volume_or_err(name)?;
         if let Some(why) = nothing_to_heal(&v) {
             return Err(MgmtError::NothingToHeal {
@@ -61,18 +69,19 @@ impl<S: Storage> Inner<S> {
                 why,
             });
         }
-        self.note_heal_request(name);
+        self.note_heal_request(name, full);
         let mut not_told = Vec::new();
+        let arg = (name.to_string(), full);
         for (uuid, c) in self.clients() {
             let told = self
-                .call_peer::<_, PeerResult<()>>(&c, peer_procs::HEAL_NOW, &name.to_string())
+                .call_peer::<_, PeerResult<()>>(&c, peer_procs::HEAL_NOW, &arg)
                 .await;
             match told {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) | Err(e) => not_told.push(format!("{}: {e}", self.peer_name(&uuid))),
             }
         }
-        Ok(CliReply::Done(heal_launched_text(name, &not_told)))
+        Ok(CliReply::Done(heal_launched_text(name, full, &not_told)))
     }
 }
 
@@ -126,12 +135,16 @@ mod tests {
 
     #[test]
     fn the_answer_names_servers_not_told() {
-        let t = heal_launched_text("vol1", &[]);
+        let t = heal_launched_text("vol1", false, &[]);
         assert!(t.starts_with(
             "Launching heal operation to perform index self heal on volume vol1 has been successful"
         ));
         assert!(!t.contains("Not told"));
-        let t = heal_launched_text("vol1", &["s2: timed out".into()]);
+        let t = heal_launched_text("vol1", true, &[]);
+        assert!(t.starts_with(
+            "Launching heal operation to perform full self heal on volume vol1 has been successful"
+        ));
+        let t = heal_launched_text("vol1", false, &["s2: timed out".into()]);
         assert!(t.ends_with("Not told (they heal at their next heal-timeout): s2: timed out"));
     }
 }

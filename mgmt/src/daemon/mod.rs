@@ -149,7 +149,7 @@ struct Inner<S: Storage> {
     /// Volume -> `volume heal` requests seen here (asked by the self-heal
     /// daemon; in memory: a restarted mgmtd starts again from zero, and
     /// the daemon takes any change as a request).
-    heal_requests: Mutex<BTreeMap<String, u64>>,
+    heal_requests: Mutex<BTreeMap<String, HealCounts>>,
 }
 
 /// A running mgmtd.

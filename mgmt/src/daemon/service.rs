@@ -139,8 +139,8 @@ async fn peer_queries<S: Storage>(
             reply(&inner.shd_running())
         }
         peer_procs::HEAL_NOW => {
-            let name: String = req.decode()?;
-            inner.note_heal_request(&name);
+            let (name, full): (String, bool) = req.decode()?;
+            inner.note_heal_request(&name, full);
             reply(&PeerResult::Ok(()))
         }
         peer_procs::MIGRATION_STATUS => {
