@@ -15,6 +15,7 @@ pub mod crawl;
 pub mod daemon;
 pub mod disperse;
 pub mod entry;
+mod entry_steps;
 pub mod error;
 pub mod info;
 pub mod replicate;
