@@ -14,6 +14,7 @@
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
+pub mod disperse_entry;
 pub mod entry;
 mod entry_steps;
 pub mod error;
