@@ -25,7 +25,7 @@
 //! uses too ([`crate::entry::plan`]). The procedure, with the directory's
 //! entry lock held on every brick (the lock entry operations take):
 //! versions and dirty marks read, every listing read (at most
-//! [`crate::entry_steps::DIR_ENTRIES_MAX`] names a brick), the plan
+//! 100,000 names a brick, `DIR_ENTRIES_MAX`), the plan
 //! applied on the sinks alone. A new object is first marked on the good
 //! copies, durably, so it is in their pending-heal index until its own
 //! heal has run: a directory with an entry mark (the crawl heals its names
