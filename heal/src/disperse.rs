@@ -1,9 +1,13 @@
 //! Disperse's heal procedure: rebuild the fragments (data) and metadata
 //! of the bricks not of the current generation from those that are, give
 //! them its version and size, then clear the dirty counters that were
-//! read. It reaches the set only through the accessors `mortar-client`
-//! documents for this crate; which fragments are current is
-//! `disperse::current`, the rule reads use too.
+//! read. A directory's names are healed first by disperse entry heal
+//! ([`crate::disperse_entry`]: the bricks of the directory's current
+//! version generation are the good copies, the others get the names they
+//! lack and lose, on the evidence of the entry marks, the names the good
+//! copies removed), then its metadata here. It reaches the set only
+//! through the accessors `mortar-client` documents for this crate; which
+//! fragments are current is `disperse::current`, the rule reads use too.
 
 use mortar_client::afr::{counters_delta, dirty_delta, Kind};
 use mortar_client::copy::has_data;
@@ -15,29 +19,47 @@ use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta};
 use mortar_proto::{FileKind, FopError, Gfid};
 
 use crate::steps::{
-    copy_metadata, empty_sinks, every_brick_up, healed_outcome, seal_sinks, with_every_brick_locked,
+    clear_order, copy_metadata, empty_sinks, every_brick_up, healed_outcome, kind_of,
+    merge_outcomes, seal_sinks, with_every_brick_locked,
 };
 use crate::HealOutcome;
 
 /// What each brick's counters said when heal read them.
-struct Counters {
-    infos: Vec<Option<FragInfo>>,
-    dirty: Vec<[i32; 3]>,
+pub(crate) struct Counters {
+    pub(crate) infos: Vec<Option<FragInfo>>,
+    pub(crate) dirty: Vec<[i32; 3]>,
 }
 
-/// Heal one file: with every brick up and the whole file locked on
-/// all of them, rebuild the fragments (data) and metadata of the
-/// bricks that are not of the current generation from those that
+/// Heal one file: with every brick up, a directory's names first (entry
+/// heal, under the whole directory's entry lock), then, with the whole
+/// file locked on all bricks, rebuild the fragments (data) and metadata
+/// of the bricks that are not of the current generation from those that
 /// are, give them its version and size, then clear the dirty counters
-/// that were read (current fragments first). Directories are reported,
-/// not healed: entry heal is built for replicate sets only.
+/// that were read (current fragments first).
 pub async fn heal_file(set: &Disperse, gfid: Gfid) -> HealOutcome {
     if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
         return skipped;
     }
+    let Some(kind) = kind_of(set.children(), gfid).await else {
+        return HealOutcome::Skipped(format!(
+            "{gfid} is on no brick of {} that answered",
+            set.set_name()
+        ));
+    };
+    let entries = match kind {
+        FileKind::Directory => crate::disperse_entry::heal_entries(set, gfid).await,
+        _ => HealOutcome::Clean,
+    };
+    merge_outcomes(entries, heal_inode(set, gfid, kind).await)
+}
+
+/// The data and metadata of one object of kind `kind` (a directory's
+/// metadata only: its data version counts its entry operations, entry
+/// heal's), under its whole-file lock on every brick.
+pub(crate) async fn heal_inode(set: &Disperse, gfid: Gfid, kind: FileKind) -> HealOutcome {
     let lock = set.inode_lock(gfid);
     let heal = async {
-        match heal_locked(set, gfid).await {
+        match heal_locked(set, gfid, kind).await {
             Ok(o) => o,
             Err(e) => HealOutcome::Skipped(format!("healing {gfid}: {e}")),
         }
@@ -48,7 +70,11 @@ pub async fn heal_file(set: &Disperse, gfid: Gfid) -> HealOutcome {
 
 /// Read each brick's counters with a zero xattrop (one answer per
 /// brick holding both).
-async fn read_counters(set: &Disperse, gfid: Gfid, all: &[usize]) -> FopResult<Counters> {
+pub(crate) async fn read_counters(
+    set: &Disperse,
+    gfid: Gfid,
+    all: &[usize],
+) -> FopResult<Counters> {
     let read = set
         .xattrop_on(
             all,
@@ -76,24 +102,30 @@ async fn read_counters(set: &Disperse, gfid: Gfid, all: &[usize]) -> FopResult<C
     Ok(Counters { infos, dirty })
 }
 
-async fn heal_locked(set: &Disperse, gfid: Gfid) -> FopResult<HealOutcome> {
+async fn heal_locked(set: &Disperse, gfid: Gfid, kind: FileKind) -> FopResult<HealOutcome> {
     let children = set.children();
     let all: Vec<usize> = (0..set.n()).collect();
-    let Counters { mut infos, dirty } = read_counters(set, gfid, &all).await?;
-    let a = children[0]
-        .fop(Fop::Stat(bp::Stat { gfid }))
-        .await?
-        .attr()?;
-    if a.kind == FileKind::Directory {
-        return Ok(HealOutcome::Skipped(format!(
-            "{gfid} is a directory of a disperse set: entry heal is built for replicate sets only, so names made or removed while a brick was down stay as they are on it"
-        )));
-    }
+    let Counters {
+        mut infos,
+        mut dirty,
+    } = read_counters(set, gfid, &all).await?;
     let k = set.k();
-    let data = current(&infos, k, Kind::Data).map_err(|d| set.disagree(gfid, &d))?;
     let meta = current(&infos, k, Kind::Metadata).map_err(|d| set.disagree(gfid, &d))?;
-    let (data_sinks, meta_sinks) = (sinks_outside(&all, &data), sinks_outside(&all, &meta));
-    if a.kind == FileKind::Regular && !data_sinks.is_empty() {
+    let data = match kind {
+        // A directory's data version and entry marks are entry heal's.
+        FileKind::Directory => {
+            for d in &mut dirty {
+                d[Kind::Entry as usize] = 0;
+            }
+            None
+        }
+        _ => Some(current(&infos, k, Kind::Data).map_err(|d| set.disagree(gfid, &d))?),
+    };
+    let data_sinks = data
+        .as_ref()
+        .map_or_else(Vec::new, |d| sinks_outside(&all, d));
+    let meta_sinks = sinks_outside(&all, &meta);
+    if let (Some(data), FileKind::Regular, false) = (&data, kind, data_sinks.is_empty()) {
         let size = data.info.size.max(0) as u64;
         rebuild(set, gfid, &data.bricks, &data_sinks, size).await?;
     }
@@ -104,17 +136,11 @@ async fn heal_locked(set: &Disperse, gfid: Gfid) -> FopResult<HealOutcome> {
     if !meta_to.is_empty() {
         copy_metadata(children, gfid, meta.bricks[0], &meta_to).await?;
     }
-    set_versions(
-        set,
-        gfid,
-        &mut infos,
-        (&data, &data_sinks),
-        (&meta, &meta_sinks),
-    )
-    .await?;
+    let data_part = data.as_ref().map(|d| (d, &data_sinks[..]));
+    set_versions(set, gfid, &mut infos, data_part, (&meta, &meta_sinks)).await?;
     // Clear exactly the dirty counts read: current fragments first.
-    let order: Vec<usize> = data.bricks.iter().chain(&data_sinks).copied().collect();
-    clear_dirty(set, gfid, &order, &dirty).await?;
+    let good = data.as_ref().unwrap_or(&meta);
+    clear_dirty(set, gfid, &clear_order(set.n(), &good.bricks), &dirty).await?;
     let mut healed = data_sinks;
     healed.extend(
         meta_sinks
@@ -139,7 +165,7 @@ fn sinks_outside(all: &[usize], current: &Current) -> Vec<usize> {
 /// `(data version, metadata version, size)` steps, taking the data
 /// version and size from `data` and the metadata version from `meta`
 /// when it is a sink of that kind (`None`: it is not).
-fn version_gap(
+pub(crate) fn version_gap(
     have: FragInfo,
     data: Option<&FragInfo>,
     meta: Option<&FragInfo>,
@@ -174,20 +200,24 @@ async fn clear_dirty(
 }
 
 /// The healed fragments take the current versions and size: each
-/// sink of `data` or `meta` gets what it lacks, once per brick even
-/// when it is in both lists.
+/// sink of `data` (none for a directory) or `meta` gets what it lacks,
+/// once per brick even when it is in both lists.
 async fn set_versions(
     set: &Disperse,
     gfid: Gfid,
     infos: &mut [Option<FragInfo>],
-    (data, data_sinks): (&Current, &[usize]),
+    data: Option<(&Current, &[usize])>,
     (meta, meta_sinks): (&Current, &[usize]),
 ) -> FopResult<()> {
+    let (data, data_sinks) = match data {
+        Some((d, s)) => (Some(&d.info), s),
+        None => (None, &[][..]),
+    };
     for &i in data_sinks.iter().chain(meta_sinks.iter()) {
         let have = infos[i].unwrap_or_default();
         let (dd, dm, ds) = version_gap(
             have,
-            data_sinks.contains(&i).then_some(&data.info),
+            data.filter(|_| data_sinks.contains(&i)),
             meta_sinks.contains(&i).then_some(&meta.info),
         );
         if dd == 0 && ds == 0 && dm == 0 {

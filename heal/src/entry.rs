@@ -1,14 +1,18 @@
 //! Entry heal's decision: what a directory's stale copies must gain, lose
-//! or report, as a pure function of every brick's listing of it and of
-//! which copies the entry changelog says are good.
+//! or report, as a pure function of every brick's listing of it, of which
+//! copies are good, and of which stale copies the set's marks show missed
+//! entry operations. The set kinds differ only in how they tell those
+//! (replicate: the entry changelog, `afr::examine` and a good copy's blame;
+//! disperse: the directory's version generation and its entry dirty marks,
+//! `disperse_entry::directory_copies`); the plan is the same for both.
 //!
 //! The rules, in the order they protect data:
-//! * A name is removed from a stale copy only when a good copy blames that
-//!   copy for entries (the changelog says it missed operations here) and
-//!   no good copy has the name with that gfid. Without that evidence an
-//!   extra name is left alone and reported: never delete on a guess.
+//! * A name is removed from a stale copy only when that copy is *blamed*
+//!   (the set's marks say it missed operations here) and no good copy has
+//!   the name with that gfid. Without that evidence an extra name is left
+//!   alone and reported: never delete on a guess.
 //! * A name whose gfid (or kind) differs between good copies, or between a
-//!   good copy and a stale copy that no good copy blames, is a split-brain:
+//!   good copy and a stale copy that is not blamed, is a split-brain:
 //!   reported, not guessed.
 //! * A name a stale copy lacks is made there with the good copy's gfid: as
 //!   a new name of an object the copy already holds (a hard link, or a
@@ -32,16 +36,17 @@ pub struct Entry {
 pub type Listing = BTreeMap<String, Entry>;
 
 /// What the entry plan judges: every brick's listing (index = brick),
-/// the good and stale copies (`afr::examine` with `Kind::Entry`), which
-/// bricks a good copy blames for entries, and per brick the gfids it is
-/// known to hold outside this directory (so a missing name of one of them
-/// is a link, not a new object).
+/// the good and stale copies, per brick whether it is blamed (the set's
+/// marks show it missed entry operations here, so names only it holds may
+/// be removed from it), and per brick the gfids it is known to hold
+/// outside this directory (so a missing name of one of them is a link,
+/// not a new object).
 #[derive(Debug, Clone, Copy)]
 pub struct EntryState<'a> {
     pub listings: &'a [Listing],
     pub good: &'a [usize],
     pub stale: &'a [usize],
-    pub blamed_by_good: &'a [bool],
+    pub blamed: &'a [bool],
     pub held_elsewhere: &'a [BTreeSet<Gfid>],
 }
 
@@ -86,7 +91,7 @@ pub enum Unhealed {
     /// Split-brain: copies that cannot both be right.
     SplitBrain { name: String, why: String },
     /// Left alone for now (the directory stays pending heal): a name only
-    /// a stale copy has, which no good copy blames it for; or a directory
+    /// a stale copy has, which it is not blamed for; or a directory
     /// that the stale copy holds in another directory.
     LeftAlone { name: String, why: String },
 }
@@ -175,7 +180,7 @@ fn plan_sink(
     let mut p = SinkPlan {
         s,
         sink,
-        blamed: st.blamed_by_good[s],
+        blamed: st.blamed[s],
         held: sink.values().map(|e| e.gfid).collect(),
         moved: BTreeSet::new(),
         first: Vec::new(),
@@ -217,7 +222,7 @@ fn mismatch(s: usize, x: &Entry, e: &Entry, blamed: bool) -> String {
     let why = if blamed {
         "it is a directory, which is never removed for this".to_string()
     } else {
-        format!("no good copy blames brick {s}")
+        format!("nothing shows that brick {s} missed entry operations here")
     };
     format!(
         "brick {s} holds {} here and the good copies hold {}; {why}",
@@ -306,7 +311,7 @@ impl SinkPlan<'_> {
     }
 
     /// The sink's names that go: those no good copy has with that gfid,
-    /// when a good copy blames the sink; otherwise they are left alone.
+    /// when the sink is blamed; otherwise they are left alone.
     fn removals(
         &mut self,
         agreed: &BTreeMap<String, (Entry, usize)>,
@@ -331,7 +336,7 @@ impl SinkPlan<'_> {
             } else {
                 self.unhealed.push(Unhealed::LeftAlone {
                     name: name.clone(),
-                    why: format!("only brick {} has it and no good copy blames brick {}; not removed without that evidence", self.s, self.s),
+                    why: format!("only brick {} has it and nothing shows that brick {} missed entry operations here; not removed without that evidence", self.s, self.s),
                 });
             }
         }
@@ -366,8 +371,8 @@ mod tests {
         names.iter().map(|(n, e)| (n.to_string(), *e)).collect()
     }
 
-    /// Replica 3: bricks 0 and 1 good, brick 2 stale; `blamed` says
-    /// whether a good copy blames brick 2 for entries.
+    /// Bricks 0 and 1 good, brick 2 stale; `blamed` says whether brick
+    /// 2 is blamed for entries.
     fn run(good: &[(&str, Entry)], sink: &[(&str, Entry)], blamed: bool) -> Plan {
         run_with(good, good, sink, blamed, &[])
     }
@@ -389,7 +394,7 @@ mod tests {
             listings: &listings,
             good: &[0, 1],
             stale: &[2],
-            blamed_by_good: &[false, false, blamed],
+            blamed: &[false, false, blamed],
             held_elsewhere: &held,
         })
     }

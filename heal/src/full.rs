@@ -30,7 +30,7 @@ use mortar_proto::{Attr, FileKind, Gfid};
 
 use crate::crawl::{heal_each, CrawlLimits, HealSummary};
 use crate::entry::{Action, Listing, Unhealed};
-use crate::replicate_entry::list_dir;
+use crate::entry_steps::list_dir;
 
 /// Directories one sweep of one set visits at most (the walk keeps the
 /// gfids it has seen, 16 bytes each).

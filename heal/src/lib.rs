@@ -4,7 +4,10 @@
 //! It owns when to heal (triggers, bounds per crawl), what a crawl
 //! reports, and how one file of a set is healed: the replicate procedure
 //! (copy from a good copy, clear the counters read) and the disperse one
-//! (rebuild fragments outside the current generation). It reaches bricks
+//! (rebuild fragments outside the current generation), and for a
+//! directory first its names (entry heal: one plan, [`entry::plan`], for
+//! both set kinds, each telling its good copies and its evidence for
+//! removals its own way). It reaches bricks
 //! only through `mortar-client`'s public layers (the volume graph's
 //! [`SetLayer`](mortar_client::graph::SetLayer)s and the accessors each
 //! set documents for this crate) and must never talk to a disk, link the
@@ -14,7 +17,9 @@
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
+pub mod disperse_entry;
 pub mod entry;
+mod entry_steps;
 pub mod error;
 pub mod full;
 pub mod info;

@@ -11,7 +11,8 @@ use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
 use mortar_proto::{FileKind, Gfid};
 
 use crate::steps::{
-    copy_data, copy_metadata, every_brick_up, healed_outcome, with_every_brick_locked,
+    clear_order, copy_data, copy_metadata, every_brick_up, healed_outcome, kind_of, merge_outcomes,
+    with_every_brick_locked,
 };
 use crate::{source, HealOutcome};
 
@@ -23,7 +24,7 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
     if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
         return skipped;
     }
-    let entries = match kind_of(set, gfid).await {
+    let entries = match kind_of(set.children(), gfid).await {
         Some(FileKind::Directory) => crate::replicate_entry::heal_entries(set, gfid).await,
         Some(_) => HealOutcome::Clean,
         None => {
@@ -38,37 +39,6 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
     let inode =
         with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await;
     merge_outcomes(entries, inode)
-}
-
-/// The kind of `gfid` on the first brick that knows it.
-async fn kind_of(set: &Replicate, gfid: Gfid) -> Option<FileKind> {
-    for c in set.children() {
-        if let Ok(FopOut::Attr(a)) = c.fop(Fop::Stat(bp::Stat { gfid })).await {
-            return Some(a.kind);
-        }
-    }
-    None
-}
-
-/// One outcome for a directory's entry heal and inode heal: a split-brain
-/// outranks a skip, which outranks a heal; the bricks healed are joined.
-fn merge_outcomes(a: HealOutcome, b: HealOutcome) -> HealOutcome {
-    use HealOutcome::{Busy, Clean, Healed, Skipped, SplitBrain};
-    match (a, b) {
-        (SplitBrain(x), _) | (_, SplitBrain(x)) => SplitBrain(x),
-        (Skipped(x), _) | (_, Skipped(x)) => Skipped(x),
-        (Busy(x), _) | (_, Busy(x)) => Busy(x),
-        (Healed(mut x), Healed(y)) => {
-            for n in y {
-                if !x.contains(&n) {
-                    x.push(n);
-                }
-            }
-            Healed(x)
-        }
-        (Healed(x), Clean) | (Clean, Healed(x)) => Healed(x),
-        (Clean, Clean) => Clean,
-    }
 }
 
 /// The whole-file lock on `gfid` in the set's domain (the one writes
@@ -264,30 +234,9 @@ fn clearing_deltas<'k>(
     deltas
 }
 
-/// The order heal clears counters in: the good copies first, then the
-/// rest of the `n` bricks (see [`clear_counters`]).
-fn clear_order(n: usize, good: &[usize]) -> Vec<usize> {
-    good.iter()
-        .copied()
-        .chain((0..n).filter(|i| !good.contains(i)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Postmortem (client_writes seed 25): heal cleared a stale copy's
-    /// counters before a good copy's, a brick died in between, and the
-    /// good copy's leftover blame of now-synced copies became a false
-    /// split-brain at the next write; good copies are now cleared first.
-    #[test]
-    fn regression_heal_clears_good_copies_first() {
-        assert_eq!(clear_order(3, &[2]), vec![2, 0, 1]);
-        assert_eq!(clear_order(3, &[1, 2]), vec![1, 2, 0]);
-        assert_eq!(clear_order(3, &[]), vec![0, 1, 2]);
-        assert_eq!(clear_order(2, &[0, 1]), vec![0, 1]);
-    }
 
     fn key(j: usize) -> &'static str {
         ["c0", "c1", "c2"][j]

@@ -4,30 +4,20 @@
 //! through ordinary operations on those bricks alone, then clear exactly
 //! the entry counters that were read (good copies first).
 
-use std::collections::BTreeSet;
-
 use mortar_client::afr::{self, kind_delta, BrickView, Kind, Verdict};
-use mortar_client::fop::{Child, Fop, FopOut, FopResult};
+use mortar_client::fop::{Fop, FopResult};
 use mortar_client::replicate::Replicate;
 use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::{Errno, FileKind, Gfid};
 
-use crate::entry::{self, Action, Entry, EntryState, Listing, Plan, Unhealed};
+use crate::entry::{self, Action, Entry, EntryState, Plan};
+use crate::entry_steps::{
+    apply, held_elsewhere, list_every_brick, make_object, unhealed_outcome, MakeOnSink,
+};
 use crate::replicate::{clear_counters, whole_file_lock};
 use crate::steps::{copy_data, copy_metadata, with_every_brick_locked};
 use crate::HealOutcome;
-
-/// Names one brick's listing of a directory may hold for entry heal to
-/// take it on: the listing is held in memory for every brick at once.
-pub const DIR_ENTRIES_MAX: usize = 100_000;
-
-/// Names asked for per readdir page.
-const READDIR_PAGE_ENTRIES: u32 = 512;
-
-/// Directory levels a removal goes down before giving up (a stale copy's
-/// subtree that the good copies removed).
-const REMOVE_DEPTH_MAX: usize = 64;
 
 /// Heal the names of directory `dir` (every brick of the set is up).
 pub(crate) async fn heal_entries(set: &Replicate, dir: Gfid) -> HealOutcome {
@@ -70,14 +60,13 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
             return HealOutcome::Skipped(format!("no brick answered for {dir}"))
         }
     };
-    let mut listings = Vec::with_capacity(children.len());
-    for c in children {
-        match list_dir(c, dir).await {
-            Ok(l) => listings.push(l),
-            Err(e) => return HealOutcome::Skipped(format!("listing {dir} on {}: {e}", c.name())),
-        }
-    }
-    let blamed_by_good: Vec<bool> = (0..children.len())
+    let listings = match list_every_brick(children, dir).await {
+        Ok(l) => l,
+        Err(e) => return HealOutcome::Skipped(e),
+    };
+    // The evidence for removals: a good copy blames the stale copy for
+    // entries.
+    let blamed: Vec<bool> = (0..children.len())
         .map(|s| good.iter().any(|&g| blames(&views, g, s)))
         .collect();
     let held_elsewhere = held_elsewhere(children, &listings, &good, &stale).await;
@@ -85,13 +74,14 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         listings: &listings,
         good: &good,
         stale: &stale,
-        blamed_by_good: &blamed_by_good,
+        blamed: &blamed,
         held_elsewhere: &held_elsewhere,
     });
-    if let Err(e) = apply(set, dir, &plan, &good).await {
+    let maker = ReplicateMaker { set, good: &good };
+    if let Err(e) = apply(children, dir, &plan, &maker).await {
         return HealOutcome::Skipped(format!("entry heal of {dir}: {e}"));
     }
-    if let Some(outcome) = unhealed_outcome(set, dir, &plan) {
+    if let Some(outcome) = unhealed_outcome(set.set_name(), dir, &plan) {
         return outcome;
     }
     if let Err(outcome) = clear_counters(set, dir, Kind::Entry, &views, &good).await {
@@ -122,13 +112,10 @@ pub(crate) async fn fill_names(set: &Replicate, dir: Gfid) -> HealOutcome {
 
 async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     let children = set.children();
-    let mut listings = Vec::with_capacity(children.len());
-    for c in children {
-        match list_dir(c, dir).await {
-            Ok(l) => listings.push(l),
-            Err(e) => return HealOutcome::Skipped(format!("listing {dir} on {}: {e}", c.name())),
-        }
-    }
+    let listings = match list_every_brick(children, dir).await {
+        Ok(l) => l,
+        Err(e) => return HealOutcome::Skipped(e),
+    };
     if listings.iter().all(|l| *l == listings[0]) {
         return HealOutcome::Clean;
     }
@@ -146,7 +133,11 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
             actions: vec![action],
             unhealed: Vec::new(),
         };
-        if let Err(e) = apply(set, dir, &one, &holders).await {
+        let maker = ReplicateMaker {
+            set,
+            good: &holders,
+        };
+        if let Err(e) = apply(children, dir, &one, &maker).await {
             return HealOutcome::Skipped(format!("full sweep of {dir}: {e}"));
         }
     }
@@ -154,7 +145,7 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         actions: Vec::new(),
         unhealed: fill.unhealed,
     };
-    if let Some(outcome) = unhealed_outcome(set, dir, &left) {
+    if let Some(outcome) = unhealed_outcome(set.set_name(), dir, &left) {
         return outcome;
     }
     crate::steps::healed_outcome(children, &sinks)
@@ -168,136 +159,30 @@ fn blames(views: &[Option<BrickView>], g: usize, s: usize) -> bool {
         .is_some_and(|b| b[Kind::Entry as usize] > 0)
 }
 
-/// The outcome when the plan left names unhealed: split-brain first; the
-/// counters stay, so the directory stays pending heal and is reported.
-fn unhealed_outcome(set: &Replicate, dir: Gfid, plan: &Plan) -> Option<HealOutcome> {
-    let describe = |u: &Unhealed| match u {
-        Unhealed::SplitBrain { name, why } | Unhealed::LeftAlone { name, why } => {
-            format!("{name:?}: {why}")
-        }
-    };
-    let split: Vec<String> = plan
-        .unhealed
-        .iter()
-        .filter(|u| matches!(u, Unhealed::SplitBrain { .. }))
-        .map(describe)
-        .collect();
-    if !split.is_empty() {
-        return Some(HealOutcome::SplitBrain(format!(
-            "{}: names in directory {dir} are in split-brain (left alone; resolve them with heal): {}",
-            set.set_name(),
-            split.join("; ")
-        )));
-    }
-    let left: Vec<String> = plan.unhealed.iter().map(describe).collect();
-    (!left.is_empty()).then(|| {
-        HealOutcome::Skipped(format!(
-            "{}: directory {dir} stays pending heal: {}",
-            set.set_name(),
-            left.join("; ")
-        ))
-    })
+/// How replicate makes a new object on a sink: see [`create`].
+struct ReplicateMaker<'a> {
+    set: &'a Replicate,
+    good: &'a [usize],
 }
 
-/// Every name of directory `dir` on one brick, at most
-/// [`DIR_ENTRIES_MAX`].
-pub(crate) async fn list_dir(c: &Child, dir: Gfid) -> Result<Listing, String> {
-    let mut out = Listing::new();
-    let mut after = None;
-    loop {
-        let q = bp::Readdir {
+impl MakeOnSink for ReplicateMaker<'_> {
+    fn make<'a>(
+        &'a self,
+        dir: Gfid,
+        name: &'a str,
+        entry: Entry,
+        source: usize,
+        sink: usize,
+    ) -> BoxFuture<'a, FopResult<()>> {
+        Box::pin(create(
+            self.set,
             dir,
-            after: after.clone(),
-            max_entries: READDIR_PAGE_ENTRIES,
-        };
-        let page = match c.fop(Fop::Readdir(q)).await.map_err(|e| e.to_string())? {
-            FopOut::Dir(d) => d,
-            other => return Err(format!("readdir answered {other:?}")),
-        };
-        after = page.entries.last().map(|e| e.name.clone());
-        for e in page.entries {
-            let entry = Entry {
-                gfid: e.attr.gfid,
-                kind: e.attr.kind,
-            };
-            out.insert(e.name, entry);
-        }
-        if out.len() > DIR_ENTRIES_MAX {
-            return Err(format!(
-                "more than {DIR_ENTRIES_MAX} names; entry heal does not take directories this large"
-            ));
-        }
-        if page.eof || after.is_none() {
-            return Ok(out);
-        }
+            name,
+            entry,
+            (source, sink),
+            self.good,
+        ))
     }
-}
-
-/// Per brick, which of the good copies' gfids missing from its listing it
-/// holds elsewhere (moved in from another directory, or another name).
-async fn held_elsewhere(
-    children: &[Child],
-    listings: &[Listing],
-    good: &[usize],
-    stale: &[usize],
-) -> Vec<BTreeSet<Gfid>> {
-    let mut held = vec![BTreeSet::new(); children.len()];
-    let wanted: BTreeSet<Gfid> = good
-        .iter()
-        .flat_map(|&g| listings[g].values().map(|e| e.gfid))
-        .collect();
-    for &s in stale {
-        let here: BTreeSet<Gfid> = listings[s].values().map(|e| e.gfid).collect();
-        for &g in wanted.difference(&here) {
-            if children[s]
-                .fop(Fop::Stat(bp::Stat { gfid: g }))
-                .await
-                .is_ok()
-            {
-                held[s].insert(g);
-            }
-        }
-    }
-    held
-}
-
-/// Apply the plan's actions in order, each on its sink alone.
-async fn apply(set: &Replicate, dir: Gfid, plan: &Plan, good: &[usize]) -> Result<(), String> {
-    let children = set.children();
-    for a in &plan.actions {
-        let r = match a {
-            Action::Create {
-                sink,
-                name,
-                entry,
-                source,
-            } => create(set, dir, name, *entry, (*source, *sink), good).await,
-            Action::Link { sink, name, gfid } => children[*sink]
-                .fop(Fop::Link(bp::Link {
-                    gfid: *gfid,
-                    new_parent: dir,
-                    new_name: name.clone(),
-                }))
-                .await
-                .map(drop),
-            Action::Rename {
-                sink, from, name, ..
-            } => children[*sink]
-                .fop(Fop::Rename(bp::Rename {
-                    old_parent: dir,
-                    old_name: from.clone(),
-                    new_parent: dir,
-                    new_name: name.clone(),
-                }))
-                .await
-                .map(drop),
-            Action::Remove { sink, name, entry } => {
-                remove(&children[*sink], dir, name.clone(), *entry, 0).await
-            }
-        };
-        r.map_err(|e| format!("{a:?}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// Make `name` on the sink as the source's object `entry` (`on` = source,
@@ -320,50 +205,13 @@ async fn create(
         source = data_source(set, good)?;
     }
     let children = set.children();
-    let gfid = entry.gfid;
-    let a = children[source]
-        .fop(Fop::Stat(bp::Stat { gfid }))
-        .await?
-        .attr()?;
-    let new = bp::NewObject {
-        gfid,
-        mode: a.mode,
-        uid: a.uid,
-        gid: a.gid,
-    };
-    let (parent, name) = (dir, name.to_string());
     match entry.kind {
-        FileKind::Directory => {
-            mark_new_directory(set, gfid, sink, good).await?;
-            let q = bp::Mkdir { parent, name, new };
-            children[sink].fop(Fop::Mkdir(q)).await?;
-        }
-        FileKind::Symlink => {
-            let target = match children[source]
-                .fop(Fop::Readlink(bp::Readlink { gfid }))
-                .await?
-            {
-                FopOut::Target(t) => t,
-                other => return Err(mortar_client::fop::shape_error("readlink", &other)),
-            };
-            let q = bp::Symlink {
-                parent,
-                name,
-                target,
-                new,
-            };
-            children[sink].fop(Fop::Symlink(q)).await?;
-        }
-        FileKind::Fifo => {
-            let q = bp::Mknod { parent, name, new };
-            children[sink].fop(Fop::Mknod(q)).await?;
-        }
-        FileKind::Regular => {
-            let q = bp::Create { parent, name, new };
-            return create_file(set, q, source, sink).await;
-        }
+        FileKind::Regular => return create_file(set, dir, name, entry, (source, sink)).await,
+        FileKind::Directory => mark_new_directory(set, entry.gfid, sink, good).await?,
+        FileKind::Symlink | FileKind::Fifo => {}
     }
-    copy_metadata(children, gfid, source, &[sink]).await
+    make_object(children, dir, name, entry, (source, sink)).await?;
+    copy_metadata(children, entry.gfid, source, &[sink]).await
 }
 
 /// A good copy of the directory that may serve a file's data: not the
@@ -387,14 +235,19 @@ fn data_source(set: &Replicate, good: &[usize]) -> FopResult<usize> {
 /// the source's pending-heal index). Otherwise it is copied here: a file
 /// moved away from a directory healed before the one it moved to, or one
 /// inside a moved directory, has no data blame and would stay empty.
-async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize) -> FopResult<()> {
-    let gfid = q.new.gfid;
+async fn create_file(
+    set: &Replicate,
+    dir: Gfid,
+    name: &str,
+    entry: Entry,
+    (source, sink): (usize, usize),
+) -> FopResult<()> {
+    let gfid = entry.gfid;
     let lock = whole_file_lock(set, gfid);
     let children = set.children();
-    let (rt, name) = (set.runtime(), set.set_name());
     let make = async {
         let made = async {
-            children[sink].fop(Fop::Create(q)).await?;
+            make_object(children, dir, name, entry, (source, sink)).await?;
             if Some(sink) != set.arbiter() && !data_heal_follows(set, gfid, source, sink).await {
                 copy_data(children, gfid, source, &[sink]).await?;
             }
@@ -405,7 +258,8 @@ async fn create_file(set: &Replicate, q: bp::Create, source: usize, sink: usize)
             Err(e) => HealOutcome::Skipped(e.to_string()),
         }
     };
-    match with_every_brick_locked(rt, name, children, gfid, &lock, make).await {
+    let (rt, set_name) = (set.runtime(), set.set_name());
+    match with_every_brick_locked(rt, set_name, children, gfid, &lock, make).await {
         HealOutcome::Clean => Ok(()),
         other => Err(mortar_proto::FopError::new(
             Errno::EIO,
@@ -446,39 +300,4 @@ async fn mark_new_directory(
             .await?;
     }
     Ok(())
-}
-
-/// Remove `name` (`entry`) from directory `dir` on one brick; a directory
-/// with everything it holds there, at most [`REMOVE_DEPTH_MAX`] levels
-/// down.
-fn remove<'a>(
-    c: &'a Child,
-    dir: Gfid,
-    name: String,
-    entry: Entry,
-    depth: usize,
-) -> BoxFuture<'a, FopResult<()>> {
-    Box::pin(async move {
-        if entry.kind != FileKind::Directory {
-            let q = bp::Unlink { parent: dir, name };
-            return c.fop(Fop::Unlink(q)).await.map(drop);
-        }
-        if depth >= REMOVE_DEPTH_MAX {
-            return Err(mortar_proto::FopError::new(
-                Errno::ELOOP,
-                format!(
-                    "directory {} is more than {REMOVE_DEPTH_MAX} levels deep; not removed",
-                    entry.gfid
-                ),
-            ));
-        }
-        let inner = list_dir(c, entry.gfid)
-            .await
-            .map_err(|e| mortar_proto::FopError::new(Errno::EIO, e))?;
-        for (n, e) in inner {
-            remove(c, entry.gfid, n, e, depth + 1).await?;
-        }
-        let q = bp::Rmdir { parent: dir, name };
-        c.fop(Fop::Rmdir(q)).await.map(drop)
-    })
 }

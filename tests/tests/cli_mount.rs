@@ -774,9 +774,9 @@ fn posix_behaviour_through_fuse_mounts() {
     assert!(fs::read(root.join("big.bin")).unwrap() == model);
     s1.ok(&["volume", "start", "ec", "force"]);
     bricks_online(&s1, "ec", 6);
-    // The self-heal daemons rebuild the fragment brick 0 missed (a file
-    // created while it was down needs entry heal, which is not built: it
-    // stays readable from the other five).
+    // The self-heal daemons rebuild the fragment brick 0 missed (the file
+    // created while it was down, degraded.bin, is made on it by disperse
+    // entry heal; heal/tests/disperse_entry.rs checks that on loopback).
     let on = |i: usize| ec_bricks[i].join("big.bin");
     wait(
         "heal rebuilt the missed fragments",

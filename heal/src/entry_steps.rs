@@ -1,0 +1,286 @@
+//! The steps entry heal shares between replicate and disperse sets, done
+//! on one brick at a time: a directory listed (bounded), the gfids a
+//! stale copy holds outside it, an object made on a sink like a good
+//! copy's, a plan's actions applied, a removed subtree taken down, and
+//! the outcome for names a plan left unhealed. What differs between the
+//! set kinds (which copies are good, how a new object is marked so its
+//! own heal follows) stays with each set's procedure.
+
+use std::collections::BTreeSet;
+
+use mortar_client::fop::{shape_error, Child, Fop, FopOut, FopResult};
+use mortar_net::BoxFuture;
+use mortar_proto::brick as bp;
+use mortar_proto::{Errno, FileKind, FopError, Gfid};
+
+use crate::entry::{Action, Entry, Listing, Plan, Unhealed};
+use crate::HealOutcome;
+
+/// Names one brick's listing of a directory may hold for entry heal to
+/// take it on: the listing is held in memory for every brick at once.
+pub const DIR_ENTRIES_MAX: usize = 100_000;
+
+/// Names asked for per readdir page.
+const READDIR_PAGE_ENTRIES: u32 = 512;
+
+/// Directory levels a removal goes down before giving up (a stale copy's
+/// subtree that the good copies removed).
+const REMOVE_DEPTH_MAX: usize = 64;
+
+/// Every name of directory `dir` on one brick, at most
+/// [`DIR_ENTRIES_MAX`].
+pub(crate) async fn list_dir(c: &Child, dir: Gfid) -> Result<Listing, String> {
+    let mut out = Listing::new();
+    let mut after = None;
+    loop {
+        let q = bp::Readdir {
+            dir,
+            after: after.clone(),
+            max_entries: READDIR_PAGE_ENTRIES,
+        };
+        let page = match c.fop(Fop::Readdir(q)).await.map_err(|e| e.to_string())? {
+            FopOut::Dir(d) => d,
+            other => return Err(format!("readdir answered {other:?}")),
+        };
+        after = page.entries.last().map(|e| e.name.clone());
+        for e in page.entries {
+            let entry = Entry {
+                gfid: e.attr.gfid,
+                kind: e.attr.kind,
+            };
+            out.insert(e.name, entry);
+        }
+        if out.len() > DIR_ENTRIES_MAX {
+            return Err(format!(
+                "more than {DIR_ENTRIES_MAX} names; entry heal does not take directories this large"
+            ));
+        }
+        if page.eof || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every brick's listing of `dir` (index = brick); `Err` says which brick
+/// could not list it and why.
+pub(crate) async fn list_every_brick(
+    children: &[Child],
+    dir: Gfid,
+) -> Result<Vec<Listing>, String> {
+    let mut listings = Vec::with_capacity(children.len());
+    for c in children {
+        match list_dir(c, dir).await {
+            Ok(l) => listings.push(l),
+            Err(e) => return Err(format!("listing {dir} on {}: {e}", c.name())),
+        }
+    }
+    Ok(listings)
+}
+
+/// Per brick, which of the good copies' gfids missing from its listing it
+/// holds elsewhere (moved in from another directory, or another name).
+pub(crate) async fn held_elsewhere(
+    children: &[Child],
+    listings: &[Listing],
+    good: &[usize],
+    stale: &[usize],
+) -> Vec<BTreeSet<Gfid>> {
+    let mut held = vec![BTreeSet::new(); children.len()];
+    let wanted: BTreeSet<Gfid> = good
+        .iter()
+        .flat_map(|&g| listings[g].values().map(|e| e.gfid))
+        .collect();
+    for &s in stale {
+        let here: BTreeSet<Gfid> = listings[s].values().map(|e| e.gfid).collect();
+        for &g in wanted.difference(&here) {
+            if children[s]
+                .fop(Fop::Stat(bp::Stat { gfid: g }))
+                .await
+                .is_ok()
+            {
+                held[s].insert(g);
+            }
+        }
+    }
+    held
+}
+
+/// The outcome when the plan left names unhealed: split-brain first; the
+/// counters stay, so the directory stays pending heal and is reported.
+pub(crate) fn unhealed_outcome(set: &str, dir: Gfid, plan: &Plan) -> Option<HealOutcome> {
+    let describe = |u: &Unhealed| match u {
+        Unhealed::SplitBrain { name, why } | Unhealed::LeftAlone { name, why } => {
+            format!("{name:?}: {why}")
+        }
+    };
+    let split: Vec<String> = plan
+        .unhealed
+        .iter()
+        .filter(|u| matches!(u, Unhealed::SplitBrain { .. }))
+        .map(describe)
+        .collect();
+    if !split.is_empty() {
+        return Some(HealOutcome::SplitBrain(format!(
+            "{set}: names in directory {dir} are in split-brain (left alone; resolve them with heal): {}",
+            split.join("; ")
+        )));
+    }
+    let left: Vec<String> = plan.unhealed.iter().map(describe).collect();
+    (!left.is_empty()).then(|| {
+        HealOutcome::Skipped(format!(
+            "{set}: directory {dir} stays pending heal: {}",
+            left.join("; ")
+        ))
+    })
+}
+
+/// How a set makes a new object on a sink (the plan's
+/// [`Action::Create`]): the object itself ([`make_object`]) and whatever
+/// that set's heal needs around it (marks, data, metadata).
+pub(crate) trait MakeOnSink: Sync {
+    /// Make `name` in `dir` on brick `sink` as the object `entry` that
+    /// brick `source` holds.
+    fn make<'a>(
+        &'a self,
+        dir: Gfid,
+        name: &'a str,
+        entry: Entry,
+        source: usize,
+        sink: usize,
+    ) -> BoxFuture<'a, FopResult<()>>;
+}
+
+/// Apply the plan's actions in order, each on its sink alone; new objects
+/// are made by `maker`.
+pub(crate) async fn apply(
+    children: &[Child],
+    dir: Gfid,
+    plan: &Plan,
+    maker: &dyn MakeOnSink,
+) -> Result<(), String> {
+    for a in &plan.actions {
+        let r = match a {
+            Action::Create {
+                sink,
+                name,
+                entry,
+                source,
+            } => maker.make(dir, name, *entry, *source, *sink).await,
+            Action::Link { sink, name, gfid } => children[*sink]
+                .fop(Fop::Link(bp::Link {
+                    gfid: *gfid,
+                    new_parent: dir,
+                    new_name: name.clone(),
+                }))
+                .await
+                .map(drop),
+            Action::Rename {
+                sink, from, name, ..
+            } => children[*sink]
+                .fop(Fop::Rename(bp::Rename {
+                    old_parent: dir,
+                    old_name: from.clone(),
+                    new_parent: dir,
+                    new_name: name.clone(),
+                }))
+                .await
+                .map(drop),
+            Action::Remove { sink, name, entry } => {
+                remove(&children[*sink], dir, name.clone(), *entry, 0).await
+            }
+        };
+        r.map_err(|e| format!("{a:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Make `name` in `dir` on `sink` as the object `entry` held by `source`:
+/// the same gfid, kind, mode and owner, and a symlink's target. Times,
+/// xattrs and data are the caller's to copy.
+pub(crate) async fn make_object(
+    children: &[Child],
+    dir: Gfid,
+    name: &str,
+    entry: Entry,
+    (source, sink): (usize, usize),
+) -> FopResult<()> {
+    let gfid = entry.gfid;
+    let a = children[source]
+        .fop(Fop::Stat(bp::Stat { gfid }))
+        .await?
+        .attr()?;
+    if a.kind != entry.kind {
+        return Err(FopError::new(
+            Errno::EIO,
+            format!(
+                "{gfid} is a {:?} on {} but was listed as a {:?}",
+                a.kind,
+                children[source].name(),
+                entry.kind
+            ),
+        ));
+    }
+    let new = bp::NewObject {
+        gfid,
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+    };
+    let (parent, name) = (dir, name.to_string());
+    let op = match entry.kind {
+        FileKind::Directory => Fop::Mkdir(bp::Mkdir { parent, name, new }),
+        FileKind::Regular => Fop::Create(bp::Create { parent, name, new }),
+        FileKind::Fifo => Fop::Mknod(bp::Mknod { parent, name, new }),
+        FileKind::Symlink => {
+            let target = match children[source]
+                .fop(Fop::Readlink(bp::Readlink { gfid }))
+                .await?
+            {
+                FopOut::Target(t) => t,
+                other => return Err(shape_error("readlink", &other)),
+            };
+            Fop::Symlink(bp::Symlink {
+                parent,
+                name,
+                target,
+                new,
+            })
+        }
+    };
+    children[sink].fop(op).await.map(drop)
+}
+
+/// Remove `name` (`entry`) from directory `dir` on one brick; a directory
+/// with everything it holds there, at most [`REMOVE_DEPTH_MAX`] levels
+/// down.
+fn remove<'a>(
+    c: &'a Child,
+    dir: Gfid,
+    name: String,
+    entry: Entry,
+    depth: usize,
+) -> BoxFuture<'a, FopResult<()>> {
+    Box::pin(async move {
+        if entry.kind != FileKind::Directory {
+            let q = bp::Unlink { parent: dir, name };
+            return c.fop(Fop::Unlink(q)).await.map(drop);
+        }
+        if depth >= REMOVE_DEPTH_MAX {
+            return Err(FopError::new(
+                Errno::ELOOP,
+                format!(
+                    "directory {} is more than {REMOVE_DEPTH_MAX} levels deep; not removed",
+                    entry.gfid
+                ),
+            ));
+        }
+        let inner = list_dir(c, entry.gfid)
+            .await
+            .map_err(|e| FopError::new(Errno::EIO, e))?;
+        for (n, e) in inner {
+            remove(c, entry.gfid, n, e, depth + 1).await?;
+        }
+        let q = bp::Rmdir { parent: dir, name };
+        c.fop(Fop::Rmdir(q)).await.map(drop)
+    })
+}
