@@ -236,6 +236,45 @@ async fn lookup_port(inner: &Inner) -> Result<u16, String> {
     r
 }
 
+/// How long one port-map wait for a brick's sign-in lasts (then the
+/// client tries the brick again anyway).
+const SIGN_IN_WAIT_MS: u64 = 3_000;
+
+/// Wait until the brick signs in again after `seen` sign-ins (or
+/// [`SIGN_IN_WAIT_MS`] passed): its sign-in count now. `Err` when the
+/// port map cannot be asked or does not know the wait.
+async fn wait_sign_in(inner: &Inner, seen: u64) -> Result<u64, String> {
+    let ep: Endpoint = format!("{}:{}", inner.addr.host, inner.mgmt_port)
+        .parse()
+        .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
+    let pm = RpcClient::new(&inner.rt, ep, RpcConfig::default());
+    let r = async {
+        pm.wait_connected(SETUP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let q = portmap::Wait {
+            brick_path: inner.addr.brick_path.clone(),
+            seen,
+            wait_ms: SIGN_IN_WAIT_MS,
+        };
+        let deadline = SETUP_TIMEOUT + Duration::from_millis(SIGN_IN_WAIT_MS);
+        let (signed, _): (portmap::Signed, Bytes) = pm
+            .call_typed(
+                PROGRAM_PORTMAP,
+                portmap::procs::WAIT,
+                &q,
+                Bytes::new(),
+                deadline,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(signed.sign_ins)
+    }
+    .await;
+    pm.close();
+    r
+}
+
 /// One attempt to reach the brick: its port from the portmap, the
 /// connection, and the handshake.
 async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, String> {
@@ -276,6 +315,10 @@ async fn keep_connected(inner: Arc<Inner>) {
         ..RpcConfig::with_ping_timeout(inner.addr.ping_timeout)
     };
     let mut generation = 0;
+    // The brick's sign-ins as last seen in its port map: a wait returns
+    // when that changes (the brick restarted), so the reconnect follows
+    // at once instead of at the next poll.
+    let mut sign_ins = 0;
     loop {
         let setup = connect_once(&inner, cfg).await;
         match setup {
@@ -307,8 +350,14 @@ async fn keep_connected(inner: Arc<Inner>) {
             }
             Err(why) => {
                 set_down(&inner, why);
-                clock.sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(3));
+                match wait_sign_in(&inner, sign_ins).await {
+                    Ok(n) => sign_ins = n,
+                    Err(_) => {
+                        // A port map without waits (or unreachable): poll.
+                        clock.sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(SIGN_IN_WAIT_MS));
+                    }
+                }
             }
         }
     }

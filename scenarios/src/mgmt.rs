@@ -11,6 +11,7 @@ use mortar_client::mgmt_rpc::cli_call;
 use mortar_mgmt::api::{CliReply, CliRequest};
 use mortar_mgmt::daemon::{BrickLaunch, Launcher, LocalFs, Mgmtd, MgmtdConfig, Phase, PhaseHook};
 use mortar_mgmt::volume::parse_create;
+use mortar_net::resolve::SimAnswer;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::sync::Watch;
 use mortar_net::{BoxFuture, Clock, Endpoint};
@@ -585,4 +586,48 @@ pub async fn brick_lifecycle(sim: Sim) {
     .await;
     pool.ok("s1", CliRequest::VolumeDelete { name: "vol".into() })
         .await;
+}
+
+/// Regression (issue 11): `peer probe` of a name that gets NXDOMAIN
+/// waited for the whole phase timeout (20 s) while the connection retried
+/// the lookup, and only then said so; fixed by resolving the name first,
+/// so a definite answer ends the probe at once. A name whose DNS hangs
+/// still ends within the resolver's deadline.
+pub async fn probe_of_a_missing_name(sim: Sim) {
+    let pool = Pool::start(&sim).await;
+    let clock = Clock::new();
+    for (name, answer, latency, bound_ms, says) in [
+        (
+            "nosuch",
+            SimAnswer::NxDomain,
+            Duration::ZERO,
+            100,
+            "NXDOMAIN",
+        ),
+        (
+            "hung",
+            SimAnswer::Hang,
+            Duration::ZERO,
+            3_000,
+            "took longer than",
+        ),
+    ] {
+        sim.dns_fault(name, answer, latency);
+        let t0 = clock.now();
+        let got = pool
+            .cli("s1", CliRequest::PeerProbe { host: name.into() })
+            .await;
+        let took = clock.now() - t0;
+        sim.note(format!(
+            "probe {name}: {got:?} after {} ms",
+            took.as_millis()
+        ));
+        let err = got.expect_err("a probe of a name that does not resolve fails");
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(
+            took <= Duration::from_millis(bound_ms),
+            "probe of {name} took {} ms (bound {bound_ms} ms)",
+            took.as_millis()
+        );
+    }
 }

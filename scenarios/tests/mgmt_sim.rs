@@ -27,3 +27,8 @@ fn a_peer_partitioned_during_commit_catches_up() {
 fn bricks_restart_with_their_mgmtd() {
     mortar_sim::run("mgmt_brick_lifecycle", 9, mgmt::brick_lifecycle);
 }
+
+#[test]
+fn probe_of_a_name_with_nxdomain_fails_at_once() {
+    mortar_sim::run("mgmt_probe_nxdomain", 10, mgmt::probe_of_a_missing_name);
+}

@@ -32,6 +32,14 @@ impl Service for MapService {
     fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
         let map = self.0.clone();
         Box::pin(async move {
+            // Only lookups: a client's wait for a sign-in is refused, and
+            // it polls instead.
+            if req.procedure != mortar_proto::portmap::procs::QUERY {
+                return Err(Fault::new(
+                    mortar_net::rpc::FaultCode::ProcUnavail,
+                    "this stand-in port map only answers queries",
+                ));
+            }
             let q: mortar_proto::portmap::Query = req.decode()?;
             Reply::encode(&map.0.lock().unwrap().get(&q.brick_path).copied())
         })

@@ -134,6 +134,9 @@ struct Inner<S: Storage> {
     divergence: Mutex<BTreeMap<String, Vec<String>>>,
     /// Brick path -> port, from sign-ins of this server's bricks.
     portmap: Mutex<BTreeMap<String, u16>>,
+    /// Brick path -> sign-ins so far (only grows), which port-map waits
+    /// watch.
+    sign_ins: Watch<BTreeMap<String, u64>>,
     /// (volume, path) -> running brick on this server.
     bricks: Mutex<BTreeMap<(String, String), RunningBrick>>,
     launcher: Arc<dyn Launcher>,
@@ -239,6 +242,7 @@ impl<S: Storage> Mgmtd<S> {
             peer_clients: Mutex::new(BTreeMap::new()),
             divergence: Mutex::new(BTreeMap::new()),
             portmap: Mutex::new(BTreeMap::new()),
+            sign_ins: Watch::new(BTreeMap::new()),
             bricks: Mutex::new(BTreeMap::new()),
             launcher,
             fs,
@@ -316,6 +320,27 @@ async fn serve<S: Storage>(inner: &Arc<Inner<S>>) -> Result<Vec<ServerHandle>> {
 impl<S: Storage> Inner<S> {
     fn name(&self) -> &str {
         &self.me.hostnames[0]
+    }
+
+    /// The port map's `WAIT`: answer when the brick's sign-in count is
+    /// not `q.seen` any more, or after the (capped) wait.
+    async fn wait_sign_in(&self, q: mortar_proto::portmap::Wait) -> mortar_proto::portmap::Signed {
+        let wait = Duration::from_millis(q.wait_ms.min(mortar_proto::portmap::WAIT_MAX_MS));
+        let path = q.brick_path.clone();
+        let changed = self
+            .sign_ins
+            .wait_for(move |m| m.get(&path).copied().unwrap_or(0) != q.seen);
+        let _ = self.rt.clock().timeout(wait, changed).await;
+        let sign_ins = self
+            .sign_ins
+            .with(|m| m.get(&q.brick_path).copied().unwrap_or(0));
+        let port = self
+            .portmap
+            .lock()
+            .expect("portmap")
+            .get(&q.brick_path)
+            .copied();
+        mortar_proto::portmap::Signed { port, sign_ins }
     }
 
     fn peer_name(&self, uuid: &str) -> String {

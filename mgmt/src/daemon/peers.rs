@@ -71,6 +71,17 @@ impl<S: Storage> Inner<S> {
         let ep: Endpoint = format!("{host}:{port}")
             .parse()
             .map_err(|e: mortar_net::addr::AddrError| MgmtError::BadAddress(e.to_string()))?;
+        // The name first, under the resolver's own deadline: a definite
+        // answer (NXDOMAIN, no addresses) ends the probe at once instead
+        // of the connection retrying it until the phase timeout.
+        self.rt
+            .resolver()
+            .resolve(&ep)
+            .await
+            .map_err(|e| MgmtError::ProbeUnreachable {
+                host: host.clone(),
+                error: e.to_string(),
+            })?;
         let hello = Hello {
             from: self.me.clone(),
         };

@@ -42,7 +42,10 @@ impl<S: Storage> Service for PortmapService<S> {
                         .portmap
                         .lock()
                         .expect("portmap")
-                        .insert(q.brick_path, q.port);
+                        .insert(q.brick_path.clone(), q.port);
+                    inner
+                        .sign_ins
+                        .modify(|m| *m.entry(q.brick_path).or_default() += 1);
                     reply(&())
                 }
                 portmap::procs::SIGN_OUT => {
@@ -60,6 +63,10 @@ impl<S: Storage> Service for PortmapService<S> {
                             .get(&q.brick_path)
                             .copied(),
                     )
+                }
+                portmap::procs::WAIT => {
+                    let q: portmap::Wait = req.decode()?;
+                    reply(&inner.wait_sign_in(q).await)
                 }
                 p => Err(Fault::new(
                     FaultCode::ProcUnavail,
