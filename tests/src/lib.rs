@@ -51,6 +51,21 @@ pub fn wait(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bo
 pub struct Mgmtd {
     pub child: std::process::Child,
     pub socket: PathBuf,
+    /// A command the daemon and its CLI calls run under (e.g.
+    /// `ip netns exec NAME`); empty: run directly.
+    pub wrap: Vec<String>,
+}
+
+/// A command for the `mortar` binary, run under `wrap` when not empty.
+pub fn mortar_command(wrap: &[String]) -> std::process::Command {
+    match wrap.split_first() {
+        None => std::process::Command::new(mortar_bin()),
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(mortar_bin());
+            c
+        }
+    }
 }
 
 impl Drop for Mgmtd {
@@ -78,17 +93,30 @@ impl Mgmtd {
     /// Start `mortar mgmtd` on 127.0.0.`n`:`port` with its workdir and log
     /// under `dir`; returns once its CLI socket exists.
     pub fn start(dir: &std::path::Path, n: u8, port: u16) -> Mgmtd {
-        use std::process::{Command, Stdio};
+        Self::start_wrapped(dir, n, port, Vec::new(), &[])
+    }
+
+    /// [`Mgmtd::start`] under `wrap` (see [`Mgmtd::wrap`]), with `extra`
+    /// arguments for `mortar mgmtd`.
+    pub fn start_wrapped(
+        dir: &std::path::Path,
+        n: u8,
+        port: u16,
+        wrap: Vec<String>,
+        extra: &[&str],
+    ) -> Mgmtd {
+        use std::process::Stdio;
         let work = dir.join(format!("m{n}"));
         std::fs::create_dir_all(&work).expect("create mgmtd workdir");
         let socket = work.join("mgmtd.sock");
         let log = std::fs::File::create(dir.join(format!("m{n}.log"))).expect("create log");
-        let child = Command::new(mortar_bin())
+        let child = mortar_command(&wrap)
             .arg("mgmtd")
             .arg("--workdir")
             .arg(&work)
             .arg("--listen")
             .arg(format!("127.0.0.{n}:{port}"))
+            .args(extra)
             .stderr(log)
             .stdout(Stdio::null())
             .spawn()
@@ -97,12 +125,16 @@ impl Mgmtd {
         wait("mgmtd socket", std::time::Duration::from_secs(20), || {
             s.exists()
         });
-        Mgmtd { child, socket }
+        Mgmtd {
+            child,
+            socket,
+            wrap,
+        }
     }
 
     /// Run a CLI command against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(mortar_bin())
+        mortar_command(&self.wrap)
             .arg("--socket")
             .arg(&self.socket)
             .arg("--mode=script")

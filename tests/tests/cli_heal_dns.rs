@@ -1,0 +1,276 @@
+//! The original system's field failure, at process level: on a
+//! 12 x (4+1) distributed-disperse volume, `heal info` stalled for minutes
+//! because every child-up event resolved an address through getaddrinfo
+//! while DNS was slow, one subvolume after another.
+//!
+//! Here the whole pool runs in a network namespace whose resolver points at
+//! an address nobody holds: every DNS query is sent and dropped, so
+//! each lookup hangs until glibc gives up (30 s). The servers' names come
+//! from the namespace's own hosts file. `heal info` must answer in a few
+//! seconds with exact per-brick counts, and, once the names of two servers
+//! can only be found through that DNS, still answer within the same bound,
+//! showing those bricks' resolver errors and the third server's counts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mortar_tests::{mortar_bin, pool_port, scratch, wait, Mgmtd};
+
+/// Sets and bricks per set of the seed case.
+const SETS: usize = 12;
+const SET_BRICKS: usize = 5;
+/// `heal info`'s bound here: its own per-brick deadline is 5 s and the
+/// volfile fetch 10 s at most; a lookup in this namespace hangs 30 s, so
+/// any lookup on the path without a deadline blows through it.
+const HEAL_INFO_BOUND: Duration = Duration::from_secs(12);
+
+/// A network namespace with a hung resolver; removed when dropped.
+struct Netns {
+    name: String,
+    etc: PathBuf,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} (this test needs network namespaces: `ip netns` as root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("mortar-dns-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        // The resolver's address sits across a veth pair whose far end
+        // has no address, behind a permanent neighbour entry with a MAC
+        // nobody has: queries are sent and silently dropped, never
+        // answered, never refused (no ARP failure, no ICMP).
+        ip(&["-n", &name, "link", "add", "dns0", "type", "veth", "peer", "name", "dns1"]);
+        ip(&["-n", &name, "addr", "add", "10.213.0.1/24", "dev", "dns0"]);
+        ip(&["-n", &name, "link", "set", "dns0", "up"]);
+        ip(&["-n", &name, "link", "set", "dns1", "up"]);
+        ip(&[
+            "-n", &name, "neigh", "add", "10.213.0.53", "lladdr", "02:00:00:00:00:53", "dev",
+            "dns0", "nud", "permanent",
+        ]);
+        let etc = PathBuf::from("/etc/netns").join(&name);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 10.213.0.53\noptions timeout:30 attempts:1\n",
+        )
+        .unwrap();
+        let ns = Netns { name, etc };
+        ns.hosts(&["srv1", "srv2", "srv3"]);
+        ns
+    }
+
+    /// The namespace's hosts file names these servers (srvN = 127.0.0.N);
+    /// any other name goes to the hung DNS.
+    fn hosts(&self, known: &[&str]) {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for n in known {
+            let i = n.trim_start_matches("srv");
+            text.push_str(&format!("127.0.0.{i} {n}\n"));
+        }
+        std::fs::write(self.etc.join("hosts"), text).unwrap();
+    }
+
+    fn wrap(&self) -> Vec<String> {
+        ["ip", "netns", "exec", &self.name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
+/// Kill the brick processes of `dir`'s pool left behind by a failed run.
+fn kill_bricks(dir: &Path) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &dir.display().to_string()])
+        .status();
+}
+
+fn json(s: &Mgmtd, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&s.ok(args)).expect("json")
+}
+
+/// Write `files` files through a FUSE mount made inside the namespace
+/// (the mount lives in that command's own mount namespace).
+fn write_files(ns: &Netns, dir: &Path, port: u16, files: usize) {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let script = format!(
+        r#"set -e
+"{bin}" mount 127.0.0.1:/ec "{mnt}" --mgmt-port {port} 2>"{dir}/mount.log" &
+pid=$!
+i=0
+until grep -q " {mnt} " /proc/self/mounts; do
+  i=$((i+1)); [ $i -lt 300 ] || {{ cat "{dir}/mount.log"; exit 3; }}
+  sleep 0.1
+done
+for n in $(seq 1 {files}); do echo "file $n" > "{mnt}/f$n"; done
+kill -TERM $pid
+wait $pid
+"#,
+        bin = mortar_bin().display(),
+        mnt = mnt.display(),
+        dir = dir.display(),
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "writing through the mount: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Entries in each brick's pending-heal index on disk, by `HOST:/PATH`.
+fn on_disk_counts(bricks: &[(String, PathBuf)]) -> Vec<(String, usize)> {
+    bricks
+        .iter()
+        .map(|(spec, path)| {
+            let n = std::fs::read_dir(path.join(".mortar/index"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            (spec.clone(), n)
+        })
+        .collect()
+}
+
+/// Run `heal info --json` through `s`, timed.
+fn heal_info(s: &Mgmtd) -> (serde_json::Value, Duration) {
+    let t0 = Instant::now();
+    let v = json(s, &["volume", "heal", "ec", "info", "--json"]);
+    (v, t0.elapsed())
+}
+
+#[test]
+fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
+    let dir = scratch("heal-dns");
+    kill_bricks(&dir);
+    let ns = Netns::new();
+    // The namespace's DNS hangs: a lookup of an unknown name is still
+    // waiting when `timeout` kills it.
+    let probe = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "timeout", "2", "getent", "hosts", "ghost.invalid"])
+        .status()
+        .unwrap();
+    assert_eq!(probe.code(), Some(124), "DNS in the namespace must hang");
+
+    let port = pool_port(1);
+    let s: Vec<Mgmtd> = (1..=3)
+        .map(|n| {
+            let name = format!("srv{n}");
+            Mgmtd::start_wrapped(&dir, n, port, ns.wrap(), &["--hostname", &name])
+        })
+        .collect();
+    s[0].ok(&["peer", "probe", "srv2"]);
+    s[0].ok(&["peer", "probe", "srv3"]);
+    wait("peers connected", Duration::from_secs(30), || {
+        s[0].ok(&["peer", "status"]).matches("(Connected)").count() == 2
+    });
+    // Brick j of set i on server (j mod 3) + 1.
+    let mut bricks = Vec::new();
+    for i in 0..SETS {
+        for j in 0..SET_BRICKS {
+            let n = j % 3 + 1;
+            let path = dir.join(format!("bricks/s{i}b{j}"));
+            bricks.push((format!("srv{n}:{}", path.display()), path));
+        }
+    }
+    let mut create: Vec<String> = ["volume", "create", "ec", "disperse", "5", "redundancy", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    create.extend(bricks.iter().map(|(spec, _)| spec.clone()));
+    create.push("force".into());
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    s[0].ok(&create);
+    assert!(s[0].ok(&["volume", "info", "ec"]).contains("12 x (4 + 1) = 60"));
+    s[0].ok(&["volume", "heal", "ec", "disable"]);
+    s[0].ok(&["volume", "start", "ec"]);
+    let status = || json(&s[0], &["volume", "status", "ec", "--json"]);
+    let mut last = serde_json::Value::Null;
+    let online = Instant::now();
+    while online.elapsed() < Duration::from_secs(120) {
+        last = status();
+        let up = last["Status"][0]["bricks"]
+            .as_array()
+            .is_some_and(|b| b.len() == 60 && b.iter().all(|b| b["online"].as_bool() == Some(true)));
+        if up {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(online.elapsed() < Duration::from_secs(120), "60 bricks not online: {last}");
+    // One brick of every set down while files are written: the other
+    // four of each set list what it missed.
+    for i in 0..SETS {
+        let pid = status()["Status"][0]["bricks"][i * SET_BRICKS + 2]["pid"]
+            .as_u64()
+            .expect("brick pid");
+        assert!(Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    write_files(&ns, &dir, port, 60);
+
+    let expected = on_disk_counts(&bricks);
+    let pending: usize = expected.iter().map(|(_, n)| n).sum();
+    assert!(pending > 0, "the writes left entries to heal");
+    let (info, took) = heal_info(&s[0]);
+    eprintln!("heal info, names from the hosts file: {took:?}");
+    assert!(took < HEAL_INFO_BOUND, "heal info took {took:?}");
+    let got = info["bricks"].as_array().expect("bricks").clone();
+    assert_eq!(got.len(), 60);
+    for (b, (spec, n)) in got.iter().zip(&expected) {
+        assert_eq!(b["brick"].as_str(), Some(spec.as_str()));
+        if b["connected"].as_bool() == Some(true) {
+            assert_eq!(b["total"].as_u64(), Some(*n as u64), "{spec}: {b}");
+        } else {
+            assert!(spec.contains("/s") && spec.ends_with("b2"), "only the killed bricks are down: {b}");
+        }
+    }
+
+    // Now srv2 and srv3 can only be found through the hung DNS.
+    ns.hosts(&["srv1"]);
+    let (info, took) = heal_info(&s[0]);
+    eprintln!("heal info, two servers' names behind hung DNS: {took:?}");
+    assert!(took < HEAL_INFO_BOUND, "heal info took {took:?}");
+    for (b, (spec, n)) in info["bricks"].as_array().unwrap().iter().zip(&expected) {
+        if spec.starts_with("srv1:") {
+            assert_eq!(b["total"].as_u64(), Some(*n as u64), "{spec}: {b}");
+        } else {
+            let status = b["status"].as_str().unwrap_or_default();
+            assert!(
+                status.contains("DNS") || status.contains("resolv"),
+                "{spec}: {status}"
+            );
+        }
+    }
+    drop(s);
+    kill_bricks(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
