@@ -31,18 +31,22 @@ pub async fn copy_keeping_holes(
     gfid: Gfid,
     size: u64,
 ) -> Result<(), CopyFailure> {
-    copy_range_keeping_holes(src, dsts, gfid, 0..size).await
+    copy_range_keeping_holes(src, dsts, gfid, 0..size)
+        .await
+        .map(|_| ())
 }
 
 /// [`copy_keeping_holes`] of the bytes in `range` only (heal copies the
-/// part of a file past the end of every stale copy this way).
+/// part of a file past the end of every stale copy this way). Returns the
+/// bytes written to each destination.
 pub async fn copy_range_keeping_holes(
     src: &Child,
     dsts: &[&Child],
     gfid: Gfid,
     range: std::ops::Range<u64>,
-) -> Result<(), CopyFailure> {
+) -> Result<u64, CopyFailure> {
     let (mut off, end) = (range.start, range.end);
+    let mut written = 0;
     while off < end {
         let len = CHUNK_BYTES_MAX.min(end - off);
         let data = src
@@ -72,10 +76,11 @@ pub async fn copy_range_keeping_holes(
                         err,
                     })?;
             }
+            written += got;
         }
         off += got;
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

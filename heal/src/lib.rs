@@ -14,6 +14,7 @@
 //! management daemon, or block on anything without a deadline.
 #![warn(clippy::too_many_lines)]
 
+mod blocks;
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;
