@@ -4,28 +4,30 @@
 //! copy; an empty copy, a copy longer than the good one and a good copy
 //! that shrank (and grew again with a hole) all end byte-identical.
 //!
-//! The test hook is [`Counting`]: each brick's child in the set is wrapped
-//! so the test counts the bytes heal writes to it and the holes it
-//! punches, and can make a brick answer as an older brick does (no
-//! `Rchecksum`) or as one whose filesystem cannot punch holes.
+//! The test hook is `counting::Counting` (`heal/tests/counting`): each
+//! brick's child in the set is wrapped so the test counts the bytes heal
+//! writes to it and the holes it punches, and can make a brick answer as
+//! an older brick does (no `Rchecksum`) or as one whose filesystem cannot
+//! punch holes.
 #![allow(clippy::disallowed_methods)] // Loopback and real time.
 
 #[path = "../../client/tests/common/mod.rs"]
 mod common;
+mod counting;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use common::Bricks;
+use counting::Counting;
 use mortar_client::afr::Quorum;
-use mortar_client::fop::{Child, Fop, FopOut, FopResult, Subvolume};
+use mortar_client::fop::{Child, Fop, Subvolume};
 use mortar_client::replicate::Replicate;
 use mortar_heal::replicate::heal_file;
 use mortar_heal::HealOutcome;
-use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, NewObject, HEAL_BLOCK_BYTES as B};
-use mortar_proto::{Errno, FopError, Gfid};
+use mortar_proto::Gfid;
 
 const MIB: u64 = 1 << 20;
 /// The test file: 32 blocks of 128 KiB, data in blocks 0..16 and 24..32,
@@ -35,50 +37,6 @@ const HOLE: std::ops::Range<u64> = 2 * MIB..3 * MIB;
 /// Allocation beyond the data a file holds that the hole checks allow
 /// (ext4 extent blocks, a partly written page).
 const SLACK_BYTES: u64 = 64 << 10;
-
-/// A brick's child as heal sees it, counting what heal does to it.
-struct Counting {
-    inner: Child,
-    written: AtomicU64,
-    discarded: AtomicU64,
-    /// Answer `Rchecksum` as a brick without the procedure does.
-    old_brick: AtomicBool,
-    /// Answer `Discard` as a brick whose filesystem cannot punch holes.
-    no_holes: AtomicBool,
-}
-
-impl Subvolume for Counting {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn is_up(&self) -> bool {
-        self.inner.is_up()
-    }
-
-    fn fop(&self, op: Fop) -> BoxFuture<'_, FopResult<FopOut>> {
-        let refuse = |errno: Errno, why: &str| -> BoxFuture<'_, FopResult<FopOut>> {
-            let e = FopError::new(errno, why);
-            Box::pin(async move { Err(e) })
-        };
-        match &op {
-            Fop::Write(_, data) => {
-                self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            Fop::Rchecksum(_) if self.old_brick.load(Ordering::Relaxed) => {
-                return refuse(Errno::EPROTO, "brick has no procedure 31 (unknown)")
-            }
-            Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
-                return refuse(Errno::EOPNOTSUPP, "operation not supported")
-            }
-            Fop::Discard(q) => {
-                self.discarded.fetch_add(q.len, Ordering::Relaxed);
-            }
-            _ => {}
-        }
-        self.inner.fop(op)
-    }
-}
 
 struct Set {
     b: Bricks,
@@ -91,19 +49,7 @@ impl Set {
     /// Three bricks, and one file on all of them (empty).
     async fn start(vol: &str) -> Set {
         let b = Bricks::start(vol, 3).await;
-        let counting: Vec<Arc<Counting>> = b
-            .children()
-            .into_iter()
-            .map(|inner| {
-                Arc::new(Counting {
-                    inner,
-                    written: AtomicU64::new(0),
-                    discarded: AtomicU64::new(0),
-                    old_brick: AtomicBool::new(false),
-                    no_holes: AtomicBool::new(false),
-                })
-            })
-            .collect();
+        let counting = Counting::wrap(b.children());
         let children = counting.iter().map(|c| c.clone() as Child).collect();
         let set = Replicate::new(
             &b.rt,
