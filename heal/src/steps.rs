@@ -1,6 +1,6 @@
 //! The steps heal shares between replicate and disperse sets: the whole
 //! file locked on every brick around a heal, a file's data brought from
-//! one brick to others (by block checksums, [`crate::blocks`]), the sinks
+//! one brick to others (by block checksums, `heal/src/blocks.rs`), the sinks
 //! emptied before they are rewritten and sealed after, and metadata made
 //! a source's.
 
