@@ -31,9 +31,24 @@ pub async fn copy_keeping_holes(
     gfid: Gfid,
     size: u64,
 ) -> Result<(), CopyFailure> {
-    let mut off = 0;
-    while off < size {
-        let len = CHUNK_BYTES_MAX.min(size - off);
+    copy_range_keeping_holes(src, dsts, gfid, 0..size)
+        .await
+        .map(|_| ())
+}
+
+/// [`copy_keeping_holes`] of the bytes in `range` only (heal copies the
+/// part of a file past the end of every stale copy this way). Returns the
+/// bytes written to each destination.
+pub async fn copy_range_keeping_holes(
+    src: &Child,
+    dsts: &[&Child],
+    gfid: Gfid,
+    range: std::ops::Range<u64>,
+) -> Result<u64, CopyFailure> {
+    let (mut off, end) = (range.start, range.end);
+    let mut written = 0;
+    while off < end {
+        let len = CHUNK_BYTES_MAX.min(end - off);
         let data = src
             .fop(Fop::Read(bp::Read {
                 gfid,
@@ -61,10 +76,11 @@ pub async fn copy_keeping_holes(
                         err,
                     })?;
             }
+            written += got;
         }
         off += got;
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

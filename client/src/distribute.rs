@@ -886,6 +886,8 @@ impl Subvolume for Distribute {
                 Fop::Removexattr(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,
                 Fop::Xattrop(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,
                 Fop::Inodelk(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,
+                Fop::Rchecksum(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
+                Fop::Discard(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,
                 Fop::Entrylk(_) => self.on_all(op).await,
             }
         })

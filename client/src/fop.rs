@@ -47,6 +47,11 @@ pub enum Fop {
     Inodelk(bp::Inodelk),
     Entrylk(bp::Entrylk),
     Statfs,
+    /// Block checksums of one brick's copy (heal's; set layers refuse it,
+    /// see [`brick_only`]).
+    Rchecksum(bp::Rchecksum),
+    /// Punch a hole in one brick's copy (heal's; set layers refuse it).
+    Discard(bp::Discard),
 }
 
 impl Fop {
@@ -69,6 +74,8 @@ impl Fop {
             Fop::Listxattr(q) => q.gfid,
             Fop::Xattrop(q) => q.gfid,
             Fop::Inodelk(q) => q.gfid,
+            Fop::Rchecksum(q) => q.gfid,
+            Fop::Discard(q) => q.gfid,
             _ => return None,
         })
     }
@@ -138,6 +145,7 @@ pub enum FopOut {
     Target(String),
     Counters(Vec<(String, CounterDelta)>),
     Statfs(bp::StatfsReply),
+    Checksums(bp::RchecksumReply),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file
@@ -176,6 +184,22 @@ impl FopOut {
             other => Err(shape_error("xattrop", &other)),
         }
     }
+    pub fn checksums(self) -> FopResult<bp::RchecksumReply> {
+        match self {
+            FopOut::Checksums(c) => Ok(c),
+            other => Err(shape_error("rchecksum", &other)),
+        }
+    }
+}
+
+/// A set layer's answer to an operation on one brick's copy (block
+/// checksums, holes): the copies of a set differ in exactly what heal
+/// looks at, so heal sends these to each brick itself.
+pub fn brick_only(op: &Fop) -> FopError {
+    FopError::new(
+        Errno::EOPNOTSUPP,
+        format!("{op:?} works on one brick's copy: send it to a brick, not a set"),
+    )
 }
 
 /// A layer of the graph.
@@ -261,6 +285,11 @@ impl Subvolume for ProtocolClient {
                     FopOut::Done
                 }
                 Fop::Statfs => FopOut::Statfs(call(self, &bp::Statfs {}).await?),
+                Fop::Rchecksum(q) => FopOut::Checksums(call(self, &q).await?),
+                Fop::Discard(q) => {
+                    call(self, &q).await?;
+                    FopOut::Done
+                }
             })
         })
     }

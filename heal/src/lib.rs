@@ -3,7 +3,8 @@
 //!
 //! It owns when to heal (triggers, bounds per crawl), what a crawl
 //! reports, and how one file of a set is healed: the replicate procedure
-//! (copy from a good copy, clear the counters read) and the disperse one
+//! (bring the stale copies to a good one, writing only the blocks whose
+//! checksums differ, `heal/src/blocks.rs`; clear the counters read) and the disperse one
 //! (rebuild fragments outside the current generation), and for a
 //! directory first its names (entry heal: one plan, [`entry::plan`], for
 //! both set kinds, each telling its good copies and its evidence for
@@ -14,6 +15,7 @@
 //! management daemon, or block on anything without a deadline.
 #![warn(clippy::too_many_lines)]
 
+mod blocks;
 pub mod crawl;
 pub mod daemon;
 pub mod disperse;

@@ -1,9 +1,11 @@
 //! The steps heal shares between replicate and disperse sets: the whole
-//! file locked on every brick around a heal, a file copied from one brick
-//! to others, the sinks emptied before they are rewritten and sealed
-//! after, and metadata made a source's.
+//! file locked on every brick around a heal, a file's data brought from
+//! one brick to others (by block checksums, `heal/src/blocks.rs`), the sinks
+//! emptied before they are rewritten and sealed after, and metadata made
+//! a source's.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 
 use mortar_client::copy::copy_keeping_holes;
 use mortar_client::fop::{Child, Fop, FopOut, FopResult};
@@ -12,7 +14,7 @@ use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
 use mortar_proto::{Errno, FileKind, FopError, Gfid};
 
-use crate::HealOutcome;
+use crate::{blocks, HealOutcome};
 
 /// The lock domain only healers take, on the whole file, for the whole
 /// heal: while one daemon holds it on a file, every other healer skips
@@ -135,8 +137,12 @@ pub(crate) fn healed_outcome(children: &[Child], healed: &[usize]) -> HealOutcom
     }
 }
 
-/// Copy the data of `src` to `sinks`, a chunk at a time (chunks of zeros
-/// stay holes), then cut them to its length and make them durable.
+/// Bring the data of `sinks` to that of `src`: only the blocks whose
+/// checksums differ are written, blocks of zeros become holes
+/// ([`crate::blocks`]); then cut them to its length and make them
+/// durable. When a brick gives no checksums (an older brick that does not
+/// know the procedure, or a stale copy that cannot be read), the old way:
+/// empty the sinks and copy everything, chunks of zeros left as holes.
 pub(crate) async fn copy_data(
     children: &[Child],
     gfid: Gfid,
@@ -150,12 +156,47 @@ pub(crate) async fn copy_data(
         .fop(Fop::Stat(bp::Stat { gfid }))
         .await?
         .attr()?;
+    match blocks::heal_blocks(children, gfid, src, sinks, a.size).await {
+        Ok(r) => tracing::debug!(
+            %gfid,
+            size = a.size,
+            blocks = r.blocks_compared,
+            written = r.bytes_written,
+            zeroed = r.bytes_zeroed,
+            "data healed by block checksums"
+        ),
+        Err(blocks::Stop::Failed(e)) => return Err(e),
+        Err(blocks::Stop::NoChecksums { brick, err }) => {
+            if blocks::unsupported(&err) {
+                blocks::log_once(
+                    &CHECKSUMS_REFUSED,
+                    || tracing::warn!(%brick, error = %err, "brick gives no block checksums (an older brick?); heal copies whole files"),
+                );
+            } else {
+                tracing::warn!(%gfid, %brick, error = %err, "no block checksums; copying the whole file");
+            }
+            copy_all_data(children, gfid, src, sinks, a.size).await?;
+        }
+    }
+    seal_sinks(children, gfid, sinks, a.size).await
+}
+
+static CHECKSUMS_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// The full copy: empty `sinks`, then copy `size` bytes of `src` a chunk
+/// at a time (chunks of zeros stay holes).
+async fn copy_all_data(
+    children: &[Child],
+    gfid: Gfid,
+    src: usize,
+    sinks: &[usize],
+    size: u64,
+) -> FopResult<()> {
     empty_sinks(children, gfid, sinks).await?;
     let dsts: Vec<&Child> = sinks.iter().map(|&s| &children[s]).collect();
-    copy_keeping_holes(&children[src], &dsts, gfid, a.size)
+    copy_keeping_holes(&children[src], &dsts, gfid, size)
         .await
-        .map_err(|f| f.err)?;
-    seal_sinks(children, gfid, sinks, a.size).await
+        .map_err(|f| f.err)
 }
 
 /// Heal's first step on the files it rewrites (replicate copies,

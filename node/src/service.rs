@@ -308,6 +308,8 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
         procs::Statfs => blocking(i, &req, |b, _: &bp::Statfs| b.statfs()).await,
         procs::IndexList => blocking(i, &req, Brick::index_list).await,
         procs::IndexCount => blocking(i, &req, |b, _: &bp::IndexCount| b.index_count()).await,
+        procs::Rchecksum => blocking(i, &req, Brick::rchecksum).await,
+        procs::Discard => blocking(i, &req, Brick::discard).await,
         procs::Read => {
             let q: bp::Read = req.decode()?;
             let brick = inner.brick.clone();

@@ -4,7 +4,7 @@
 //! for the backends themselves. A difference between the two is a bug in
 //! a backend that the brick's use of it exposes.
 
-use mortar_node::brick::{Brick, BrickConfig};
+use mortar_node::brick::{block_checksum, Brick, BrickConfig};
 use mortar_proto::brick::xattr as xa;
 use mortar_proto::brick::{self as bp, CounterDelta, NewObject, XattrFlags};
 use mortar_proto::{Errno, FileKind, Gfid};
@@ -23,6 +23,8 @@ mortar_storage::both_backends!(
     brick_xattr_rules,
     brick_xattrop_and_heal_index,
     brick_links_and_unlink_of_last_name,
+    brick_block_checksums,
+    brick_discard_punches_holes,
 );
 
 #[test]
@@ -728,4 +730,146 @@ fn refuses_another_volume<S: Storage>(open: impl Fn() -> S) {
         .expect("another volume is refused");
     let err = err.to_string();
     assert!(err.contains("belongs to volume \"vol-a\""), "{err}");
+}
+
+fn sums<S: Storage>(
+    b: &Brick<S>,
+    gfid: Gfid,
+    offset: u64,
+    len: u64,
+    block: u64,
+) -> bp::RchecksumReply {
+    b.rchecksum(&bp::Rchecksum {
+        gfid,
+        offset,
+        len,
+        block_size: block,
+    })
+    .unwrap()
+}
+
+/// Block checksums over ranges, holes and the end of the file; the bounds
+/// of one request; refusals of what is not a regular file.
+fn brick_block_checksums<S: Storage>(s: S) {
+    const B: u64 = bp::HEAL_BLOCK_BYTES;
+    let b = brick(s);
+    let f = create(&b, Gfid::ROOT, "f", 1).gfid;
+    // Block 0 data, block 1 a hole, block 2 data, then 100 bytes of data
+    // in a short last block.
+    let data: Vec<u8> = (0..B as u32).map(|i| (i % 253) as u8 + 1).collect();
+    write(&b, f, 0, &data);
+    write(&b, f, 2 * B, &data);
+    write(&b, f, 3 * B, &data[..100]);
+    let size = 3 * B + 100;
+
+    let r = sums(&b, f, 0, 4 * B, B);
+    assert_eq!(r.size, size);
+    let lens: Vec<u64> = r.blocks.iter().map(|c| c.len).collect();
+    assert_eq!(lens, [B, B, B, 100]);
+    let zero: Vec<bool> = r.blocks.iter().map(|c| c.zero).collect();
+    assert_eq!(zero, [false, true, false, false]);
+    assert_eq!(r.blocks[0], r.blocks[2], "same bytes, same checksum");
+    assert_eq!(r.blocks[0], block_checksum(&data));
+    assert_eq!(r.blocks[1], block_checksum(&vec![0; B as usize]));
+    assert_eq!(r.blocks[3], block_checksum(&data[..100]));
+
+    // A range starting mid-file, with blocks of another size.
+    let r = sums(&b, f, B / 2, B, B / 4);
+    assert_eq!(r.blocks.len(), 4);
+    assert_eq!(
+        r.blocks[0],
+        block_checksum(&data[(B / 2) as usize..(3 * B / 4) as usize])
+    );
+    assert!(r.blocks[2].zero && r.blocks[3].zero);
+    // Past the end of the file: fewer blocks, or none.
+    assert_eq!(sums(&b, f, 3 * B, 2 * B, B).blocks.len(), 1);
+    let past = sums(&b, f, 5 * B, B, B);
+    assert_eq!((past.size, past.blocks.len()), (size, 0));
+    assert!(sums(&b, f, 0, 0, B).blocks.is_empty());
+
+    // One change in one block changes only that block's checksum.
+    let before = sums(&b, f, 0, 4 * B, B).blocks;
+    write(&b, f, 2 * B + 777, b"x");
+    let after = sums(&b, f, 0, 4 * B, B).blocks;
+    let changed: Vec<usize> = (0..4).filter(|&i| before[i] != after[i]).collect();
+    assert_eq!(changed, [2]);
+
+    // The bounds of one request, and what is not a regular file.
+    let q = |offset: u64, len: u64, block_size: u64| bp::Rchecksum {
+        gfid: f,
+        offset,
+        len,
+        block_size,
+    };
+    let max = bp::RCHECKSUM_BLOCKS_MAX;
+    assert_eq!(sums(&b, f, 0, max * B, B).blocks.len(), 4);
+    for bad in [
+        q(0, B, 0),
+        q(0, B, bp::IO_BYTES_MAX + 1),
+        q(0, bp::IO_BYTES_MAX + 1, bp::IO_BYTES_MAX),
+        q(0, (max + 1) * 4096, 4096),
+        q(u64::MAX - 10, B, B),
+    ] {
+        assert_eq!(
+            b.rchecksum(&bad).unwrap_err().errno,
+            Errno::EINVAL,
+            "{bad:?}"
+        );
+    }
+    let d = mkdir(&b, Gfid::ROOT, "d", 2).gfid;
+    let e = b
+        .rchecksum(&bp::Rchecksum {
+            gfid: d,
+            ..q(0, B, B)
+        })
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EISDIR);
+    let e = b
+        .rchecksum(&bp::Rchecksum {
+            gfid: g(99),
+            ..q(0, B, B)
+        })
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ESTALE);
+}
+
+/// Discard makes a range zeros and frees its blocks; the size stays.
+fn brick_discard_punches_holes<S: Storage>(s: S) {
+    const B: u64 = bp::HEAL_BLOCK_BYTES;
+    let b = brick(s);
+    let f = create(&b, Gfid::ROOT, "f", 1).gfid;
+    write(&b, f, 0, &vec![7u8; 4 * B as usize]);
+    b.fsync(&bp::Fsync {
+        gfid: f,
+        datasync: false,
+    })
+    .unwrap();
+    let st = b.stat(&f).unwrap();
+    let d = |offset: u64, len: u64| bp::Discard {
+        gfid: f,
+        offset,
+        len,
+    };
+    b.discard(&d(B, 2 * B)).unwrap();
+    let after = b.stat(&f).unwrap();
+    assert_eq!(after.size, 4 * B);
+    assert!(
+        after.blocks + 2 * B / 512 <= st.blocks,
+        "{} -> {}",
+        st.blocks,
+        after.blocks
+    );
+    let r = sums(&b, f, 0, 4 * B, B);
+    let zero: Vec<bool> = r.blocks.iter().map(|c| c.zero).collect();
+    assert_eq!(zero, [false, true, true, false]);
+    assert_eq!(b.discard(&d(0, 0)).unwrap_err().errno, Errno::EINVAL);
+    assert_eq!(b.discard(&d(u64::MAX, 2)).unwrap_err().errno, Errno::EFBIG);
+    let dir = mkdir(&b, Gfid::ROOT, "d", 2).gfid;
+    let e = b
+        .discard(&bp::Discard {
+            gfid: dir,
+            ..d(0, 1)
+        })
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EISDIR);
 }

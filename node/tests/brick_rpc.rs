@@ -143,6 +143,70 @@ async fn file_operations_end_to_end() {
         .await
         .unwrap();
     assert_eq!(back, data);
+    // Block checksums and holes over the wire (heal's procedures).
+    let sums = c
+        .call(
+            &bp::Rchecksum {
+                gfid: obj(2).gfid,
+                offset: 0,
+                len: 8 << 20,
+                block_size: bp::HEAL_BLOCK_BYTES,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sums.size, 4096 + (1 << 20));
+    assert_eq!(sums.blocks.len(), 9);
+    assert!(sums.blocks.iter().all(|b| !b.zero));
+    c.call(
+        &bp::Discard {
+            gfid: obj(2).gfid,
+            offset: 0,
+            len: 1 << 20,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let sums = c
+        .call(
+            &bp::Rchecksum {
+                gfid: obj(2).gfid,
+                offset: 0,
+                len: 2 << 20,
+                block_size: 1 << 20,
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    let zero: Vec<bool> = sums.blocks.iter().map(|b| b.zero).collect();
+    assert_eq!(zero, [true, false]);
+    let e = c
+        .call(
+            &bp::Rchecksum {
+                gfid: obj(2).gfid,
+                offset: 0,
+                len: 1 << 20,
+                block_size: 0,
+            },
+            T,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, mortar_proto::Errno::EINVAL);
+    // Put the data back for what follows.
+    c.write(
+        &bp::Write {
+            gfid: obj(2).gfid,
+            offset: 4096,
+        },
+        data.clone(),
+        T,
+    )
+    .await
+    .unwrap();
     c.call(
         &bp::Rename {
             old_parent: obj(1).gfid,
@@ -563,6 +627,38 @@ fn hostile_requests_never_panic_or_escape() {
                     Bytes::new(),
                 )
             }),
+        (gfids.clone(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(g, off, len, block)| {
+                // Small values too, so some requests are accepted.
+                let q = bp::Rchecksum {
+                    gfid: g,
+                    offset: off % 3,
+                    len: if len % 2 == 0 { len } else { len % (16 << 20) },
+                    block_size: if block % 2 == 0 {
+                        block
+                    } else {
+                        block % (1 << 20)
+                    },
+                };
+                (
+                    bp::procs::Rchecksum,
+                    mortar_net::rpc::encode_body(&q).unwrap(),
+                    Bytes::new(),
+                )
+            }
+        ),
+        (gfids.clone(), any::<u64>(), any::<u64>()).prop_map(|(g, off, len)| {
+            let q = bp::Discard {
+                gfid: g,
+                offset: off,
+                len,
+            };
+            (
+                bp::procs::Discard,
+                mortar_net::rpc::encode_body(&q).unwrap(),
+                Bytes::new(),
+            )
+        }),
         (gfids, names, any::<i32>()).prop_map(|(g, n, d)| {
             let q = bp::Xattrop {
                 gfid: g,

@@ -30,6 +30,15 @@ pub const XATTR_VALUE_BYTES_MAX: usize = 64 << 10;
 pub const READDIR_ENTRIES_MAX: u32 = 4096;
 /// Most counters one xattrop may change.
 pub const XATTROP_KEYS_MAX: usize = 64;
+/// The block data heal compares by checksum: small enough that a few
+/// changed bytes cost little to copy, large enough that a 1 GiB file is
+/// 8192 checksums (about 340 KiB of replies).
+pub const HEAL_BLOCK_BYTES: u64 = 128 << 10;
+/// Most blocks one [`Rchecksum`] covers: 64 of [`HEAL_BLOCK_BYTES`] is
+/// 8 MiB read per request, the bound a single read has.
+pub const RCHECKSUM_BLOCKS_MAX: u64 = 64;
+// One request reads at most what one read may.
+const _: () = assert!(HEAL_BLOCK_BYTES * RCHECKSUM_BLOCKS_MAX <= IO_BYTES_MAX);
 
 /// Every reply is this: the operation's result or an errno with detail.
 pub type FopResult<T> = Result<T, FopError>;
@@ -192,6 +201,53 @@ pub struct Write {
 pub struct WriteReply {
     pub written: u64,
     pub size: u64,
+}
+
+/// Checksum `len` bytes at `offset` in blocks of `block_size` bytes (the
+/// last one shorter at the end of the range or of the file), for data heal
+/// to find the blocks two copies hold differently without moving them.
+/// At most [`RCHECKSUM_BLOCKS_MAX`] blocks and [`IO_BYTES_MAX`] bytes;
+/// `block_size` from 1 to [`IO_BYTES_MAX`]; anything else is `EINVAL`.
+/// Runs on the brick's blocking pool like a read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rchecksum {
+    pub gfid: Gfid,
+    pub offset: u64,
+    pub len: u64,
+    pub block_size: u64,
+}
+
+/// One block's checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockChecksum {
+    /// Bytes of the file in this block: `block_size`, less at the end of
+    /// the file or of the range.
+    pub len: u64,
+    /// Every byte is zero (holes read as zeros).
+    pub zero: bool,
+    /// SHA-256 of the block's bytes. Heal skips a block whose digest and
+    /// length match, so the digest must make a false match practically
+    /// impossible: a 32-bit CRC over millions of blocks would not.
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RchecksumReply {
+    /// The file's size when it was read. Blocks stop there: a range past
+    /// the end has fewer blocks, or none.
+    pub size: u64,
+    pub blocks: Vec<BlockChecksum>,
+}
+
+/// Make `len` bytes at `offset` read as zeros, giving their blocks back
+/// to the disk where it can (a hole); the size does not change. `EINVAL`
+/// for `len` 0, `EFBIG` past [`FILE_BYTES_MAX`], `EOPNOTSUPP` where the
+/// brick's filesystem cannot make holes (then write zeros instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discard {
+    pub gfid: Gfid,
+    pub offset: u64,
+    pub len: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,6 +475,8 @@ requests! {
     28 LockDump -> Vec<LockInfo>;
     29 IndexList -> IndexListReply;
     30 IndexCount -> u64;
+    31 Rchecksum -> RchecksumReply;
+    32 Discard -> ();
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -434,7 +492,11 @@ mod tests {
         assert_eq!(<Write as BrickRequest>::PROC, 15);
         assert_eq!(proc_name(999), "unknown");
         let mut seen = std::collections::BTreeSet::new();
-        for p in 1..=30u16 {
+        // Numbers are the wire: new procedures only ever append.
+        assert_eq!(procs::IndexCount, 30);
+        assert_eq!(procs::Rchecksum, 31);
+        assert_eq!(procs::Discard, 32);
+        for p in 1..=32u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

@@ -190,6 +190,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Write all of `data` at `offset`, extending the file as needed.
     fn write(&self, p: &BrickPath, offset: u64, data: &[u8]) -> SResult<()>;
     fn truncate(&self, p: &BrickPath, size: u64) -> SResult<()>;
+    /// Make the `len` bytes at `offset` read as zeros and give the whole
+    /// blocks among them back to the filesystem (a hole), as
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` does: the size never changes,
+    /// also when the range passes the end of the file. `EINVAL` for `len`
+    /// 0, `EFBIG` past the largest file, `EOPNOTSUPP` where the filesystem
+    /// cannot make holes (a caller that must have zeros then writes them).
+    fn punch_hole(&self, p: &BrickPath, offset: u64, len: u64) -> SResult<()>;
     /// Make durable: a file's data, size and attributes, or a directory's
     /// entries (see the module documentation).
     fn fsync(&self, p: &BrickPath, datasync: bool) -> SResult<()>;

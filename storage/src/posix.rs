@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use mortar_proto::brick::XattrFlags;
 use mortar_proto::{Errno, FileKind, Timespec};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, ResolveFlags};
 
 use crate::{BrickPath, DirEntry, FsStat, SResult, Stat, Storage};
 
@@ -379,6 +379,12 @@ impl Storage for PosixStorage {
     fn truncate(&self, p: &BrickPath, size: u64) -> SResult<()> {
         let fd = self.rw_fd(p)?;
         rustix::fs::ftruncate(fd.as_fd(), size).map_err(errno)
+    }
+
+    fn punch_hole(&self, p: &BrickPath, offset: u64, len: u64) -> SResult<()> {
+        let fd = self.rw_fd(p)?;
+        let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
     }
 
     fn fsync(&self, p: &BrickPath, datasync: bool) -> SResult<()> {

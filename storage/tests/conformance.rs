@@ -15,6 +15,7 @@ mortar_storage::both_backends!(
     symlinks_are_never_followed,
     rename_semantics,
     data_holes_and_truncate,
+    punched_holes_read_as_zeros_and_free_blocks,
     xattrs_on_every_kind,
     attributes_change,
 );
@@ -154,6 +155,56 @@ fn data_holes_and_truncate<S: Storage>(s: S) {
     assert_eq!(s.write(&p("d"), 0, b"x"), Err(Errno::EISDIR));
     s.mkfifo(&p("q"), 0o600).unwrap();
     assert_eq!(s.read(&p("q"), 0, 1).map(|_| ()), Err(Errno::EINVAL));
+}
+
+fn punched_holes_read_as_zeros_and_free_blocks<S: Storage>(s: S) {
+    const MIB: u64 = 1 << 20;
+    let f = p("f");
+    s.create(&f, 0o644).unwrap();
+    let data: Vec<u8> = (0..MIB as u32).map(|i| (i % 251) as u8 + 1).collect();
+    s.write(&f, 0, &data).unwrap();
+    s.fsync(&f, false).unwrap();
+    let full = s.lstat(&f).unwrap().blocks;
+    assert!(
+        full >= MIB / 512,
+        "1 MiB written allocates it: {full} blocks"
+    );
+
+    // Aligned: the range reads as zeros, its blocks are freed, the size
+    // and every other byte stay.
+    s.punch_hole(&f, 128 << 10, 256 << 10).unwrap();
+    let mut want = data.clone();
+    want[128 << 10..384 << 10].fill(0);
+    assert_eq!(&s.read(&f, 0, MIB as usize).unwrap()[..], &want[..]);
+    let st = s.lstat(&f).unwrap();
+    assert_eq!(st.size, MIB);
+    assert!(
+        st.blocks + (256 << 10) / 512 <= full,
+        "256 KiB punched frees 512 blocks: {full} -> {}",
+        st.blocks
+    );
+
+    // Unaligned, inside one block: only those bytes change.
+    s.punch_hole(&f, 1000, 10).unwrap();
+    want[1000..1010].fill(0);
+    // Up to and past the end of the file: the size stays.
+    s.punch_hole(&f, MIB - 4096, MIB).unwrap();
+    want[(MIB - 4096) as usize..].fill(0);
+    // Wholly past the end: nothing changes.
+    s.punch_hole(&f, 2 * MIB, 4096).unwrap();
+    assert_eq!(&s.read(&f, 0, 2 * MIB as usize).unwrap()[..], &want[..]);
+    assert_eq!(s.lstat(&f).unwrap().size, MIB);
+    // Durable like any data change.
+    s.fsync(&f, true).unwrap();
+
+    assert_eq!(s.punch_hole(&f, 0, 0), Err(Errno::EINVAL));
+    assert_eq!(s.punch_hole(&f, 1 << 63, 1), Err(Errno::EINVAL));
+    assert_eq!(s.punch_hole(&f, 1 << 62, 1 << 62), Err(Errno::EFBIG));
+    assert_eq!(s.punch_hole(&p("missing"), 0, 1), Err(Errno::ENOENT));
+    s.mkdir(&p("d"), 0o755).unwrap();
+    assert_eq!(s.punch_hole(&p("d"), 0, 1), Err(Errno::EISDIR));
+    s.mkfifo(&p("q"), 0o600).unwrap();
+    assert_eq!(s.punch_hole(&p("q"), 0, 1), Err(Errno::EINVAL));
 }
 
 fn xattrs_on_every_kind<S: Storage>(s: S) {

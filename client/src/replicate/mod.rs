@@ -325,6 +325,7 @@ impl Subvolume for Replicate {
                 }
                 Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
                 Fop::Statfs => self.to_all(Fop::Statfs).await,
+                Fop::Rchecksum(_) | Fop::Discard(_) => Err(crate::fop::brick_only(&op)),
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

@@ -64,6 +64,7 @@ const _: () = assert!(DIR_DEPTH_MAX >= PATH_BYTES_MAX.div_ceil(2));
 // `xattrop` picks a stripe with `% COUNTER_STRIPES`.
 const _: () = assert!(COUNTER_STRIPES > 0);
 
+pub use checksum::block_checksum;
 pub use mortar_proto::brick::FopResult;
 
 fn fop(errno: Errno, detail: impl Into<String>) -> FopError {
@@ -139,6 +140,7 @@ fn tmp_path(g: &Gfid) -> BrickPath {
     bp_of(&format!("{TMP}/{}", g.to_hex()))
 }
 
+mod checksum;
 mod counters;
 mod entry;
 mod inode;

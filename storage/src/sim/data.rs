@@ -66,10 +66,39 @@ impl Pages {
         self.size = size;
     }
 
+    /// Zero `[offset, offset + len)` and drop the pages it covers whole;
+    /// the size stays. As ext4 does, a range reaching the end of the file
+    /// covers the rest of its last page too, so that page goes as well.
+    pub(super) fn punch(&mut self, offset: u64, len: u64) {
+        let page = PAGE_BYTES as u64;
+        let mut end = offset.saturating_add(len);
+        if end >= self.size {
+            end = self.size.next_multiple_of(page);
+        }
+        if offset >= end {
+            return;
+        }
+        let touched: Vec<u64> = self
+            .pages
+            .range(offset / page..=(end - 1) / page)
+            .map(|(idx, _)| *idx)
+            .collect();
+        for idx in touched {
+            let start = (idx * page).max(offset) - idx * page;
+            let stop = ((idx + 1) * page).min(end) - idx * page;
+            if start == 0 && stop == page {
+                self.pages.remove(&idx);
+            } else if let Some(p) = self.pages.get_mut(&idx) {
+                Arc::make_mut(p)[start as usize..stop as usize].fill(0);
+            }
+        }
+    }
+
     pub(super) fn apply(&mut self, op: &DataOp) {
         match op {
             DataOp::Write { offset, data } => self.write(*offset, data),
             DataOp::Truncate { size } => self.truncate(*size),
+            DataOp::Punch { offset, len } => self.punch(*offset, *len),
         }
     }
 
@@ -80,15 +109,25 @@ impl Pages {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum DataOp {
-    Write { offset: u64, data: Vec<u8> },
-    Truncate { size: u64 },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        size: u64,
+    },
+    /// A hole punched (never torn: it changes no bytes a sector at a time).
+    Punch {
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl DataOp {
     pub(super) fn weight_bytes(&self) -> u64 {
         match self {
             DataOp::Write { data, .. } => data.len() as u64,
-            DataOp::Truncate { .. } => 0,
+            DataOp::Truncate { .. } | DataOp::Punch { .. } => 0,
         }
     }
 }

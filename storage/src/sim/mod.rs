@@ -24,7 +24,7 @@
 //!   the last commit. *Any* `fsync`, of a file or a directory, commits the
 //!   whole journal, like an ext4 journal commit does.
 //! * **File data.** Each regular file has durable contents and a queue of
-//!   data operations (writes and truncates) since they were last made
+//!   data operations (writes, truncates, punched holes) since they were last made
 //!   durable; reads see the current contents, which are kept up to date
 //!   rather than recomputed. `fsync` of a file (datasync or not) makes its
 //!   data durable and commits the journal; `fsync` of a directory commits

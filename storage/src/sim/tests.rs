@@ -756,6 +756,55 @@ fn crash_leaves_unsynced_writes_absent_whole_or_torn_at_sectors() {
     }
 }
 
+/// A punched hole is a data operation like a write: gone or whole after a
+/// crash unless fsynced (never torn), frees its pages, and clears latent
+/// errors in its range.
+#[test]
+fn punched_holes_survive_crashes_whole_or_not_at_all() {
+    const SIZE: usize = 64 << 10;
+    let a = pattern(SIZE, 0x11)
+        .iter()
+        .map(|x| x | 1)
+        .collect::<Vec<u8>>();
+    let (mut kept, mut lost) = (0, 0);
+    for seed in 0..60u64 {
+        let disk = SimDisk::new(seed);
+        let s = disk.storage("").unwrap();
+        write_file(&s, "f", &a);
+        s.fsync(&bp("f"), false).unwrap();
+        s.punch_hole(&bp("f"), 8192, 16_384).unwrap();
+        assert_eq!(
+            s.lstat(&bp("f")).unwrap().blocks,
+            (SIZE as u64 - 16_384) / 512
+        );
+        disk.crash(&mut DetRng::from_seed(seed));
+        check_quiescent_after_crash(&disk);
+        let got = read_all(&s, "f");
+        assert_eq!(
+            got.len(),
+            SIZE,
+            "seed {seed}: a hole never changes the size"
+        );
+        if got == a {
+            lost += 1;
+        } else {
+            let mut want = a.clone();
+            want[8192..24_576].fill(0);
+            assert_eq!(got, want, "seed {seed}: the hole is whole");
+            kept += 1;
+        }
+    }
+    assert!(kept > 5 && lost > 5, "kept {kept}, lost {lost} in 60");
+
+    let disk = SimDisk::new(3);
+    let s = disk.storage("b").unwrap();
+    write_file(&s, "f", &a);
+    disk.add_latent_error("b/f", 4096, 100).unwrap();
+    assert_eq!(s.read(&bp("f"), 4096, 1), Err(Errno::EIO));
+    s.punch_hole(&bp("f"), 4096, 4096).unwrap();
+    assert_eq!(s.read(&bp("f"), 4096, 100).unwrap().to_vec(), vec![0; 100]);
+}
+
 #[test]
 fn crash_keeps_creates_made_durable_by_a_directory_fsync() {
     let (mut kept, mut lost) = (0, 0);

@@ -269,6 +269,31 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn punch_hole(&self, p: &BrickPath, offset: u64, len: u64) -> SResult<()> {
+        let mut d = self.disk.lock();
+        let ino = d.regular(&self.root, p)?;
+        // Linux's order: a bad range is EINVAL, one past the largest file
+        // EFBIG (loff_t is signed, so offsets beyond i64 are bad ranges).
+        if len == 0 || offset > i64::MAX as u64 || len > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let end = offset.checked_add(len).ok_or(Errno::EFBIG)?;
+        if end > FILE_BYTES_MAX {
+            return Err(Errno::EFBIG);
+        }
+        let p_eio = d.faults.write_eio;
+        if d.rng.chance(p_eio) {
+            return Err(Errno::EIO);
+        }
+        let f = d.files.entry(ino).or_default();
+        f.push(DataOp::Punch { offset, len });
+        // Deallocated sectors no longer fail.
+        f.clear_latent(offset, end);
+        // fallocate(2) updates mtime and ctime when it punches a hole.
+        d.touch(ino);
+        Ok(())
+    }
+
     fn fsync(&self, p: &BrickPath, _datasync: bool) -> SResult<()> {
         let mut d = self.disk.lock();
         let ino = d.existing(&self.root, p)?;
