@@ -26,6 +26,7 @@ pub mod info;
 pub mod replicate;
 mod replicate_entry;
 pub mod source;
+pub mod split_brain;
 pub mod steps;
 
 use mortar_client::graph::SetLayer;
