@@ -269,7 +269,10 @@ fn best_by<K: Ord + Copy>(
         .collect();
     match top.as_slice() {
         [one] => Ok(*one),
-        _ => Err(Refusal::Tie { policy, bricks: top }),
+        _ => Err(Refusal::Tie {
+            policy,
+            bricks: top,
+        }),
     }
 }
 
@@ -384,10 +387,16 @@ mod tests {
         copy
     }
 
-    type Case = (&'static str, Policy, Kind, Vec<CopyState>, Result<usize, Refusal>);
+    type Case = (
+        &'static str,
+        Policy,
+        Kind,
+        Vec<CopyState>,
+        Result<usize, Refusal>,
+    );
 
     #[test]
-    fn size_and_time_policies() {
+    fn bigger_file_policy() {
         use Policy::*;
         let two = |a: CopyState, b: CopyState| vec![a, b];
         let cases: Vec<Case> = vec![
@@ -441,6 +450,32 @@ mod tests {
                 Ok(0),
             ),
             (
+                "size: as bigger-file",
+                Size,
+                Kind::Data,
+                two(c(0, 30, 0, 0, &[0, 1]), c(1, 20, 5, 5, &[1, 0])),
+                Ok(0),
+            ),
+            (
+                "size: metadata refused",
+                Size,
+                Kind::Metadata,
+                two(c(0, 30, 0, 0, &[0, 1]), c(1, 20, 5, 5, &[1, 0])),
+                Err(Refusal::NotForKind {
+                    policy: Size,
+                    kind: Kind::Metadata,
+                }),
+            ),
+        ];
+        check(cases);
+    }
+
+    #[test]
+    fn time_policies() {
+        use Policy::*;
+        let two = |a: CopyState, b: CopyState| vec![a, b];
+        let cases: Vec<Case> = vec![
+            (
                 "latest-mtime",
                 LatestMtime,
                 Kind::Data,
@@ -464,23 +499,6 @@ mod tests {
                 two(c(0, 99, 3, 1, &[0, 1]), c(1, 1, 7, 0, &[1, 0])),
                 Err(Refusal::NotForKind {
                     policy: LatestMtime,
-                    kind: Kind::Metadata,
-                }),
-            ),
-            (
-                "size: as bigger-file",
-                Size,
-                Kind::Data,
-                two(c(0, 30, 0, 0, &[0, 1]), c(1, 20, 5, 5, &[1, 0])),
-                Ok(0),
-            ),
-            (
-                "size: metadata refused",
-                Size,
-                Kind::Metadata,
-                two(c(0, 30, 0, 0, &[0, 1]), c(1, 20, 5, 5, &[1, 0])),
-                Err(Refusal::NotForKind {
-                    policy: Size,
                     kind: Kind::Metadata,
                 }),
             ),
@@ -543,17 +561,18 @@ mod tests {
         check(cases);
     }
 
+    /// Brick 0 wrote alone while 1 and 2 wrote together.
+    fn two_against_one() -> Vec<CopyState> {
+        vec![
+            c(0, 9, 9, 9, &[0, 1, 1]),
+            c(1, 5, 1, 1, &[1, 0, 0]),
+            c(2, 5, 1, 1, &[1, 0, 0]),
+        ]
+    }
+
     #[test]
-    fn source_brick_and_majority() {
+    fn source_brick_policy() {
         use Policy::*;
-        // Brick 0 wrote alone while 1 and 2 wrote together.
-        let two_against_one = || {
-            vec![
-                c(0, 9, 9, 9, &[0, 1, 1]),
-                c(1, 5, 1, 1, &[1, 0, 0]),
-                c(2, 5, 1, 1, &[1, 0, 0]),
-            ]
-        };
         let cases: Vec<Case> = vec![
             (
                 "source-brick: any data copy",
@@ -591,6 +610,14 @@ mod tests {
                 ],
                 Ok(2),
             ),
+        ];
+        check(cases);
+    }
+
+    #[test]
+    fn majority_policy() {
+        use Policy::*;
+        let cases: Vec<Case> = vec![
             (
                 "majority: the side of two, its lowest brick",
                 Majority,
@@ -700,7 +727,8 @@ mod tests {
             }
         }
         assert_eq!(FavoriteChild::None.policy(), None);
-        let default = mortar_proto::options::default_of(mortar_proto::options::FAVORITE_CHILD_POLICY);
+        let default =
+            mortar_proto::options::default_of(mortar_proto::options::FAVORITE_CHILD_POLICY);
         assert_eq!(FavoriteChild::from_option(default), FavoriteChild::None);
     }
 
@@ -741,13 +769,18 @@ mod tests {
     }
 
     /// A crash at any point of the rewrite (after any entries, with any
-    /// of the next entry's separate counters written) leaves the same
-    /// split-brain or the chosen copy as the only good one; the whole
-    /// rewrite leaves the latter with nobody but the source blaming.
-    #[test]
-    fn the_rewrite_never_frees_another_copy() {
-        let cases: Vec<(&str, Kind, Option<usize>, Vec<BrickView>, usize)> = vec![
-            ("replica 2", Kind::Data, None, views(Kind::Data, &[&[0, 1], &[1, 0]]), 1),
+    /// A split-brain, the kind, the arbiter, and the copy chosen.
+    type RewriteCase = (&'static str, Kind, Option<usize>, Vec<BrickView>, usize);
+
+    fn rewrite_cases() -> Vec<RewriteCase> {
+        vec![
+            (
+                "replica 2",
+                Kind::Data,
+                None,
+                views(Kind::Data, &[&[0, 1], &[1, 0]]),
+                1,
+            ),
             (
                 "two against one, the lone copy chosen",
                 Kind::Data,
@@ -806,8 +839,15 @@ mod tests {
                 ),
                 3,
             ),
-        ];
-        for (why, kind, arbiter, v, src) in cases {
+        ]
+    }
+
+    /// of the next entry's separate counters written) leaves the same
+    /// split-brain or the chosen copy as the only good one; the whole
+    /// rewrite leaves the latter with nobody but the source blaming.
+    #[test]
+    fn the_rewrite_never_frees_another_copy() {
+        for (why, kind, arbiter, v, src) in rewrite_cases() {
             let opt = |v: &[BrickView]| v.iter().cloned().map(Some).collect::<Vec<_>>();
             assert!(
                 matches!(examine(&opt(&v), kind, arbiter), Verdict::SplitBrain { .. }),
