@@ -290,7 +290,10 @@ mod tests {
             "majority"
         );
         let e = validate(FAVORITE_CHILD_POLICY, "bigger-file").unwrap_err();
-        assert!(e.contains("one of none, size, ctime, mtime, majority"), "{e}");
+        assert!(
+            e.contains("one of none, size, ctime, mtime, majority"),
+            "{e}"
+        );
         let e = validate("cluster.quorum-type", "most").unwrap_err();
         assert!(e.contains("one of none, auto, fixed"), "{e}");
         assert_eq!(
