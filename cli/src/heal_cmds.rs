@@ -1,12 +1,15 @@
 //! `mortar volume heal NAME ...`: the heal commands. Built: `info` (with
 //! `summary` and `split-brain`; the work is `mortar_heal::info`'s, this
 //! file parses the words and shapes the text like the original's), a bare
-//! `volume heal NAME` (every self-heal daemon crawls now) and `enable` /
-//! `disable` (the volume's `cluster.self-heal-daemon` option).
+//! `volume heal NAME [full]` (every self-heal daemon crawls, or sweeps,
+//! now), `enable` / `disable` (the volume's `cluster.self-heal-daemon`
+//! option) and `split-brain bigger-file | latest-mtime | source-brick`
+//! (run in this process against the bricks, [`crate::split_brain_cmd`]).
 
 use std::io::Write;
 
 use mortar_heal::info::{counts, split_brain_entries, BrickInfo, BrickStatus, HealInfo};
+use mortar_heal::resolve::Choice;
 use mortar_mgmt::api::CliRequest;
 use mortar_mgmt::options;
 use mortar_net::Runtime;
@@ -15,8 +18,9 @@ use crate::args::UsageError;
 use crate::mgmt_cmds::Target;
 use crate::Failure;
 
-pub const USAGE: &str =
-    "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain]]";
+pub const USAGE: &str = "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain]]
+       mortar volume heal NAME split-brain {bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE]}
+       (FILE: a path within the volume, or gfid:UUID)";
 
 /// Which `heal info` view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,14 @@ pub enum HealCmd {
         volume: String,
         on: bool,
     },
+    /// `volume heal NAME split-brain ...`: resolve `file` (or, with
+    /// `source-brick` and no file, every split-brain file of that brick's
+    /// set) by `choice`.
+    SplitBrain {
+        volume: String,
+        choice: Choice,
+        file: Option<String>,
+    },
     /// A heal command of the issue that is not built yet (what to say).
     NotBuilt(String),
 }
@@ -54,7 +66,7 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     let not_built = |what: &str| {
         Ok(HealCmd::NotBuilt(format!(
-            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME [full]', 'enable', 'disable' and 'info [summary | split-brain]'"
+            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME [full]', 'enable', 'disable', 'info [summary | split-brain]' and 'split-brain ...'"
         )))
     };
     match words.as_slice() {
@@ -83,8 +95,48 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
                 view,
             })
         }
-        [_, verb @ ("split-brain" | "statistics"), ..] => not_built(verb),
+        [volume, "split-brain", tail @ ..] => {
+            let (choice, file) = match tail {
+                ["bigger-file", file] => (Choice::BiggerFile, Some(file)),
+                ["latest-mtime", file] => (Choice::LatestMtime, Some(file)),
+                ["source-brick", brick] => (source_brick(brick)?, None),
+                ["source-brick", brick, file] => (source_brick(brick)?, Some(file)),
+                _ => return Err(usage()),
+            };
+            Ok(HealCmd::SplitBrain {
+                volume: volume.to_string(),
+                choice,
+                file: file.map(|f| file_arg(f)).transpose()?,
+            })
+        }
+        [_, verb @ "statistics", ..] => not_built(verb),
         _ => Err(usage()),
+    }
+}
+
+/// The brick of `source-brick`, which must read `HOST:/PATH`.
+fn source_brick(brick: &str) -> Result<Choice, UsageError> {
+    match brick.split_once(":/") {
+        Some((host, _)) if !host.is_empty() => Ok(Choice::SourceBrick(brick.to_string())),
+        _ => Err(UsageError(format!(
+            "source-brick takes a brick as HOST:/PATH, not {brick:?}\n{USAGE}"
+        ))),
+    }
+}
+
+/// A FILE of `split-brain`: an absolute path within the volume, or
+/// `gfid:UUID`.
+fn file_arg(file: &str) -> Result<String, UsageError> {
+    let ok = match file.strip_prefix("gfid:") {
+        Some(uuid) => mortar_heal::resolve::parse_gfid(uuid).is_some(),
+        None => file.starts_with('/'),
+    };
+    if ok {
+        Ok(file.to_string())
+    } else {
+        Err(UsageError(format!(
+            "FILE is a path within the volume starting with / or gfid:UUID, not {file:?}\n{USAGE}"
+        )))
     }
 }
 
@@ -103,6 +155,11 @@ pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
             };
             return t.send(req).await;
         }
+        HealCmd::SplitBrain {
+            volume,
+            choice,
+            file,
+        } => return crate::split_brain_cmd::run(t, &volume, &choice, file.as_deref()).await,
         HealCmd::NotBuilt(why) => return Err(Failure::Runtime(why)),
     };
     let rt = Runtime::production("mortar-cli");
@@ -298,16 +355,64 @@ mod tests {
             assert_eq!(parse(&words(line)).unwrap(), want);
         }
         assert!(parse(&words("vol1 enable now")).is_err());
-        for line in [
-            "vol1 split-brain bigger-file /a",
-            "vol1 split-brain source-brick s1:/b",
-            "vol1 statistics",
-            "vol1 statistics heal-count",
-        ] {
+        for line in ["vol1 statistics", "vol1 statistics heal-count"] {
             match parse(&words(line)) {
                 Ok(HealCmd::NotBuilt(why)) => assert!(why.contains("not built yet"), "{why}"),
                 other => panic!("{line:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn parsing_split_brain() {
+        let sb = |choice, file: Option<&str>| HealCmd::SplitBrain {
+            volume: "vol1".into(),
+            choice,
+            file: file.map(String::from),
+        };
+        let brick = || Choice::SourceBrick("s1:/bricks/b1".into());
+        for (line, want) in [
+            (
+                "vol1 split-brain bigger-file /d/a",
+                sb(Choice::BiggerFile, Some("/d/a")),
+            ),
+            (
+                "vol1 split-brain latest-mtime gfid:8c5a8a5e-1f5d-4a7e-9c83-0b0f2f1e6b11",
+                sb(
+                    Choice::LatestMtime,
+                    Some("gfid:8c5a8a5e-1f5d-4a7e-9c83-0b0f2f1e6b11"),
+                ),
+            ),
+            (
+                "vol1 split-brain source-brick s1:/bricks/b1",
+                sb(brick(), None),
+            ),
+            (
+                "vol1 split-brain source-brick s1:/bricks/b1 /a",
+                sb(brick(), Some("/a")),
+            ),
+        ] {
+            assert_eq!(parse(&words(line)).unwrap(), want, "{line:?}");
+        }
+        for line in [
+            "vol1 split-brain",
+            "vol1 split-brain bigger-file",
+            "vol1 split-brain latest-mtime",
+            "vol1 split-brain bigger-file /a /b",
+            "vol1 split-brain source-brick",
+            "vol1 split-brain source-brick s1:/b /a extra",
+            "vol1 split-brain smallest-file /a",
+        ] {
+            let e = parse(&words(line)).unwrap_err();
+            assert_eq!(e.0, USAGE, "{line:?}");
+        }
+        for bad in ["d/a", "gfid:123", "gfid:"] {
+            let e = parse(&words(&format!("vol1 split-brain bigger-file {bad}"))).unwrap_err();
+            assert!(e.0.contains("gfid:UUID"), "{bad}: {e}");
+        }
+        for bad in ["s1", "/bricks/b1", ":/b", "s1:b"] {
+            let e = parse(&words(&format!("vol1 split-brain source-brick {bad} /a"))).unwrap_err();
+            assert!(e.0.contains("HOST:/PATH"), "{bad}: {e}");
         }
     }
 

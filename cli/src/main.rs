@@ -12,6 +12,7 @@ mod heal_cmds;
 mod launch;
 mod mgmt_cmds;
 mod render;
+mod split_brain_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ management (talks to the local mgmtd; --remote-host HOST to use another):
   volume heal NAME info [summary | split-brain]
         pending heal entries of every brick (each brick asked at once, 5 s
         deadline each; an unreachable brick shows why)
+  volume heal NAME split-brain bigger-file FILE | latest-mtime FILE
+  volume heal NAME split-brain source-brick HOST:/PATH [FILE]
+        resolve a replicate split-brain: the chosen copy heals the others
+        (FILE is a path in the volume or gfid:UUID; source-brick without
+        FILE resolves every split-brain file of that brick's set)
   mount HOST:/VOLUME MOUNTPOINT [--mgmt-port PORT]
         FUSE-mount a volume (runs in the foreground; SIGINT/SIGTERM unmounts)
   options: --json  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS

@@ -134,6 +134,11 @@ impl Target {
         self.json
     }
 
+    /// How long a request may take (`--timeout-ms`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn confirm(&self, question: &str) -> Result<(), Failure> {
         if self.script || !std::io::stdin().is_terminal() {
             return Ok(());

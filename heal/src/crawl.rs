@@ -10,7 +10,8 @@ use mortar_client::protocol::BrickAddress;
 use mortar_net::Runtime;
 use mortar_proto::Gfid;
 
-use crate::{heal_file, HealOutcome};
+use crate::split_brain::FavoriteChild;
+use crate::{heal_file_with, HealOutcome};
 
 /// What one heal crawl did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +98,11 @@ pub struct CrawlLimits {
     pub files_max: usize,
     /// Files healed at once per local brick (`cluster.shd-max-threads`).
     pub threads: usize,
+    /// How a replicate split-brain is resolved without the operator
+    /// (`cluster.favorite-child-policy`; `None` leaves it). A volume
+    /// option the client graph does not carry, so the daemon, which has
+    /// the volume, passes it down with the crawl's other bounds.
+    pub favorite_child: FavoriteChild,
 }
 
 /// One index crawl: heal every file in the pending-heal index of the
@@ -164,7 +170,8 @@ async fn crawl_set(
             }
         }
         let workers = limits.threads.max(1) * local.len();
-        let pass = heal_each(rt, g, set, pending.into_iter().collect(), workers, false).await;
+        let gfids = pending.into_iter().collect();
+        let pass = heal_each(rt, g, set, gfids, workers, false, limits.favorite_child).await;
         passes += 1;
         let again = pass_again(&pass, passes);
         // A file a pass skipped and a later one healed counts as healed:
@@ -186,7 +193,8 @@ async fn crawl_set(
 
 /// Heal `gfids` of set `set` with `workers` healers at once; `full`: as
 /// the full sweep does (a replicate file whose copies differ unmarked is
-/// marked first, [`crate::full::mark_if_differs`]).
+/// marked first, [`crate::full::mark_if_differs`]); split-brains resolved
+/// by `favorite`.
 pub(crate) async fn heal_each(
     rt: &Runtime,
     g: &Arc<VolumeGraph>,
@@ -194,6 +202,7 @@ pub(crate) async fn heal_each(
     gfids: Vec<Gfid>,
     workers: usize,
     full: bool,
+    favorite: FavoriteChild,
 ) -> HealSummary {
     let queue = Arc::new(Mutex::new(VecDeque::from(gfids)));
     let n = workers.min(queue.lock().expect("queue").len());
@@ -209,7 +218,7 @@ pub(crate) async fn heal_each(
                     if let (true, SetLayer::Replicate(r)) = (full, layer) {
                         crate::full::mark_if_differs(r.children(), r.arbiter(), gfid).await;
                     }
-                    sum.record(heal_file(layer, gfid).await);
+                    sum.record(heal_file_with(layer, gfid, favorite).await);
                 }
                 sum
             })

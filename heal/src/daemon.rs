@@ -21,6 +21,7 @@ use mortar_proto::volume::Volume;
 use crate::crawl::{heal_pending, CrawlLimits, HealSummary};
 use crate::error::HealError;
 use crate::full::sweep_graph;
+use crate::split_brain::FavoriteChild;
 
 /// How often the daemon looks at its volumes (and retries unfinished work).
 const TICK_MS: u64 = 2_000;
@@ -114,6 +115,12 @@ pub fn serves(v: &Volume, hostnames: &[String]) -> bool {
     v.wants_shd() && v.bricks.iter().any(|b| hostnames.contains(&b.host))
 }
 
+/// The volume's `cluster.favorite-child-policy`.
+fn favorite_child(v: &Volume) -> FavoriteChild {
+    let value = options::get(&v.options, options::FAVORITE_CHILD_POLICY).unwrap_or_default();
+    FavoriteChild::from_option(&value)
+}
+
 fn heal_timeout(v: &Volume) -> Duration {
     Duration::from_secs(options::get_u64(&v.options, options::HEAL_TIMEOUT))
 }
@@ -204,6 +211,7 @@ impl Shd {
         let limits = CrawlLimits {
             files_max: CRAWL_FILES_MAX,
             threads: options::get_u64(&v.options, options::SHD_MAX_THREADS) as usize,
+            favorite_child: favorite_child(v),
         };
         let started = self.rt.clock().now();
         let (what, sum) = if sweep {

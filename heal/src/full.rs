@@ -190,7 +190,7 @@ async fn sweep_set(
         if let SetLayer::Replicate(r) = layer {
             sum.record(crate::replicate_entry::fill_names(r, dir).await);
         }
-        sum.record(crate::heal_file(layer, dir).await);
+        sum.record(crate::heal_file_with(layer, dir, limits.favorite_child).await);
         let (subdirs, files) = match union_listing(children_of(layer), dir).await {
             Ok(l) => l,
             Err(e) => {
@@ -200,7 +200,8 @@ async fn sweep_set(
             }
         };
         dirs.extend(subdirs.into_iter().rev());
-        let pass = heal_each(rt, g, set, files, limits.threads, true).await;
+        let favorite = limits.favorite_child;
+        let pass = heal_each(rt, g, set, files, limits.threads, true, favorite).await;
         sum.add(pass);
     }
     sum

@@ -8,7 +8,10 @@
 //! (rebuild fragments outside the current generation), and for a
 //! directory first its names (entry heal: one plan, [`entry::plan`], for
 //! both set kinds, each telling its good copies and its evidence for
-//! removals its own way). It reaches bricks
+//! removals its own way), and how a replicate split-brain is resolved
+//! (the policies, pure, in [`split_brain`]; the procedure, by the CLI or
+//! by the daemon's `cluster.favorite-child-policy`, in [`resolve`]). It
+//! reaches bricks
 //! only through `mortar-client`'s public layers (the volume graph's
 //! [`SetLayer`](mortar_client::graph::SetLayer)s and the accessors each
 //! set documents for this crate) and must never talk to a disk, link the
@@ -27,11 +30,15 @@ pub mod full;
 pub mod info;
 pub mod replicate;
 mod replicate_entry;
+pub mod resolve;
 pub mod source;
+pub mod split_brain;
 pub mod steps;
 
 use mortar_client::graph::SetLayer;
 use mortar_proto::Gfid;
+
+use crate::split_brain::FavoriteChild;
 
 /// What healing one file did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,23 +62,41 @@ pub enum HealOutcome {
 /// and the others skip it rather than wait. A healer that dies loses its
 /// claim with its connections; the file stays in the index and the next
 /// crawl heals it from the start (every step of a heal can be redone).
+/// A replicate split-brain is left alone ([`heal_file_with`] may resolve
+/// it).
 pub async fn heal_file(set: &SetLayer, gfid: Gfid) -> HealOutcome {
+    heal_file_with(set, gfid, FavoriteChild::None).await
+}
+
+/// [`heal_file`], resolving a replicate split-brain by `favorite` (the
+/// volume's `cluster.favorite-child-policy`) unless it is `none`.
+pub async fn heal_file_with(set: &SetLayer, gfid: Gfid, favorite: FavoriteChild) -> HealOutcome {
+    let heal = async {
+        match set {
+            SetLayer::Replicate(r) => replicate::heal_file_with(r, gfid, favorite).await,
+            SetLayer::Disperse(d) => disperse::heal_file(d, gfid).await,
+        }
+    };
+    claimed(set, gfid, heal).await.unwrap_or_else(|o| o)
+}
+
+/// Run `work` once this healer has claimed `gfid` on every brick of
+/// `set` (every brick must be up), then give the claim back. `Err`: the
+/// outcome that says why it was not claimed (another healer holds it, a
+/// brick is down or refused); `work` did not run.
+pub(crate) async fn claimed<T>(
+    set: &SetLayer,
+    gfid: Gfid,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, HealOutcome> {
     let (rt, name, children, owner) = match set {
         SetLayer::Replicate(r) => (r.runtime(), r.set_name(), r.children(), r.new_lock_owner()),
         SetLayer::Disperse(d) => (d.runtime(), d.set_name(), d.children(), d.new_lock_owner()),
     };
-    if let Err(skipped) = steps::every_brick_up(children, name) {
-        return skipped;
-    }
+    steps::every_brick_up(children, name)?;
     let lock = steps::claim_lock(name, gfid, owner);
-    let claimed = match steps::claim(rt, name, children, gfid, &lock).await {
-        Ok(c) => c,
-        Err(outcome) => return outcome,
-    };
-    let outcome = match set {
-        SetLayer::Replicate(r) => replicate::heal_file(r, gfid).await,
-        SetLayer::Disperse(d) => disperse::heal_file(d, gfid).await,
-    };
+    let claimed = steps::claim(rt, name, children, gfid, &lock).await?;
+    let out = work.await;
     mortar_client::txn::unlock_all(rt, name, children, &claimed, &lock).await;
-    outcome
+    Ok(out)
 }

@@ -8,8 +8,10 @@ use mortar_client::afr::{self, kind_delta, BrickView, Kind, Verdict};
 use mortar_client::fop::{Fop, FopOut};
 use mortar_client::replicate::Replicate;
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta, LockKind};
-use mortar_proto::{FileKind, Gfid};
+use mortar_proto::{options, FileKind, Gfid};
 
+use crate::resolve::ResolveError;
+use crate::split_brain::{kind_word, FavoriteChild};
 use crate::steps::{
     clear_order, copy_data, copy_metadata, every_brick_up, healed_outcome, kind_of, merge_outcomes,
     with_every_brick_locked,
@@ -20,7 +22,14 @@ use crate::{source, HealOutcome};
 /// first (entry heal, under the whole directory's entry lock), then its
 /// data and metadata under the whole file locked on all bricks: copy from
 /// a good copy to the stale ones and clear the counters that were read.
+/// A split-brain is left alone.
 pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
+    heal_file_with(set, gfid, FavoriteChild::None).await
+}
+
+/// [`heal_file`], with a data or metadata split-brain resolved by
+/// `favorite` first (unless it is `none`; see [`crate::resolve`]).
+pub async fn heal_file_with(set: &Replicate, gfid: Gfid, favorite: FavoriteChild) -> HealOutcome {
     if let Err(skipped) = every_brick_up(set.children(), set.set_name()) {
         return skipped;
     }
@@ -36,8 +45,8 @@ pub async fn heal_file(set: &Replicate, gfid: Gfid) -> HealOutcome {
     };
     let lock = whole_file_lock(set, gfid);
     let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
-    let inode =
-        with_every_brick_locked(rt, name, children, gfid, &lock, heal_locked(set, gfid)).await;
+    let heal = heal_locked(set, gfid, favorite);
+    let inode = with_every_brick_locked(rt, name, children, gfid, &lock, heal).await;
     merge_outcomes(entries, inode)
 }
 
@@ -61,7 +70,12 @@ pub(crate) fn whole_file_lock(
     }
 }
 
-async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
+/// Heal data and metadata of `gfid`, whole file locked on every brick.
+pub(crate) async fn heal_locked(
+    set: &Replicate,
+    gfid: Gfid,
+    favorite: FavoriteChild,
+) -> HealOutcome {
     let children = set.children();
     let all: Vec<usize> = (0..children.len()).collect();
     let views = set.views(gfid, &all).await;
@@ -70,7 +84,7 @@ async fn heal_locked(set: &Replicate, gfid: Gfid) -> HealOutcome {
     }
     let mut healed: Vec<usize> = Vec::new();
     for kind in [Kind::Data, Kind::Metadata] {
-        match heal_kind(set, gfid, kind, &views).await {
+        match heal_kind(set, gfid, kind, &views, favorite).await {
             Ok(sinks) => {
                 for s in sinks {
                     if !healed.contains(&s) {
@@ -91,6 +105,7 @@ async fn heal_kind(
     gfid: Gfid,
     kind: Kind,
     views: &[Option<BrickView>],
+    favorite: FavoriteChild,
 ) -> Result<Vec<usize>, HealOutcome> {
     let children = set.children();
     let k = kind as usize;
@@ -101,19 +116,10 @@ async fn heal_kind(
     if !marked {
         return Ok(Vec::new());
     }
-    let (good, stale) = match afr::examine(views, kind, set.arbiter()) {
-        Verdict::Sources { good, stale } => (good, stale),
-        Verdict::SplitBrain { accused } => {
-            return Err(HealOutcome::SplitBrain(
-                set.split_brain(gfid, &accused).to_string(),
-            ))
-        }
-        Verdict::NoneReachable => {
-            return Err(HealOutcome::Skipped(format!(
-                "no brick answered for {gfid}"
-            )))
-        }
-    };
+    let (good, stale, resolved) = sources(set, gfid, kind, views, favorite).await?;
+    // After a split-brain was resolved, the counters to clear are the
+    // rewritten ones.
+    let views = resolved.as_deref().unwrap_or(views);
     let (good, stale) = settle_dirty_without_blame(set, gfid, kind, views, good, stale).await;
     let Some(&src) = good.first() else {
         return Err(HealOutcome::Skipped(format!("no good copy of {gfid}")));
@@ -136,6 +142,59 @@ async fn heal_kind(
     clear_counters(set, gfid, kind, views, &good).await?;
     Ok(sinks)
 }
+
+/// The good and stale copies of `kind` by the changelog; a split-brain
+/// is resolved by `favorite` first when it names a policy (then the
+/// counters as rewritten come back too), and is otherwise the outcome
+/// that ends this heal.
+async fn sources(
+    set: &Replicate,
+    gfid: Gfid,
+    kind: Kind,
+    views: &[Option<BrickView>],
+    favorite: FavoriteChild,
+) -> Result<SourcesRead, HealOutcome> {
+    let accused = match afr::examine(views, kind, set.arbiter()) {
+        Verdict::Sources { good, stale } => return Ok((good, stale, None)),
+        Verdict::SplitBrain { accused } => accused,
+        Verdict::NoneReachable => {
+            return Err(HealOutcome::Skipped(format!(
+                "no brick answered for {gfid}"
+            )))
+        }
+    };
+    let split = set.split_brain(gfid, &accused).to_string();
+    let Some(policy) = favorite.policy() else {
+        return Err(HealOutcome::SplitBrain(split));
+    };
+    let settled = crate::resolve::settle(set, gfid, kind, views, policy).await;
+    let (src, after) = settled.map_err(|e| match e {
+        ResolveError::Refused(why) => HealOutcome::SplitBrain(format!(
+            "{split}; {} {favorite} cannot resolve it: {why}",
+            options::FAVORITE_CHILD_POLICY
+        )),
+        other => HealOutcome::Skipped(format!("resolving the split-brain of {gfid}: {other}")),
+    })?;
+    tracing::info!(
+        set = set.set_name(),
+        %gfid,
+        kind = kind_word(kind),
+        policy = %favorite,
+        source = set.children()[src].name(),
+        "split-brain resolved by {}: the source's copy is now the only good one",
+        options::FAVORITE_CHILD_POLICY
+    );
+    match afr::examine(&after, kind, set.arbiter()) {
+        Verdict::Sources { good, stale } => Ok((good, stale, Some(after))),
+        other => Err(HealOutcome::Skipped(format!(
+            "{gfid}: after resolving its split-brain the counters read {other:?}"
+        ))),
+    }
+}
+
+/// Good copies, stale copies, and the counters as rewritten when a
+/// split-brain was resolved.
+type SourcesRead = (Vec<usize>, Vec<usize>, Option<Vec<Option<BrickView>>>);
 
 /// Every copy is a source by the changelog, but a transaction that never
 /// reached its post-op left them dirty: make one copy (by the documented

@@ -113,13 +113,24 @@ pub(crate) async fn with_every_brick_locked(
     lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
     heal: impl Future<Output = HealOutcome>,
 ) -> HealOutcome {
-    let locked = match txn::lock_every(rt, set, children, LockKind::Write, lock).await {
-        Ok(l) => l,
-        Err(e) => return HealOutcome::Skipped(format!("{gfid}: {e}")),
-    };
-    let outcome = heal.await;
+    locked_on_every_brick(rt, set, children, lock, heal)
+        .await
+        .unwrap_or_else(|e| HealOutcome::Skipped(format!("{gfid}: {e}")))
+}
+
+/// Run `work` holding `lock` (for writing) on every brick of the set
+/// `set`, then unlock; `Err`: why the lock was not taken (nothing ran).
+pub(crate) async fn locked_on_every_brick<T>(
+    rt: &Runtime,
+    set: &str,
+    children: &[Child],
+    lock: &(dyn Fn(LockKind, Option<u64>) -> Fop + Sync),
+    work: impl Future<Output = T>,
+) -> Result<T, String> {
+    let locked = txn::lock_every(rt, set, children, LockKind::Write, lock).await?;
+    let out = work.await;
     txn::unlock_all(rt, set, children, &locked, lock).await;
-    outcome
+    Ok(out)
 }
 
 /// The outcome of a heal that brought the bricks `healed` up to date

@@ -229,6 +229,7 @@ fn default_limits() -> CrawlLimits {
     CrawlLimits {
         files_max: 10_000,
         threads: options::get_u64(&Default::default(), options::SHD_MAX_THREADS) as usize,
+        favorite_child: Default::default(),
     }
 }
 

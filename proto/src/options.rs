@@ -72,6 +72,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "Files the self-heal daemon heals in parallel per brick.",
     },
     OptionSpec {
+        key: "cluster.favorite-child-policy",
+        kind: Kind::Enum(&["none", "size", "ctime", "mtime", "majority"]),
+        default: "none",
+        help: "How the self-heal daemon resolves a replicate split-brain by itself: none = left for the operator (reads and writes get EIO); size = the largest copy (data only); ctime / mtime = the copy changed last; majority = the copy more than half of the set's bricks do not blame.",
+    },
+    OptionSpec {
         key: "cluster.self-heal-daemon",
         kind: Kind::Bool,
         default: "on",
@@ -116,6 +122,7 @@ pub const QUORUM_COUNT: &str = "cluster.quorum-count";
 pub const HEAL_TIMEOUT: &str = "cluster.heal-timeout";
 pub const SHD_MAX_THREADS: &str = "cluster.shd-max-threads";
 pub const SELF_HEAL_DAEMON: &str = "cluster.self-heal-daemon";
+pub const FAVORITE_CHILD_POLICY: &str = "cluster.favorite-child-policy";
 pub const AUTH_ALLOW: &str = "auth.allow";
 pub const AUTH_REJECT: &str = "auth.reject";
 pub const CLIENT_EVENT_THREADS: &str = "client.event-threads";
@@ -278,6 +285,15 @@ mod tests {
             "on"
         );
         assert_eq!(validate("cluster.quorum-type", "FIXED").unwrap(), "fixed");
+        assert_eq!(
+            validate(FAVORITE_CHILD_POLICY, " Majority ").unwrap(),
+            "majority"
+        );
+        let e = validate(FAVORITE_CHILD_POLICY, "bigger-file").unwrap_err();
+        assert!(
+            e.contains("one of none, size, ctime, mtime, majority"),
+            "{e}"
+        );
         let e = validate("cluster.quorum-type", "most").unwrap_err();
         assert!(e.contains("one of none, auto, fixed"), "{e}");
         assert_eq!(
@@ -300,6 +316,7 @@ mod tests {
             HEAL_TIMEOUT,
             SHD_MAX_THREADS,
             SELF_HEAL_DAEMON,
+            FAVORITE_CHILD_POLICY,
             AUTH_ALLOW,
             AUTH_REJECT,
             CLIENT_EVENT_THREADS,
@@ -308,7 +325,7 @@ mod tests {
         ] {
             assert!(spec(k).is_some(), "{k}");
         }
-        assert_eq!(OPTIONS.len(), 11, "a new option wants a named key above");
+        assert_eq!(OPTIONS.len(), 12, "a new option wants a named key above");
     }
 
     #[test]
