@@ -150,48 +150,97 @@ pub(crate) trait MakeOnSink: Sync {
     ) -> BoxFuture<'a, FopResult<()>>;
 }
 
+/// Names of one directory entry heal makes at once: each new object is a
+/// dozen or so round trips of waiting (locks, make, data, metadata), so
+/// one at a time leaves a directory of 500 new files healing for
+/// seconds; the bound keeps what one heal holds at once small.
+pub const ENTRY_ACTIONS_AT_ONCE_MAX: usize = 16;
+
 /// Apply the plan's actions in order, each on its sink alone; new objects
-/// are made by `maker`.
+/// are made by `maker`. Consecutive creates and links (distinct names,
+/// none depending on another) run [`ENTRY_ACTIONS_AT_ONCE_MAX`] at a
+/// time; a rename or removal waits for what comes before it and runs
+/// alone, so the plan's order (free slots first, then removals, then the
+/// names a removal freed) holds.
 pub(crate) async fn apply(
     children: &[Child],
     dir: Gfid,
     plan: &Plan,
     maker: &dyn MakeOnSink,
 ) -> Result<(), String> {
-    for a in &plan.actions {
-        let r = match a {
-            Action::Create {
-                sink,
-                name,
-                entry,
-                source,
-            } => maker.make(dir, name, *entry, *source, *sink).await,
-            Action::Link { sink, name, gfid } => children[*sink]
-                .fop(Fop::Link(bp::Link {
-                    gfid: *gfid,
-                    new_parent: dir,
-                    new_name: name.clone(),
-                }))
-                .await
-                .map(drop),
-            Action::Rename {
-                sink, from, name, ..
-            } => children[*sink]
-                .fop(Fop::Rename(bp::Rename {
-                    old_parent: dir,
-                    old_name: from.clone(),
-                    new_parent: dir,
-                    new_name: name.clone(),
-                }))
-                .await
-                .map(drop),
-            Action::Remove { sink, name, entry } => {
-                remove(&children[*sink], dir, name.clone(), *entry, 0).await
-            }
-        };
-        r.map_err(|e| format!("{a:?}: {e}"))?;
+    let mut i = 0;
+    while i < plan.actions.len() {
+        let run = batch_len(&plan.actions[i..]);
+        let batch = &plan.actions[i..i + run];
+        let results = futures_util::future::join_all(
+            batch.iter().map(|a| apply_one(children, dir, a, maker)),
+        )
+        .await;
+        for (a, r) in batch.iter().zip(results) {
+            r.map_err(|e| format!("{a:?}: {e}"))?;
+        }
+        i += run;
     }
     Ok(())
+}
+
+/// How many of `actions` (from the first) may run at once: creates and
+/// links, at most [`ENTRY_ACTIONS_AT_ONCE_MAX`], up to a link of an object
+/// the same batch creates (the plan links a second name of a new object
+/// after making it); anything else runs alone.
+pub(crate) fn batch_len(actions: &[Action]) -> usize {
+    let mut made = BTreeSet::new();
+    let mut n = 0;
+    for a in actions.iter().take(ENTRY_ACTIONS_AT_ONCE_MAX) {
+        match a {
+            Action::Create { entry, .. } => {
+                made.insert(entry.gfid);
+            }
+            Action::Link { gfid, .. } if !made.contains(gfid) => {}
+            _ => break,
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// One action of the plan on its sink.
+async fn apply_one(
+    children: &[Child],
+    dir: Gfid,
+    a: &Action,
+    maker: &dyn MakeOnSink,
+) -> FopResult<()> {
+    match a {
+        Action::Create {
+            sink,
+            name,
+            entry,
+            source,
+        } => maker.make(dir, name, *entry, *source, *sink).await,
+        Action::Link { sink, name, gfid } => children[*sink]
+            .fop(Fop::Link(bp::Link {
+                gfid: *gfid,
+                new_parent: dir,
+                new_name: name.clone(),
+            }))
+            .await
+            .map(drop),
+        Action::Rename {
+            sink, from, name, ..
+        } => children[*sink]
+            .fop(Fop::Rename(bp::Rename {
+                old_parent: dir,
+                old_name: from.clone(),
+                new_parent: dir,
+                new_name: name.clone(),
+            }))
+            .await
+            .map(drop),
+        Action::Remove { sink, name, entry } => {
+            remove(&children[*sink], dir, name.clone(), *entry, 0).await
+        }
+    }
 }
 
 /// Make `name` in `dir` on `sink` as the object `entry` held by `source`:
@@ -283,4 +332,45 @@ fn remove<'a>(
         let q = bp::Rmdir { parent: dir, name };
         c.fop(Fop::Rmdir(q)).await.map(drop)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_actions_run_at_once() {
+        let g = Gfid::from_u128;
+        let create = |n: u128| Action::Create {
+            sink: 1,
+            name: format!("c{n}"),
+            entry: Entry {
+                gfid: g(n),
+                kind: FileKind::Regular,
+            },
+            source: 0,
+        };
+        let link = |n: u128| Action::Link {
+            sink: 1,
+            name: format!("l{n}"),
+            gfid: g(n),
+        };
+        let remove = Action::Remove {
+            sink: 1,
+            name: "r".into(),
+            entry: Entry {
+                gfid: g(99),
+                kind: FileKind::Regular,
+            },
+        };
+        for (actions, want, why) in [
+            (vec![create(1), create(2), link(7)], 3, "independent creates and links"),
+            (vec![create(1), link(1), create(2)], 1, "a link of what the batch creates waits"),
+            (vec![remove.clone(), create(1)], 1, "a removal runs alone"),
+            (vec![create(1), remove.clone(), create(2)], 1, "and what precedes it first"),
+            ((1..=40).map(create).collect(), ENTRY_ACTIONS_AT_ONCE_MAX, "bounded"),
+        ] {
+            assert_eq!(batch_len(&actions), want, "{why}");
+        }
+    }
 }

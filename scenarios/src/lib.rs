@@ -68,6 +68,14 @@ mod registry {
                 run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
             },
             Scenario {
+                name: "mgmt_sync_during_start",
+                run: |sim| Box::pin(crate::mgmt::converge_during_start(sim)),
+            },
+            Scenario {
+                name: "mgmt_probe_nxdomain",
+                run: |sim| Box::pin(crate::mgmt::probe_of_a_missing_name(sim)),
+            },
+            Scenario {
                 name: "heal_info_dns",
                 run: |sim| {
                     Box::pin(async move {

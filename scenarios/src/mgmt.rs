@@ -631,3 +631,61 @@ pub async fn probe_of_a_missing_name(sim: Sim) {
         );
     }
 }
+
+/// Regression (see `mgmt::daemon::supervise::converges`): a convergence
+/// of this server's bricks between a `volume start`'s brick-op and its
+/// commit stopped the bricks the brick-op had just started. Here the
+/// originator is held at its local commit while an operator's `peer sync`
+/// makes it converge; after the start completes every brick must run.
+pub async fn converge_during_start(sim: Sim) {
+    let pool = Pool::start(&sim).await;
+    pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
+        .await;
+    pool.traps["s1"].arm(Phase::CommitLocal);
+    let starting = {
+        let p = pool.clone();
+        tokio::spawn(async move {
+            p.cli(
+                "s1",
+                CliRequest::VolumeStart {
+                    name: "vol".into(),
+                    force: false,
+                },
+            )
+            .await
+        })
+    };
+    Clock::new()
+        .timeout(
+            Duration::from_secs(60),
+            pool.traps["s1"].sprung.wait_for(|s| *s),
+        )
+        .await
+        .expect("the start reached its local commit");
+    let synced = pool
+        .cli("s1", CliRequest::PeerSync { host: "s2".into() })
+        .await;
+    sim.note(format!("peer sync during the start: {synced:?}"));
+    pool.traps["s1"].release();
+    let started = starting.await.expect("task");
+    assert!(started.is_ok(), "volume start: {started:?}");
+    let mut online = 0;
+    for _ in 0..20 {
+        if let Ok(CliReply::Status(s)) = pool
+            .cli(
+                "s1",
+                CliRequest::VolumeStatus {
+                    name: Some("vol".into()),
+                },
+            )
+            .await
+        {
+            online = s[0].bricks.iter().filter(|b| b.online).count();
+            if online == 3 {
+                break;
+            }
+        }
+        sim.sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(online, 3, "every brick runs after the start");
+}

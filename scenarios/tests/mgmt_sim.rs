@@ -32,3 +32,8 @@ fn bricks_restart_with_their_mgmtd() {
 fn probe_of_a_name_with_nxdomain_fails_at_once() {
     mortar_sim::run("mgmt_probe_nxdomain", 10, mgmt::probe_of_a_missing_name);
 }
+
+#[test]
+fn a_convergence_during_a_start_leaves_its_bricks_running() {
+    mortar_sim::run("mgmt_sync_during_start", 11, mgmt::converge_during_start);
+}

@@ -124,7 +124,8 @@ impl<S: Storage> Inner<S> {
     /// missing bricks are started.
     pub(super) async fn converge_bricks(&self, restart_dead: bool) {
         let vols = self.state.lock().expect("state").live_volumes();
-        for v in vols.values() {
+        let busy = self.volumes_in_transaction();
+        for v in vols.values().filter(|v| converges(&busy, &v.name)) {
             if v.status == VolumeStatus::Started {
                 let has_any = self
                     .bricks
@@ -146,7 +147,7 @@ impl<S: Storage> Inner<S> {
             .keys()
             .map(|(n, _)| n.clone())
             .collect();
-        for n in running {
+        for n in running.into_iter().filter(|n| converges(&busy, n)) {
             if vols
                 .get(&n)
                 .is_none_or(|v| v.status != VolumeStatus::Started)
@@ -154,6 +155,13 @@ impl<S: Storage> Inner<S> {
                 self.stop_local_bricks(&n, false).await;
             }
         }
+    }
+
+    /// Volumes a transaction holds the lock of on this server now.
+    fn volumes_in_transaction(&self) -> Vec<String> {
+        let now = self.rt.clock().now();
+        let locks = self.locks.lock().expect("locks");
+        locks.current(now).into_iter().map(|(k, _)| k).collect()
     }
 
     /// Does this server need a self-heal daemon? (A started replicated or
@@ -225,5 +233,38 @@ impl<S: Storage> Inner<S> {
                 }
             })
             .collect()
+    }
+}
+
+/// May convergence start or stop the bricks of `volume` now? Not while a
+/// transaction on it holds its lock here (`locked`, the keys held): its
+/// brick-op has started or stopped them for a commit still to come.
+///
+/// Regression (process test `cli_heal_dns`, a 60-brick `volume start`):
+/// a sync tick that adopted an unrelated object from a peer converged the
+/// bricks between the start's brick-op and its commit, saw the volume not
+/// yet started, and stopped the 20 bricks the brick-op had just started;
+/// the commit then marked it started with those bricks down. Fixed by
+/// leaving a volume under a transaction to that transaction (scenario
+/// `mgmt_sync_during_start`).
+pub(super) fn converges(locked: &[String], volume: &str) -> bool {
+    !locked.iter().any(|k| k == volume || k == crate::state::GLOBAL_LOCK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::converges;
+
+    #[test]
+    fn convergence_leaves_volumes_under_a_transaction_alone() {
+        let l = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        for (locked, volume, want, why) in [
+            (l(&[]), "vol", true, "nothing locked"),
+            (l(&["other"]), "vol", true, "another volume's transaction"),
+            (l(&["vol"]), "vol", false, "its own transaction: brick-op before commit"),
+            (l(&["<pool>"]), "vol", false, "a pool transaction (probe, detach)"),
+        ] {
+            assert_eq!(converges(&locked, volume), want, "{why}");
+        }
     }
 }

@@ -86,6 +86,16 @@ impl<S: Storage> Inner<S> {
         let r = reconcile(&st, theirs);
         let mut next = st.clone();
         let mut adopted = r.take_volumes.len() + r.take_peers.len();
+        let taken: Vec<String> = r
+            .take_volumes
+            .iter()
+            .map(|(k, s)| format!("volume {k} v{}", s.version))
+            .chain(
+                r.take_peers
+                    .iter()
+                    .map(|(k, s)| format!("peer {k} v{}", s.version)),
+            )
+            .collect();
         r.adopt(&mut next);
         let mut unresolved = Vec::new();
         for d in r.conflicts {
@@ -109,7 +119,7 @@ impl<S: Storage> Inner<S> {
         if adopted > 0 {
             match self.store.save_all(&next) {
                 Ok(()) => {
-                    tracing::info!(peer = %uuid, adopted, "caught up from peer");
+                    tracing::info!(peer = %uuid, adopted, ?taken, "caught up from peer");
                     self.rt
                         .trace(|| format!("{} caught up from {uuid}", self.me.hostnames[0]));
                     *st = next;
