@@ -220,8 +220,17 @@ fn run(fut: impl std::future::Future<Output = Result<(), Failure>>) -> Result<()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(fut)
+    let out = rt.block_on(fut);
+    // A name lookup stuck in getaddrinfo (hung DNS) cannot be cancelled
+    // and would hold the process until glibc gives up (30 s and more) if
+    // the runtime waited for its blocking threads: the answer is already
+    // out, so give them a moment and go.
+    rt.shutdown_timeout(std::time::Duration::from_millis(RUNTIME_EXIT_GRACE_MS));
+    out
 }
+
+/// How long the process waits at exit for blocking work still running.
+const RUNTIME_EXIT_GRACE_MS: u64 = 1_000;
 
 fn endpoint(s: &str) -> Result<Endpoint, UsageError> {
     s.parse()

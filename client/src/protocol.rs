@@ -32,6 +32,8 @@ pub struct ChildState {
     pub generation: u64,
     /// Why it is down (or last went down).
     pub last_error: Option<String>,
+    /// Attempts to connect that ended (either way) so far.
+    pub attempts: u64,
 }
 
 /// Where a protocol client connects, from its volfile node.
@@ -100,6 +102,7 @@ impl ProtocolClient {
                 up: false,
                 generation: 0,
                 last_error: Some("not yet connected".into()),
+                attempts: 0,
             }),
             remote: Mutex::new(None),
         });
@@ -133,6 +136,26 @@ impl ProtocolClient {
             .await
             .map(|s| s.generation)
             .map_err(|_| self.down_error())
+    }
+
+    /// Wait (bounded) for the first attempt to connect to end: `Ok` when
+    /// the brick is up, the reason at once when that attempt failed (the
+    /// brick is not running, refused, unreachable), where
+    /// [`ProtocolClient::wait_up`] would wait out the whole timeout.
+    pub async fn wait_first_attempt(&self, timeout: Duration) -> FopResult<u64> {
+        let settled = self
+            .inner
+            .rt
+            .clock()
+            .timeout(
+                timeout,
+                self.inner.state.wait_for(|s| s.up || s.attempts > 0),
+            )
+            .await;
+        match settled {
+            Ok(s) if s.up => Ok(s.generation),
+            _ => Err(self.down_error()),
+        }
     }
 
     fn down_error(&self) -> FopError {
@@ -199,6 +222,7 @@ fn set_down(inner: &Inner, why: String) {
     inner.state.modify(|s| {
         s.up = false;
         s.last_error = Some(why);
+        s.attempts += 1;
     });
 }
 
@@ -332,6 +356,7 @@ async fn keep_connected(inner: Arc<Inner>) {
                     s.up = true;
                     s.generation = generation;
                     s.last_error = None;
+                    s.attempts += 1;
                 });
                 inner
                     .rt

@@ -285,8 +285,10 @@ async fn ask_brick(
         return failed(why);
     }
     let left = deadline.saturating_duration_since(clock.now());
-    if let Err(e) = pc.wait_up(left).await {
-        return failed(format!("{e} (no connection within {BRICK_DEADLINE_MS} ms)"));
+    // The first attempt's outcome: a brick that is not running says so at
+    // once instead of holding its row until the deadline.
+    if let Err(e) = pc.wait_first_attempt(left).await {
+        return failed(e.to_string());
     }
     let listed = clock
         .timeout_at(deadline, pc.pending_heal(ENTRIES_PER_BRICK_MAX + 1))

@@ -10,6 +10,7 @@
 //! seconds with exact per-brick counts, and, once the names of two servers
 //! can only be found through that DNS, still answer within the same bound,
 //! showing those bricks' resolver errors and the third server's counts.
+#![allow(clippy::disallowed_methods)] // real processes, real time
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,13 +51,24 @@ impl Netns {
         // has no address, behind a permanent neighbour entry with a MAC
         // nobody has: queries are sent and silently dropped, never
         // answered, never refused (no ARP failure, no ICMP).
-        ip(&["-n", &name, "link", "add", "dns0", "type", "veth", "peer", "name", "dns1"]);
+        ip(&[
+            "-n", &name, "link", "add", "dns0", "type", "veth", "peer", "name", "dns1",
+        ]);
         ip(&["-n", &name, "addr", "add", "10.213.0.1/24", "dev", "dns0"]);
         ip(&["-n", &name, "link", "set", "dns0", "up"]);
         ip(&["-n", &name, "link", "set", "dns1", "up"]);
         ip(&[
-            "-n", &name, "neigh", "add", "10.213.0.53", "lladdr", "02:00:00:00:00:53", "dev",
-            "dns0", "nud", "permanent",
+            "-n",
+            &name,
+            "neigh",
+            "add",
+            "10.213.0.53",
+            "lladdr",
+            "02:00:00:00:00:53",
+            "dev",
+            "dns0",
+            "nud",
+            "permanent",
         ]);
         let etc = PathBuf::from("/etc/netns").join(&name);
         std::fs::create_dir_all(&etc).unwrap();
@@ -105,31 +117,56 @@ fn kill_bricks(dir: &Path) {
         .status();
 }
 
+/// Kills the pool's brick processes (which outlive their mgmtd by
+/// design) and removes the scratch directory when the test ends, passed
+/// or not.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        kill_bricks(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn json(s: &Mgmtd, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&s.ok(args)).expect("json")
 }
 
-/// Write `files` files through a FUSE mount made inside the namespace
-/// (the mount lives in that command's own mount namespace).
-fn write_files(ns: &Netns, dir: &Path, port: u16, files: usize) {
+/// Through a FUSE mount made inside the namespace (it lives in that
+/// command's own mount namespace), write `files` files of 32 MiB at once
+/// and, a second in, kill the brick processes `victims`: the writes in
+/// flight then finish on the four bricks left in each set (k of them
+/// took it) and leave pending-heal entries; later ones are refused
+/// (a 4 + 1 set takes changes only with all five up), which is expected.
+fn write_while_killing(ns: &Netns, dir: &Path, port: u16, files: usize, victims: &[u64]) {
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
+    let kill: Vec<String> = victims.iter().map(u64::to_string).collect();
     let script = format!(
-        r#"set -e
-"{bin}" mount 127.0.0.1:/ec "{mnt}" --mgmt-port {port} 2>"{dir}/mount.log" &
+        r#"
+"{bin}" mount 127.0.0.1:/ec "{mnt}" --mgmt-port {port} >/dev/null 2>"{dir}/mount.log" &
 pid=$!
+trap 'kill -TERM $pid; wait $pid' EXIT
 i=0
 until grep -q " {mnt} " /proc/self/mounts; do
   i=$((i+1)); [ $i -lt 300 ] || {{ cat "{dir}/mount.log"; exit 3; }}
   sleep 0.1
 done
-for n in $(seq 1 {files}); do echo "file $n" > "{mnt}/f$n"; done
-kill -TERM $pid
-wait $pid
+writers=""
+for n in $(seq 1 {files}); do
+  dd if=/dev/zero of="{mnt}/f$n" bs=128k count=256 2>/dev/null &
+  writers="$writers $!"
+done
+sleep 1
+kill -KILL {kill}
+for w in $writers; do wait $w || true; done
+exit 0
 "#,
         bin = mortar_bin().display(),
         mnt = mnt.display(),
         dir = dir.display(),
+        kill = kill.join(" "),
     );
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name, "sh", "-c", &script])
@@ -167,12 +204,21 @@ fn heal_info(s: &Mgmtd) -> (serde_json::Value, Duration) {
 #[test]
 fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
     let dir = scratch("heal-dns");
-    kill_bricks(&dir);
+    let _cleanup = Scratch(dir.clone());
     let ns = Netns::new();
     // The namespace's DNS hangs: a lookup of an unknown name is still
     // waiting when `timeout` kills it.
     let probe = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "timeout", "2", "getent", "hosts", "ghost.invalid"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "timeout",
+            "2",
+            "getent",
+            "hosts",
+            "ghost.invalid",
+        ])
         .status()
         .unwrap();
     assert_eq!(probe.code(), Some(124), "DNS in the namespace must hang");
@@ -206,7 +252,9 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
     create.push("force".into());
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     s[0].ok(&create);
-    assert!(s[0].ok(&["volume", "info", "ec"]).contains("12 x (4 + 1) = 60"));
+    assert!(s[0]
+        .ok(&["volume", "info", "ec"])
+        .contains("12 x (4 + 1) = 60"));
     s[0].ok(&["volume", "heal", "ec", "disable"]);
     s[0].ok(&["volume", "start", "ec"]);
     let status = || json(&s[0], &["volume", "status", "ec", "--json"]);
@@ -214,28 +262,28 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
     let online = Instant::now();
     while online.elapsed() < Duration::from_secs(120) {
         last = status();
-        let up = last["Status"][0]["bricks"]
-            .as_array()
-            .is_some_and(|b| b.len() == 60 && b.iter().all(|b| b["online"].as_bool() == Some(true)));
+        let up = last["Status"][0]["bricks"].as_array().is_some_and(|b| {
+            b.len() == 60 && b.iter().all(|b| b["online"].as_bool() == Some(true))
+        });
         if up {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(online.elapsed() < Duration::from_secs(120), "60 bricks not online: {last}");
-    // One brick of every set down while files are written: the other
+    assert!(
+        online.elapsed() < Duration::from_secs(120),
+        "60 bricks not online: {last}"
+    );
+    // One brick of every set killed while files are written: the other
     // four of each set list what it missed.
-    for i in 0..SETS {
-        let pid = status()["Status"][0]["bricks"][i * SET_BRICKS + 2]["pid"]
-            .as_u64()
-            .expect("brick pid");
-        assert!(Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    }
-    write_files(&ns, &dir, port, 60);
+    let victims: Vec<u64> = (0..SETS)
+        .map(|i| {
+            status()["Status"][0]["bricks"][i * SET_BRICKS + 2]["pid"]
+                .as_u64()
+                .expect("brick pid")
+        })
+        .collect();
+    write_while_killing(&ns, &dir, port, 36, &victims);
 
     let expected = on_disk_counts(&bricks);
     let pending: usize = expected.iter().map(|(_, n)| n).sum();
@@ -250,7 +298,10 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
         if b["connected"].as_bool() == Some(true) {
             assert_eq!(b["total"].as_u64(), Some(*n as u64), "{spec}: {b}");
         } else {
-            assert!(spec.contains("/s") && spec.ends_with("b2"), "only the killed bricks are down: {b}");
+            assert!(
+                spec.contains("/s") && spec.ends_with("b2"),
+                "only the killed bricks are down: {b}"
+            );
         }
     }
 
@@ -270,7 +321,4 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
             );
         }
     }
-    drop(s);
-    kill_bricks(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
