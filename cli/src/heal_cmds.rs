@@ -18,7 +18,7 @@ use crate::args::UsageError;
 use crate::mgmt_cmds::Target;
 use crate::Failure;
 
-pub const USAGE: &str = "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain]]
+pub const USAGE: &str = "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain] | statistics heal-count]
        mortar volume heal NAME split-brain {bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE]}
        (FILE: a path within the volume, or gfid:UUID)";
 
@@ -28,6 +28,8 @@ pub enum View {
     Entries,
     Summary,
     SplitBrain,
+    /// `statistics heal-count`: entries to heal per brick.
+    HealCount,
 }
 
 /// A parsed `volume heal` command.
@@ -109,7 +111,12 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
                 file: file.map(|f| file_arg(f)).transpose()?,
             })
         }
-        [_, verb @ "statistics", ..] => not_built(verb),
+        [volume, "statistics", "heal-count"] => Ok(HealCmd::Info {
+            volume: volume.to_string(),
+            view: View::HealCount,
+        }),
+        [_, "statistics"] => not_built("statistics"),
+        [_, "statistics", ..] => Err(usage()),
         _ => Err(usage()),
     }
 }
@@ -180,14 +187,34 @@ pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
 
 /// The text of one view, shaped like the original's.
 pub fn render(info: &HealInfo, view: View) -> String {
-    info.bricks
+    let head = match view {
+        View::HealCount => format!(
+            "Gathering count of entries to be healed on volume {} has been successful\n\n",
+            info.volume
+        ),
+        _ => String::new(),
+    };
+    let body: String = info
+        .bricks
         .iter()
         .map(|b| match view {
             View::Entries => brick_entries(b),
             View::Summary => brick_summary(b),
             View::SplitBrain => brick_split_brain(b),
+            View::HealCount => brick_heal_count(b),
         })
-        .collect()
+        .collect();
+    head + &body
+}
+
+/// `statistics heal-count`: a brick that cannot be asked shows its error
+/// where the count would be.
+fn brick_heal_count(b: &BrickInfo) -> String {
+    let count = match &b.status {
+        BrickStatus::Connected => format!("Number of entries: {}", counts(b).total.unwrap_or(0)),
+        BrickStatus::Error(e) => format!("Status: {e}\nNumber of entries: -"),
+    };
+    format!("Brick {}\n{count}{}\n\n", b.brick, truncated_note(b))
 }
 
 fn status_line(b: &BrickInfo) -> String {
@@ -299,7 +326,7 @@ pub fn json(info: &HealInfo, view: View) -> serde_json::Value {
                 "possibly_healing": c.possibly_healing,
                 "truncated": b.truncated,
             });
-            if view != View::Summary {
+            if !matches!(view, View::Summary | View::HealCount) {
                 v["entries"] = serde_json::Value::Array(entries);
             }
             v
@@ -355,12 +382,18 @@ mod tests {
             assert_eq!(parse(&words(line)).unwrap(), want);
         }
         assert!(parse(&words("vol1 enable now")).is_err());
-        for line in ["vol1 statistics", "vol1 statistics heal-count"] {
-            match parse(&words(line)) {
-                Ok(HealCmd::NotBuilt(why)) => assert!(why.contains("not built yet"), "{why}"),
-                other => panic!("{line:?}: {other:?}"),
-            }
+        match parse(&words("vol1 statistics")) {
+            Ok(HealCmd::NotBuilt(why)) => assert!(why.contains("not built yet"), "{why}"),
+            other => panic!("statistics: {other:?}"),
         }
+        assert_eq!(
+            parse(&words("vol1 statistics heal-count")).unwrap(),
+            HealCmd::Info {
+                volume: "vol1".into(),
+                view: View::HealCount
+            }
+        );
+        assert!(parse(&words("vol1 statistics heal-count now")).is_err());
     }
 
     #[test]
@@ -465,6 +498,7 @@ mod tests {
         insta::assert_snapshot!("heal_info", render(&info, View::Entries));
         insta::assert_snapshot!("heal_info_summary", render(&info, View::Summary));
         insta::assert_snapshot!("heal_info_split_brain", render(&info, View::SplitBrain));
+        insta::assert_snapshot!("heal_statistics_heal_count", render(&info, View::HealCount));
     }
 
     #[test]

@@ -101,6 +101,14 @@ fn three_servers_run_a_replica_3_volume_from_the_cli() {
         3,
         "{summary}"
     );
+    let count = s1.ok(&["volume", "heal", "vol1", "statistics", "heal-count"]);
+    assert!(
+        count.starts_with(
+            "Gathering count of entries to be healed on volume vol1 has been successful"
+        ),
+        "{count}"
+    );
+    assert_eq!(count.matches("Number of entries: 0").count(), 3, "{count}");
     assert!(s3.ok(&["volume", "heal", "vol1"]).contains(
         "Launching heal operation to perform index self heal on volume vol1 has been successful"
     ));
