@@ -500,6 +500,15 @@ mod tests {
         }
     }
 
+    /// Why, each brick's object at `/f` (`None`: no such name), the set
+    /// kind, and the differences wanted as (brick, field).
+    type Row = (
+        &'static str,
+        Vec<Option<Object>>,
+        SetKind,
+        Vec<(usize, &'static str)>,
+    );
+
     fn trees(objs: Vec<Option<Object>>) -> Vec<BrickTree> {
         objs.into_iter()
             .map(|o| o.map(|o| ("/f".to_string(), o)).into_iter().collect())
@@ -532,7 +541,7 @@ mod tests {
         let mut marks = BTreeMap::new();
         marks.insert(DIRTY.to_string(), vec![0, 0, 0, 1]);
         #[rustfmt::skip]
-        let table: Vec<(&str, Vec<Option<Object>>, SetKind, Vec<(usize, &str)>)> = vec![
+        let table: Vec<Row> = vec![
             ("equal", vec![Some(f.clone()), Some(f.clone()), Some(f.clone())], r3, vec![]),
             ("missing", vec![Some(f.clone()), None, Some(f.clone())], r3, vec![(1, "missing")]),
             ("mode", vec![Some(f.clone()), Some(f.clone()), Some(with(&|o| o.mode = 0o600))], r3, vec![(2, "mode")]),
