@@ -364,11 +364,27 @@ mod tests {
             },
         };
         for (actions, want, why) in [
-            (vec![create(1), create(2), link(7)], 3, "independent creates and links"),
-            (vec![create(1), link(1), create(2)], 1, "a link of what the batch creates waits"),
+            (
+                vec![create(1), create(2), link(7)],
+                3,
+                "independent creates and links",
+            ),
+            (
+                vec![create(1), link(1), create(2)],
+                1,
+                "a link of what the batch creates waits",
+            ),
             (vec![remove.clone(), create(1)], 1, "a removal runs alone"),
-            (vec![create(1), remove.clone(), create(2)], 1, "and what precedes it first"),
-            ((1..=40).map(create).collect(), ENTRY_ACTIONS_AT_ONCE_MAX, "bounded"),
+            (
+                vec![create(1), remove.clone(), create(2)],
+                1,
+                "and what precedes it first",
+            ),
+            (
+                (1..=40).map(create).collect(),
+                ENTRY_ACTIONS_AT_ONCE_MAX,
+                "bounded",
+            ),
         ] {
             assert_eq!(batch_len(&actions), want, "{why}");
         }
