@@ -396,6 +396,13 @@ async fn heal_cycle(vol: &str, arbiter: bool, down: usize, healer: Healer) {
         let left = t.b.clients[i].pending_heal(100).await.unwrap();
         assert!(left.is_empty(), "brick {i} still lists {left:?}");
     }
+    // The comparator agrees (it also checks owner, link counts, user
+    // xattrs and data on data bricks only).
+    let kind = mortar_heal::compare::SetKind::Replicate {
+        arbiter: t.r().arbiter(),
+    };
+    let diffs = mortar_heal::compare::compare(t.r().children(), kind, &t.b.clients).await;
+    assert_eq!(diffs.unwrap(), vec![], "the comparator finds differences");
     // A heal of the healed directory finds nothing to do.
     assert_eq!(heal_file(&t.set, d).await, HealOutcome::Clean);
     let _ = std::fs::remove_dir_all(&t.b.dir);
