@@ -25,6 +25,11 @@ use crate::split_brain::FavoriteChild;
 
 /// How often the daemon looks at its volumes (and retries unfinished work).
 const TICK_MS: u64 = 2_000;
+/// How soon a crawl that left files to another healer, or healed some and
+/// skipped others, tries again: what it waits for (another daemon's entry
+/// heal of their directory, its claim) ends within moments. A crawl that
+/// only skipped (a brick down) waits a whole tick.
+const RETRY_SOON_MS: u64 = 300;
 /// How often, between ticks, the daemon looks at its clients' connection
 /// counts (a local look, no request): a brick that comes back is healed
 /// within this, not within a tick.
@@ -54,6 +59,9 @@ struct Followed {
     connections: u64,
     /// The last crawl left work (skipped files): crawl again soon.
     unfinished: bool,
+    /// ... and what it left is likely done within moments (see
+    /// [`RETRY_SOON_MS`]).
+    retry_soon: bool,
     /// mgmtd's counts of `volume heal [full]` requests at the last look.
     requests: HealCounts,
 }
@@ -69,6 +77,8 @@ pub struct CrawlClock {
     pub reconnected: bool,
     /// The last crawl left files it could not heal.
     pub unfinished: bool,
+    /// It left them to another healer, or made progress on the way.
+    pub retry_soon: bool,
     /// An operator asked for a heal (`volume heal NAME`) since the last look.
     pub requested: bool,
 }
@@ -85,6 +95,7 @@ pub fn crawl_due(c: CrawlClock) -> bool {
         || c.reconnected
         || c.requested
         || (c.unfinished && since >= Duration::from_millis(TICK_MS))
+        || (c.retry_soon && since >= Duration::from_millis(RETRY_SOON_MS))
 }
 
 /// mgmtd's counts of `volume heal` requests, by volume (empty when the
@@ -162,6 +173,7 @@ impl Shd {
                     last_crawl: None,
                     connections: 0,
                     unfinished: true,
+                    retry_soon: false,
                     requests: HealCounts {
                         index: 0,
                         full: asked.full,
@@ -192,6 +204,7 @@ impl Shd {
             heal_timeout: heal_timeout(v),
             reconnected: made != f.connections,
             unfinished: f.unfinished,
+            retry_soon: f.retry_soon,
             requested: requests.index != f.requests.index,
         });
         let sweep = requests.full != f.requests.full;
@@ -227,6 +240,7 @@ impl Shd {
         };
         f.last_crawl = Some(self.rt.clock().now());
         f.unfinished = sum.unfinished();
+        f.retry_soon = sum.busy > 0 || (sum.healed > 0 && sum.skipped > 0);
         log_crawl(
             &v.name,
             what,
@@ -250,7 +264,12 @@ impl Shd {
                 .followed
                 .values()
                 .any(|f| f.client.connections_made() != f.connections);
-            if reconnected {
+            let retry = self.followed.values().any(|f| {
+                f.retry_soon
+                    && f.last_crawl
+                        .is_some_and(|t| clock.now() - t >= Duration::from_millis(RETRY_SOON_MS))
+            });
+            if reconnected || retry {
                 return;
             }
         }
@@ -333,6 +352,7 @@ mod tests {
             heal_timeout: Duration::from_secs(600),
             reconnected,
             unfinished,
+            retry_soon: false,
             requested: false,
         }
     }
@@ -375,6 +395,22 @@ mod tests {
                 true,
                 "long idle",
             ),
+            (
+                CrawlClock {
+                    retry_soon: true,
+                    ..clock(Some(RETRY_SOON_MS), false, true)
+                },
+                true,
+                "left to another healer: soon",
+            ),
+            (
+                CrawlClock {
+                    retry_soon: true,
+                    ..clock(Some(RETRY_SOON_MS - 1), false, true)
+                },
+                false,
+                "not sooner than that",
+            ),
         ] {
             assert_eq!(crawl_due(c), due, "{why}: {c:?}");
         }
@@ -392,6 +428,7 @@ mod tests {
             heal_timeout: default,
             reconnected: true,
             unfinished: false,
+            retry_soon: false,
             requested: false,
         };
         assert!(crawl_due(c));

@@ -248,9 +248,21 @@ async fn heal_made(set: &Disperse, plan: &Plan) -> HealOutcome {
             _ => None,
         })
         .collect();
+    // Many at once (a directory of small files made while a brick was
+    // down is a round-trip-bound heal per file), bounded like the plan's
+    // own actions.
+    let made: Vec<(Gfid, FileKind)> = made.into_iter().collect();
     let mut out = HealOutcome::Clean;
-    for (gfid, kind) in made {
-        out = merge_outcomes(out, heal_inode(set, gfid, kind).await);
+    for batch in made.chunks(crate::entry_steps::ENTRY_ACTIONS_AT_ONCE_MAX) {
+        let healed = futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|&(gfid, kind)| heal_inode(set, gfid, kind)),
+        )
+        .await;
+        for h in healed {
+            out = merge_outcomes(out, h);
+        }
     }
     out
 }

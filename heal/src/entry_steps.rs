@@ -154,7 +154,7 @@ pub(crate) trait MakeOnSink: Sync {
 /// dozen or so round trips of waiting (locks, make, data, metadata), so
 /// one at a time leaves a directory of 500 new files healing for
 /// seconds; the bound keeps what one heal holds at once small.
-pub const ENTRY_ACTIONS_AT_ONCE_MAX: usize = 16;
+pub const ENTRY_ACTIONS_AT_ONCE_MAX: usize = 32;
 
 /// Apply the plan's actions in order, each on its sink alone; new objects
 /// are made by `maker`. Consecutive creates and links (distinct names,
