@@ -11,7 +11,7 @@
 //! them pending on chosen bricks (a dirty count raised through the brick
 //! program, which puts the file in that brick's pending-heal index, exactly
 //! as an interrupted write would) and holds a whole-file lock on one of
-//! them in its set's lock domain (as a heal would). Then every DNS lookup
+//! them in its set's self-heal domain (a healer's claim). Then every DNS lookup
 //! hangs, and heal info runs from a fresh client process (empty resolver
 //! cache): it must answer within [`INFO_BOUND_MS`] of simulated time with
 //! the exact per-brick counts and the locked entry shown as possibly
@@ -203,8 +203,8 @@ async fn mark_pending(rt: Runtime, done: Watch<Option<Marks>>) {
         .iter()
         .find(|(_, m)| m.contains(&b))
         .map(|(s, _)| match s {
-            SetLayer::Disperse(d) => d.set_name().to_string(),
-            SetLayer::Replicate(r) => r.set_name().to_string(),
+            SetLayer::Disperse(d) => mortar_heal::steps::heal_domain(d.set_name()),
+            SetLayer::Replicate(r) => mortar_heal::steps::heal_domain(r.set_name()),
         })
         .expect("the brick is in a set");
     let lock = Fop::Inodelk(bp::Inodelk {
