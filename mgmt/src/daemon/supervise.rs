@@ -248,7 +248,9 @@ impl<S: Storage> Inner<S> {
 /// leaving a volume under a transaction to that transaction (scenario
 /// `mgmt_sync_during_start`).
 pub(super) fn converges(locked: &[String], volume: &str) -> bool {
-    !locked.iter().any(|k| k == volume || k == crate::state::GLOBAL_LOCK)
+    !locked
+        .iter()
+        .any(|k| k == volume || k == crate::state::GLOBAL_LOCK)
 }
 
 #[cfg(test)]
@@ -261,8 +263,18 @@ mod tests {
         for (locked, volume, want, why) in [
             (l(&[]), "vol", true, "nothing locked"),
             (l(&["other"]), "vol", true, "another volume's transaction"),
-            (l(&["vol"]), "vol", false, "its own transaction: brick-op before commit"),
-            (l(&["<pool>"]), "vol", false, "a pool transaction (probe, detach)"),
+            (
+                l(&["vol"]),
+                "vol",
+                false,
+                "its own transaction: brick-op before commit",
+            ),
+            (
+                l(&["<pool>"]),
+                "vol",
+                false,
+                "a pool transaction (probe, detach)",
+            ),
         ] {
             assert_eq!(converges(&locked, volume), want, "{why}");
         }
