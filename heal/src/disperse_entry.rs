@@ -41,13 +41,14 @@ use mortar_client::afr::{dirty_delta, Kind};
 use mortar_client::disperse::{current, ec_delta, Disagreement, Disperse, FragInfo};
 use mortar_client::fop::{Fop, FopResult};
 use mortar_net::BoxFuture;
-use mortar_proto::brick::{self as bp, LockKind};
+use mortar_proto::brick as bp;
 use mortar_proto::{FileKind, FopError, Gfid};
 
 use crate::disperse::{heal_inode, read_counters, version_gap};
 use crate::entry::{self, Action, Entry, EntryState, Plan};
 use crate::entry_steps::{
-    apply, held_elsewhere, list_every_brick, make_object, unhealed_outcome, MakeOnSink,
+    apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, unhealed_outcome,
+    MakeOnSink,
 };
 use crate::steps::{
     clear_order, copy_metadata, healed_outcome, merge_outcomes, with_every_brick_locked,
@@ -104,17 +105,7 @@ pub fn directory_copies(
 /// Heal the names of directory `dir` (every brick of the set is up): see
 /// the module.
 pub(crate) async fn heal_entries(set: &Disperse, dir: Gfid) -> HealOutcome {
-    let owner = set.new_lock_owner();
-    let lock = |kind: LockKind, wait: Option<u64>| {
-        Fop::Entrylk(bp::Entrylk {
-            parent: dir,
-            name: None,
-            domain: set.set_name().to_string(),
-            kind,
-            owner,
-            wait_ms: wait,
-        })
-    };
+    let lock = dir_entry_lock(set.set_name(), dir, set.new_lock_owner());
     let heal = async {
         match heal_locked(set, dir).await {
             Ok(o) => o,

@@ -134,6 +134,25 @@ pub(crate) fn unhealed_outcome(set: &str, dir: Gfid, plan: &Plan) -> Option<Heal
     })
 }
 
+/// The whole-directory entry lock on `dir` in the set's lock domain (the
+/// one entry operations take), under `owner`, as a request for one brick.
+pub(crate) fn dir_entry_lock(
+    set: &str,
+    dir: Gfid,
+    owner: u64,
+) -> impl Fn(mortar_proto::brick::LockKind, Option<u64>) -> Fop + Sync + '_ {
+    move |kind, wait| {
+        Fop::Entrylk(bp::Entrylk {
+            parent: dir,
+            name: None,
+            domain: set.to_string(),
+            kind,
+            owner,
+            wait_ms: wait,
+        })
+    }
+}
+
 /// How a set makes a new object on a sink (the plan's
 /// [`Action::Create`]): the object itself ([`make_object`]) and whatever
 /// that set's heal needs around it (marks, data, metadata).

@@ -8,12 +8,13 @@ use mortar_client::afr::{self, kind_delta, BrickView, Kind, Verdict};
 use mortar_client::fop::{Fop, FopResult};
 use mortar_client::replicate::Replicate;
 use mortar_net::BoxFuture;
-use mortar_proto::brick::{self as bp, LockKind};
+use mortar_proto::brick as bp;
 use mortar_proto::{Errno, FileKind, Gfid};
 
 use crate::entry::{self, Action, Entry, EntryState, Plan};
 use crate::entry_steps::{
-    apply, held_elsewhere, list_every_brick, make_object, unhealed_outcome, MakeOnSink,
+    apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, unhealed_outcome,
+    MakeOnSink,
 };
 use crate::replicate::{clear_counters, whole_file_lock};
 use crate::steps::{copy_data, copy_metadata, with_every_brick_locked};
@@ -21,17 +22,7 @@ use crate::HealOutcome;
 
 /// Heal the names of directory `dir` (every brick of the set is up).
 pub(crate) async fn heal_entries(set: &Replicate, dir: Gfid) -> HealOutcome {
-    let owner = set.new_lock_owner();
-    let lock = |kind: LockKind, wait: Option<u64>| {
-        Fop::Entrylk(bp::Entrylk {
-            parent: dir,
-            name: None,
-            domain: set.set_name().to_string(),
-            kind,
-            owner,
-            wait_ms: wait,
-        })
-    };
+    let lock = dir_entry_lock(set.set_name(), dir, set.new_lock_owner());
     let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
     with_every_brick_locked(rt, name, children, dir, &lock, heal_locked(set, dir)).await
 }
@@ -95,17 +86,7 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
 /// have and others lack are made where they are missing
 /// ([`crate::full::fill_plan`]), nothing removed.
 pub(crate) async fn fill_names(set: &Replicate, dir: Gfid) -> HealOutcome {
-    let owner = set.new_lock_owner();
-    let lock = |kind: LockKind, wait: Option<u64>| {
-        Fop::Entrylk(bp::Entrylk {
-            parent: dir,
-            name: None,
-            domain: set.set_name().to_string(),
-            kind,
-            owner,
-            wait_ms: wait,
-        })
-    };
+    let lock = dir_entry_lock(set.set_name(), dir, set.new_lock_owner());
     let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
     with_every_brick_locked(rt, name, children, dir, &lock, fill_locked(set, dir)).await
 }
