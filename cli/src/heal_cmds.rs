@@ -4,7 +4,9 @@
 //! `volume heal NAME [full]` (every self-heal daemon crawls, or sweeps,
 //! now), `enable` / `disable` (the volume's `cluster.self-heal-daemon`
 //! option) and `split-brain bigger-file | latest-mtime | source-brick`
-//! (run in this process against the bricks, [`crate::split_brain_cmd`]).
+//! (run in this process against the bricks, [`crate::split_brain_cmd`]),
+//! and `statistics` (what each server's self-heal daemon reported to its
+//! mgmtd after its crawls).
 
 use std::io::Write;
 
@@ -18,7 +20,7 @@ use crate::args::UsageError;
 use crate::mgmt_cmds::Target;
 use crate::Failure;
 
-pub const USAGE: &str = "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain] | statistics heal-count]
+pub const USAGE: &str = "usage: mortar volume heal NAME [full | enable | disable | info [summary | split-brain] | statistics [heal-count]]
        mortar volume heal NAME split-brain {bigger-file FILE | latest-mtime FILE | source-brick HOST:/PATH [FILE]}
        (FILE: a path within the volume, or gfid:UUID)";
 
@@ -58,19 +60,17 @@ pub enum HealCmd {
         choice: Choice,
         file: Option<String>,
     },
-    /// A heal command of the issue that is not built yet (what to say).
-    NotBuilt(String),
+    /// `volume heal NAME statistics`: what each brick's self-heal daemon
+    /// crawled, healed and wrote.
+    Statistics {
+        volume: String,
+    },
 }
 
 /// Read the words after `volume heal`.
 pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
     let usage = || UsageError(USAGE.into());
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let not_built = |what: &str| {
-        Ok(HealCmd::NotBuilt(format!(
-            "'volume heal NAME {what}' is not built yet (issue 11); built are 'volume heal NAME [full]', 'enable', 'disable', 'info [summary | split-brain]' and 'split-brain ...'"
-        )))
-    };
     match words.as_slice() {
         [] => Err(usage()),
         [volume] => Ok(HealCmd::Start {
@@ -115,7 +115,9 @@ pub fn parse(rest: &[String]) -> Result<HealCmd, UsageError> {
             volume: volume.to_string(),
             view: View::HealCount,
         }),
-        [_, "statistics"] => not_built("statistics"),
+        [volume, "statistics"] => Ok(HealCmd::Statistics {
+            volume: volume.to_string(),
+        }),
         [_, "statistics", ..] => Err(usage()),
         _ => Err(usage()),
     }
@@ -167,7 +169,9 @@ pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
             choice,
             file,
         } => return crate::split_brain_cmd::run(t, &volume, &choice, file.as_deref()).await,
-        HealCmd::NotBuilt(why) => return Err(Failure::Runtime(why)),
+        HealCmd::Statistics { volume } => {
+            return t.send(CliRequest::HealStatistics { name: volume }).await
+        }
     };
     let rt = Runtime::production("mortar-cli");
     let info = mortar_heal::info::heal_info(&rt, t.endpoint(), &volume)
@@ -382,10 +386,12 @@ mod tests {
             assert_eq!(parse(&words(line)).unwrap(), want);
         }
         assert!(parse(&words("vol1 enable now")).is_err());
-        match parse(&words("vol1 statistics")) {
-            Ok(HealCmd::NotBuilt(why)) => assert!(why.contains("not built yet"), "{why}"),
-            other => panic!("statistics: {other:?}"),
-        }
+        assert_eq!(
+            parse(&words("vol1 statistics")).unwrap(),
+            HealCmd::Statistics {
+                volume: "vol1".into()
+            }
+        );
         assert_eq!(
             parse(&words("vol1 statistics heal-count")).unwrap(),
             HealCmd::Info {

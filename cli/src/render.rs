@@ -22,6 +22,7 @@ pub fn reply(r: &CliReply) -> String {
         CliReply::Volfile(text) => text.clone(),
         CliReply::VolfileUnchanged => "volfile unchanged\n".into(),
         CliReply::Migration(m) => migration(m),
+        CliReply::HealStatistics(rows) => heal_statistics(rows),
         CliReply::ListenPort(p) => format!("{p}\n"),
         CliReply::HealRequests(h) => h
             .iter()
@@ -173,6 +174,52 @@ pub fn options(o: &[OptionView]) -> String {
 }
 
 /// `remove-brick status`, shaped like the original's table.
+/// `volume heal NAME statistics`: per brick, the last crawl its server's
+/// self-heal daemon made and the totals since that daemon started.
+fn heal_statistics(rows: &[mortar_mgmt::api::HealStatsView]) -> String {
+    use mortar_mgmt::txnlock::utc;
+    let Some(first) = rows.first() else {
+        return "No self-heal daemon has reported a crawl for this volume yet (one runs within 3 s of a brick coming back, on 'volume heal NAME', and every cluster.heal-timeout)\n".into();
+    };
+    let mut out = format!(
+        "Gathering crawl statistics on volume {} has been successful\n------------------------------------------------\n",
+        first.volume
+    );
+    for (n, r) in rows.iter().enumerate() {
+        out.push_str(&format!(
+            "\nCrawl statistics for brick no {n}\nBrick {}\n",
+            r.brick
+        ));
+        match &r.last_crawl {
+            Some(c) => {
+                let secs = (c.took_ms as f64 / 1000.0).max(0.001);
+                out.push_str(&format!(
+                    "Starting time of crawl: {}\nEnding time of crawl: {}\nType of crawl: {}\nNo. of entries listed at start: {}\nNo. of entries left: {}\nNo. of entries healed: {}\nNo. of entries in split-brain: {}\nNo. of heal failed entries: {}\nBytes healed: {}\nRate: {:.0} entries/s, {}/s\n",
+                    utc(c.started_unix_ms / 1000),
+                    utc((c.started_unix_ms + c.took_ms) / 1000),
+                    c.kind,
+                    c.listed,
+                    c.left.map_or_else(|| "- (brick did not answer)".into(), |l| l.to_string()),
+                    c.healed,
+                    c.split_brain,
+                    c.failed,
+                    human_bytes(c.bytes),
+                    c.healed as f64 / secs,
+                    human_bytes((c.bytes as f64 / secs) as u64),
+                ));
+            }
+            None => out.push_str("No crawl yet\n"),
+        }
+        out.push_str(&format!(
+            "Crawls since the daemon started: {}\nTotal entries healed: {}\nTotal bytes healed: {}\n",
+            r.crawls,
+            r.entries_healed,
+            human_bytes(r.bytes_healed)
+        ));
+    }
+    out
+}
+
 fn migration(views: &[mortar_mgmt::api::MigrationView]) -> String {
     let mut out = format!(
         "{:>20} {:>16} {:>12} {:>8} {:>9} {:>12}\n",
@@ -240,6 +287,58 @@ mod tests {
             version: 3,
             removing: Vec::new(),
         }
+    }
+
+    #[test]
+    fn heal_statistics_text() {
+        use mortar_mgmt::api::{CrawlView, HealStatsView};
+        let crawled = HealStatsView {
+            volume: "vol1".into(),
+            brick: "server1:/b1".into(),
+            crawls: 4,
+            entries_healed: 1002,
+            bytes_healed: 2_048_000,
+            last_crawl: Some(CrawlView {
+                kind: "INDEX".into(),
+                started_unix_ms: 1_763_700_000_250,
+                took_ms: 1_500,
+                listed: 1002,
+                left: Some(0),
+                healed: 1002,
+                bytes: 2_048_000,
+                split_brain: 0,
+                failed: 0,
+            }),
+        };
+        let unanswered = HealStatsView {
+            brick: "server2:/b1".into(),
+            crawls: 1,
+            entries_healed: 0,
+            bytes_healed: 0,
+            last_crawl: Some(CrawlView {
+                kind: "FULL".into(),
+                left: None,
+                healed: 0,
+                bytes: 0,
+                split_brain: 2,
+                failed: 3,
+                ..crawled.last_crawl.clone().unwrap()
+            }),
+            ..crawled.clone()
+        };
+        let idle = HealStatsView {
+            brick: "server3:/b1".into(),
+            crawls: 0,
+            entries_healed: 0,
+            bytes_healed: 0,
+            last_crawl: None,
+            ..crawled.clone()
+        };
+        insta::assert_snapshot!(
+            "heal_statistics",
+            reply(&CliReply::HealStatistics(vec![crawled, unanswered, idle]))
+        );
+        assert!(reply(&CliReply::HealStatistics(Vec::new())).starts_with("No self-heal daemon"));
     }
 
     #[test]

@@ -877,6 +877,7 @@ impl Subvolume for Distribute {
                 Fop::Open(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Read(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Getxattr(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
+                Fop::GetxattrMany(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Listxattr(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Write(ref q, _) => self.by_gfid(q.gfid, op.clone(), true).await,
                 Fop::Truncate(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,

@@ -40,6 +40,7 @@ pub enum Fop {
     Setattr(bp::Setattr),
     Readdir(bp::Readdir),
     Getxattr(bp::Getxattr),
+    GetxattrMany(bp::GetxattrMany),
     Setxattr(bp::Setxattr),
     Removexattr(bp::Removexattr),
     Listxattr(bp::Listxattr),
@@ -69,6 +70,7 @@ impl Fop {
             Fop::Setattr(q) => q.gfid,
             Fop::Readdir(q) => q.dir,
             Fop::Getxattr(q) => q.gfid,
+            Fop::GetxattrMany(q) => q.gfid,
             Fop::Setxattr(q) => q.gfid,
             Fop::Removexattr(q) => q.gfid,
             Fop::Listxattr(q) => q.gfid,
@@ -141,6 +143,7 @@ pub enum FopOut {
     Written(bp::WriteReply),
     Dir(bp::ReaddirReply),
     Value(Vec<u8>),
+    Values(Vec<Option<Vec<u8>>>),
     Names(Vec<String>),
     Target(String),
     Counters(Vec<(String, CounterDelta)>),
@@ -256,7 +259,10 @@ impl Subvolume for ProtocolClient {
                     FopOut::Data(self.call(&q, Bytes::new(), BRICK_OP_TIMEOUT).await?.1)
                 }
                 Fop::Write(q, data) => {
-                    FopOut::Written(self.call(&q, data, BRICK_OP_TIMEOUT).await?.0)
+                    let n = data.len() as u64;
+                    let written = self.call(&q, data, BRICK_OP_TIMEOUT).await?.0;
+                    self.note_written(n);
+                    FopOut::Written(written)
                 }
                 Fop::Truncate(q) => FopOut::Attr(call(self, &q).await?),
                 Fop::Fsync(q) => {
@@ -266,6 +272,7 @@ impl Subvolume for ProtocolClient {
                 Fop::Setattr(q) => FopOut::Attr(call(self, &q).await?),
                 Fop::Readdir(q) => FopOut::Dir(call(self, &q).await?),
                 Fop::Getxattr(q) => FopOut::Value(call(self, &q).await?),
+                Fop::GetxattrMany(q) => FopOut::Values(call(self, &q).await?),
                 Fop::Setxattr(q) => {
                     call(self, &q).await?;
                     FopOut::Done

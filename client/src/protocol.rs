@@ -70,6 +70,10 @@ struct Inner {
     client_id: String,
     state: Watch<ChildState>,
     remote: Mutex<Option<RemoteBrick>>,
+    /// Data bytes of the writes this client made that the brick took
+    /// (never falls): what the self-heal daemon, whose clients write only
+    /// to heal, reports as bytes healed onto the brick.
+    bytes_written: std::sync::atomic::AtomicU64,
 }
 
 /// One brick's client. Cheap to clone.
@@ -105,6 +109,7 @@ impl ProtocolClient {
                 attempts: 0,
             }),
             remote: Mutex::new(None),
+            bytes_written: std::sync::atomic::AtomicU64::new(0),
         });
         inner.rt.spawn(keep_connected(inner.clone()));
         ProtocolClient { inner }
@@ -182,6 +187,19 @@ impl ProtocolClient {
             Some(r) => r.call_with(q, payload, timeout).await,
             None => Err(self.down_error()),
         }
+    }
+
+    /// Data bytes of the writes through this client the brick took.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner
+            .bytes_written
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_written(&self, n: u64) {
+        self.inner
+            .bytes_written
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The brick's pending-heal index: every gfid with non-zero counters
@@ -308,7 +326,10 @@ async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, Stri
         .parse()
         .map_err(|e: mortar_net::addr::AddrError| e.to_string())?;
     let rpc = RpcClient::new(&inner.rt, ep, cfg);
-    if let Err(e) = rpc.wait_connected(CONNECT_TIMEOUT).await {
+    // A refused connect ends this attempt at once: the brick may have
+    // restarted on another port, which the port map (asked again, or
+    // waited on) gives.
+    if let Err(e) = rpc.wait_first_attempt(CONNECT_TIMEOUT).await {
         rpc.close();
         return Err(e.to_string());
     }

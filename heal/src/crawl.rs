@@ -8,6 +8,7 @@ use mortar_client::api::Client;
 use mortar_client::graph::{SetLayer, VolumeGraph};
 use mortar_client::protocol::BrickAddress;
 use mortar_net::Runtime;
+use mortar_proto::brick as bp;
 use mortar_proto::Gfid;
 
 use crate::split_brain::FavoriteChild;
@@ -25,6 +26,74 @@ pub struct HealSummary {
     /// Why files were skipped or left in split-brain (the first
     /// [`SUMMARY_ERRORS_MAX`]).
     pub errors: Vec<String>,
+    /// Each local brick the crawl worked from, and what it saw there.
+    pub bricks: Vec<BrickCrawl>,
+}
+
+/// One local brick's part of a crawl (`volume heal NAME statistics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrickCrawl {
+    /// `HOST:/PATH`.
+    pub brick: String,
+    /// Entries its pending-heal index listed when the crawl began (a full
+    /// sweep lists none: it walks the tree).
+    pub listed: u64,
+    /// Entries it still lists when the crawl ended; `None`: not known
+    /// (the brick did not answer).
+    pub left: Option<u64>,
+    /// Data bytes this daemon wrote to the bricks of the brick's set
+    /// during the crawl (heal's copies; its clients write nothing else).
+    pub bytes: u64,
+}
+
+impl BrickCrawl {
+    /// Entries the crawl took off the brick's index (by this daemon or
+    /// another healer of the same files while it ran).
+    pub fn healed(&self) -> u64 {
+        self.left.map_or(0, |l| self.listed.saturating_sub(l))
+    }
+}
+
+/// The [`BrickCrawl`] rows of one set's crawl from its local members:
+/// `listed` per member, the index counts at the end, the bytes written
+/// to the set's bricks since `bytes_before`.
+pub(crate) async fn brick_rows(
+    g: &VolumeGraph,
+    set: usize,
+    local: &[usize],
+    listed: &[u64],
+    bytes_before: u64,
+) -> Vec<BrickCrawl> {
+    let bytes = set_bytes_written(g, set).saturating_sub(bytes_before);
+    let mut rows = Vec::with_capacity(local.len());
+    for (n, &m) in local.iter().enumerate() {
+        let pc = &g.clients[m];
+        let left = pc
+            .call(&bp::IndexCount {}, bytes::Bytes::new(), INDEX_COUNT_WAIT)
+            .await
+            .ok()
+            .map(|(c, _)| c);
+        let a = pc.address();
+        rows.push(BrickCrawl {
+            brick: format!("{}:{}", a.host, a.brick_path),
+            listed: listed.get(n).copied().unwrap_or(0),
+            left,
+            bytes,
+        });
+    }
+    rows
+}
+
+/// How long the count of a brick's index at the end of a crawl may take.
+const INDEX_COUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bytes this process has written to the bricks of set `set` of `g`.
+pub(crate) fn set_bytes_written(g: &VolumeGraph, set: usize) -> u64 {
+    g.heal_sets[set]
+        .1
+        .iter()
+        .map(|&m| g.clients[m].bytes_written())
+        .sum()
 }
 
 /// Reasons a summary keeps: enough to see what is wrong, bounded however
@@ -79,6 +148,7 @@ impl HealSummary {
         for e in other.errors {
             self.note(e);
         }
+        self.bricks.extend(other.bricks);
     }
 }
 
@@ -159,14 +229,26 @@ async fn crawl_set(
 ) -> HealSummary {
     let mut total = HealSummary::default();
     let mut passes = 0;
+    let bytes_before = set_bytes_written(g, set);
+    let mut first_listing = Vec::new();
     loop {
         let mut listed = HealSummary::default();
         let mut pending = BTreeSet::new();
         for &m in local {
             let pc = &g.clients[m];
             match pc.pending_heal(limits.files_max).await {
-                Ok(gfids) => pending.extend(gfids),
-                Err(e) => listed.note(format!("{}: listing the index: {e}", pc.name())),
+                Ok(gfids) => {
+                    if passes == 0 {
+                        first_listing.push(gfids.len() as u64);
+                    }
+                    pending.extend(gfids)
+                }
+                Err(e) => {
+                    if passes == 0 {
+                        first_listing.push(0);
+                    }
+                    listed.note(format!("{}: listing the index: {e}", pc.name()))
+                }
             }
         }
         let workers = limits.threads.max(1) * local.len();
@@ -186,6 +268,7 @@ async fn crawl_set(
             for e in pass.errors {
                 total.note(e);
             }
+            total.bricks = brick_rows(g, set, local, &first_listing, bytes_before).await;
             return total;
         }
     }

@@ -243,19 +243,15 @@ async fn heal_made(set: &Disperse, plan: &Plan) -> HealOutcome {
     // down is a round-trip-bound heal per file), bounded like the plan's
     // own actions.
     let made: Vec<(Gfid, FileKind)> = made.into_iter().collect();
-    let mut out = HealOutcome::Clean;
-    for batch in made.chunks(crate::entry_steps::ENTRY_ACTIONS_AT_ONCE_MAX) {
-        let healed = futures_util::future::join_all(
-            batch
-                .iter()
-                .map(|&(gfid, kind)| heal_inode(set, gfid, kind)),
-        )
-        .await;
-        for h in healed {
-            out = merge_outcomes(out, h);
-        }
-    }
-    out
+    let work = made
+        .into_iter()
+        .map(|(gfid, kind)| -> BoxFuture<'_, HealOutcome> {
+            Box::pin(heal_inode(set, gfid, kind))
+        });
+    crate::entry_steps::in_window(work, crate::entry_steps::ENTRY_ACTIONS_AT_ONCE_MAX)
+        .await
+        .into_iter()
+        .fold(HealOutcome::Clean, merge_outcomes)
 }
 
 /// The sinks' directory versions (and size) become the current ones,

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::StreamExt;
 use mortar_client::fop::{shape_error, Child, Fop, FopOut, FopResult};
 use mortar_net::BoxFuture;
 use mortar_proto::brick as bp;
@@ -175,12 +176,19 @@ pub(crate) trait MakeOnSink: Sync {
 /// seconds; the bound keeps what one heal holds at once small.
 pub const ENTRY_ACTIONS_AT_ONCE_MAX: usize = 32;
 
+/// Most actions one run of independent creates and links holds (see
+/// [`batch_len`]); it is worked through [`ENTRY_ACTIONS_AT_ONCE_MAX`] at a
+/// time, a new one starting as soon as one ends.
+pub const RUN_ACTIONS_MAX: usize = 4096;
+
 /// Apply the plan's actions in order, each on its sink alone; new objects
-/// are made by `maker`. Consecutive creates and links (distinct names,
-/// none depending on another) run [`ENTRY_ACTIONS_AT_ONCE_MAX`] at a
-/// time; a rename or removal waits for what comes before it and runs
-/// alone, so the plan's order (free slots first, then removals, then the
-/// names a removal freed) holds.
+/// are made by `maker`. A run of consecutive creates and links (distinct
+/// names, none depending on another) is worked through with
+/// [`ENTRY_ACTIONS_AT_ONCE_MAX`] in flight, the next starting as soon as
+/// one ends (batches that waited for their slowest member left the
+/// machine idle between them); a rename or removal waits for what comes
+/// before it and runs alone, so the plan's order (free slots first, then
+/// removals, then the names a removal freed) holds.
 pub(crate) async fn apply(
     children: &[Child],
     dir: Gfid,
@@ -191,26 +199,54 @@ pub(crate) async fn apply(
     while i < plan.actions.len() {
         let run = batch_len(&plan.actions[i..]);
         let batch = &plan.actions[i..i + run];
-        let results = futures_util::future::join_all(
-            batch.iter().map(|a| apply_one(children, dir, a, maker)),
-        )
-        .await;
-        for (a, r) in batch.iter().zip(results) {
-            r.map_err(|e| format!("{a:?}: {e}"))?;
+        let work = batch.iter().map(|a| -> BoxFuture<'_, Option<String>> {
+            Box::pin(async move {
+                apply_one(children, dir, a, maker)
+                    .await
+                    .err()
+                    .map(|e| format!("{a:?}: {e}"))
+            })
+        });
+        let failed = in_window(work, ENTRY_ACTIONS_AT_ONCE_MAX).await;
+        if let Some(first) = failed.into_iter().flatten().next() {
+            return Err(first);
         }
         i += run;
     }
     Ok(())
 }
 
-/// How many of `actions` (from the first) may run at once: creates and
-/// links, at most [`ENTRY_ACTIONS_AT_ONCE_MAX`], up to a link of an object
+/// Run `work` with at most `at_once` in flight, a new one starting as soon
+/// as one ends; every result, in the order they ended.
+pub(crate) async fn in_window<'a, T: Send + 'a>(
+    work: impl Iterator<Item = BoxFuture<'a, T>>,
+    at_once: usize,
+) -> Vec<T> {
+    let mut work = work;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut out = Vec::new();
+    loop {
+        while running.len() < at_once.max(1) {
+            match work.next() {
+                Some(f) => running.push(f),
+                None => break,
+            }
+        }
+        match running.next().await {
+            Some(r) => out.push(r),
+            None => return out,
+        }
+    }
+}
+
+/// How many of `actions` (from the first) form one run of independent
+/// work: creates and links, at most [`RUN_ACTIONS_MAX`], up to a link of an object
 /// the same batch creates (the plan links a second name of a new object
 /// after making it); anything else runs alone.
 pub(crate) fn batch_len(actions: &[Action]) -> usize {
     let mut made = BTreeSet::new();
     let mut n = 0;
-    for a in actions.iter().take(ENTRY_ACTIONS_AT_ONCE_MAX) {
+    for a in actions.iter().take(RUN_ACTIONS_MAX) {
         match a {
             Action::Create { entry, .. } => {
                 made.insert(entry.gfid);
@@ -400,8 +436,8 @@ mod tests {
                 "and what precedes it first",
             ),
             (
-                (1..=40).map(create).collect(),
-                ENTRY_ACTIONS_AT_ONCE_MAX,
+                (1..=RUN_ACTIONS_MAX as u128 + 5).map(create).collect(),
+                RUN_ACTIONS_MAX,
                 "bounded",
             ),
         ] {

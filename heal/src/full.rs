@@ -138,19 +138,26 @@ pub async fn sweep_graph(
 ) -> HealSummary {
     let mut handles = Vec::new();
     for (i, (_, members)) in g.heal_sets.iter().enumerate() {
-        let local = members
+        let local: Vec<usize> = members
             .iter()
-            .filter(|&&m| is_local(g.clients[m].address()))
-            .count();
-        if local == 0 {
+            .copied()
+            .filter(|&m| is_local(g.clients[m].address()))
+            .collect();
+        if local.is_empty() {
             continue;
         }
         let (rt2, g2) = (rt.clone(), g.clone());
         let limits = CrawlLimits {
-            threads: limits.threads.max(1) * local,
+            threads: limits.threads.max(1) * local.len(),
             ..limits
         };
-        handles.push(rt.spawn(async move { sweep_set(&rt2, &g2, i, limits).await }));
+        handles.push(rt.spawn(async move {
+            let before = crate::crawl::set_bytes_written(&g2, i);
+            let mut sum = sweep_set(&rt2, &g2, i, limits).await;
+            let listed = vec![0; local.len()];
+            sum.bricks = crate::crawl::brick_rows(&g2, i, &local, &listed, before).await;
+            sum
+        }));
     }
     let mut sum = HealSummary::default();
     for h in handles {

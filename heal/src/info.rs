@@ -13,12 +13,14 @@
 //! one subvolume after another.)
 //!
 //! Per entry, two flags, when cheaply known:
-//! * *possibly undergoing heal*: a non-blocking shared inode lock on the
-//!   whole file, in the set's self-heal domain (the one a healer holds for
-//!   the whole heal, [`crate::steps::heal_domain`]), is refused with
-//!   EAGAIN. "Possibly": the heal may end in the next instant. The probe
-//!   holds its shared lock for one round trip; a heal that tries its claim
-//!   in that instant skips the file until its next try.
+//! * *possibly undergoing heal*: the brick's lock dump (one request per
+//!   brick) shows a lock held on the file in the set's self-heal domain
+//!   (the claim a healer holds for the whole heal,
+//!   [`crate::steps::heal_domain`]). "Possibly": the heal may end in the
+//!   next instant. A brick that gives no dump is probed entry by entry: a
+//!   non-blocking shared lock in that domain refused with EAGAIN (held for
+//!   one round trip; a heal that tries its claim in that instant skips the
+//!   file until its next try).
 //! * *in split-brain*: for replicate sets, the set's copies are read
 //!   (`Replicate::views`) and judged by the same rule reads use
 //!   (`afr::examine`), within the same deadline. Disperse sets are not
@@ -31,6 +33,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
 use mortar_client::afr::{self, Kind, Verdict};
 use mortar_client::fop::{Fop, Subvolume};
 use mortar_client::graph::{SetLayer, VolumeGraph};
@@ -40,7 +44,7 @@ use mortar_client::replicate::Replicate;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::time::Instant;
 use mortar_net::{Endpoint, Runtime};
-use mortar_proto::brick::{self as bp, LockKind};
+use mortar_proto::brick::{self as bp, LockInfo, LockKind, LockTarget};
 use mortar_proto::mgmt::{CliReply, CliRequest};
 use mortar_proto::volfile::Graph;
 use mortar_proto::{Errno, Gfid};
@@ -304,14 +308,37 @@ async fn ask_brick(
     };
     let truncated = gfids.len() > ENTRIES_PER_BRICK_MAX;
     gfids.truncate(ENTRIES_PER_BRICK_MAX);
+    let domain = domain.map(|d| crate::steps::heal_domain(&d));
+    // One lock dump tells every entry's claim at once; a brick that
+    // cannot give one is probed entry by entry.
+    if let Some(d) = &domain {
+        let left = deadline.saturating_duration_since(clock.now());
+        if let Ok(Ok((dump, _))) = clock
+            .timeout_at(deadline, pc.call(&bp::LockDump {}, Bytes::new(), left))
+            .await
+        {
+            let held = claimed_in(&dump, d);
+            let entries = gfids
+                .into_iter()
+                .map(|gfid| PendingEntry {
+                    gfid,
+                    possibly_healing: Some(held.contains(&gfid)),
+                    split_brain: None,
+                })
+                .collect();
+            return BrickInfo {
+                brick,
+                status: BrickStatus::Connected,
+                entries,
+                truncated,
+            };
+        }
+    }
     let mut entries = Vec::with_capacity(gfids.len());
     for gfid in gfids {
         let possibly_healing = match &domain {
             Some(d) => clock
-                .timeout_at(
-                    deadline,
-                    probe_lock(pc, &crate::steps::heal_domain(d), gfid),
-                )
+                .timeout_at(deadline, probe_lock(pc, d, gfid))
                 .await
                 .ok()
                 .flatten(),
@@ -355,6 +382,18 @@ async fn resolve_host(
     }
 }
 
+/// The files a lock dump shows held in `domain` (a set's self-heal
+/// domain: a healer's claim), pure.
+pub fn claimed_in(dump: &[LockInfo], domain: &str) -> BTreeSet<Gfid> {
+    dump.iter()
+        .filter(|l| l.granted && l.domain == domain)
+        .filter_map(|l| match l.target {
+            LockTarget::Inode { gfid, .. } => Some(gfid),
+            LockTarget::Entry { .. } => None,
+        })
+        .collect()
+}
+
 /// Is `gfid` locked by someone (a heal or a write)? A shared lock that is
 /// refused at once says yes; granted, it is given back at once. `None`
 /// when the brick answered something else. (The caller bounds the time.)
@@ -393,13 +432,14 @@ async fn judge_split_brain(g: &VolumeGraph, bricks: &mut [BrickInfo], deadline: 
             .iter()
             .flat_map(|&i| bricks[i].entries.iter().map(|e| e.gfid))
             .collect();
-        let mut judged = BTreeMap::new();
-        for gfid in gfids {
-            match split_brain_of(r, gfid, deadline).await {
-                Some(split) => judged.insert(gfid, split),
-                None => break,
-            };
-        }
+        // Judged SPLIT_BRAIN_JUDGED_AT_ONCE at a time; one past the
+        // deadline stays unjudged.
+        let judged: BTreeMap<Gfid, bool> = futures_util::stream::iter(gfids)
+            .map(|gfid| async move { (gfid, split_brain_of(r, gfid, deadline).await) })
+            .buffer_unordered(SPLIT_BRAIN_JUDGED_AT_ONCE)
+            .filter_map(|(gfid, split)| async move { split.map(|s| (gfid, s)) })
+            .collect()
+            .await;
         for &i in members {
             for e in &mut bricks[i].entries {
                 e.split_brain = judged.get(&e.gfid).copied();
@@ -407,6 +447,11 @@ async fn judge_split_brain(g: &VolumeGraph, bricks: &mut [BrickInfo], deadline: 
         }
     }
 }
+
+/// Files whose copies are read at once when heal info judges split-brain:
+/// a few round trips' worth of requests per brick, so 10,000 entries are
+/// judged in a few hundred rounds rather than 10,000.
+const SPLIT_BRAIN_JUDGED_AT_ONCE: usize = 32;
 
 /// `None` once the deadline has passed.
 async fn split_brain_of(r: &Arc<Replicate>, gfid: Gfid, deadline: Instant) -> Option<bool> {
@@ -496,6 +541,45 @@ mod tests {
         for (what, b, want) in cases {
             assert_eq!(counts(&b), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_claim_is_a_granted_inode_lock_in_the_heal_domain() {
+        let lock = |domain: &str, target: LockTarget, granted: bool| LockInfo {
+            domain: domain.into(),
+            target,
+            kind: LockKind::Write,
+            owner: bp::LockOwner {
+                client_id: "shd".into(),
+                owner: 7,
+            },
+            client_name: "v-client-0".into(),
+            since: 0,
+            granted,
+        };
+        let inode = |n: u128| LockTarget::Inode {
+            gfid: Gfid::from_u128(n),
+            start: 0,
+            len: 0,
+        };
+        let dump = vec![
+            lock("v-replicate-0:self-heal", inode(1), true),
+            lock("v-replicate-0:self-heal", inode(2), false),
+            lock("v-replicate-0", inode(3), true),
+            lock("v-replicate-1:self-heal", inode(4), true),
+            lock(
+                "v-replicate-0:self-heal",
+                LockTarget::Entry {
+                    parent: Gfid::from_u128(5),
+                    name: None,
+                },
+                true,
+            ),
+        ];
+        // Only 1: 2 is waited for, 3 is a writer's lock, 4 another set's
+        // claim, 5 an entry lock.
+        let want: BTreeSet<Gfid> = [Gfid::from_u128(1)].into_iter().collect();
+        assert_eq!(claimed_in(&dump, "v-replicate-0:self-heal"), want);
     }
 
     #[test]

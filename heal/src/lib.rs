@@ -72,6 +72,11 @@ pub async fn heal_file(set: &SetLayer, gfid: Gfid) -> HealOutcome {
 /// [`heal_file`], resolving a replicate split-brain by `favorite` (the
 /// volume's `cluster.favorite-child-policy`) unless it is `none`.
 pub async fn heal_file_with(set: &SetLayer, gfid: Gfid, favorite: FavoriteChild) -> HealOutcome {
+    if let SetLayer::Replicate(r) = set {
+        if let Some(settled) = replicate::before_claim(r, gfid).await {
+            return settled;
+        }
+    }
     let heal = async {
         match set {
             SetLayer::Replicate(r) => replicate::heal_file_with(r, gfid, favorite).await,

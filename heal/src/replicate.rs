@@ -50,6 +50,59 @@ pub async fn heal_file_with(set: &Replicate, gfid: Gfid, favorite: FavoriteChild
     merge_outcomes(entries, inode)
 }
 
+/// What one unlocked read of every copy's counters says before a healer
+/// claims and locks a file (pure; table-tested).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstLook {
+    /// No copy marks anything (no dirty, no blame, any kind): a locked
+    /// heal would find the same and change nothing, so none is run.
+    Clean,
+    /// These copies gave no counters: the file is not there yet (a name
+    /// its directory's entry heal has still to make) or the brick did not
+    /// answer. A locked heal would stop at the same point.
+    Unanswered(Vec<usize>),
+    /// Something is marked: claim, lock and heal.
+    Marked,
+}
+
+/// [`FirstLook`] of the views every copy gave.
+pub fn first_look(views: &[Option<BrickView>]) -> FirstLook {
+    let unanswered: Vec<usize> = (0..views.len()).filter(|&i| views[i].is_none()).collect();
+    if !unanswered.is_empty() {
+        return FirstLook::Unanswered(unanswered);
+    }
+    let marked = views
+        .iter()
+        .flatten()
+        .any(|v| v.dirty != [0; 3] || v.blames.iter().any(|b| *b != [0; 3]));
+    if marked {
+        FirstLook::Marked
+    } else {
+        FirstLook::Clean
+    }
+}
+
+/// The outcome of `gfid` when one unlocked look settles it without a
+/// claim or a lock (it is clean, or not on every brick yet), `None` when
+/// it must be healed. Index crawls list many files another healer or an
+/// entry heal has just healed, and files whose names are still to be
+/// made: this costs one request per brick where a claimed, locked look
+/// costs a dozen.
+pub async fn before_claim(set: &Replicate, gfid: Gfid) -> Option<HealOutcome> {
+    let all: Vec<usize> = (0..set.children().len()).collect();
+    match first_look(&set.views(gfid, &all).await) {
+        FirstLook::Clean => Some(HealOutcome::Clean),
+        FirstLook::Marked => None,
+        FirstLook::Unanswered(missing) => {
+            let names: Vec<&str> = missing.iter().map(|&i| set.children()[i].name()).collect();
+            Some(HealOutcome::Skipped(format!(
+                "{gfid}: no counters from {} (not made there yet, or no answer); a later pass heals it",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
 /// The whole-file lock on `gfid` in the set's domain (the one writes
 /// take), as a request for one brick, under a fresh owner.
 pub(crate) fn whole_file_lock(
@@ -76,15 +129,26 @@ pub(crate) async fn heal_locked(
     gfid: Gfid,
     favorite: FavoriteChild,
 ) -> HealOutcome {
-    let children = set.children();
-    let all: Vec<usize> = (0..children.len()).collect();
+    let all: Vec<usize> = (0..set.children().len()).collect();
     let views = set.views(gfid, &all).await;
+    heal_viewed(set, gfid, favorite, &views).await
+}
+
+/// [`heal_locked`] with every copy's counters already read (under the
+/// lock held now).
+pub(crate) async fn heal_viewed(
+    set: &Replicate,
+    gfid: Gfid,
+    favorite: FavoriteChild,
+    views: &[Option<BrickView>],
+) -> HealOutcome {
+    let children = set.children();
     if views.iter().any(Option::is_none) {
         return HealOutcome::Skipped(format!("not every brick answered for {gfid}"));
     }
     let mut healed: Vec<usize> = Vec::new();
     for kind in [Kind::Data, Kind::Metadata] {
-        match heal_kind(set, gfid, kind, &views, favorite).await {
+        match heal_kind(set, gfid, kind, views, favorite).await {
             Ok(sinks) => {
                 for s in sinks {
                     if !healed.contains(&s) {
@@ -337,5 +401,66 @@ mod tests {
             dirty: [0; 3],
         };
         assert!(clearing_deltas(Kind::Data, &clean, key).is_empty());
+    }
+
+    /// The unlocked look before a claim settles only what a locked heal
+    /// would settle the same way.
+    #[test]
+    fn the_first_look_skips_only_what_a_locked_heal_would() {
+        let clean = || {
+            Some(BrickView {
+                blames: vec![[0; 3]; 3],
+                dirty: [0; 3],
+            })
+        };
+        let blaming = |j: usize, k: usize| {
+            let mut v = clean().expect("view");
+            v.blames[j][k] = 1;
+            Some(v)
+        };
+        let dirty = |k: usize| {
+            let mut v = clean().expect("view");
+            v.dirty[k] = 1;
+            Some(v)
+        };
+        for (views, want, why) in [
+            (
+                vec![clean(), clean(), clean()],
+                FirstLook::Clean,
+                "nothing marked",
+            ),
+            (
+                vec![blaming(2, 0), clean(), clean()],
+                FirstLook::Marked,
+                "a data blame",
+            ),
+            (
+                vec![clean(), blaming(0, 1), clean()],
+                FirstLook::Marked,
+                "a metadata blame",
+            ),
+            (
+                vec![clean(), clean(), blaming(1, 2)],
+                FirstLook::Marked,
+                "an entry blame (a directory)",
+            ),
+            (
+                vec![dirty(0), dirty(0), dirty(0)],
+                FirstLook::Marked,
+                "dirty everywhere, no blame: an interrupted write",
+            ),
+            (
+                vec![blaming(2, 0), clean(), None],
+                FirstLook::Unanswered(vec![2]),
+                "not on the stale brick yet",
+            ),
+            (
+                vec![None, clean(), None],
+                FirstLook::Unanswered(vec![0, 2]),
+                "every missing copy is named",
+            ),
+        ] {
+            assert_eq!(first_look(&views), want, "{why}");
+        }
     }
 }

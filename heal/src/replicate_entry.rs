@@ -17,6 +17,7 @@ use crate::entry_steps::{
     MakeOnSink,
 };
 use crate::replicate::{clear_counters, whole_file_lock};
+use crate::split_brain::FavoriteChild;
 use crate::steps::{copy_data, copy_metadata, with_every_brick_locked};
 use crate::HealOutcome;
 
@@ -229,8 +230,20 @@ async fn create_file(
     let make = async {
         let made = async {
             make_object(children, dir, name, entry, (source, sink)).await?;
-            if Some(sink) != set.arbiter() && !data_heal_follows(set, gfid, source, sink).await {
-                copy_data(children, gfid, source, &[sink]).await?;
+            if Some(sink) != set.arbiter() {
+                let all: Vec<usize> = (0..children.len()).collect();
+                let views = set.views(gfid, &all).await;
+                if data_heal_follows(&views, source, sink) {
+                    // Heal the file's data now, under the lock already
+                    // held, rather than leave it to a later claim, lock
+                    // and look of its own (a backlog of new files is
+                    // mostly this). A split-brain or a skip is left for
+                    // the file's own heal, which reports it.
+                    let none = FavoriteChild::None;
+                    let _ = crate::replicate::heal_viewed(set, gfid, none, &views).await;
+                } else {
+                    copy_data(children, gfid, source, &[sink]).await?;
+                }
             }
             copy_metadata(children, gfid, source, &[sink]).await
         };
@@ -249,10 +262,10 @@ async fn create_file(
     }
 }
 
-/// Does the good copy `source` blame `sink` for the data of `gfid`? Then
-/// the file's data heal copies it (and clears that blame).
-async fn data_heal_follows(set: &Replicate, gfid: Gfid, source: usize, sink: usize) -> bool {
-    let views = set.views(gfid, &[source]).await;
+/// Does the good copy `source` blame `sink` for the file's data (in
+/// `views`, every copy's counters)? Then the file's data heal copies it
+/// (and clears that blame).
+fn data_heal_follows(views: &[Option<BrickView>], source: usize, sink: usize) -> bool {
     views[source]
         .as_ref()
         .and_then(|v| v.blames.get(sink))

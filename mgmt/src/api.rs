@@ -29,6 +29,9 @@ pub mod peer_procs {
     pub const SHD_STATUS: u16 = 13;
     /// `volume heal NAME` on another server: tell this one's self-heal daemon.
     pub const HEAL_NOW: u16 = 14;
+    /// The self-heal statistics this server's daemon reported for a
+    /// volume (`volume heal NAME statistics`).
+    pub const HEAL_STATS: u16 = 15;
 }
 
 /// "Who are you?" — the first thing peers say to each other.

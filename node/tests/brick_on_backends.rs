@@ -25,6 +25,7 @@ mortar_storage::both_backends!(
     brick_links_and_unlink_of_last_name,
     brick_block_checksums,
     brick_discard_punches_holes,
+    brick_reads_many_xattrs_at_once,
 );
 
 #[test]
@@ -469,6 +470,50 @@ fn brick_hostile_input<S: Storage>(s: S) {
         })
         .unwrap_err();
     assert_eq!(e.errno, Errno::EACCES);
+}
+
+/// `GetxattrMany`: values in the order asked, absent names as `None`,
+/// the same namespace rules as one getxattr, and a bound on the names.
+fn brick_reads_many_xattrs_at_once<S: Storage>(s: S) {
+    let b = brick(s);
+    create(&b, Gfid::ROOT, "f", 1);
+    b.setxattr(&bp::Setxattr {
+        gfid: g(1),
+        name: "user.a".into(),
+        value: b"1".to_vec(),
+        flags: XattrFlags::Any,
+    })
+    .unwrap();
+    let many = |names: &[&str]| {
+        b.getxattr_many(&bp::GetxattrMany {
+            gfid: g(1),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
+    };
+    assert_eq!(
+        many(&["user.missing", "user.a", xa::DIRTY]).unwrap(),
+        vec![None, Some(b"1".to_vec()), None]
+    );
+    assert_eq!(many(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+    assert_eq!(
+        many(&["user.a", "security.selinux"]).unwrap_err().errno,
+        Errno::EOPNOTSUPP,
+        "one name outside the stored namespaces refuses the request"
+    );
+    let too_many: Vec<String> = (0..=bp::GETXATTR_NAMES_MAX)
+        .map(|i| format!("user.n{i}"))
+        .collect();
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    let e = many(&refs).unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL);
+    assert!(e.to_string().contains("at most"), "{e}");
+    let e = b
+        .getxattr_many(&bp::GetxattrMany {
+            gfid: g(77),
+            names: vec!["user.a".into()],
+        })
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ESTALE, "an unknown gfid: {e}");
 }
 
 fn brick_xattr_rules<S: Storage>(s: S) {

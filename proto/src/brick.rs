@@ -30,6 +30,9 @@ pub const XATTR_VALUE_BYTES_MAX: usize = 64 << 10;
 pub const READDIR_ENTRIES_MAX: u32 = 4096;
 /// Most counters one xattrop may change.
 pub const XATTROP_KEYS_MAX: usize = 64;
+/// Most names one [`GetxattrMany`] reads (a changelog per brick of the
+/// widest set, and more).
+pub const GETXATTR_NAMES_MAX: usize = 64;
 /// The block data heal compares by checksum: small enough that a few
 /// changed bytes cost little to copy, large enough that a 1 GiB file is
 /// 8192 checksums (about 340 KiB of replies).
@@ -302,6 +305,16 @@ pub struct Getxattr {
     pub name: String,
 }
 
+/// Several xattrs of one file in one round trip (heal and the replicate
+/// layer read a file's changelog counters this way): each name's value in
+/// the order asked, `None` where the file has no such xattr. At most
+/// [`GETXATTR_NAMES_MAX`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetxattrMany {
+    pub gfid: Gfid,
+    pub names: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XattrFlags {
     Any,
@@ -477,6 +490,7 @@ requests! {
     30 IndexCount -> u64;
     31 Rchecksum -> RchecksumReply;
     32 Discard -> ();
+    33 GetxattrMany -> Vec<Option<Vec<u8>>>;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -496,7 +510,8 @@ mod tests {
         assert_eq!(procs::IndexCount, 30);
         assert_eq!(procs::Rchecksum, 31);
         assert_eq!(procs::Discard, 32);
-        for p in 1..=32u16 {
+        assert_eq!(procs::GetxattrMany, 33);
+        for p in 1..=33u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

@@ -104,6 +104,13 @@ pub enum CliRequest {
     /// kind each volume has had since this mgmtd started (counters only
     /// grow); a change is the signal to crawl or sweep.
     HealRequests,
+    /// From a self-heal daemon, after a crawl: what it has done for each
+    /// of its server's bricks so far (replaces what it said before).
+    HealReport(Vec<HealStatsView>),
+    /// `volume heal NAME statistics`: every server's record of its bricks.
+    HealStatistics {
+        name: String,
+    },
     /// The TCP port this mgmtd listens on for peers, bricks and clients
     /// (what a process that reached it over the local socket needs for
     /// port lookups on the pool's servers).
@@ -178,6 +185,45 @@ pub enum CliReply {
     HealRequests(Vec<HealCount>),
     /// Answer to [`CliRequest::ListenPort`].
     ListenPort(u16),
+    /// Answer to [`CliRequest::HealStatistics`]: one row per brick whose
+    /// server's daemon has reported (bricks are `HOST:/PATH`, in order).
+    HealStatistics(Vec<HealStatsView>),
+}
+
+/// What a server's self-heal daemon has done for one of its bricks since
+/// it started (counts only grow while it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealStatsView {
+    pub volume: String,
+    /// `HOST:/PATH`.
+    pub brick: String,
+    pub crawls: u64,
+    /// Entries taken off the brick's pending-heal index, over all crawls.
+    pub entries_healed: u64,
+    /// Data bytes the daemon wrote healing the brick's set.
+    pub bytes_healed: u64,
+    pub last_crawl: Option<CrawlView>,
+}
+
+/// One crawl of one brick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrawlView {
+    /// `INDEX` (the pending-heal index) or `FULL` (`volume heal NAME full`).
+    pub kind: String,
+    /// Wall clock, Unix milliseconds.
+    pub started_unix_ms: u64,
+    pub took_ms: u64,
+    /// Entries the index listed when it began.
+    pub listed: u64,
+    /// Entries left when it ended (`None`: the brick did not answer).
+    pub left: Option<u64>,
+    /// Entries taken off the index.
+    pub healed: u64,
+    pub bytes: u64,
+    /// Files of the brick's set found in split-brain.
+    pub split_brain: u64,
+    /// Files of the set it could not heal now (tried again later).
+    pub failed: u64,
 }
 
 /// How many `volume heal` requests one volume has had (since the mgmtd

@@ -32,7 +32,7 @@ use mortar_net::{Endpoint, Runtime};
 use mortar_proto::{options, Errno};
 use mortar_sim::{host_ip, Sim};
 
-use crate::mgmt::{create_request, Pool, HOSTS};
+use crate::mgmt::{create_request, start_request, Pool, HOSTS};
 
 const FILES: usize = 6;
 const SIZE: usize = 8 * 1024;
@@ -302,15 +302,7 @@ async fn faults(
             }
         }
         // Restart dead bricks, as an operator would.
-        let _ = pool
-            .cli(
-                "s1",
-                CliRequest::VolumeStart {
-                    name: "vol".into(),
-                    force: true,
-                },
-            )
-            .await;
+        let _ = pool.cli("s1", start_request(true)).await;
         if layout.one_fault_at_a_time() && !done.get() {
             wait_online(&pool, layout.bricks()).await;
             // The writer reaches every brick again (until it does, its
@@ -389,14 +381,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
         },
     )
     .await;
-    pool.ok(
-        "s2",
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: false,
-        },
-    )
-    .await;
+    pool.ok("s2", start_request(false)).await;
     wait_online(&pool, layout.bricks()).await;
     sim.add_host("c1", host_ip(10));
 
@@ -425,14 +410,7 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
     );
 
     // Every brick back, then a fresh client reads everything.
-    pool.ok(
-        "s1",
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: true,
-        },
-    )
-    .await;
+    pool.ok("s1", start_request(true)).await;
     wait_online(&pool, layout.bricks()).await;
     let model = Arc::new(model);
     let bricks = layout.bricks();
@@ -485,14 +463,7 @@ pub async fn volfile_follows(sim: Sim) -> Duration {
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b1 s2:/b1 s3:/b1"))
         .await;
-    pool.ok(
-        "s1",
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: false,
-        },
-    )
-    .await;
+    pool.ok("s1", start_request(false)).await;
     wait_online(&pool, 3).await;
     sim.add_host("c1", host_ip(10));
     let (mounted, grown) = (Watch::new(false), Watch::new(false));

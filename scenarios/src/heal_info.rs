@@ -40,7 +40,7 @@ use mortar_proto::Gfid;
 use mortar_sim::{host_ip, Sim};
 use mortar_storage::sim::SimDisk;
 
-use crate::mgmt::{cli_request, create_request, SimLauncher};
+use crate::mgmt::{cli_request, create_request, start_request, SimLauncher};
 
 const SERVERS: usize = 5;
 const SETS: usize = 12;
@@ -279,14 +279,7 @@ pub async fn heal_info_dns(sim: Sim) -> Vec<(&'static str, Duration)> {
     start_pool(&sim).await;
     let spec = create_spec();
     ok(&sim, create_request(&format!("{spec} force"))).await;
-    ok(
-        &sim,
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: false,
-        },
-    )
-    .await;
+    ok(&sim, start_request(false)).await;
     wait_online(&sim).await;
     sim.add_host("c0", host_ip(20));
     sim.add_host("c1", host_ip(21));

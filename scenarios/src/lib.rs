@@ -14,6 +14,8 @@ pub mod brick;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod heal;
+#[cfg(madsim)]
 pub mod heal_info;
 #[cfg(madsim)]
 pub mod mgmt;
@@ -33,6 +35,10 @@ mod registry {
     pub struct Scenario {
         pub name: &'static str,
         pub run: fn(Sim) -> ScenarioFuture,
+        /// A sweep of N seeds runs this one on its first N / `seeds_divisor`
+        /// (at least one): whole-cluster heal scenarios cost seconds per
+        /// seed. `--scenario NAME` runs it on every seed asked.
+        pub seeds_divisor: u64,
     }
 
     /// Every scenario, for `scripts/sim-seeds`.
@@ -40,14 +46,17 @@ mod registry {
         vec![
             Scenario {
                 name: "rpc_faults",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::rpc::rpc_faults(sim, crate::rpc::Plant::None)),
             },
             Scenario {
                 name: "brick_locks",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::brick::brick_locks(sim)),
             },
             Scenario {
                 name: "mgmt_originator_crash",
+                seeds_divisor: 1,
                 // The phase to crash in is drawn from the seed.
                 run: |sim| {
                     let phase = crate::mgmt::PHASES
@@ -57,26 +66,32 @@ mod registry {
             },
             Scenario {
                 name: "mgmt_concurrent",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::mgmt::concurrent_transactions(sim)),
             },
             Scenario {
                 name: "mgmt_partition_commit",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::mgmt::partition_during_commit(sim)),
             },
             Scenario {
                 name: "mgmt_brick_lifecycle",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
             },
             Scenario {
                 name: "mgmt_sync_during_start",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::mgmt::converge_during_start(sim)),
             },
             Scenario {
                 name: "mgmt_probe_nxdomain",
+                seeds_divisor: 1,
                 run: |sim| Box::pin(crate::mgmt::probe_of_a_missing_name(sim)),
             },
             Scenario {
                 name: "heal_info_dns",
+                seeds_divisor: 1,
                 run: |sim| {
                     Box::pin(async move {
                         crate::heal_info::heal_info_dns(sim).await;
@@ -84,7 +99,19 @@ mod registry {
                 },
             },
             Scenario {
+                name: "heal_on_return",
+                seeds_divisor: 10,
+                // The layout is drawn from the seed.
+                run: |sim| Box::pin(crate::heal::heal_on_return(sim)),
+            },
+            Scenario {
+                name: "heal_shd_killed",
+                seeds_divisor: 10,
+                run: |sim| Box::pin(crate::heal::heal_shd_killed(sim)),
+            },
+            Scenario {
                 name: "client_writes",
+                seeds_divisor: 1,
                 // The volume layout is drawn from the seed.
                 run: |sim| {
                     let all = crate::client::Layout::ALL;

@@ -209,6 +209,14 @@ pub struct Pool {
     cli_calls: Arc<AtomicU32>,
 }
 
+/// `volume start vol [force]`.
+pub fn start_request(force: bool) -> CliRequest {
+    CliRequest::VolumeStart {
+        name: "vol".into(),
+        force,
+    }
+}
+
 /// One CLI request to the mgmtd at `target`, as the `mortar` CLI sends it
 /// (connect within 20 s, answer within 120 s); both errors as text.
 pub async fn cli_request(
@@ -384,14 +392,7 @@ pub async fn originator_crash(sim: Sim, phase: Phase) {
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
         .await;
-    pool.ok(
-        "s1",
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: false,
-        },
-    )
-    .await;
+    pool.ok("s1", start_request(false)).await;
     pool.traps["s1"].arm(phase);
     let doomed = {
         let p = pool.clone();
@@ -521,14 +522,7 @@ pub async fn brick_lifecycle(sim: Sim) {
     let pool = Pool::start(&sim).await;
     pool.ok("s1", create_request("vol replica 3 s1:/b s2:/b s3:/b"))
         .await;
-    pool.ok(
-        "s2",
-        CliRequest::VolumeStart {
-            name: "vol".into(),
-            force: false,
-        },
-    )
-    .await;
+    pool.ok("s2", start_request(false)).await;
     let online = |r: &CliReply| match r {
         CliReply::Status(s) => s[0]
             .bricks
@@ -644,16 +638,7 @@ pub async fn converge_during_start(sim: Sim) {
     pool.traps["s1"].arm(Phase::CommitLocal);
     let starting = {
         let p = pool.clone();
-        tokio::spawn(async move {
-            p.cli(
-                "s1",
-                CliRequest::VolumeStart {
-                    name: "vol".into(),
-                    force: false,
-                },
-            )
-            .await
-        })
+        tokio::spawn(async move { p.cli("s1", start_request(false)).await })
     };
     Clock::new()
         .timeout(

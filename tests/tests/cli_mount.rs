@@ -244,6 +244,21 @@ fn posix_behaviour_through_fuse_mounts() {
         fs::read(root.join("a.txt")).unwrap(),
         b"written while r3 was down"
     );
+    // The daemon that healed it reports its crawl: `volume heal rep
+    // statistics` shows the entries it took off its brick's index and the
+    // bytes it wrote (the new content, 25 bytes).
+    let mut stats = String::new();
+    wait(
+        "heal statistics report the crawl",
+        Duration::from_secs(10),
+        || {
+            stats = s1.ok(&["volume", "heal", "rep", "statistics"]);
+            totals(&stats, "Total entries healed: ") >= 1
+        },
+    );
+    assert!(stats.contains("Type of crawl: INDEX"), "{stats}");
+    assert!(totals(&stats, "Total bytes healed: ") >= 1, "{stats}");
+    eprintln!("{stats}");
     // The mount reconnects to r3 on its own (new port, from the port
     // map); until it has, new names would miss r3 until entry heal brings
     // them, so wait until a new name reaches r3 before going on.
@@ -808,4 +823,17 @@ fn posix_behaviour_through_fuse_mounts() {
     }
     drop((s1, s2, _s3));
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// The sum over bricks of the number after `label` in `volume heal NAME
+/// statistics` text (a byte figure counts as its leading number).
+fn totals(stats: &str, label: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.strip_prefix(label))
+        .filter_map(|v| {
+            let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
 }

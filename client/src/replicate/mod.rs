@@ -47,6 +47,36 @@ enum LockOn {
     Entry { parent: Gfid, name: Option<String> },
 }
 
+/// The counters `names` of `gfid` on one brick, in one request
+/// (`GetxattrMany`); an older brick without that procedure is asked name
+/// by name. `None`: the brick did not answer (or lacks the file).
+async fn brick_counters(c: &Child, gfid: Gfid, names: Vec<String>) -> Option<Vec<[i64; 3]>> {
+    let many = bp::GetxattrMany {
+        gfid,
+        names: names.clone(),
+    };
+    match c.fop(Fop::GetxattrMany(many)).await {
+        Ok(FopOut::Values(vals)) if vals.len() == names.len() => {
+            return Some(
+                vals.iter()
+                    .map(|v| v.as_deref().map_or([0; 3], counters))
+                    .collect(),
+            )
+        }
+        Err(e) if e.errno == Errno::EPROTO => {}
+        _ => return None,
+    }
+    let mut vals = Vec::with_capacity(names.len());
+    for n in names {
+        match c.fop(Fop::Getxattr(bp::Getxattr { gfid, name: n })).await {
+            Ok(FopOut::Value(v)) => vals.push(counters(&v)),
+            Err(e) if e.errno == Errno::ENODATA => vals.push([0; 3]),
+            _ => return None,
+        }
+    }
+    Some(vals)
+}
+
 impl Replicate {
     pub fn new(
         rt: &Runtime,
@@ -141,17 +171,7 @@ impl Replicate {
         let results = self
             .fan_any(idx, move |c| {
                 let names = names.clone();
-                Box::pin(async move {
-                    let mut vals = Vec::with_capacity(names.len());
-                    for n in names {
-                        match c.fop(Fop::Getxattr(bp::Getxattr { gfid, name: n })).await {
-                            Ok(FopOut::Value(v)) => vals.push(counters(&v)),
-                            Err(e) if e.errno == Errno::ENODATA => vals.push([0; 3]),
-                            _ => return None,
-                        }
-                    }
-                    Some(vals)
-                })
+                Box::pin(async move { brick_counters(&c, gfid, names).await })
             })
             .await;
         let n = self.children.len();
@@ -325,7 +345,9 @@ impl Subvolume for Replicate {
                 }
                 Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
                 Fop::Statfs => self.to_all(Fop::Statfs).await,
-                Fop::Rchecksum(_) | Fop::Discard(_) => Err(crate::fop::brick_only(&op)),
+                Fop::Rchecksum(_) | Fop::Discard(_) | Fop::GetxattrMany(_) => {
+                    Err(crate::fop::brick_only(&op))
+                }
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

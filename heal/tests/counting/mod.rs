@@ -1,7 +1,7 @@
 //! The test hook of the block heal tests and the heal bench: a brick's
 //! child wrapped so the caller counts the bytes heal writes to it and the
 //! holes it punches, and can make the brick answer as an older brick
-//! (no `Rchecksum`) or one whose filesystem cannot punch holes does.
+//! (no `Rchecksum`, no `GetxattrMany`) or one whose filesystem cannot punch holes does.
 #![allow(dead_code)] // each user takes its own part
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +60,11 @@ impl Subvolume for Counting {
             }
             Fop::Rchecksum(_) if self.old_brick.load(Ordering::Relaxed) => {
                 return refuse(Errno::EPROTO, "brick has no procedure 31 (unknown)")
+            }
+            // Nor the counters in one request: views fall back to one
+            // getxattr per name.
+            Fop::GetxattrMany(_) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 33 (unknown)")
             }
             Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
                 return refuse(Errno::EOPNOTSUPP, "operation not supported")

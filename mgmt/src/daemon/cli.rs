@@ -62,6 +62,8 @@ impl<S: Storage> Inner<S> {
             R::GetVolfile { .. } | R::WatchVolfile { .. } => self.cli_volfile(req).await,
             R::HealNow { name, full } => self.heal_now(&name, full).await,
             R::HealRequests => Ok(CliReply::HealRequests(self.heal_requests())),
+            R::HealReport(rows) => Ok(self.heal_report(rows)),
+            R::HealStatistics { name } => self.heal_statistics(&name).await,
             R::ListenPort => Ok(CliReply::ListenPort(super::endpoint_port(&self.cfg.listen))),
         }
     }

@@ -12,6 +12,9 @@ use crate::api::*;
 use crate::error::{MgmtError, Result};
 use crate::volume::{Volume, VolumeStatus};
 
+/// Rows of self-heal statistics one mgmtd keeps (volume, brick).
+pub const HEAL_STATS_ROWS_MAX: usize = 10_000;
+
 /// Why `volume heal` has nothing to do for `v`, if so.
 pub fn nothing_to_heal(v: &Volume) -> Option<&'static str> {
     if v.status != VolumeStatus::Started {
@@ -58,6 +61,64 @@ impl<S: Storage> Inner<S> {
                 counts: *v,
             })
             .collect()
+    }
+
+    /// A self-heal daemon's report: its rows replace the ones it sent
+    /// before. Rows beyond [`HEAL_STATS_ROWS_MAX`] are dropped (a report
+    /// is a few rows per volume; the bound is against a broken sender).
+    pub(super) fn heal_report(&self, rows: Vec<HealStatsView>) -> CliReply {
+        let mut m = self.heal_stats.lock().expect("heal stats");
+        let mut dropped = 0;
+        for r in rows {
+            let key = (r.volume.clone(), r.brick.clone());
+            if m.len() >= HEAL_STATS_ROWS_MAX && !m.contains_key(&key) {
+                dropped += 1;
+                continue;
+            }
+            m.insert(key, r);
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "self-heal statistics: too many bricks reported; rows dropped"
+            );
+        }
+        CliReply::Done("noted".into())
+    }
+
+    /// This server's rows for `volume`.
+    pub(super) fn local_heal_stats(&self, volume: &str) -> Vec<HealStatsView> {
+        let m = self.heal_stats.lock().expect("heal stats");
+        m.iter()
+            .filter(|((v, _), _)| v == volume)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// `volume heal NAME statistics`: this server's rows and every
+    /// reachable peer's (a peer that cannot be asked is left out; its
+    /// bricks show as not reported).
+    pub(super) async fn heal_statistics(&self, name: &str) -> Result<CliReply> {
+        let v = self.volume_or_err(name)?;
+        let mut rows = self.local_heal_stats(name);
+        for (_, c) in self.clients() {
+            if let Ok(mut theirs) = self
+                .call_peer::<_, Vec<HealStatsView>>(&c, peer_procs::HEAL_STATS, &name.to_string())
+                .await
+            {
+                rows.append(&mut theirs);
+            }
+        }
+        // Only the volume's bricks, in the volume's order.
+        let order: Vec<String> = v
+            .bricks
+            .iter()
+            .map(|b| format!("{}:{}", b.host, b.path))
+            .collect();
+        rows.retain(|r| order.contains(&r.brick));
+        rows.sort_by_key(|r| order.iter().position(|b| *b == r.brick));
+        rows.dedup_by(|a, b| a.brick == b.brick);
+        Ok(CliReply::HealStatistics(rows))
     }
 
     /// `volume heal NAME [full]`.

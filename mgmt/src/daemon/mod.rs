@@ -153,6 +153,9 @@ struct Inner<S: Storage> {
     /// daemon; in memory: a restarted mgmtd starts again from zero, and
     /// the daemon takes any change as a request).
     heal_requests: Mutex<BTreeMap<String, HealCounts>>,
+    /// What this server's self-heal daemon last reported, per (volume,
+    /// brick); in memory (a restarted daemon starts from zero).
+    heal_stats: Mutex<BTreeMap<(String, String), HealStatsView>>,
 }
 
 /// A running mgmtd.
@@ -251,6 +254,7 @@ impl<S: Storage> Mgmtd<S> {
             migrations: Mutex::new(BTreeMap::new()),
             shd: Mutex::new(None),
             heal_requests: Mutex::new(BTreeMap::new()),
+            heal_stats: Mutex::new(BTreeMap::new()),
         });
         let servers = serve(&inner).await?;
         tracing::info!(uuid = %inner.me.uuid, listen = %cfg.listen, "mgmtd ready");

@@ -150,6 +150,10 @@ async fn peer_queries<S: Storage>(
             inner.note_heal_request(&name, full);
             reply(&PeerResult::Ok(()))
         }
+        peer_procs::HEAL_STATS => {
+            let name: String = req.decode()?;
+            reply(&inner.local_heal_stats(&name))
+        }
         peer_procs::MIGRATION_STATUS => {
             let name: String = req.decode()?;
             let m = inner

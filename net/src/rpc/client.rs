@@ -42,6 +42,9 @@ pub struct LinkState {
     pub generation: u64,
     /// Why the connection last went down or failed to come up.
     pub last_error: Option<String>,
+    /// Connect attempts that failed since the client was made (never
+    /// falls: a watcher tells a new failure from an old one by it).
+    pub connects_failed: u64,
 }
 
 struct Pending {
@@ -100,6 +103,7 @@ impl RpcClient {
             up: false,
             generation: 0,
             last_error: Some("not yet connected".into()),
+            connects_failed: 0,
         });
         let inner = Arc::new(Inner {
             rt: rt.child(format!("rpc-client {name}")),
@@ -155,6 +159,28 @@ impl RpcClient {
                     .with(|s| s.last_error.clone())
                     .unwrap_or_else(|| "unknown".into())
             ))),
+        }
+    }
+
+    /// Wait for the first connect attempt of a new client to end: the
+    /// generation when it connected, or the error at once when it failed
+    /// (a refused port is a definite answer; the background retries go
+    /// on). For a caller that has a better next step than retrying the
+    /// same address (a brick that restarted is on a new port).
+    pub async fn wait_first_attempt(&self, timeout: Duration) -> Result<u64, RpcError> {
+        let inner = self.inner();
+        let waited = inner
+            .rt
+            .clock()
+            .timeout(
+                timeout,
+                inner.link.wait_for(|s| s.up || s.connects_failed > 0),
+            )
+            .await;
+        match waited {
+            Ok(s) if s.up => Ok(s.generation),
+            Ok(s) => Err(inner.not_connected(s.last_error.unwrap_or_default())),
+            Err(_) => Err(inner.not_connected(format!("not connected within {timeout:?}"))),
         }
     }
 
@@ -445,7 +471,10 @@ async fn connection_manager(inner: Arc<Inner>) {
                 inner
                     .rt
                     .trace(|| format!("connect to {} failed: {msg}", inner.name));
-                inner.link.modify(|s| s.last_error = Some(msg));
+                inner.link.modify(|s| {
+                    s.last_error = Some(msg);
+                    s.connects_failed += 1;
+                });
             }
         }
         let pause = inner.backoff(attempt);

@@ -46,6 +46,34 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("getxattr {} on {}", r.name, r.gfid))
     }
 
+    /// Each of `r.names` read under one namespace lock: a value, or
+    /// `None` when absent (any other failure fails the whole request).
+    pub fn getxattr_many(&self, r: &bp::GetxattrMany) -> FopResult<Vec<Option<Vec<u8>>>> {
+        if r.names.len() > bp::GETXATTR_NAMES_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!(
+                    "{} xattr names asked at once; at most {} are read per request",
+                    r.names.len(),
+                    bp::GETXATTR_NAMES_MAX
+                ),
+            ));
+        }
+        for name in &r.names {
+            xattr_access(name)?;
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        let (p, _) = self.resolve(&r.gfid)?;
+        r.names
+            .iter()
+            .map(|name| match self.storage.getxattr(&p, name) {
+                Ok(v) => Ok(Some(v)),
+                Err(Errno::ENODATA) => Ok(None),
+                Err(e) => Err(fop(e, format!("getxattr {name} on {}", r.gfid))),
+            })
+            .collect()
+    }
+
     pub fn setxattr(&self, r: &bp::Setxattr) -> FopResult<()> {
         match xattr_access(&r.name)? {
             XattrAccess::ReadWrite => {}

@@ -49,7 +49,12 @@ fn main() {
     let mut failures = Vec::new();
     let mut runs = 0;
     for s in &scenarios {
-        for seed in from..from + seeds {
+        let n = if only.is_some() {
+            seeds
+        } else {
+            (seeds / s.seeds_divisor.max(1)).max(1)
+        };
+        for seed in from..from + n {
             runs += 1;
             let run = s.run;
             let name = s.name;
