@@ -62,6 +62,8 @@ struct Followed {
     /// ... and what it left is likely done within moments (see
     /// [`RETRY_SOON_MS`]).
     retry_soon: bool,
+    /// Crawls in a row that left work and healed nothing.
+    fruitless: u32,
     /// mgmtd's counts of `volume heal [full]` requests at the last look.
     requests: HealCounts,
     /// What the crawls did per local brick (`volume heal NAME statistics`).
@@ -120,6 +122,24 @@ pub struct CrawlClock {
     pub retry_soon: bool,
     /// An operator asked for a heal (`volume heal NAME`) since the last look.
     pub requested: bool,
+    /// Crawls in a row that left work and healed nothing.
+    pub fruitless: u32,
+}
+
+/// Longest wait between two crawls that leave work and heal nothing.
+const UNFINISHED_RETRY_MAX_MS: u64 = 32_000;
+
+/// How long after a crawl that left work the next one runs: a tick, then
+/// twice as long after each crawl in a row that healed nothing, up to
+/// [`UNFINISHED_RETRY_MAX_MS`]. A crawl costs a request per listed file
+/// and brick even when it only finds the files not made yet (another
+/// daemon's entry heal of their directory makes and heals them) or a
+/// brick down (its return starts a crawl at once anyway): ten thousand
+/// such files retried every 2 s by the two idle daemons took much of the
+/// CPU the healing one needed.
+pub fn unfinished_retry_after(fruitless: u32) -> Duration {
+    let ms = TICK_MS.saturating_mul(1 << fruitless.min(8));
+    Duration::from_millis(ms.min(UNFINISHED_RETRY_MAX_MS))
 }
 
 /// Does what a crawl left warrant a try within [`RETRY_SOON_MS`] rather
@@ -145,7 +165,7 @@ pub fn crawl_due(c: CrawlClock) -> bool {
     since >= c.heal_timeout
         || c.reconnected
         || c.requested
-        || (c.unfinished && since >= Duration::from_millis(TICK_MS))
+        || (c.unfinished && since >= unfinished_retry_after(c.fruitless))
         || (c.retry_soon && since >= Duration::from_millis(RETRY_SOON_MS))
 }
 
@@ -225,6 +245,7 @@ impl Shd {
                     connections: 0,
                     unfinished: true,
                     retry_soon: false,
+                    fruitless: 0,
                     requests: HealCounts {
                         index: 0,
                         full: asked.full,
@@ -263,6 +284,7 @@ impl Shd {
             unfinished: f.unfinished,
             retry_soon: f.retry_soon,
             requested: requests.index != f.requests.index,
+            fruitless: f.fruitless,
         });
         let sweep = requests.full != f.requests.full;
         f.requests = requests;
@@ -299,6 +321,11 @@ impl Shd {
         f.last_crawl = Some(self.rt.clock().now());
         f.unfinished = sum.unfinished();
         f.retry_soon = retry_soon(&sum);
+        f.fruitless = if f.unfinished && sum.healed == 0 {
+            f.fruitless.saturating_add(1)
+        } else {
+            0
+        };
         let took = f.last_crawl.expect("just set") - started;
         log_crawl(&v.name, what, &sum, took);
         let kind = if sweep { "FULL" } else { "INDEX" };
@@ -447,7 +474,39 @@ mod tests {
             unfinished,
             retry_soon: false,
             requested: false,
+            fruitless: 0,
         }
+    }
+
+    #[test]
+    fn fruitless_crawls_back_off() {
+        for (fruitless, want_ms) in [
+            (0, 2_000),
+            (1, 4_000),
+            (2, 8_000),
+            (3, 16_000),
+            (4, 32_000),
+            (5, 32_000),
+            (u32::MAX, 32_000),
+        ] {
+            assert_eq!(
+                unfinished_retry_after(fruitless),
+                Duration::from_millis(want_ms),
+                "{fruitless}"
+            );
+        }
+        let c = |since_ms, fruitless| CrawlClock {
+            fruitless,
+            ..clock(Some(since_ms), false, true)
+        };
+        assert!(crawl_due(c(2_000, 0)));
+        assert!(!crawl_due(c(2_000, 1)), "backed off");
+        assert!(crawl_due(c(4_000, 1)));
+        // A reconnect crawls at once whatever came before.
+        assert!(crawl_due(CrawlClock {
+            reconnected: true,
+            ..c(100, 6)
+        }));
     }
 
     #[test]
@@ -601,6 +660,7 @@ mod tests {
             unfinished: false,
             retry_soon: false,
             requested: false,
+            fruitless: 0,
         };
         assert!(crawl_due(c));
     }

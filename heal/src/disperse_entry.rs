@@ -51,7 +51,7 @@ use crate::entry_steps::{
     MakeOnSink,
 };
 use crate::steps::{
-    clear_order, copy_metadata, healed_outcome, merge_outcomes, with_every_brick_locked,
+    clear_order, copy_metadata_to, healed_outcome, merge_outcomes, with_every_brick_locked,
 };
 use crate::HealOutcome;
 
@@ -222,7 +222,7 @@ async fn create(
     }
     let children = set.children();
     make_object(children, dir, name, entry, on).await?;
-    copy_metadata(children, entry.gfid, on.0, &[on.1]).await
+    copy_metadata_to(children, entry.gfid, on.0, &[on.1], true).await
 }
 
 /// Heal at once what the plan made that is not a directory (its fragment

@@ -18,7 +18,7 @@ use crate::entry_steps::{
 };
 use crate::replicate::{clear_counters, whole_file_lock};
 use crate::split_brain::FavoriteChild;
-use crate::steps::{copy_data, copy_metadata, with_every_brick_locked};
+use crate::steps::{copy_data, copy_metadata_to, with_every_brick_locked};
 use crate::HealOutcome;
 
 /// Heal the names of directory `dir` (every brick of the set is up).
@@ -193,7 +193,7 @@ async fn create(
         FileKind::Symlink | FileKind::Fifo => {}
     }
     make_object(children, dir, name, entry, (source, sink)).await?;
-    copy_metadata(children, entry.gfid, source, &[sink]).await
+    copy_metadata_to(children, entry.gfid, source, &[sink], true).await
 }
 
 /// A good copy of the directory that may serve a file's data: not the
@@ -245,7 +245,7 @@ async fn create_file(
                     copy_data(children, gfid, source, &[sink]).await?;
                 }
             }
-            copy_metadata(children, gfid, source, &[sink]).await
+            copy_metadata_to(children, gfid, source, &[sink], true).await
         };
         match made.await {
             Ok(()) => HealOutcome::Clean,

@@ -251,6 +251,19 @@ pub(crate) async fn copy_metadata(
     src: usize,
     sinks: &[usize],
 ) -> FopResult<()> {
+    copy_metadata_to(children, gfid, src, sinks, false).await
+}
+
+/// [`copy_metadata`]; `new_sinks`: the sinks' copies were just made by
+/// entry heal, so they hold no user xattrs to remove (one listing less
+/// per new file).
+pub(crate) async fn copy_metadata_to(
+    children: &[Child],
+    gfid: Gfid,
+    src: usize,
+    sinks: &[usize],
+    new_sinks: bool,
+) -> FopResult<()> {
     let a = children[src]
         .fop(Fop::Stat(bp::Stat { gfid }))
         .await?
@@ -288,10 +301,14 @@ pub(crate) async fn copy_metadata(
             }))
             .await?;
         // The sink's user xattrs become the source's.
-        if let FopOut::Names(theirs) = children[s]
-            .fop(Fop::Listxattr(bp::Listxattr { gfid }))
-            .await?
-        {
+        let theirs = if new_sinks {
+            FopOut::Names(Vec::new())
+        } else {
+            children[s]
+                .fop(Fop::Listxattr(bp::Listxattr { gfid }))
+                .await?
+        };
+        if let FopOut::Names(theirs) = theirs {
             for x in theirs.into_iter().filter(|x| x.starts_with("user.")) {
                 if !user.iter().any(|(n, _)| *n == x) {
                     let _ = children[s]
