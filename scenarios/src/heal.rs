@@ -41,6 +41,12 @@ const HEALED_AFTER_KILL_MAX_SECS: u64 = 60;
 
 const FILE_BYTES: usize = 4096;
 
+/// The fewest entries `heal_shd_killed` aims to leave pending when it
+/// kills the daemons (a look every 10 ms of simulated time sees the
+/// indices shrink by up to a few dozen entries at once; over seeds 1 to
+/// 80 the fewest left was 4).
+const KILL_WITH_PENDING_MIN: usize = 40;
+
 #[derive(Clone, Copy, Debug)]
 pub enum Layout {
     Replica3,
@@ -292,19 +298,21 @@ pub async fn heal_shd_killed(sim: Sim) {
     let want = change_while_down(&sim, 120).await;
     start_force(&pool).await;
     wait_online(&pool, Layout::Replica3.bricks()).await;
-    // Mid-heal: once the indices have begun to shrink, after a drawn
-    // moment more.
+    // Mid-heal: once the indices have shrunk to a drawn count of at least
+    // KILL_WITH_PENDING_MIN (seed 20 of a wait drawn in time found the
+    // heal already done).
     let clock = mortar_net::Clock::new();
     let online = clock.now();
     let at_start = pending(&sim).await;
+    let target = sim.with_rng(|r| {
+        KILL_WITH_PENDING_MIN
+            + r.below((at_start.saturating_sub(KILL_WITH_PENDING_MIN + 1)).max(1) as u64) as usize
+    });
     let mut before = at_start;
-    while before == at_start && clock.now() - online < Duration::from_secs(10) {
-        sim.sleep(Duration::from_millis(20)).await;
+    while before > target && clock.now() - online < Duration::from_secs(10) {
+        sim.sleep(Duration::from_millis(10)).await;
         before = pending(&sim).await;
     }
-    sim.sleep(Duration::from_millis(sim.with_rng(|r| r.below(3_000))))
-        .await;
-    let before = pending(&sim).await;
     let pause = clock.now() - online;
     for host in HOSTS {
         for p in sim.running_processes(host) {
