@@ -220,9 +220,11 @@ pub struct CrawlView {
     /// Entries taken off the index.
     pub healed: u64,
     pub bytes: u64,
-    /// Files of the brick's set found in split-brain.
+    /// Files the crawl found in split-brain (over every set of the volume
+    /// this daemon crawled, not the brick's set alone).
     pub split_brain: u64,
-    /// Files of the set it could not heal now (tried again later).
+    /// Files the crawl could not heal now (tried again later; over the
+    /// same sets).
     pub failed: u64,
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mortar_client::api::Client;
-use mortar_mgmt::api::{CliReply, CliRequest};
+use mortar_mgmt::api::CliRequest;
 use mortar_net::sync::Watch;
 use mortar_net::{Endpoint, Runtime};
 use mortar_proto::{options, Errno};
@@ -140,7 +140,7 @@ struct Tally {
     failed: u32,
 }
 
-fn mgmt() -> Endpoint {
+pub(crate) fn mgmt() -> Endpoint {
     "s1:24007".parse().expect("endpoint")
 }
 
@@ -157,23 +157,8 @@ const RECONNECT_AFTER_ONLINE_MAX_MS: u64 = 1_000;
 
 async fn wait_online(pool: &Pool, bricks: usize) {
     for _ in 0..80 {
-        if let Ok(CliReply::Status(s)) = pool
-            .cli(
-                "s1",
-                CliRequest::VolumeStatus {
-                    name: Some("vol".into()),
-                },
-            )
-            .await
-        {
-            let up = s[0]
-                .bricks
-                .iter()
-                .filter(|b| b.online && b.port.is_some())
-                .count();
-            if up == bricks {
-                return;
-            }
+        if crate::heal::bricks_online(pool).await == bricks {
+            return;
         }
         pool.sim.sleep(Duration::from_millis(500)).await;
     }

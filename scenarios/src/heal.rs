@@ -23,10 +23,11 @@ use mortar_client::fop::Child;
 use mortar_client::graph::SetLayer;
 use mortar_heal::compare::{compare, SetKind};
 use mortar_mgmt::api::{CliReply, CliRequest};
-use mortar_net::{Endpoint, Runtime};
+use mortar_net::Runtime;
 use mortar_proto::brick as bp;
 use mortar_sim::{host_ip, Sim};
 
+use crate::client::mgmt;
 use crate::mgmt::{create_request, start_request, Pool, HOSTS};
 
 /// How long after `volume status` shows the returned brick online its
@@ -71,10 +72,6 @@ impl Layout {
     }
 }
 
-fn mgmt() -> Endpoint {
-    "s1:24007".parse().expect("endpoint")
-}
-
 async fn mount(rt: &Runtime) -> std::sync::Arc<Client> {
     let c = Client::mount(rt, &mgmt(), "vol")
         .await
@@ -93,7 +90,7 @@ fn content(name: &str, salt: u8) -> Vec<u8> {
 }
 
 /// The bricks every server runs, online with ports, per `volume status`.
-async fn bricks_online(pool: &Pool) -> usize {
+pub(crate) async fn bricks_online(pool: &Pool) -> usize {
     match pool
         .cli(
             "s1",
