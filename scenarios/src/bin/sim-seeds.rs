@@ -1,14 +1,23 @@
 //! Run every scenario over a range of seeds and report each failure with
 //! the command that replays it.
 //!
-//! Usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] | --list
+//! Usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] [--jobs J] | --list
+//!
+//! Seeds run on `--jobs` threads at once (default: the machine's cores);
+//! each run is its own simulation on its own thread, so the outcome of a
+//! seed does not depend on what runs beside it. Log lines of runs that
+//! overlap interleave: `--jobs 1`, or the replay command, gives one run's
+//! log alone.
 #![allow(clippy::print_stdout)] // --list prints scenario names for scripts.
 
 #[cfg(madsim)]
 fn main() {
     use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     let mut seeds: u64 = 20;
+    let mut jobs: usize = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut from: u64 = 1;
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
@@ -29,6 +38,13 @@ fn main() {
                     .unwrap_or_else(|_| usage("--from takes a number"))
             }
             "--scenario" => only = Some(val("--scenario")),
+            "--jobs" => {
+                jobs = val("--jobs")
+                    .parse()
+                    .ok()
+                    .filter(|j| *j > 0)
+                    .unwrap_or_else(|| usage("--jobs takes a number above 0"))
+            }
             "--list" => {
                 for s in mortar_scenarios::all() {
                     println!("{}", s.name);
@@ -46,24 +62,39 @@ fn main() {
     if scenarios.is_empty() {
         usage("no scenario by that name");
     }
-    let mut failures = Vec::new();
-    let mut runs = 0;
-    for s in &scenarios {
+    // Every (scenario, seed) run, in the order a one-thread sweep takes.
+    let mut runs = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
         let n = if only.is_some() {
             seeds
         } else {
             (seeds / s.seeds_divisor.max(1)).max(1)
         };
-        for seed in from..from + n {
-            runs += 1;
-            let run = s.run;
-            let name = s.name;
-            let r = catch_unwind(AssertUnwindSafe(|| mortar_sim::run(name, seed, run)));
-            if r.is_err() {
-                failures.push((name, seed));
-            }
-        }
+        runs.extend((from..from + n).map(|seed| (i, seed)));
     }
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(runs.len()) {
+            #[allow(clippy::disallowed_methods)] // Sweep workers, outside any simulation.
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, seed)) = runs.get(k) else { break };
+                let (name, run) = (scenarios[i].name, scenarios[i].run);
+                let r = catch_unwind(AssertUnwindSafe(|| mortar_sim::run(name, seed, run)));
+                if r.is_err() {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).push(k);
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort_unstable();
+    let failures: Vec<_> = failed
+        .iter()
+        .map(|&k| (scenarios[runs[k].0].name, runs[k].1))
+        .collect();
+    let runs = runs.len();
     eprintln!();
     for (name, seed) in &failures {
         eprintln!(
@@ -89,7 +120,7 @@ fn usage(why: &str) -> ! {
     if !why.is_empty() {
         eprintln!("sim-seeds: {why}");
     }
-    eprintln!("usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] | --list");
+    eprintln!("usage: sim-seeds [--seeds N] [--from SEED] [--scenario NAME] [--jobs J] | --list");
     std::process::exit(2)
 }
 
