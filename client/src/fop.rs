@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mortar_net::BoxFuture;
 use mortar_proto::brick::{self as bp, BrickRequest, CounterDelta, IO_BYTES_MAX};
-use mortar_proto::{Attr, Errno, FopError, Gfid};
+use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
 /// The one result type of the client's file operations: the alias the
 /// wire types define, so a brick's answer and a layer's are one type.
@@ -53,6 +53,9 @@ pub enum Fop {
     Rchecksum(bp::Rchecksum),
     /// Punch a hole in one brick's copy (heal's; set layers refuse it).
     Discard(bp::Discard),
+    /// The kinds of several gfids on one brick (heal's; set layers
+    /// refuse it).
+    GfidKinds(bp::GfidKinds),
 }
 
 impl Fop {
@@ -149,6 +152,7 @@ pub enum FopOut {
     Counters(Vec<(String, CounterDelta)>),
     Statfs(bp::StatfsReply),
     Checksums(bp::RchecksumReply),
+    Kinds(Vec<Option<FileKind>>),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file
@@ -297,6 +301,7 @@ impl Subvolume for ProtocolClient {
                     call(self, &q).await?;
                     FopOut::Done
                 }
+                Fop::GfidKinds(q) => FopOut::Kinds(call(self, &q).await?),
             })
         })
     }

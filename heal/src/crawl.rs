@@ -23,6 +23,9 @@ pub struct HealSummary {
     pub skipped: u64,
     /// Left to another healer that holds them.
     pub busy: u64,
+    /// Not tried: another healer held a directory they may belong to
+    /// ([`defer_files`]).
+    pub deferred: u64,
     /// Why files were skipped or left in split-brain (the first
     /// [`SUMMARY_ERRORS_MAX`]).
     pub errors: Vec<String>,
@@ -87,6 +90,9 @@ pub(crate) async fn brick_rows(
 /// How long the count of a brick's index at the end of a crawl may take.
 const INDEX_COUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a brick may take to say the kinds of one page of its index.
+const KINDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bytes this process has written to the bricks of set `set` of `g`.
 pub(crate) fn set_bytes_written(g: &VolumeGraph, set: usize) -> u64 {
     g.heal_sets[set]
@@ -135,7 +141,7 @@ impl HealSummary {
 
     /// Did the crawl leave files it may heal on a later try?
     pub fn unfinished(&self) -> bool {
-        self.skipped > 0 || self.busy > 0
+        self.skipped > 0 || self.busy > 0 || self.deferred > 0
     }
 
     /// Add another set's (or pass's) summary to this one.
@@ -145,6 +151,7 @@ impl HealSummary {
         self.split_brain += other.split_brain;
         self.skipped += other.skipped;
         self.busy += other.busy;
+        self.deferred += other.deferred;
         for e in other.errors {
             self.note(e);
         }
@@ -173,6 +180,28 @@ pub struct CrawlLimits {
     /// option the client graph does not carry, so the daemon, which has
     /// the volume, passes it down with the crawl's other bounds.
     pub favorite_child: FavoriteChild,
+    /// How long this volume's crawls have been deferring files
+    /// ([`defer_files`]); zero when the last one did not.
+    pub deferred_for: std::time::Duration,
+}
+
+/// The longest a daemon's crawls keep deferring files behind busy
+/// directories before one tries them anyway.
+pub const FILES_DEFERRED_MAX_MS: u64 = 5_000;
+
+/// Should a pass leave its files untried after its directories? When
+/// another healer holds one of the directories it is healing that
+/// directory's names, and a new file's data with them: looking at its
+/// files now mostly finds them not made yet, a request per file and
+/// brick spent for nothing while that healer needs the bricks. They are
+/// left for a later crawl. Once the crawls have deferred for
+/// [`FILES_DEFERRED_MAX_MS`] one tries them, so files outside that
+/// directory wait at most that long (then a crawl) however long the
+/// directory's heal takes.
+pub fn defer_files(busy_dirs: u64, files: usize, deferred_for: std::time::Duration) -> bool {
+    busy_dirs > 0
+        && files > 0
+        && deferred_for < std::time::Duration::from_millis(FILES_DEFERRED_MAX_MS)
 }
 
 /// One index crawl: heal every file in the pending-heal index of the
@@ -231,29 +260,29 @@ async fn crawl_set(
     let mut passes = 0;
     let bytes_before = set_bytes_written(g, set);
     let mut first_listing = Vec::new();
+    let workers = limits.threads.max(1) * local.len();
     loop {
         let mut listed = HealSummary::default();
-        let mut pending = BTreeSet::new();
-        for &m in local {
-            let pc = &g.clients[m];
-            match pc.pending_heal(limits.files_max).await {
-                Ok(gfids) => {
-                    if passes == 0 {
-                        first_listing.push(gfids.len() as u64);
-                    }
-                    pending.extend(gfids)
-                }
-                Err(e) => {
-                    if passes == 0 {
-                        first_listing.push(0);
-                    }
-                    listed.note(format!("{}: listing the index: {e}", pc.name()))
-                }
-            }
+        let (pending, counts) = list_pending(g, local, limits.files_max, &mut listed).await;
+        if passes == 0 {
+            first_listing = counts;
         }
-        let workers = limits.threads.max(1) * local.len();
-        let gfids = pending.into_iter().collect();
-        let pass = heal_each(rt, g, set, gfids, workers, false, limits.favorite_child).await;
+        // Directories first: healing one makes its new files and heals
+        // them under the lock it holds, so a file looked at before its
+        // directory is healed is a look wasted (it is not there yet).
+        let (dirs, mut rest) = split_directories(&g.clients[local[0]], pending).await;
+        let favorite = limits.favorite_child;
+        let mut pass = heal_each(rt, g, set, dirs, workers, false, favorite).await;
+        if pass.healed > 0 && !rest.is_empty() {
+            // What the directories' heals healed has left the indices.
+            let (still, _) = list_pending(g, local, limits.files_max, &mut listed).await;
+            rest.retain(|g| still.contains(g));
+        }
+        if defer_files(pass.busy, rest.len(), limits.deferred_for) {
+            pass.deferred += rest.len() as u64;
+        } else {
+            pass.add(heal_each(rt, g, set, rest, workers, false, favorite).await);
+        }
         passes += 1;
         let again = pass_again(&pass, passes);
         // A file a pass skipped and a later one healed counts as healed:
@@ -264,6 +293,7 @@ async fn crawl_set(
             total.split_brain = pass.split_brain;
             total.skipped = pass.skipped;
             total.busy = pass.busy;
+            total.deferred = pass.deferred;
             total.errors = listed.errors;
             for e in pass.errors {
                 total.note(e);
@@ -272,6 +302,64 @@ async fn crawl_set(
             return total;
         }
     }
+}
+
+/// The union of the pending-heal indices of the bricks `local` of `g`
+/// (at most `files_max` entries from each), and how many each listed
+/// (0 for a brick that could not say; why is noted in `sum`).
+async fn list_pending(
+    g: &VolumeGraph,
+    local: &[usize],
+    files_max: usize,
+    sum: &mut HealSummary,
+) -> (BTreeSet<Gfid>, Vec<u64>) {
+    let mut pending = BTreeSet::new();
+    let mut counts = Vec::with_capacity(local.len());
+    for &m in local {
+        let pc = &g.clients[m];
+        match pc.pending_heal(files_max).await {
+            Ok(gfids) => {
+                counts.push(gfids.len() as u64);
+                pending.extend(gfids);
+            }
+            Err(e) => {
+                counts.push(0);
+                sum.note(format!("{}: listing the index: {e}", pc.name()));
+            }
+        }
+    }
+    (pending, counts)
+}
+
+/// `pending` split into the directories (as brick `pc` knows them) and
+/// everything else, each in gfid order. A brick that cannot say (an older
+/// brick without the procedure, an error) leaves everything in the second
+/// part, healed in gfid order as before.
+async fn split_directories(
+    pc: &mortar_client::protocol::ProtocolClient,
+    pending: BTreeSet<Gfid>,
+) -> (Vec<Gfid>, Vec<Gfid>) {
+    let all: Vec<Gfid> = pending.into_iter().collect();
+    let mut dirs = Vec::new();
+    let mut rest = Vec::with_capacity(all.len());
+    for page in all.chunks(bp::GFID_KINDS_MAX) {
+        let asked = bp::GfidKinds {
+            gfids: page.to_vec(),
+        };
+        match pc.call(&asked, bytes::Bytes::new(), KINDS_WAIT).await {
+            Ok((kinds, _)) if kinds.len() == page.len() => {
+                for (g, k) in page.iter().zip(kinds) {
+                    if k == Some(mortar_proto::FileKind::Directory) {
+                        dirs.push(*g);
+                    } else {
+                        rest.push(*g);
+                    }
+                }
+            }
+            _ => rest.extend_from_slice(page),
+        }
+    }
+    (dirs, rest)
 }
 
 /// Heal `gfids` of set `set` with `workers` healers at once; `full`: as
@@ -335,6 +423,38 @@ mod tests {
         assert_eq!(s.errors.len(), SUMMARY_ERRORS_MAX);
         assert_eq!(s.errors[0], "skip 0");
         assert!(s.unfinished());
+    }
+
+    #[test]
+    fn when_files_wait_behind_a_busy_directory() {
+        let max = FILES_DEFERRED_MAX_MS;
+        for (busy_dirs, files, deferred_ms, defer, why) in [
+            (
+                1,
+                500,
+                0,
+                true,
+                "another healer is making this directory's names",
+            ),
+            (1, 500, max - 1, true, "deferring, within the bound"),
+            (0, 500, 0, false, "no directory busy: the files are tried"),
+            (1, 0, 0, false, "nothing to leave"),
+            (
+                1,
+                500,
+                max,
+                false,
+                "deferred long enough: files outside the directory are tried",
+            ),
+        ] {
+            let d = std::time::Duration::from_millis(deferred_ms);
+            assert_eq!(defer_files(busy_dirs, files, d), defer, "{why}");
+        }
+        let left = HealSummary {
+            deferred: 3,
+            ..HealSummary::default()
+        };
+        assert!(left.unfinished(), "deferred files are work left");
     }
 
     fn pass(healed: u64, skipped: u64, split_brain: u64, busy: u64) -> HealSummary {

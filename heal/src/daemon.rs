@@ -64,6 +64,9 @@ struct Followed {
     retry_soon: bool,
     /// Crawls in a row that left work and healed nothing.
     fruitless: u32,
+    /// Since when this volume's crawls leave files untried behind a busy
+    /// directory ([`crate::crawl::defer_files`]); `None`: the last did not.
+    deferring_since: Option<Instant>,
     /// mgmtd's counts of `volume heal [full]` requests at the last look.
     requests: HealCounts,
     /// What the crawls did per local brick (`volume heal NAME statistics`).
@@ -246,6 +249,7 @@ impl Shd {
                     unfinished: true,
                     retry_soon: false,
                     fruitless: 0,
+                    deferring_since: None,
                     requests: HealCounts {
                         index: 0,
                         full: asked.full,
@@ -304,6 +308,7 @@ impl Shd {
             files_max: CRAWL_FILES_MAX,
             threads: options::get_u64(&v.options, options::SHD_MAX_THREADS) as usize,
             favorite_child: favorite_child(v),
+            deferred_for: f.deferring_since.map_or(Duration::ZERO, |t| now - t),
         };
         let started = self.rt.clock().now();
         let started_wall = wall_ms(&self.rt);
@@ -321,6 +326,10 @@ impl Shd {
         f.last_crawl = Some(self.rt.clock().now());
         f.unfinished = sum.unfinished();
         f.retry_soon = retry_soon(&sum);
+        f.deferring_since = match (sum.deferred > 0, f.deferring_since) {
+            (true, since) => since.or(Some(started)),
+            (false, _) => None,
+        };
         f.fruitless = if f.unfinished && sum.healed == 0 {
             f.fruitless.saturating_add(1)
         } else {
@@ -380,7 +389,9 @@ fn log_crawl(volume: &str, what: &str, sum: &HealSummary, took: Duration) {
     let listed: u64 = sum.bricks.iter().map(|b| b.listed).sum();
     let off_index: u64 = sum.bricks.iter().map(|b| b.healed()).sum();
     let bytes: u64 = sum.bricks.iter().map(|b| b.bytes).sum();
-    if what != "index crawl" || sum.healed + sum.skipped + sum.split_brain + sum.busy > 0 {
+    if what != "index crawl"
+        || sum.healed + sum.skipped + sum.split_brain + sum.busy + sum.deferred > 0
+    {
         let secs = took.as_secs_f64().max(0.001);
         tracing::info!(
             volume = %volume,
@@ -392,6 +403,7 @@ fn log_crawl(volume: &str, what: &str, sum: &HealSummary, took: Duration) {
             skipped = sum.skipped,
             split_brain = sum.split_brain,
             busy = sum.busy,
+            deferred = sum.deferred,
             took_ms = took.as_millis() as u64,
             first_reason = sum.errors.first().map(String::as_str).unwrap_or(""),
             "{what}"

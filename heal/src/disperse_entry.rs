@@ -222,7 +222,7 @@ async fn create(
     }
     let children = set.children();
     make_object(children, dir, name, entry, on).await?;
-    copy_metadata_to(children, entry.gfid, on.0, &[on.1], true).await
+    copy_metadata_to(children, entry.gfid, on.0, &[on.1], true, None).await
 }
 
 /// Heal at once what the plan made that is not a directory (its fragment

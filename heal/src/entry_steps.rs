@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use mortar_client::fop::{shape_error, Child, Fop, FopOut, FopResult};
 use mortar_net::BoxFuture;
 use mortar_proto::brick as bp;
-use mortar_proto::{Errno, FileKind, FopError, Gfid};
+use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
 use crate::entry::{Action, Entry, Listing, Plan, Unhealed};
 use crate::HealOutcome;
@@ -93,14 +93,33 @@ pub(crate) async fn held_elsewhere(
         .collect();
     for &s in stale {
         let here: BTreeSet<Gfid> = listings[s].values().map(|e| e.gfid).collect();
-        for &g in wanted.difference(&here) {
-            if children[s]
-                .fop(Fop::Stat(bp::Stat { gfid: g }))
-                .await
-                .is_ok()
-            {
-                held[s].insert(g);
-            }
+        let missing: Vec<Gfid> = wanted.difference(&here).copied().collect();
+        for page in missing.chunks(bp::GFID_KINDS_MAX) {
+            held[s].extend(held_of(&children[s], page).await);
+        }
+    }
+    held
+}
+
+/// Which of `gfids` brick `c` holds: asked at once, or (an older brick
+/// without the procedure, or an error) one stat each.
+async fn held_of(c: &Child, gfids: &[Gfid]) -> Vec<Gfid> {
+    let asked = Fop::GfidKinds(bp::GfidKinds {
+        gfids: gfids.to_vec(),
+    });
+    if let Ok(FopOut::Kinds(kinds)) = c.fop(asked).await {
+        if kinds.len() == gfids.len() {
+            return gfids
+                .iter()
+                .zip(kinds)
+                .filter_map(|(g, k)| k.map(|_| *g))
+                .collect();
+        }
+    }
+    let mut held = Vec::new();
+    for &g in gfids {
+        if c.fop(Fop::Stat(bp::Stat { gfid: g })).await.is_ok() {
+            held.push(g);
         }
     }
     held
@@ -300,14 +319,15 @@ async fn apply_one(
 
 /// Make `name` in `dir` on `sink` as the object `entry` held by `source`:
 /// the same gfid, kind, mode and owner, and a symlink's target. Times,
-/// xattrs and data are the caller's to copy.
+/// xattrs and data are the caller's to copy. Returns the source's
+/// attributes as read for it.
 pub(crate) async fn make_object(
     children: &[Child],
     dir: Gfid,
     name: &str,
     entry: Entry,
     (source, sink): (usize, usize),
-) -> FopResult<()> {
+) -> FopResult<Attr> {
     let gfid = entry.gfid;
     let a = children[source]
         .fop(Fop::Stat(bp::Stat { gfid }))
@@ -351,7 +371,7 @@ pub(crate) async fn make_object(
             })
         }
     };
-    children[sink].fop(op).await.map(drop)
+    children[sink].fop(op).await.map(|_| a)
 }
 
 /// Remove `name` (`entry`) from directory `dir` on one brick; a directory

@@ -14,7 +14,7 @@ use crate::resolve::ResolveError;
 use crate::split_brain::{kind_word, FavoriteChild};
 use crate::steps::{
     clear_order, copy_data, copy_metadata, every_brick_up, healed_outcome, kind_of, merge_outcomes,
-    with_every_brick_locked,
+    with_every_brick_locked, JustMade,
 };
 use crate::{source, HealOutcome};
 
@@ -131,7 +131,7 @@ pub(crate) async fn heal_locked(
 ) -> HealOutcome {
     let all: Vec<usize> = (0..set.children().len()).collect();
     let views = set.views(gfid, &all).await;
-    heal_viewed(set, gfid, favorite, &views).await
+    heal_viewed(set, gfid, favorite, &views, None).await
 }
 
 /// [`heal_locked`] with every copy's counters already read (under the
@@ -141,6 +141,7 @@ pub(crate) async fn heal_viewed(
     gfid: Gfid,
     favorite: FavoriteChild,
     views: &[Option<BrickView>],
+    made: Option<JustMade>,
 ) -> HealOutcome {
     let children = set.children();
     if views.iter().any(Option::is_none) {
@@ -148,7 +149,7 @@ pub(crate) async fn heal_viewed(
     }
     let mut healed: Vec<usize> = Vec::new();
     for kind in [Kind::Data, Kind::Metadata] {
-        match heal_kind(set, gfid, kind, views, favorite).await {
+        match heal_kind(set, gfid, kind, views, favorite, made).await {
             Ok(sinks) => {
                 for s in sinks {
                     if !healed.contains(&s) {
@@ -170,6 +171,7 @@ async fn heal_kind(
     kind: Kind,
     views: &[Option<BrickView>],
     favorite: FavoriteChild,
+    made: Option<JustMade>,
 ) -> Result<Vec<usize>, HealOutcome> {
     let children = set.children();
     let k = kind as usize;
@@ -194,7 +196,7 @@ async fn heal_kind(
         .filter(|i| !(kind == Kind::Data && Some(*i) == set.arbiter()))
         .collect();
     let copied = match kind {
-        Kind::Data => copy_data(children, gfid, src, &sinks).await,
+        Kind::Data => copy_data(children, gfid, src, &sinks, made).await,
         _ => copy_metadata(children, gfid, src, &sinks).await,
     };
     if let Err(e) = copied {

@@ -18,7 +18,7 @@ use crate::entry_steps::{
 };
 use crate::replicate::{clear_counters, whole_file_lock};
 use crate::split_brain::FavoriteChild;
-use crate::steps::{copy_data, copy_metadata_to, with_every_brick_locked};
+use crate::steps::{copy_data, copy_metadata_to, with_every_brick_locked, JustMade};
 use crate::HealOutcome;
 
 /// Heal the names of directory `dir` (every brick of the set is up).
@@ -193,7 +193,7 @@ async fn create(
         FileKind::Symlink | FileKind::Fifo => {}
     }
     make_object(children, dir, name, entry, (source, sink)).await?;
-    copy_metadata_to(children, entry.gfid, source, &[sink], true).await
+    copy_metadata_to(children, entry.gfid, source, &[sink], true, None).await
 }
 
 /// A good copy of the directory that may serve a file's data: not the
@@ -229,7 +229,12 @@ async fn create_file(
     let children = set.children();
     let make = async {
         let made = async {
-            make_object(children, dir, name, entry, (source, sink)).await?;
+            let a = make_object(children, dir, name, entry, (source, sink)).await?;
+            let made = JustMade {
+                source,
+                sink,
+                size: a.size,
+            };
             if Some(sink) != set.arbiter() {
                 let all: Vec<usize> = (0..children.len()).collect();
                 let views = set.views(gfid, &all).await;
@@ -240,12 +245,14 @@ async fn create_file(
                     // mostly this). A split-brain or a skip is left for
                     // the file's own heal, which reports it.
                     let none = FavoriteChild::None;
-                    let _ = crate::replicate::heal_viewed(set, gfid, none, &views).await;
+                    let _ =
+                        crate::replicate::heal_viewed(set, gfid, none, &views, Some(made)).await;
                 } else {
-                    copy_data(children, gfid, source, &[sink]).await?;
+                    copy_data(children, gfid, source, &[sink], Some(made)).await?;
                 }
             }
-            copy_metadata_to(children, gfid, source, &[sink], true).await
+            // The lock taken before `a` was read is still held.
+            copy_metadata_to(children, gfid, source, &[sink], true, Some(a)).await
         };
         match made.await {
             Ok(()) => HealOutcome::Clean,

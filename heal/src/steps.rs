@@ -7,12 +7,12 @@
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 
-use mortar_client::copy::copy_keeping_holes;
+use mortar_client::copy::{copy_keeping_holes, copy_range_keeping_holes};
 use mortar_client::fop::{Child, Fop, FopOut, FopResult};
 use mortar_client::txn;
 use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
-use mortar_proto::{Errno, FileKind, FopError, Gfid};
+use mortar_proto::{Attr, Errno, FileKind, FopError, Gfid};
 
 use crate::{blocks, HealOutcome};
 
@@ -148,20 +148,45 @@ pub(crate) fn healed_outcome(children: &[Child], healed: &[usize]) -> HealOutcom
     }
 }
 
+/// What entry heal knows of a regular file's copy it has just made on
+/// `sink` from `source`: the copy is empty, and `size` is the source's,
+/// read under the whole-file lock still held (so no write has changed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JustMade {
+    pub source: usize,
+    pub sink: usize,
+    pub size: u64,
+}
+
 /// Bring the data of `sinks` to that of `src`: only the blocks whose
 /// checksums differ are written, blocks of zeros become holes
 /// ([`crate::blocks`]); then cut them to its length and make them
 /// durable. When a brick gives no checksums (an older brick that does not
 /// know the procedure, or a stale copy that cannot be read), the old way:
 /// empty the sinks and copy everything, chunks of zeros left as holes.
+///
+/// When `made` says the one sink is a copy just made from `src`, the
+/// data is copied without asking either copy's size and without comparing
+/// blocks (an empty copy has none to keep), and it is cut to length only
+/// when it ends in a hole.
 pub(crate) async fn copy_data(
     children: &[Child],
     gfid: Gfid,
     src: usize,
     sinks: &[usize],
+    made: Option<JustMade>,
 ) -> FopResult<()> {
     if sinks.is_empty() {
         return Ok(());
+    }
+    if let Some(m) = made.filter(|m| m.source == src && sinks == [m.sink]) {
+        let dst = [&children[m.sink]];
+        let written = copy_range_keeping_holes(&children[src], &dst, gfid, 0..m.size)
+            .await
+            .map_err(|f| f.err)?;
+        // Every chunk was written: the copy already ends where the source does.
+        let cut = (written != m.size).then_some(m.size);
+        return seal_sinks_to(children, gfid, sinks, cut).await;
     }
     let a = children[src]
         .fop(Fop::Stat(bp::Stat { gfid }))
@@ -229,10 +254,22 @@ pub(crate) async fn seal_sinks(
     sinks: &[usize],
     len: u64,
 ) -> FopResult<()> {
+    seal_sinks_to(children, gfid, sinks, Some(len)).await
+}
+
+/// [`seal_sinks`]; `cut: None`, the sinks already have the right length.
+async fn seal_sinks_to(
+    children: &[Child],
+    gfid: Gfid,
+    sinks: &[usize],
+    cut: Option<u64>,
+) -> FopResult<()> {
     for &s in sinks {
-        children[s]
-            .fop(Fop::Truncate(bp::Truncate { gfid, size: len }))
-            .await?;
+        if let Some(len) = cut {
+            children[s]
+                .fop(Fop::Truncate(bp::Truncate { gfid, size: len }))
+                .await?;
+        }
         children[s]
             .fop(Fop::Fsync(bp::Fsync {
                 gfid,
@@ -251,23 +288,29 @@ pub(crate) async fn copy_metadata(
     src: usize,
     sinks: &[usize],
 ) -> FopResult<()> {
-    copy_metadata_to(children, gfid, src, sinks, false).await
+    copy_metadata_to(children, gfid, src, sinks, false, None).await
 }
 
 /// [`copy_metadata`]; `new_sinks`: the sinks' copies were just made by
 /// entry heal, so they hold no user xattrs to remove (one listing less
-/// per new file).
+/// per new file); `src_attr`: the source's attributes, read under a
+/// whole-file lock that is still held (no setattr can have changed them
+/// since), so they need not be read again.
 pub(crate) async fn copy_metadata_to(
     children: &[Child],
     gfid: Gfid,
     src: usize,
     sinks: &[usize],
     new_sinks: bool,
+    src_attr: Option<Attr>,
 ) -> FopResult<()> {
-    let a = children[src]
-        .fop(Fop::Stat(bp::Stat { gfid }))
-        .await?
-        .attr()?;
+    let a = match src_attr {
+        Some(a) => a,
+        None => children[src]
+            .fop(Fop::Stat(bp::Stat { gfid }))
+            .await?
+            .attr()?,
+    };
     let names = match children[src]
         .fop(Fop::Listxattr(bp::Listxattr { gfid }))
         .await?

@@ -387,6 +387,7 @@ fn default_limits() -> CrawlLimits {
         files_max: 10_000,
         threads: options::get_u64(&Default::default(), options::SHD_MAX_THREADS) as usize,
         favorite_child: Default::default(),
+        deferred_for: std::time::Duration::ZERO,
     }
 }
 

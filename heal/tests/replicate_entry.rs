@@ -230,6 +230,7 @@ fn default_limits() -> CrawlLimits {
         files_max: 10_000,
         threads: options::get_u64(&Default::default(), options::SHD_MAX_THREADS) as usize,
         favorite_child: Default::default(),
+        deferred_for: std::time::Duration::ZERO,
     }
 }
 
@@ -454,6 +455,72 @@ async fn a_file_another_healer_holds_is_skipped_not_waited_for() {
         &t.b.read_on(2, f).await[..],
         b"written while brick 2 was down"
     );
+    let _ = std::fs::remove_dir_all(&t.b.dir);
+}
+
+/// A crawl that finds a directory held by another healer leaves the
+/// directory's pending files untried (that healer is making them and
+/// heals their data with them) rather than spend a look per file and
+/// brick on names not made yet; after `FILES_DEFERRED_MAX_MS` of
+/// deferring a crawl tries them anyway, and once the directory is free
+/// one crawl heals it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_wait_while_another_healer_holds_their_directory() {
+    const FILES: u64 = 20;
+    let mut t = Tree::start("entry-defer", false).await;
+    let d = t.mkdir(Gfid::ROOT, "d").await;
+    t.b.kill(2).await;
+    for n in 0..FILES {
+        t.create(d, &format!("f{n}"), b"made while brick 2 was down")
+            .await;
+    }
+    t.b.revive(2).await;
+    let claim = |kind| {
+        Fop::Inodelk(bp::Inodelk {
+            gfid: d,
+            domain: heal_domain(t.r().set_name()),
+            kind,
+            start: 0,
+            len: 0,
+            owner: 0xfeed,
+            wait_ms: None,
+        })
+    };
+    t.b.clients[0].fop(claim(LockKind::Write)).await.unwrap();
+    let g = graph_of(&t);
+    let sum = heal_graph(&t.b.rt, &g, &|_| true, default_limits()).await;
+    assert_eq!(
+        (sum.busy, sum.deferred, sum.healed, sum.skipped),
+        (1, FILES, 0, 0),
+        "{sum:?}"
+    );
+    assert!(sum.unfinished(), "deferred files are work left");
+    let long = CrawlLimits {
+        deferred_for: std::time::Duration::from_millis(mortar_heal::crawl::FILES_DEFERRED_MAX_MS),
+        ..default_limits()
+    };
+    let sum = heal_graph(&t.b.rt, &g, &|_| true, long).await;
+    assert_eq!(
+        (sum.busy, sum.deferred, sum.skipped),
+        (1, 0, FILES),
+        "deferred long enough: the files are tried (and are not made yet): {sum:?}"
+    );
+    t.b.clients[0].fop(claim(LockKind::Unlock)).await.unwrap();
+    let sum = heal_graph(&t.b.rt, &g, &|_| true, default_limits()).await;
+    assert_eq!(
+        (sum.busy, sum.deferred, sum.skipped, sum.split_brain),
+        (0, 0, 0, 0),
+        "{sum:?}"
+    );
+    for i in 0..3 {
+        let left = t.b.clients[i].pending_heal(100).await.unwrap();
+        assert!(left.is_empty(), "brick {i} still lists {left:?}");
+    }
+    let kind = mortar_heal::compare::SetKind::Replicate {
+        arbiter: t.r().arbiter(),
+    };
+    let diffs = mortar_heal::compare::compare(t.r().children(), kind, &t.b.clients).await;
+    assert_eq!(diffs.unwrap(), vec![], "the comparator finds differences");
     let _ = std::fs::remove_dir_all(&t.b.dir);
 }
 

@@ -446,6 +446,7 @@ async fn crawl(v: &Vol, policy: FavoriteChild) -> mortar_heal::crawl::HealSummar
         files_max: 10_000,
         threads: 4,
         favorite_child: policy,
+        deferred_for: std::time::Duration::ZERO,
     };
     heal_graph(&v.b.rt, &v.client.graph(), &|_| true, limits).await
 }

@@ -26,6 +26,7 @@ mortar_storage::both_backends!(
     brick_block_checksums,
     brick_discard_punches_holes,
     brick_reads_many_xattrs_at_once,
+    brick_says_the_kinds_of_many_gfids,
 );
 
 #[test]
@@ -514,6 +515,41 @@ fn brick_reads_many_xattrs_at_once<S: Storage>(s: S) {
         })
         .unwrap_err();
     assert_eq!(e.errno, Errno::ESTALE, "an unknown gfid: {e}");
+}
+
+/// `GfidKinds`: each gfid's kind in the order asked (a directory found
+/// through its parent links, a file through its handle), `None` for a
+/// gfid the brick does not hold or no longer holds, and a bound.
+fn brick_says_the_kinds_of_many_gfids<S: Storage>(s: S) {
+    let b = brick(s);
+    mkdir(&b, Gfid::ROOT, "d", 1);
+    create(&b, g(1), "f", 2);
+    create(&b, g(1), "gone", 3);
+    b.unlink(&bp::Unlink {
+        parent: g(1),
+        name: "gone".into(),
+    })
+    .unwrap();
+    let kinds = |gfids: Vec<Gfid>| b.gfid_kinds(&bp::GfidKinds { gfids });
+    assert_eq!(
+        kinds(vec![g(2), g(77), g(1), Gfid::ROOT, g(3)]).unwrap(),
+        vec![
+            Some(FileKind::Regular),
+            None,
+            Some(FileKind::Directory),
+            Some(FileKind::Directory),
+            None
+        ]
+    );
+    assert_eq!(kinds(Vec::new()).unwrap(), Vec::<Option<FileKind>>::new());
+    let e = kinds(vec![g(2); bp::GFID_KINDS_MAX + 1]).unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL);
+    assert!(e.to_string().contains("at most"), "{e}");
+    assert_eq!(
+        kinds(vec![g(2), Gfid([0; 16])]).unwrap_err().errno,
+        Errno::EINVAL,
+        "a null gfid refuses the request"
+    );
 }
 
 fn brick_xattr_rules<S: Storage>(s: S) {

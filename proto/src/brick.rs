@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Attr, FopError, Gfid, Timespec};
+use crate::{Attr, FileKind, FopError, Gfid, Timespec};
 
 /// The brick's program number on the messenger.
 pub const PROGRAM_BRICK: u16 = 0x4252;
@@ -315,6 +315,19 @@ pub struct GetxattrMany {
     pub names: Vec<String>,
 }
 
+/// What kind of object each of several gfids is on this brick, `None`
+/// where the brick holds no object of that gfid, in the order asked; at
+/// most [`GFID_KINDS_MAX`]. Heal asks this of a whole index listing (its
+/// directories are healed first) and of the names a stale copy lacks (a
+/// gfid it holds elsewhere is moved or linked, not made anew).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GfidKinds {
+    pub gfids: Vec<Gfid>,
+}
+
+/// Most gfids one [`GfidKinds`] asks about (an index page).
+pub const GFID_KINDS_MAX: usize = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XattrFlags {
     Any,
@@ -491,6 +504,7 @@ requests! {
     31 Rchecksum -> RchecksumReply;
     32 Discard -> ();
     33 GetxattrMany -> Vec<Option<Vec<u8>>>;
+    34 GfidKinds -> Vec<Option<FileKind>>;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -511,7 +525,8 @@ mod tests {
         assert_eq!(procs::Rchecksum, 31);
         assert_eq!(procs::Discard, 32);
         assert_eq!(procs::GetxattrMany, 33);
-        for p in 1..=33u16 {
+        assert_eq!(procs::GfidKinds, 34);
+        for p in 1..=34u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

@@ -204,6 +204,20 @@ pub trait Storage: Send + Sync + 'static {
     fn readdir(&self, p: &BrickPath) -> SResult<Vec<DirEntry>>;
     /// `ENODATA` if absent.
     fn getxattr(&self, p: &BrickPath, name: &str) -> SResult<Vec<u8>>;
+    /// Several xattrs of one object, in the order asked: a value, or
+    /// `None` where absent; any other failure fails the whole call. A
+    /// backend may find the object once for all of them (the posix one
+    /// does); the default asks name by name.
+    fn getxattrs(&self, p: &BrickPath, names: &[String]) -> SResult<Vec<Option<Vec<u8>>>> {
+        names
+            .iter()
+            .map(|n| match self.getxattr(p, n) {
+                Ok(v) => Ok(Some(v)),
+                Err(Errno::ENODATA) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
     fn setxattr(&self, p: &BrickPath, name: &str, value: &[u8], flags: XattrFlags) -> SResult<()>;
     /// `ENODATA` if absent.
     fn removexattr(&self, p: &BrickPath, name: &str) -> SResult<()>;

@@ -198,6 +198,30 @@ enum XattrTarget {
     },
 }
 
+/// The value of xattr `name` where `target` points, growing the buffer
+/// for large values (up to 64 KiB, the Linux limit).
+fn xattr_value(target: &XattrTarget, name: &str) -> SResult<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let r = match target {
+            XattrTarget::Root(fd) => rustix::fs::fgetxattr(fd, name, &mut buf[..]),
+            XattrTarget::Entry { path, .. } => {
+                rustix::fs::lgetxattr(path.as_c_str(), name, &mut buf[..])
+            }
+        };
+        match r {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < (64 << 10) + 1 => {
+                buf.resize(buf.len() * 4, 0);
+            }
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
 fn fd_num(fd: &OwnedFd) -> i32 {
     use std::os::fd::AsRawFd;
     fd.as_raw_fd()
@@ -445,25 +469,20 @@ impl Storage for PosixStorage {
 
     fn getxattr(&self, p: &BrickPath, name: &str) -> SResult<Vec<u8>> {
         let target = self.xattr_target(p)?;
-        let mut buf = vec![0u8; 256];
-        loop {
-            let r = match &target {
-                XattrTarget::Root(fd) => rustix::fs::fgetxattr(fd, name, &mut buf[..]),
-                XattrTarget::Entry { path, .. } => {
-                    rustix::fs::lgetxattr(path.as_c_str(), name, &mut buf[..])
-                }
-            };
-            match r {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(rustix::io::Errno::RANGE) if buf.len() < (64 << 10) + 1 => {
-                    buf.resize(buf.len() * 4, 0);
-                }
-                Err(e) => return Err(errno(e)),
-            }
-        }
+        xattr_value(&target, name)
+    }
+
+    fn getxattrs(&self, p: &BrickPath, names: &[String]) -> SResult<Vec<Option<Vec<u8>>>> {
+        // The object is found once (one open of its parent), not per name.
+        let target = self.xattr_target(p)?;
+        names
+            .iter()
+            .map(|n| match xattr_value(&target, n) {
+                Ok(v) => Ok(Some(v)),
+                Err(Errno::ENODATA) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
     }
 
     fn setxattr(&self, p: &BrickPath, name: &str, value: &[u8], flags: XattrFlags) -> SResult<()> {

@@ -345,7 +345,7 @@ impl Subvolume for Replicate {
                 }
                 Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
                 Fop::Statfs => self.to_all(Fop::Statfs).await,
-                Fop::Rchecksum(_) | Fop::Discard(_) | Fop::GetxattrMany(_) => {
+                Fop::Rchecksum(_) | Fop::Discard(_) | Fop::GetxattrMany(_) | Fop::GfidKinds(_) => {
                     Err(crate::fop::brick_only(&op))
                 }
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {

@@ -66,6 +66,11 @@ impl Subvolume for Counting {
             Fop::GetxattrMany(_) if self.old_brick.load(Ordering::Relaxed) => {
                 return refuse(Errno::EPROTO, "brick has no procedure 33 (unknown)")
             }
+            // Nor the kinds of many gfids: the crawl heals in gfid order
+            // and entry heal stats each gfid a stale copy lacks.
+            Fop::GfidKinds(_) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 34 (unknown)")
+            }
             Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
                 return refuse(Errno::EOPNOTSUPP, "operation not supported")
             }

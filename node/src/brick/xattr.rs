@@ -46,6 +46,30 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("getxattr {} on {}", r.name, r.gfid))
     }
 
+    /// The kind of each of `r.gfids` here, `None` for one this brick does
+    /// not hold (any other failure fails the whole request).
+    pub fn gfid_kinds(&self, r: &bp::GfidKinds) -> FopResult<Vec<Option<FileKind>>> {
+        if r.gfids.len() > bp::GFID_KINDS_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!(
+                    "{} gfids asked at once; at most {} are looked up per request",
+                    r.gfids.len(),
+                    bp::GFID_KINDS_MAX
+                ),
+            ));
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        r.gfids
+            .iter()
+            .map(|g| match self.resolve(g) {
+                Ok((_, kind)) => Ok(Some(kind)),
+                Err(e) if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
     /// Each of `r.names` read under one namespace lock: a value, or
     /// `None` when absent (any other failure fails the whole request).
     pub fn getxattr_many(&self, r: &bp::GetxattrMany) -> FopResult<Vec<Option<Vec<u8>>>> {
@@ -64,14 +88,9 @@ impl<S: Storage> Brick<S> {
         }
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(&r.gfid)?;
-        r.names
-            .iter()
-            .map(|name| match self.storage.getxattr(&p, name) {
-                Ok(v) => Ok(Some(v)),
-                Err(Errno::ENODATA) => Ok(None),
-                Err(e) => Err(fop(e, format!("getxattr {name} on {}", r.gfid))),
-            })
-            .collect()
+        self.storage
+            .getxattrs(&p, &r.names)
+            .ctx(|| format!("getxattr {} names on {}", r.names.len(), r.gfid))
     }
 
     pub fn setxattr(&self, r: &bp::Setxattr) -> FopResult<()> {
