@@ -216,14 +216,7 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> Result<(), Usage
 }
 
 fn run(fut: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("MORTAR_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        b.worker_threads(n);
-    }
-    let rt = b
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
