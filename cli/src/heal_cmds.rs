@@ -151,7 +151,11 @@ fn file_arg(file: &str) -> Result<String, UsageError> {
 
 /// Run `volume heal ...` against the mgmtd `t` names.
 pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
-    let (volume, view) = match parse(rest)? {
+    let cmd = parse(rest)?;
+    if !matches!(cmd, HealCmd::Info { .. }) {
+        t.no_xml()?;
+    }
+    let (volume, view) = match cmd {
         HealCmd::Info { volume, view } => (volume, view),
         HealCmd::Start { volume, full } => {
             return t.send(CliRequest::HealNow { name: volume, full }).await
@@ -182,6 +186,8 @@ pub async fn heal(t: &Target, rest: &[String]) -> Result<(), Failure> {
         serde_json::to_string_pretty(&json(&info, view))
             .map_err(|e| Failure::Runtime(e.to_string()))?
             + "\n"
+    } else if t.xml() {
+        xml(&info, view)
     } else {
         render(&info, view)
     };
@@ -337,6 +343,85 @@ pub fn json(info: &HealInfo, view: View) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "volume": info.volume, "bricks": bricks })
+}
+
+/// The same data for `--xml`, in the original's shape: `cliOutput` /
+/// `healInfo` / `bricks`, a `brick` per brick with its `name`, a `file`
+/// per entry (text `<gfid:UUID>`, attribute `gfid`), `status` and the
+/// counts (`numberOfEntries`; the summary's `totalNumberOfEntries`,
+/// `numberOfEntriesInHealPending`, `numberOfEntriesInSplitBrain`,
+/// `numberOfEntriesPossiblyHealing`; `-` where not known), then `opRet`,
+/// `opErrno`, `opErrstr`. The original's `hostUuid` attribute is left out:
+/// heal info here knows bricks by `HOST:/PATH`.
+pub fn xml(info: &HealInfo, view: View) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<cliOutput>\n  <healInfo>\n    <bricks>\n",
+    );
+    for b in &info.bricks {
+        let c = counts(b);
+        s.push_str(&format!(
+            "      <brick>\n        <name>{}</name>\n",
+            xml_text(&b.brick)
+        ));
+        let listed = b.entries.iter().filter(|e| match view {
+            View::Entries => true,
+            View::SplitBrain => e.split_brain == Some(true),
+            View::Summary | View::HealCount => false,
+        });
+        for e in listed {
+            s.push_str(&format!(
+                "        <file gfid=\"{g}\">&lt;gfid:{g}&gt;</file>\n",
+                g = e.gfid
+            ));
+        }
+        let status = match &b.status {
+            BrickStatus::Connected => "Connected".to_string(),
+            BrickStatus::Error(e) => e.clone(),
+        };
+        s.push_str(&format!("        <status>{}</status>\n", xml_text(&status)));
+        let connected = b.status == BrickStatus::Connected;
+        let tags: Vec<(&str, Option<usize>)> = match view {
+            View::Entries | View::HealCount => vec![("numberOfEntries", c.total)],
+            View::SplitBrain => vec![(
+                "numberOfEntries",
+                connected.then(|| split_brain_entries(b).len()),
+            )],
+            View::Summary => vec![
+                ("totalNumberOfEntries", c.total),
+                ("numberOfEntriesInHealPending", c.heal_pending),
+                ("numberOfEntriesInSplitBrain", c.split_brain),
+                ("numberOfEntriesPossiblyHealing", c.possibly_healing),
+            ],
+        };
+        for (tag, n) in tags {
+            s.push_str(&format!("        <{tag}>{}</{tag}>\n", number(n)));
+        }
+        if b.truncated {
+            // Not in the original's shape: its listings have no bound.
+            s.push_str("        <moreNotListed>1</moreNotListed>\n");
+        }
+        s.push_str("      </brick>\n");
+    }
+    s.push_str("    </bricks>\n  </healInfo>\n  <opRet>0</opRet>\n  <opErrno>0</opErrno>\n  <opErrstr/>\n</cliOutput>\n");
+    s
+}
+
+/// `t` as XML character data.
+fn xml_text(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    for ch in t.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 has no way to carry these, not even as references.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -505,6 +590,21 @@ mod tests {
         insta::assert_snapshot!("heal_info_summary", render(&info, View::Summary));
         insta::assert_snapshot!("heal_info_split_brain", render(&info, View::SplitBrain));
         insta::assert_snapshot!("heal_statistics_heal_count", render(&info, View::HealCount));
+    }
+
+    #[test]
+    fn heal_info_xml() {
+        let mut info = sample();
+        info.bricks[0].brick = "server<&>\"1\":/bricks/b1".into();
+        insta::assert_snapshot!("heal_info_xml", xml(&info, View::Entries));
+        insta::assert_snapshot!("heal_info_summary_xml", xml(&info, View::Summary));
+        insta::assert_snapshot!("heal_info_split_brain_xml", xml(&info, View::SplitBrain));
+        let x = xml(&info, View::Entries);
+        assert!(
+            x.contains("<name>server&lt;&amp;&gt;&quot;1&quot;:/bricks/b1</name>"),
+            "{x}"
+        );
+        assert!(!x.contains("<&>"), "names are escaped: {x}");
     }
 
     #[test]

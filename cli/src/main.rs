@@ -53,7 +53,7 @@ management (talks to the local mgmtd; --remote-host HOST to use another):
         FILE resolves every split-brain file of that brick's set)
   mount HOST:/VOLUME MOUNTPOINT [--mgmt-port PORT]
         FUSE-mount a volume (runs in the foreground; SIGINT/SIGTERM unmounts)
-  options: --json  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS
+  options: --json  --xml (heal info only)  --mode=script  --remote-host HOST[:PORT]  --socket PATH  --timeout-ms MS
 
 daemons and tools:
   ping ADDRESS [--count N] [--timeout-ms MS] [--json]

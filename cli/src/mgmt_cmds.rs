@@ -83,6 +83,8 @@ pub async fn mgmtd(mut args: Args) -> Result<(), Failure> {
 pub struct Target {
     endpoint: Endpoint,
     json: bool,
+    /// `--xml`: only `volume heal NAME info` has that shape.
+    xml: bool,
     script: bool,
     timeout: Duration,
 }
@@ -90,6 +92,10 @@ pub struct Target {
 impl Target {
     pub fn from_args(args: &mut Args) -> Result<Target, UsageError> {
         let json = args.flag("--json");
+        let xml = args.flag("--xml");
+        if json && xml {
+            return Err(UsageError("give --json or --xml, not both".into()));
+        }
         let script = match args.option("--mode")?.as_deref() {
             None => false,
             Some("script") => true,
@@ -119,6 +125,7 @@ impl Target {
         Ok(Target {
             endpoint,
             json,
+            xml,
             script,
             timeout,
         })
@@ -132,6 +139,21 @@ impl Target {
     /// `--json` was given.
     pub(crate) fn json(&self) -> bool {
         self.json
+    }
+
+    /// `--xml` was given.
+    pub(crate) fn xml(&self) -> bool {
+        self.xml
+    }
+
+    /// Refuse `--xml` for a command that has no XML shape.
+    pub(crate) fn no_xml(&self) -> Result<(), UsageError> {
+        if self.xml {
+            return Err(UsageError(
+                "--xml is only for 'volume heal NAME info [summary | split-brain]' and 'statistics heal-count'; use --json".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// How long a request may take (`--timeout-ms`).
@@ -155,6 +177,7 @@ impl Target {
     }
 
     pub(crate) async fn send(&self, req: CliRequest) -> Result<(), Failure> {
+        self.no_xml()?;
         let rt = Runtime::production("mortar-cli");
         let client = RpcClient::new(&rt, self.endpoint.clone(), RpcConfig::default());
         client.wait_connected(Duration::from_secs(10)).await.map_err(|e| {
@@ -385,4 +408,23 @@ pub async fn volume(mut args: Args) -> Result<(), Failure> {
         other => return Err(UsageError(format!("unknown volume command {other:?}")).into()),
     };
     t.send(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(line: &str) -> Result<Target, UsageError> {
+        Target::from_args(&mut Args::new(line.split_whitespace().map(String::from)))
+    }
+
+    #[test]
+    fn xml_is_for_heal_info_only() {
+        assert!(target("--xml").unwrap().xml());
+        let e = target("--json --xml").err().expect("both refused");
+        assert!(e.0.contains("not both"), "{e}");
+        let e = target("--xml").unwrap().no_xml().unwrap_err();
+        assert!(e.0.contains("volume heal NAME info"), "{e}");
+        assert!(target("--json").unwrap().no_xml().is_ok());
+    }
 }
