@@ -79,6 +79,9 @@ pub async fn mgmtd(mut args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How long `volume status` waits for each volume's self-heal statistics.
+const HEAL_STATS_WAIT_SECS: u64 = 5;
+
 /// Options every management command takes.
 pub struct Target {
     endpoint: Endpoint,
@@ -178,6 +181,40 @@ impl Target {
 
     pub(crate) async fn send(&self, req: CliRequest) -> Result<(), Failure> {
         self.no_xml()?;
+        let out = self.ask(&req, self.timeout).await?;
+        self.print(out, String::new())
+    }
+
+    /// `volume status`, and for each started volume with self-heal
+    /// daemons, what their last crawls did per brick (the volume's
+    /// `volume heal NAME statistics`, asked with a short deadline; text
+    /// only: `--json` keeps the status reply alone, the statistics have
+    /// their own command).
+    async fn status(&self, name: Option<String>) -> Result<(), Failure> {
+        self.no_xml()?;
+        let out = self.ask(&CliRequest::VolumeStatus { name }, self.timeout).await?;
+        let mut extra = String::new();
+        if let (Ok(CliReply::Status(vols)), false) = (&out, self.json) {
+            for v in vols.iter().filter(|v| v.status == "Started" && !v.shd.is_empty()) {
+                let req = CliRequest::HealStatistics {
+                    name: v.name.clone(),
+                };
+                let wait = self.timeout.min(Duration::from_secs(HEAL_STATS_WAIT_SECS));
+                extra.push_str(&match self.ask(&req, wait).await {
+                    Ok(Ok(CliReply::HealStatistics(rows))) => render::heal_in_status(&v.name, &rows),
+                    Ok(Err(e)) | Err(Failure::Runtime(e)) => {
+                        format!("Self-heal of {}: statistics not available: {e}\n\n", v.name)
+                    }
+                    _ => String::new(),
+                });
+            }
+        }
+        self.print(out, extra)
+    }
+
+    /// One request to the mgmtd, waiting at most `wait`: its reply, or
+    /// the error it answered with.
+    async fn ask(&self, req: &CliRequest, wait: Duration) -> Result<Result<CliReply, String>, Failure> {
         let rt = Runtime::production("mortar-cli");
         let client = RpcClient::new(&rt, self.endpoint.clone(), RpcConfig::default());
         client.wait_connected(Duration::from_secs(10)).await.map_err(|e| {
@@ -187,12 +224,16 @@ impl Target {
             ))
         })?;
         let res: Result<(Result<CliReply, String>, Bytes), _> = client
-            .call_typed(PROGRAM_MGMT_CLI, PROC_CLI, &req, Bytes::new(), self.timeout)
+            .call_typed(PROGRAM_MGMT_CLI, PROC_CLI, req, Bytes::new(), wait)
             .await;
         client.close();
-        let out = res
+        Ok(res
             .map_err(|e| Failure::Runtime(format!("mgmtd at {}: {e}", self.endpoint)))?
-            .0;
+            .0)
+    }
+
+    /// Print a reply (text, with `extra` after it, or `--json`).
+    fn print(&self, out: Result<CliReply, String>, extra: String) -> Result<(), Failure> {
         let mut stdout = std::io::stdout().lock();
         match out {
             Ok(r) => {
@@ -200,7 +241,7 @@ impl Target {
                     serde_json::to_string_pretty(&r).map_err(|e| Failure::Runtime(e.to_string()))?
                         + "\n"
                 } else {
-                    render::reply(&r)
+                    render::reply(&r) + &extra
                 };
                 let _ = stdout.write_all(text.as_bytes());
                 Ok(())
@@ -311,7 +352,7 @@ pub async fn volume(mut args: Args) -> Result<(), Failure> {
             CliRequest::VolumeDelete { name }
         }
         "info" => CliRequest::VolumeInfo { name: rest.pop() },
-        "status" => CliRequest::VolumeStatus { name: rest.pop() },
+        "status" => return t.status(rest.pop()).await,
         "list" => CliRequest::VolumeList,
         "set" => {
             need(3, "set NAME KEY VALUE")?;

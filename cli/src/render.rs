@@ -220,6 +220,44 @@ fn heal_statistics(rows: &[mortar_mgmt::api::HealStatsView]) -> String {
     out
 }
 
+/// The self-heal lines `volume status` adds for volume `name`: per brick,
+/// its last crawl (kind, start, length, entries healed and left, bytes,
+/// rate) and the totals since its daemon started.
+pub fn heal_in_status(name: &str, rows: &[mortar_mgmt::api::HealStatsView]) -> String {
+    use mortar_mgmt::txnlock::utc;
+    if rows.is_empty() {
+        return format!("Self-heal of {name}: no crawl reported yet\n\n");
+    }
+    let mut out = format!("Self-heal of {name} (last crawl per brick; totals since its daemon started):\n");
+    for r in rows {
+        let last = match &r.last_crawl {
+            Some(c) => {
+                let secs = (c.took_ms as f64 / 1000.0).max(0.001);
+                format!(
+                    "{} at {}, {:.2} s: {} healed, {} left, {} ({:.0} entries/s)",
+                    c.kind,
+                    utc(c.started_unix_ms / 1000),
+                    c.took_ms as f64 / 1000.0,
+                    c.healed,
+                    c.left.map_or_else(|| "?".into(), |l| l.to_string()),
+                    human_bytes(c.bytes),
+                    c.healed as f64 / secs,
+                )
+            }
+            None => "no crawl yet".into(),
+        };
+        out.push_str(&format!(
+            "Brick {}  {last}; total {} crawls, {} entries, {}\n",
+            r.brick,
+            r.crawls,
+            r.entries_healed,
+            human_bytes(r.bytes_healed)
+        ));
+    }
+    out.push('\n');
+    out
+}
+
 fn migration(views: &[mortar_mgmt::api::MigrationView]) -> String {
     let mut out = format!(
         "{:>20} {:>16} {:>12} {:>8} {:>9} {:>12}\n",
@@ -334,11 +372,14 @@ mod tests {
             last_crawl: None,
             ..crawled.clone()
         };
+        let rows = vec![crawled, unanswered, idle];
         insta::assert_snapshot!(
             "heal_statistics",
-            reply(&CliReply::HealStatistics(vec![crawled, unanswered, idle]))
+            reply(&CliReply::HealStatistics(rows.clone()))
         );
         assert!(reply(&CliReply::HealStatistics(Vec::new())).starts_with("No self-heal daemon"));
+        insta::assert_snapshot!("heal_in_status", heal_in_status("vol1", &rows));
+        assert!(heal_in_status("vol1", &[]).contains("no crawl reported yet"));
     }
 
     #[test]

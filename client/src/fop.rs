@@ -56,6 +56,9 @@ pub enum Fop {
     /// The kinds of several gfids on one brick (heal's; set layers
     /// refuse it).
     GfidKinds(bp::GfidKinds),
+    /// The same xattrs of several files on one brick (heal info's; set
+    /// layers refuse it).
+    GetxattrFiles(bp::GetxattrFiles),
 }
 
 impl Fop {
@@ -153,6 +156,9 @@ pub enum FopOut {
     Statfs(bp::StatfsReply),
     Checksums(bp::RchecksumReply),
     Kinds(Vec<Option<FileKind>>),
+    /// Per file of a [`Fop::GetxattrFiles`]: `None` where the brick has no
+    /// such file, else each name's value.
+    FileValues(Vec<Option<Vec<Option<Vec<u8>>>>>),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file
@@ -302,6 +308,7 @@ impl Subvolume for ProtocolClient {
                     FopOut::Done
                 }
                 Fop::GfidKinds(q) => FopOut::Kinds(call(self, &q).await?),
+                Fop::GetxattrFiles(q) => FopOut::FileValues(call(self, &q).await?),
             })
         })
     }

@@ -432,33 +432,25 @@ async fn judge_split_brain(g: &VolumeGraph, bricks: &mut [BrickInfo], deadline: 
             .iter()
             .flat_map(|&i| bricks[i].entries.iter().map(|e| e.gfid))
             .collect();
-        // Judged SPLIT_BRAIN_JUDGED_AT_ONCE at a time; one past the
-        // deadline stays unjudged.
-        let judged: BTreeMap<Gfid, bool> = futures_util::stream::iter(gfids)
-            .map(|gfid| async move { (gfid, split_brain_of(r, gfid, deadline).await) })
-            .buffer_unordered(SPLIT_BRAIN_JUDGED_AT_ONCE)
-            .filter_map(|(gfid, split)| async move { split.map(|s| (gfid, s)) })
-            .collect()
-            .await;
+        // A page of files per request and brick, page after page; what
+        // the deadline cuts off stays unjudged.
+        let gfids: Vec<Gfid> = gfids.into_iter().collect();
+        let clock = r.runtime().clock().clone();
+        let mut judged: BTreeMap<Gfid, bool> = BTreeMap::new();
+        for page in gfids.chunks(bp::GETXATTR_FILES_MAX) {
+            let Ok(views) = clock.timeout_at(deadline, r.views_of_many(page)).await else {
+                break;
+            };
+            for (gfid, v) in page.iter().zip(views) {
+                judged.insert(*gfid, in_split_brain(&v, r.arbiter()));
+            }
+        }
         for &i in members {
             for e in &mut bricks[i].entries {
                 e.split_brain = judged.get(&e.gfid).copied();
             }
         }
     }
-}
-
-/// Files whose copies are read at once when heal info judges split-brain:
-/// a few round trips' worth of requests per brick, so 10,000 entries are
-/// judged in a few hundred rounds rather than 10,000.
-const SPLIT_BRAIN_JUDGED_AT_ONCE: usize = 32;
-
-/// `None` once the deadline has passed.
-async fn split_brain_of(r: &Arc<Replicate>, gfid: Gfid, deadline: Instant) -> Option<bool> {
-    let clock = r.runtime().clock().clone();
-    let all: Vec<usize> = (0..r.children().len()).collect();
-    let views = clock.timeout_at(deadline, r.views(gfid, &all)).await.ok()?;
-    Some(in_split_brain(&views, r.arbiter()))
 }
 
 /// A file is in split-brain when, for any of data, metadata or entries,

@@ -236,8 +236,15 @@ async fn create_file(
                 size: a.size,
             };
             if Some(sink) != set.arbiter() {
-                let all: Vec<usize> = (0..children.len()).collect();
-                let views = set.views(gfid, &all).await;
+                let n = children.len();
+                let others: Vec<usize> = (0..n).filter(|&i| i != sink).collect();
+                let mut views = set.views(gfid, &others).await;
+                // Made just now, under the lock still held: the new copy
+                // has no counters, and no writer can have given it any.
+                views[sink] = Some(BrickView {
+                    blames: vec![[0; 3]; n],
+                    dirty: [0; 3],
+                });
                 if data_heal_follows(&views, source, sink) {
                     // Heal the file's data now, under the lock already
                     // held, rather than leave it to a later claim, lock

@@ -303,6 +303,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
         procs::Getxattr => blocking(i, &req, Brick::getxattr).await,
         procs::GetxattrMany => blocking(i, &req, Brick::getxattr_many).await,
         procs::GfidKinds => blocking(i, &req, Brick::gfid_kinds).await,
+        procs::GetxattrFiles => blocking(i, &req, Brick::getxattr_files).await,
         procs::Setxattr => blocking(i, &req, Brick::setxattr).await,
         procs::Removexattr => blocking(i, &req, Brick::removexattr).await,
         procs::Listxattr => blocking(i, &req, |b, q: &bp::Listxattr| b.listxattr(&q.gfid)).await,

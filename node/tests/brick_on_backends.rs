@@ -27,6 +27,7 @@ mortar_storage::both_backends!(
     brick_discard_punches_holes,
     brick_reads_many_xattrs_at_once,
     brick_says_the_kinds_of_many_gfids,
+    brick_reads_the_xattrs_of_many_files_at_once,
 );
 
 #[test]
@@ -515,6 +516,50 @@ fn brick_reads_many_xattrs_at_once<S: Storage>(s: S) {
         })
         .unwrap_err();
     assert_eq!(e.errno, Errno::ESTALE, "an unknown gfid: {e}");
+}
+
+/// `GetxattrFiles`: per file in the order asked, `None` for one the brick
+/// does not hold, else each name's value (`None` where absent); the
+/// namespace rules of one getxattr; bounds on files and names.
+fn brick_reads_the_xattrs_of_many_files_at_once<S: Storage>(s: S) {
+    let b = brick(s);
+    mkdir(&b, Gfid::ROOT, "d", 1);
+    create(&b, g(1), "f", 2);
+    for (gfid, v) in [(g(1), b"dir"), (g(2), b"one")] {
+        b.setxattr(&bp::Setxattr {
+            gfid,
+            name: "user.a".into(),
+            value: v.to_vec(),
+            flags: XattrFlags::Any,
+        })
+        .unwrap();
+    }
+    let files = |gfids: Vec<Gfid>, names: &[&str]| {
+        b.getxattr_files(&bp::GetxattrFiles {
+            gfids,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
+    };
+    assert_eq!(
+        files(vec![g(2), g(77), g(1)], &["user.a", xa::DIRTY]).unwrap(),
+        vec![
+            Some(vec![Some(b"one".to_vec()), None]),
+            None,
+            Some(vec![Some(b"dir".to_vec()), None]),
+        ]
+    );
+    assert_eq!(files(Vec::new(), &["user.a"]).unwrap(), Vec::new());
+    assert_eq!(
+        files(vec![g(2)], &["security.selinux"]).unwrap_err().errno,
+        Errno::EOPNOTSUPP,
+        "a name outside the stored namespaces refuses the request"
+    );
+    let e = files(vec![g(2); bp::GETXATTR_FILES_MAX + 1], &["user.a"]).unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL);
+    assert!(e.to_string().contains("at most"), "{e}");
+    let names: Vec<String> = (0..=bp::GETXATTR_NAMES_MAX).map(|i| format!("user.n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(files(vec![g(2)], &refs).unwrap_err().errno, Errno::EINVAL);
 }
 
 /// `GfidKinds`: each gfid's kind in the order asked (a directory found

@@ -315,6 +315,20 @@ pub struct GetxattrMany {
     pub names: Vec<String>,
 }
 
+/// The same xattrs of several files in one round trip (heal info judges a
+/// whole index listing's changelog counters this way): per gfid `None`
+/// where the brick holds no such file, else each name's value in the
+/// order asked, `None` where absent. At most [`GETXATTR_FILES_MAX`] gfids
+/// and [`GETXATTR_NAMES_MAX`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetxattrFiles {
+    pub gfids: Vec<Gfid>,
+    pub names: Vec<String>,
+}
+
+/// Most files one [`GetxattrFiles`] reads (an index page).
+pub const GETXATTR_FILES_MAX: usize = 512;
+
 /// What kind of object each of several gfids is on this brick, `None`
 /// where the brick holds no object of that gfid, in the order asked; at
 /// most [`GFID_KINDS_MAX`]. Heal asks this of a whole index listing (its
@@ -505,6 +519,7 @@ requests! {
     32 Discard -> ();
     33 GetxattrMany -> Vec<Option<Vec<u8>>>;
     34 GfidKinds -> Vec<Option<FileKind>>;
+    35 GetxattrFiles -> Vec<Option<Vec<Option<Vec<u8>>>>>;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -526,7 +541,8 @@ mod tests {
         assert_eq!(procs::Discard, 32);
         assert_eq!(procs::GetxattrMany, 33);
         assert_eq!(procs::GfidKinds, 34);
-        for p in 1..=34u16 {
+        assert_eq!(procs::GetxattrFiles, 35);
+        for p in 1..=35u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

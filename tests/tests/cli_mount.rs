@@ -229,6 +229,11 @@ fn posix_behaviour_through_fuse_mounts() {
     bricks_online(&s1, "rep", 3);
     #[allow(clippy::disallowed_methods)] // real processes, real time
     let back = std::time::Instant::now();
+    #[allow(clippy::disallowed_methods)] // compared with the daemons' wall clock
+    let back_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     // Heal starts within 3 s of the return (the daemon looks at its
     // connections every 100 ms); 15 s leaves room for a loaded machine
     // and is still 40 times shorter than the heal-timeout it used to wait.
@@ -259,6 +264,33 @@ fn posix_behaviour_through_fuse_mounts() {
     assert!(stats.contains("Type of crawl: INDEX"), "{stats}");
     assert!(totals(&stats, "Total bytes healed: ") >= 1, "{stats}");
     eprintln!("{stats}");
+    // The crawl that healed started within 3 s of the brick's return
+    // (each daemon reports the wall-clock start of its last crawl).
+    let rows: serde_json::Value =
+        serde_json::from_str(&s1.ok(&["volume", "heal", "rep", "statistics", "--json"])).unwrap();
+    let started = rows["HealStatistics"]
+        .as_array()
+        .expect("statistics rows")
+        .iter()
+        .filter(|r| r["last_crawl"]["healed"].as_u64() > Some(0))
+        .filter_map(|r| r["last_crawl"]["started_unix_ms"].as_u64())
+        .min()
+        .unwrap_or_else(|| panic!("no crawl healed anything: {rows}"));
+    eprintln!(
+        "the healing crawl started {} ms after volume status showed r3 online",
+        started as i64 - back_unix_ms as i64
+    );
+    assert!(
+        started <= back_unix_ms + 3_000,
+        "heal started {} ms after the return, more than 3 s",
+        started - back_unix_ms
+    );
+    // `volume status` shows the same per brick.
+    let text = s1.ok(&["volume", "status", "rep"]);
+    assert!(
+        text.contains("Self-heal of rep (last crawl per brick") && text.contains(" healed, "),
+        "{text}"
+    );
     // The mount reconnects to r3 on its own (new port, from the port
     // map); until it has, new names would miss r3 until entry heal brings
     // them, so wait until a new name reaches r3 before going on.

@@ -372,7 +372,11 @@ impl Subvolume for Disperse {
                     self.read_meta(gfid, op).await
                 }
                 Fop::Statfs => self.statfs().await,
-                Fop::Rchecksum(_) | Fop::Discard(_) | Fop::GetxattrMany(_) | Fop::GfidKinds(_) => {
+                Fop::Rchecksum(_)
+                | Fop::Discard(_)
+                | Fop::GetxattrMany(_)
+                | Fop::GfidKinds(_)
+                | Fop::GetxattrFiles(_) => {
                     Err(crate::fop::brick_only(&op))
                 }
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {

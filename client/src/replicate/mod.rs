@@ -77,6 +77,35 @@ async fn brick_counters(c: &Child, gfid: Gfid, names: Vec<String>) -> Option<Vec
     Some(vals)
 }
 
+/// The counters `names` of each of `gfids` on one brick, a page of
+/// [`bp::GETXATTR_FILES_MAX`] files per request (`GetxattrFiles`); per
+/// file `None` where the brick did not answer or lacks it. An older brick
+/// without that procedure is asked file by file ([`brick_counters`]).
+async fn files_counters(c: &Child, gfids: &[Gfid], names: &[String]) -> Vec<Option<Vec<[i64; 3]>>> {
+    let mut out = Vec::with_capacity(gfids.len());
+    for page in gfids.chunks(bp::GETXATTR_FILES_MAX) {
+        let q = bp::GetxattrFiles {
+            gfids: page.to_vec(),
+            names: names.to_vec(),
+        };
+        match c.fop(Fop::GetxattrFiles(q)).await {
+            Ok(FopOut::FileValues(files)) if files.len() == page.len() => {
+                out.extend(files.into_iter().map(|vals| {
+                    let vals = vals.filter(|v| v.len() == names.len())?;
+                    Some(vals.iter().map(|v| v.as_deref().map_or([0; 3], counters)).collect())
+                }));
+            }
+            Err(e) if e.errno == Errno::EPROTO => {
+                for &gfid in page {
+                    out.push(brick_counters(c, gfid, names.to_vec()).await);
+                }
+            }
+            _ => out.extend(page.iter().map(|_| None)),
+        }
+    }
+    out
+}
+
 impl Replicate {
     pub fn new(
         rt: &Runtime,
@@ -182,6 +211,37 @@ impl Replicate {
                     blames: vals[..n].to_vec(),
                     dirty: vals[n],
                 });
+            }
+        }
+        views
+    }
+
+    /// [`Replicate::views`] of many files: per gfid (in the order given),
+    /// every child's counters, `None` for a child that did not answer or
+    /// lacks the file. One request per child per [`bp::GETXATTR_FILES_MAX`]
+    /// files (`GetxattrFiles`), the children asked at once; an older brick
+    /// without that procedure is asked file by file.
+    pub async fn views_of_many(&self, gfids: &[Gfid]) -> Vec<Vec<Option<BrickView>>> {
+        let n = self.children.len();
+        let mut names = self.keys.clone();
+        names.push(xa::DIRTY.to_string());
+        let all: Vec<usize> = (0..n).collect();
+        let asked = gfids.to_vec();
+        let results = self
+            .fan_any(&all, move |c| {
+                let (names, asked) = (names.clone(), asked.clone());
+                Box::pin(async move { files_counters(&c, &asked, &names).await })
+            })
+            .await;
+        let mut views = vec![vec![None; n]; gfids.len()];
+        for (i, per_file) in results {
+            for (f, c) in per_file.into_iter().flatten().enumerate().take(gfids.len()) {
+                if let Some(c) = c {
+                    views[f][i] = Some(BrickView {
+                        blames: c[..n].to_vec(),
+                        dirty: c[n],
+                    });
+                }
             }
         }
         views
@@ -345,7 +405,11 @@ impl Subvolume for Replicate {
                 }
                 Fop::Readdir(_) => self.read_from_source(gfid, Kind::Entry, op).await,
                 Fop::Statfs => self.to_all(Fop::Statfs).await,
-                Fop::Rchecksum(_) | Fop::Discard(_) | Fop::GetxattrMany(_) | Fop::GfidKinds(_) => {
+                Fop::Rchecksum(_)
+                | Fop::Discard(_)
+                | Fop::GetxattrMany(_)
+                | Fop::GfidKinds(_)
+                | Fop::GetxattrFiles(_) => {
                     Err(crate::fop::brick_only(&op))
                 }
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {

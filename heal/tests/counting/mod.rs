@@ -71,6 +71,9 @@ impl Subvolume for Counting {
             Fop::GfidKinds(_) if self.old_brick.load(Ordering::Relaxed) => {
                 return refuse(Errno::EPROTO, "brick has no procedure 34 (unknown)")
             }
+            Fop::GetxattrFiles(_) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 35 (unknown)")
+            }
             Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
                 return refuse(Errno::EOPNOTSUPP, "operation not supported")
             }

@@ -46,6 +46,42 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("getxattr {} on {}", r.name, r.gfid))
     }
 
+    /// The xattrs `r.names` of each of `r.gfids`, under one namespace
+    /// lock: `None` for a gfid this brick does not hold (any other failure
+    /// fails the whole request).
+    pub fn getxattr_files(&self, r: &bp::GetxattrFiles) -> FopResult<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+        if r.gfids.len() > bp::GETXATTR_FILES_MAX || r.names.len() > bp::GETXATTR_NAMES_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!(
+                    "{} files and {} xattr names asked at once; at most {} files and {} names are read per request",
+                    r.gfids.len(),
+                    r.names.len(),
+                    bp::GETXATTR_FILES_MAX,
+                    bp::GETXATTR_NAMES_MAX
+                ),
+            ));
+        }
+        for name in &r.names {
+            xattr_access(name)?;
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        r.gfids
+            .iter()
+            .map(|g| {
+                let p = match self.resolve(g) {
+                    Ok((p, _)) => p,
+                    Err(e) if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                self.storage
+                    .getxattrs(&p, &r.names)
+                    .map(Some)
+                    .ctx(|| format!("getxattr {} names on {g}", r.names.len()))
+            })
+            .collect()
+    }
+
     /// The kind of each of `r.gfids` here, `None` for one this brick does
     /// not hold (any other failure fails the whole request).
     pub fn gfid_kinds(&self, r: &bp::GfidKinds) -> FopResult<Vec<Option<FileKind>>> {
