@@ -192,16 +192,23 @@ impl Target {
     /// their own command).
     async fn status(&self, name: Option<String>) -> Result<(), Failure> {
         self.no_xml()?;
-        let out = self.ask(&CliRequest::VolumeStatus { name }, self.timeout).await?;
+        let out = self
+            .ask(&CliRequest::VolumeStatus { name }, self.timeout)
+            .await?;
         let mut extra = String::new();
         if let (Ok(CliReply::Status(vols)), false) = (&out, self.json) {
-            for v in vols.iter().filter(|v| v.status == "Started" && !v.shd.is_empty()) {
+            for v in vols
+                .iter()
+                .filter(|v| v.status == "Started" && !v.shd.is_empty())
+            {
                 let req = CliRequest::HealStatistics {
                     name: v.name.clone(),
                 };
                 let wait = self.timeout.min(Duration::from_secs(HEAL_STATS_WAIT_SECS));
                 extra.push_str(&match self.ask(&req, wait).await {
-                    Ok(Ok(CliReply::HealStatistics(rows))) => render::heal_in_status(&v.name, &rows),
+                    Ok(Ok(CliReply::HealStatistics(rows))) => {
+                        render::heal_in_status(&v.name, &rows)
+                    }
                     Ok(Err(e)) | Err(Failure::Runtime(e)) => {
                         format!("Self-heal of {}: statistics not available: {e}\n\n", v.name)
                     }
@@ -214,7 +221,11 @@ impl Target {
 
     /// One request to the mgmtd, waiting at most `wait`: its reply, or
     /// the error it answered with.
-    async fn ask(&self, req: &CliRequest, wait: Duration) -> Result<Result<CliReply, String>, Failure> {
+    async fn ask(
+        &self,
+        req: &CliRequest,
+        wait: Duration,
+    ) -> Result<Result<CliReply, String>, Failure> {
         let rt = Runtime::production("mortar-cli");
         let client = RpcClient::new(&rt, self.endpoint.clone(), RpcConfig::default());
         client.wait_connected(Duration::from_secs(10)).await.map_err(|e| {

@@ -228,7 +228,8 @@ pub fn heal_in_status(name: &str, rows: &[mortar_mgmt::api::HealStatsView]) -> S
     if rows.is_empty() {
         return format!("Self-heal of {name}: no crawl reported yet\n\n");
     }
-    let mut out = format!("Self-heal of {name} (last crawl per brick; totals since its daemon started):\n");
+    let mut out =
+        format!("Self-heal of {name} (last crawl per brick; totals since its daemon started):\n");
     for r in rows {
         let last = match &r.last_crawl {
             Some(c) => {

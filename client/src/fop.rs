@@ -158,7 +158,7 @@ pub enum FopOut {
     Kinds(Vec<Option<FileKind>>),
     /// Per file of a [`Fop::GetxattrFiles`]: `None` where the brick has no
     /// such file, else each name's value.
-    FileValues(Vec<Option<Vec<Option<Vec<u8>>>>>),
+    FileValues(bp::FileValues),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file

@@ -30,17 +30,14 @@
 //! Entries are shown as `<gfid:UUID>`; resolving them to paths is not done.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use mortar_client::afr::{self, Kind, Verdict};
 use mortar_client::fop::{Fop, Subvolume};
 use mortar_client::graph::{SetLayer, VolumeGraph};
 use mortar_client::mgmt_rpc::cli_call;
 use mortar_client::protocol::ProtocolClient;
-use mortar_client::replicate::Replicate;
 use mortar_net::rpc::{RpcClient, RpcConfig};
 use mortar_net::time::Instant;
 use mortar_net::{Endpoint, Runtime};

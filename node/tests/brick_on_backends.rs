@@ -557,7 +557,9 @@ fn brick_reads_the_xattrs_of_many_files_at_once<S: Storage>(s: S) {
     let e = files(vec![g(2); bp::GETXATTR_FILES_MAX + 1], &["user.a"]).unwrap_err();
     assert_eq!(e.errno, Errno::EINVAL);
     assert!(e.to_string().contains("at most"), "{e}");
-    let names: Vec<String> = (0..=bp::GETXATTR_NAMES_MAX).map(|i| format!("user.n{i}")).collect();
+    let names: Vec<String> = (0..=bp::GETXATTR_NAMES_MAX)
+        .map(|i| format!("user.n{i}"))
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     assert_eq!(files(vec![g(2)], &refs).unwrap_err().errno, Errno::EINVAL);
 }

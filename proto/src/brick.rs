@@ -326,6 +326,10 @@ pub struct GetxattrFiles {
     pub names: Vec<String>,
 }
 
+/// A [`GetxattrFiles`] answer: per file, `None` where the brick holds no
+/// such file, else each name's value (`None` where absent).
+pub type FileValues = Vec<Option<Vec<Option<Vec<u8>>>>>;
+
 /// Most files one [`GetxattrFiles`] reads (an index page).
 pub const GETXATTR_FILES_MAX: usize = 512;
 
@@ -519,7 +523,7 @@ requests! {
     32 Discard -> ();
     33 GetxattrMany -> Vec<Option<Vec<u8>>>;
     34 GfidKinds -> Vec<Option<FileKind>>;
-    35 GetxattrFiles -> Vec<Option<Vec<Option<Vec<u8>>>>>;
+    35 GetxattrFiles -> FileValues;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.

@@ -376,9 +376,7 @@ impl Subvolume for Disperse {
                 | Fop::Discard(_)
                 | Fop::GetxattrMany(_)
                 | Fop::GfidKinds(_)
-                | Fop::GetxattrFiles(_) => {
-                    Err(crate::fop::brick_only(&op))
-                }
+                | Fop::GetxattrFiles(_) => Err(crate::fop::brick_only(&op)),
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

@@ -92,7 +92,11 @@ async fn files_counters(c: &Child, gfids: &[Gfid], names: &[String]) -> Vec<Opti
             Ok(FopOut::FileValues(files)) if files.len() == page.len() => {
                 out.extend(files.into_iter().map(|vals| {
                     let vals = vals.filter(|v| v.len() == names.len())?;
-                    Some(vals.iter().map(|v| v.as_deref().map_or([0; 3], counters)).collect())
+                    Some(
+                        vals.iter()
+                            .map(|v| v.as_deref().map_or([0; 3], counters))
+                            .collect(),
+                    )
                 }));
             }
             Err(e) if e.errno == Errno::EPROTO => {
@@ -409,9 +413,7 @@ impl Subvolume for Replicate {
                 | Fop::Discard(_)
                 | Fop::GetxattrMany(_)
                 | Fop::GfidKinds(_)
-                | Fop::GetxattrFiles(_) => {
-                    Err(crate::fop::brick_only(&op))
-                }
+                | Fop::GetxattrFiles(_) => Err(crate::fop::brick_only(&op)),
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

@@ -49,7 +49,7 @@ impl<S: Storage> Brick<S> {
     /// The xattrs `r.names` of each of `r.gfids`, under one namespace
     /// lock: `None` for a gfid this brick does not hold (any other failure
     /// fails the whole request).
-    pub fn getxattr_files(&self, r: &bp::GetxattrFiles) -> FopResult<Vec<Option<Vec<Option<Vec<u8>>>>>> {
+    pub fn getxattr_files(&self, r: &bp::GetxattrFiles) -> FopResult<bp::FileValues> {
         if r.gfids.len() > bp::GETXATTR_FILES_MAX || r.names.len() > bp::GETXATTR_NAMES_MAX {
             return Err(fop(
                 Errno::EINVAL,
