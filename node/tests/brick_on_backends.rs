@@ -10,7 +10,7 @@ use mortar_proto::brick::{self as bp, CounterDelta, NewObject, XattrFlags};
 use mortar_proto::{Errno, FileKind, Gfid};
 use mortar_storage::posix::PosixStorage;
 use mortar_storage::sim::SimDisk;
-use mortar_storage::Storage;
+use mortar_storage::{BrickPath, Storage};
 
 use mortar_storage::testing::posix;
 
@@ -695,6 +695,14 @@ fn brick_xattrop_and_heal_index<S: Storage>(s: S) {
     .unwrap();
     assert_eq!(r[0].1, CounterDelta::Add32(vec![1, 0, 0]));
     assert_eq!(b.index_count().unwrap(), 1);
+    // The entry is a hard link to the index base: no inode of its own.
+    let base = BrickPath::new(".mortar/index-base").unwrap();
+    let entry = BrickPath::new(&format!(".mortar/index/{}", g(1).to_hex())).unwrap();
+    let (bs, es) = (
+        b.storage().lstat(&base).unwrap(),
+        b.storage().lstat(&entry).unwrap(),
+    );
+    assert_eq!((bs.ino, bs.nlink), (es.ino, 2), "{bs:?} {es:?}");
     // Post-op lowers c0 only: c1 still blames, the file stays pending.
     op(
         g(1),
@@ -820,6 +828,20 @@ fn brick_xattrop_and_heal_index<S: Storage>(s: S) {
     })
     .unwrap();
     assert_eq!(b.index_count().unwrap(), 1);
+    // Without the index base (an older brick's tree), an entry is a file
+    // of its own.
+    b.storage()
+        .unlink(&BrickPath::new(".mortar/index-base").unwrap())
+        .unwrap();
+    create(&b, Gfid::ROOT, "h", 4);
+    op(
+        g(4),
+        vec![(changelog("c0"), CounterDelta::Add32(vec![1, 0, 0]))],
+    )
+    .unwrap();
+    assert_eq!(b.index_count().unwrap(), 2);
+    let entry = BrickPath::new(&format!(".mortar/index/{}", g(4).to_hex())).unwrap();
+    assert_eq!(b.storage().lstat(&entry).unwrap().nlink, 1);
 }
 
 fn brick_links_and_unlink_of_last_name<S: Storage>(s: S) {

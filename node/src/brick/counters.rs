@@ -204,10 +204,8 @@ impl<S: Storage> Brick<S> {
         let idx = index_path(&r.gfid);
         // Index entry before the counters when entering the index...
         if pending_after && !indexed {
-            match self.storage.create(&idx, 0o600) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(fop(e, format!("add {} to the heal index", r.gfid))),
-            }
+            self.index_add(&idx)
+                .map_err(|e| fop(e, format!("add {} to the heal index", r.gfid)))?;
             if r.durable {
                 self.storage
                     .fsync(&bp_of(INDEX), false)
@@ -232,6 +230,21 @@ impl<S: Storage> Brick<S> {
             }
         }
         Ok(())
+    }
+
+    /// Add index entry `idx`: a hard link to the index base, or, where the
+    /// base is missing or has all the links the filesystem allows (65,000
+    /// on ext4), an empty file of its own. Already there is fine.
+    fn index_add(&self, idx: &BrickPath) -> SResult<()> {
+        match self.storage.link(&bp_of(INDEX_BASE), idx) {
+            Ok(()) | Err(Errno::EEXIST) => return Ok(()),
+            Err(Errno::EMLINK | Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        match self.storage.create(idx, 0o600) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) fn index_all(&self) -> FopResult<Vec<Gfid>> {
