@@ -293,9 +293,10 @@ pub(crate) async fn copy_metadata(
 
 /// [`copy_metadata`]; `new_sinks`: the sinks' copies were just made by
 /// entry heal, so they hold no user xattrs to remove (one listing less
-/// per new file); `src_attr`: the source's attributes, read under a
-/// whole-file lock that is still held (no setattr can have changed them
-/// since), so they need not be read again.
+/// per new file); `src_attr`: the sinks were made from these attributes
+/// of the source (their mode and owner), read under a whole-file lock
+/// that is still held (no setattr can have changed them since), so they
+/// are not read again and only the times are set.
 pub(crate) async fn copy_metadata_to(
     children: &[Child],
     gfid: Gfid,
@@ -304,6 +305,7 @@ pub(crate) async fn copy_metadata_to(
     new_sinks: bool,
     src_attr: Option<Attr>,
 ) -> FopResult<()> {
+    let made = src_attr.is_some();
     let a = match src_attr {
         Some(a) => a,
         None => children[src]
@@ -335,10 +337,11 @@ pub(crate) async fn copy_metadata_to(
             .fop(Fop::Setattr(bp::Setattr {
                 gfid,
                 // A symlink's mode is fixed (0777): only its owner and
-                // times are copied.
-                mode: (a.kind != FileKind::Symlink).then_some(a.mode),
-                uid: Some(a.uid),
-                gid: Some(a.gid),
+                // times are copied. A copy made from `a` has its mode and
+                // owner already.
+                mode: (a.kind != FileKind::Symlink && !made).then_some(a.mode),
+                uid: (!made).then_some(a.uid),
+                gid: (!made).then_some(a.gid),
                 atime: Some(a.atime),
                 mtime: Some(a.mtime),
             }))
