@@ -90,9 +90,6 @@ pub(crate) async fn brick_rows(
 /// How long the count of a brick's index at the end of a crawl may take.
 const INDEX_COUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long a brick may take to say the kinds of one page of its index.
-const KINDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Bytes this process has written to the bricks of set `set` of `g`.
 pub(crate) fn set_bytes_written(g: &VolumeGraph, set: usize) -> u64 {
     g.heal_sets[set]
@@ -340,26 +337,15 @@ async fn split_directories(
     pending: BTreeSet<Gfid>,
 ) -> (Vec<Gfid>, Vec<Gfid>) {
     let all: Vec<Gfid> = pending.into_iter().collect();
-    let mut dirs = Vec::new();
-    let mut rest = Vec::with_capacity(all.len());
-    for page in all.chunks(bp::GFID_KINDS_MAX) {
-        let asked = bp::GfidKinds {
-            gfids: page.to_vec(),
-        };
-        match pc.call(&asked, bytes::Bytes::new(), KINDS_WAIT).await {
-            Ok((kinds, _)) if kinds.len() == page.len() => {
-                for (g, k) in page.iter().zip(kinds) {
-                    if k == Some(mortar_proto::FileKind::Directory) {
-                        dirs.push(*g);
-                    } else {
-                        rest.push(*g);
-                    }
-                }
-            }
-            _ => rest.extend_from_slice(page),
-        }
-    }
-    (dirs, rest)
+    let Some(kinds) = crate::steps::kinds_of(pc, &all).await else {
+        return (Vec::new(), all);
+    };
+    let (dirs, rest): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .zip(kinds)
+        .partition(|(_, k)| *k == Some(mortar_proto::FileKind::Directory));
+    let only = |v: Vec<(Gfid, _)>| v.into_iter().map(|(g, _)| g).collect();
+    (only(dirs), only(rest))
 }
 
 /// Heal `gfids` of set `set` with `workers` healers at once; `full`: as

@@ -94,32 +94,26 @@ pub(crate) async fn held_elsewhere(
     for &s in stale {
         let here: BTreeSet<Gfid> = listings[s].values().map(|e| e.gfid).collect();
         let missing: Vec<Gfid> = wanted.difference(&here).copied().collect();
-        for page in missing.chunks(bp::GFID_KINDS_MAX) {
-            held[s].extend(held_of(&children[s], page).await);
-        }
+        held[s] = held_of(&children[s], &missing).await;
     }
     held
 }
 
-/// Which of `gfids` brick `c` holds: asked at once, or (an older brick
-/// without the procedure, or an error) one stat each.
-async fn held_of(c: &Child, gfids: &[Gfid]) -> Vec<Gfid> {
-    let asked = Fop::GfidKinds(bp::GfidKinds {
-        gfids: gfids.to_vec(),
-    });
-    if let Ok(FopOut::Kinds(kinds)) = c.fop(asked).await {
-        if kinds.len() == gfids.len() {
-            return gfids
-                .iter()
-                .zip(kinds)
-                .filter_map(|(g, k)| k.map(|_| *g))
-                .collect();
-        }
+/// Which of `gfids` brick `c` holds: asked at once
+/// ([`crate::steps::kinds_of`]), or (an older brick without the
+/// procedure, or an error) one stat each.
+async fn held_of(c: &Child, gfids: &[Gfid]) -> BTreeSet<Gfid> {
+    if let Some(kinds) = crate::steps::kinds_of(c.as_ref(), gfids).await {
+        return gfids
+            .iter()
+            .zip(kinds)
+            .filter_map(|(g, k)| k.map(|_| *g))
+            .collect();
     }
-    let mut held = Vec::new();
+    let mut held = BTreeSet::new();
     for &g in gfids {
         if c.fop(Fop::Stat(bp::Stat { gfid: g })).await.is_ok() {
-            held.push(g);
+            held.insert(g);
         }
     }
     held

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 
 use mortar_client::copy::{copy_keeping_holes, copy_range_keeping_holes};
-use mortar_client::fop::{Child, Fop, FopOut, FopResult};
+use mortar_client::fop::{Child, Fop, FopOut, FopResult, Subvolume};
 use mortar_client::txn;
 use mortar_net::Runtime;
 use mortar_proto::brick::{self as bp, LockKind};
@@ -131,6 +131,27 @@ pub(crate) async fn locked_on_every_brick<T>(
     let out = work.await;
     txn::unlock_all(rt, set, children, &locked, lock).await;
     Ok(out)
+}
+
+/// The kind of each of `gfids` on brick `c` (`None` where it holds no
+/// such object), [`bp::GFID_KINDS_MAX`] per request; `None` when the brick
+/// cannot say (an older brick without the procedure, an error): the
+/// caller falls back to what it did before the procedure existed.
+pub(crate) async fn kinds_of(
+    c: &(impl Subvolume + ?Sized),
+    gfids: &[Gfid],
+) -> Option<Vec<Option<FileKind>>> {
+    let mut out = Vec::with_capacity(gfids.len());
+    for page in gfids.chunks(bp::GFID_KINDS_MAX) {
+        let asked = Fop::GfidKinds(bp::GfidKinds {
+            gfids: page.to_vec(),
+        });
+        match c.fop(asked).await {
+            Ok(FopOut::Kinds(kinds)) if kinds.len() == page.len() => out.extend(kinds),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The outcome of a heal that brought the bricks `healed` up to date

@@ -103,6 +103,20 @@ impl Tree {
     }
 }
 
+/// Another healer's claim on `gfid` (the self-heal domain, owner 0xfeed),
+/// or its release, as held by hand in the tests of one healer per file.
+fn claim_by_hand(t: &Tree, gfid: Gfid, kind: LockKind) -> Fop {
+    Fop::Inodelk(bp::Inodelk {
+        gfid,
+        domain: heal_domain(t.r().set_name()),
+        kind,
+        start: 0,
+        len: 0,
+        owner: 0xfeed,
+        wait_ms: None,
+    })
+}
+
 /// What one brick holds under a directory, by path.
 #[derive(Debug, PartialEq, Eq)]
 struct Object {
@@ -424,17 +438,7 @@ async fn a_file_another_healer_holds_is_skipped_not_waited_for() {
     ))
     .await;
     t.b.revive(2).await;
-    let claim = |kind| {
-        Fop::Inodelk(bp::Inodelk {
-            gfid: f,
-            domain: heal_domain(t.r().set_name()),
-            kind,
-            start: 0,
-            len: 0,
-            owner: 0xfeed,
-            wait_ms: None,
-        })
-    };
+    let claim = |kind| claim_by_hand(&t, f, kind);
     t.b.clients[0].fop(claim(LockKind::Write)).await.unwrap();
     let started = std::time::Instant::now();
     let busy = heal_file(&t.set, f).await;
@@ -475,17 +479,7 @@ async fn files_wait_while_another_healer_holds_their_directory() {
             .await;
     }
     t.b.revive(2).await;
-    let claim = |kind| {
-        Fop::Inodelk(bp::Inodelk {
-            gfid: d,
-            domain: heal_domain(t.r().set_name()),
-            kind,
-            start: 0,
-            len: 0,
-            owner: 0xfeed,
-            wait_ms: None,
-        })
-    };
+    let claim = |kind| claim_by_hand(&t, d, kind);
     t.b.clients[0].fop(claim(LockKind::Write)).await.unwrap();
     let g = graph_of(&t);
     let sum = heal_graph(&t.b.rt, &g, &|_| true, default_limits()).await;

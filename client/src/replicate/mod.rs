@@ -57,11 +57,7 @@ async fn brick_counters(c: &Child, gfid: Gfid, names: Vec<String>) -> Option<Vec
     };
     match c.fop(Fop::GetxattrMany(many)).await {
         Ok(FopOut::Values(vals)) if vals.len() == names.len() => {
-            return Some(
-                vals.iter()
-                    .map(|v| v.as_deref().map_or([0; 3], counters))
-                    .collect(),
-            )
+            return Some(parse_counters(&vals))
         }
         Err(e) if e.errno == Errno::EPROTO => {}
         _ => return None,
@@ -75,6 +71,22 @@ async fn brick_counters(c: &Child, gfid: Gfid, names: Vec<String>) -> Option<Vec
         }
     }
     Some(vals)
+}
+
+/// Counter values as read (an absent one is zero).
+fn parse_counters(vals: &[Option<Vec<u8>>]) -> Vec<[i64; 3]> {
+    vals.iter()
+        .map(|v| v.as_deref().map_or([0; 3], counters))
+        .collect()
+}
+
+/// One brick's view from its counters as [`Replicate::views`] asks them:
+/// one per child, then dirty.
+fn view_of(c: &[[i64; 3]], n: usize) -> BrickView {
+    BrickView {
+        blames: c[..n].to_vec(),
+        dirty: c[n],
+    }
 }
 
 /// The counters `names` of each of `gfids` on one brick, a page of
@@ -92,11 +104,7 @@ async fn files_counters(c: &Child, gfids: &[Gfid], names: &[String]) -> Vec<Opti
             Ok(FopOut::FileValues(files)) if files.len() == page.len() => {
                 out.extend(files.into_iter().map(|vals| {
                     let vals = vals.filter(|v| v.len() == names.len())?;
-                    Some(
-                        vals.iter()
-                            .map(|v| v.as_deref().map_or([0; 3], counters))
-                            .collect(),
-                    )
+                    Some(parse_counters(&vals))
                 }));
             }
             Err(e) if e.errno == Errno::EPROTO => {
@@ -211,10 +219,7 @@ impl Replicate {
         let mut views: Vec<Option<BrickView>> = vec![None; n];
         for (i, r) in results {
             if let Some(Some(vals)) = r {
-                views[i] = Some(BrickView {
-                    blames: vals[..n].to_vec(),
-                    dirty: vals[n],
-                });
+                views[i] = Some(view_of(&vals, n));
             }
         }
         views
@@ -241,10 +246,7 @@ impl Replicate {
         for (i, per_file) in results {
             for (f, c) in per_file.into_iter().flatten().enumerate().take(gfids.len()) {
                 if let Some(c) = c {
-                    views[f][i] = Some(BrickView {
-                        blames: c[..n].to_vec(),
-                        dirty: c[n],
-                    });
+                    views[f][i] = Some(view_of(&c, n));
                 }
             }
         }

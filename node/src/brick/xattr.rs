@@ -50,34 +50,27 @@ impl<S: Storage> Brick<S> {
     /// lock: `None` for a gfid this brick does not hold (any other failure
     /// fails the whole request).
     pub fn getxattr_files(&self, r: &bp::GetxattrFiles) -> FopResult<bp::FileValues> {
-        if r.gfids.len() > bp::GETXATTR_FILES_MAX || r.names.len() > bp::GETXATTR_NAMES_MAX {
+        if r.gfids.len() > bp::GETXATTR_FILES_MAX {
             return Err(fop(
                 Errno::EINVAL,
                 format!(
-                    "{} files and {} xattr names asked at once; at most {} files and {} names are read per request",
+                    "{} files asked at once; at most {} are read per request",
                     r.gfids.len(),
-                    r.names.len(),
-                    bp::GETXATTR_FILES_MAX,
-                    bp::GETXATTR_NAMES_MAX
+                    bp::GETXATTR_FILES_MAX
                 ),
             ));
         }
-        for name in &r.names {
-            xattr_access(name)?;
-        }
+        check_names(&r.names)?;
         let _ns = self.ns.read().expect("ns lock");
         r.gfids
             .iter()
-            .map(|g| {
-                let p = match self.resolve(g) {
-                    Ok((p, _)) => p,
-                    Err(e) if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                self.storage
+            .map(|g| match self.resolve_held(g)? {
+                Some((p, _)) => self
+                    .storage
                     .getxattrs(&p, &r.names)
                     .map(Some)
-                    .ctx(|| format!("getxattr {} names on {g}", r.names.len()))
+                    .ctx(|| format!("getxattr {} names on {g}", r.names.len())),
+                None => Ok(None),
             })
             .collect()
     }
@@ -98,30 +91,23 @@ impl<S: Storage> Brick<S> {
         let _ns = self.ns.read().expect("ns lock");
         r.gfids
             .iter()
-            .map(|g| match self.resolve(g) {
-                Ok((_, kind)) => Ok(Some(kind)),
-                Err(e) if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) => Ok(None),
-                Err(e) => Err(e),
-            })
+            .map(|g| Ok(self.resolve_held(g)?.map(|(_, kind)| kind)))
             .collect()
+    }
+
+    /// [`Brick::resolve`], `None` for a gfid this brick does not hold.
+    fn resolve_held(&self, g: &Gfid) -> FopResult<Option<(BrickPath, FileKind)>> {
+        match self.resolve(g) {
+            Ok(found) => Ok(Some(found)),
+            Err(e) if matches!(e.errno, Errno::ENOENT | Errno::ESTALE) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Each of `r.names` read under one namespace lock: a value, or
     /// `None` when absent (any other failure fails the whole request).
     pub fn getxattr_many(&self, r: &bp::GetxattrMany) -> FopResult<Vec<Option<Vec<u8>>>> {
-        if r.names.len() > bp::GETXATTR_NAMES_MAX {
-            return Err(fop(
-                Errno::EINVAL,
-                format!(
-                    "{} xattr names asked at once; at most {} are read per request",
-                    r.names.len(),
-                    bp::GETXATTR_NAMES_MAX
-                ),
-            ));
-        }
-        for name in &r.names {
-            xattr_access(name)?;
-        }
+        check_names(&r.names)?;
         let _ns = self.ns.read().expect("ns lock");
         let (p, _) = self.resolve(&r.gfid)?;
         self.storage
@@ -187,4 +173,23 @@ impl<S: Storage> Brick<S> {
             .filter(|n| xattr_access(n).is_ok())
             .collect())
     }
+}
+
+/// The names of one [`bp::GetxattrMany`] or [`bp::GetxattrFiles`]: at most
+/// [`bp::GETXATTR_NAMES_MAX`], each one a client may read.
+fn check_names(names: &[String]) -> FopResult<()> {
+    if names.len() > bp::GETXATTR_NAMES_MAX {
+        return Err(fop(
+            Errno::EINVAL,
+            format!(
+                "{} xattr names asked at once; at most {} are read per request",
+                names.len(),
+                bp::GETXATTR_NAMES_MAX
+            ),
+        ));
+    }
+    for name in names {
+        xattr_access(name)?;
+    }
+    Ok(())
 }
