@@ -890,7 +890,10 @@ impl Subvolume for Distribute {
                 Fop::Rchecksum(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Discard(ref q) => self.by_gfid(q.gfid, op.clone(), true).await,
                 Fop::Entrylk(_) => self.on_all(op).await,
-                Fop::GfidKinds(_) | Fop::GetxattrFiles(_) => Err(crate::fop::brick_only(&op)),
+                Fop::GfidKinds(_)
+                | Fop::GetxattrFiles(_)
+                | Fop::ReadWhole(_)
+                | Fop::CreateWhole(..) => Err(crate::fop::brick_only(&op)),
             }
         })
     }

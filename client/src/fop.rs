@@ -59,6 +59,12 @@ pub enum Fop {
     /// The same xattrs of several files on one brick (heal info's; set
     /// layers refuse it).
     GetxattrFiles(bp::GetxattrFiles),
+    /// A small file's attributes, user xattrs and data in one request
+    /// (heal's; set layers refuse it).
+    ReadWhole(bp::ReadWhole),
+    /// Make a regular file on one brick with its data, user xattrs and
+    /// times, durable before it is named (heal's; set layers refuse it).
+    CreateWhole(bp::CreateWhole, Bytes),
 }
 
 impl Fop {
@@ -84,6 +90,7 @@ impl Fop {
             Fop::Inodelk(q) => q.gfid,
             Fop::Rchecksum(q) => q.gfid,
             Fop::Discard(q) => q.gfid,
+            Fop::ReadWhole(q) => q.gfid,
             _ => return None,
         })
     }
@@ -159,6 +166,8 @@ pub enum FopOut {
     /// Per file of a [`Fop::GetxattrFiles`]: `None` where the brick has no
     /// such file, else each name's value.
     FileValues(bp::FileValues),
+    /// A [`Fop::ReadWhole`]'s answer; the data when `.data` says so.
+    Whole(bp::Whole, Bytes),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file
@@ -309,6 +318,16 @@ impl Subvolume for ProtocolClient {
                 }
                 Fop::GfidKinds(q) => FopOut::Kinds(call(self, &q).await?),
                 Fop::GetxattrFiles(q) => FopOut::FileValues(call(self, &q).await?),
+                Fop::ReadWhole(q) => {
+                    let (whole, data) = self.call(&q, Bytes::new(), BRICK_OP_TIMEOUT).await?;
+                    FopOut::Whole(whole, data)
+                }
+                Fop::CreateWhole(q, data) => {
+                    let n = data.len() as u64;
+                    let attr = self.call(&q, data, BRICK_OP_TIMEOUT).await?.0;
+                    self.note_written(n);
+                    FopOut::Attr(attr)
+                }
             })
         })
     }

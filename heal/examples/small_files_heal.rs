@@ -50,6 +50,7 @@ impl Subvolume for Tally {
         // Debug of a write would print its data.
         let text = match &op {
             Fop::Write(..) => "Write".to_string(),
+            Fop::CreateWhole(..) => "CreateWhole".to_string(),
             _ => format!("{op:?}"),
         };
         let mut kind = text

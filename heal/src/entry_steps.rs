@@ -328,15 +328,7 @@ pub(crate) async fn make_object(
         .await?
         .attr()?;
     if a.kind != entry.kind {
-        return Err(FopError::new(
-            Errno::EIO,
-            format!(
-                "{gfid} is a {:?} on {} but was listed as a {:?}",
-                a.kind,
-                children[source].name(),
-                entry.kind
-            ),
-        ));
+        return Err(listed_as_other(children, source, &a, &entry));
     }
     let new = bp::NewObject {
         gfid,
@@ -366,6 +358,117 @@ pub(crate) async fn make_object(
         }
     };
     children[sink].fop(op).await.map(|_| a)
+}
+
+/// Make the small regular file `entry` on `sink` whole from `source` in
+/// two requests (a [`bp::ReadWhole`] and a [`bp::CreateWhole`]): data,
+/// mode, owner, user xattrs and times, durable before the name appears.
+/// `Ok(None)`: it cannot go whole (larger than [`bp::WHOLE_BYTES_MAX`],
+/// too many xattrs, or a brick that does not know the procedures) and
+/// nothing was made; the caller makes it piece by piece. `Ok(Some(a))`:
+/// made from the source's attributes `a`.
+pub(crate) async fn make_whole(
+    children: &[Child],
+    dir: Gfid,
+    name: &str,
+    entry: Entry,
+    (source, sink): (usize, usize),
+) -> FopResult<Option<Attr>> {
+    let gfid = entry.gfid;
+    let q = bp::ReadWhole {
+        gfid,
+        len_max: bp::WHOLE_BYTES_MAX,
+    };
+    let (whole, data) = match children[source].fop(Fop::ReadWhole(q)).await {
+        Ok(FopOut::Whole(w, d)) => (w, d),
+        Ok(other) => return Err(shape_error("read whole", &other)),
+        Err(e) if goes_piece_by_piece(&e, children[source].name()) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let a = whole.attr;
+    if a.kind != entry.kind {
+        return Err(listed_as_other(children, source, &a, &entry));
+    }
+    if !whole.data {
+        return Ok(None);
+    }
+    let q = bp::CreateWhole {
+        parent: dir,
+        name: name.to_string(),
+        new: bp::NewObject {
+            gfid,
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+        },
+        user_xattrs: whole.user_xattrs,
+        atime: a.atime,
+        mtime: a.mtime,
+        // The caller fsyncs the directory once its names are made
+        // ([`sync_new_names`]).
+        sync_dir: false,
+    };
+    match children[sink].fop(Fop::CreateWhole(q, data)).await {
+        Ok(_) => Ok(Some(a)),
+        Err(e) if goes_piece_by_piece(&e, children[sink].name()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make the names `plan` created in `dir` durable: one fsync of the
+/// directory on each sink that got one ([`make_whole`] leaves it to this),
+/// before the counters that blame those sinks for the directory's entries
+/// are cleared.
+pub(crate) async fn sync_new_names(children: &[Child], dir: Gfid, plan: &Plan) -> FopResult<()> {
+    let mut sinks: Vec<usize> = Vec::new();
+    for a in &plan.actions {
+        if let Action::Create { sink, .. } = a {
+            if !sinks.contains(sink) {
+                sinks.push(*sink);
+            }
+        }
+    }
+    sync_dir_on(children, dir, &sinks).await
+}
+
+/// An fsync of directory `dir` on each of `sinks`.
+pub(crate) async fn sync_dir_on(children: &[Child], dir: Gfid, sinks: &[usize]) -> FopResult<()> {
+    for &s in sinks {
+        let q = bp::Fsync {
+            gfid: dir,
+            datasync: false,
+        };
+        children[s].fop(Fop::Fsync(q)).await?;
+    }
+    Ok(())
+}
+
+/// A refusal of [`make_whole`]'s procedures that means "not this way"
+/// rather than a failure: an older brick (logged once per process), or a
+/// file whose xattrs are too many to carry at once.
+fn goes_piece_by_piece(e: &FopError, brick: &str) -> bool {
+    if e.errno == Errno::EPROTO {
+        crate::blocks::log_once(&WHOLE_REFUSED, || {
+            tracing::warn!(%brick, error = %e, "brick cannot read or make a file whole (an older brick?); entry heal copies new files piece by piece");
+        });
+        return true;
+    }
+    e.errno == Errno::E2BIG
+}
+
+static WHOLE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn listed_as_other(children: &[Child], source: usize, a: &Attr, entry: &Entry) -> FopError {
+    FopError::new(
+        Errno::EIO,
+        format!(
+            "{} is a {:?} on {} but was listed as a {:?}",
+            entry.gfid,
+            a.kind,
+            children[source].name(),
+            entry.kind
+        ),
+    )
 }
 
 /// Remove `name` (`entry`) from directory `dir` on one brick; a directory

@@ -187,7 +187,10 @@ async fn heal_kind(
     // rewritten ones.
     let views = resolved.as_deref().unwrap_or(views);
     let (good, stale) = settle_dirty_without_blame(set, gfid, kind, views, good, stale).await;
-    let Some(&src) = good.first() else {
+    // The copy a new file was just made from, when it is good: what was
+    // copied already need not be again.
+    let made_from = made.map(|m| m.source).filter(|m| good.contains(m));
+    let Some(src) = made_from.or(good.first().copied()) else {
         return Err(HealOutcome::Skipped(format!("no good copy of {gfid}")));
     };
     let sinks: Vec<usize> = stale
@@ -197,6 +200,8 @@ async fn heal_kind(
         .collect();
     let copied = match kind {
         Kind::Data => copy_data(children, gfid, src, &sinks, made).await,
+        // A copy made whole from this source has its metadata already.
+        _ if made.is_some_and(|m| m.whole && m.source == src && sinks == [m.sink]) => Ok(()),
         _ => copy_metadata(children, gfid, src, &sinks).await,
     };
     if let Err(e) = copied {

@@ -5,7 +5,7 @@
 //! the entry counters that were read (good copies first).
 
 use mortar_client::afr::{self, kind_delta, BrickView, Kind, Verdict};
-use mortar_client::fop::{Fop, FopResult};
+use mortar_client::fop::{Child, Fop, FopResult};
 use mortar_client::replicate::Replicate;
 use mortar_net::BoxFuture;
 use mortar_proto::brick as bp;
@@ -13,12 +13,14 @@ use mortar_proto::{Errno, FileKind, Gfid};
 
 use crate::entry::{self, Action, Entry, EntryState, Plan};
 use crate::entry_steps::{
-    apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, unhealed_outcome,
-    MakeOnSink,
+    apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, make_whole, sync_dir_on,
+    sync_new_names, unhealed_outcome, MakeOnSink,
 };
 use crate::replicate::{clear_counters, whole_file_lock};
 use crate::split_brain::FavoriteChild;
-use crate::steps::{copy_data, copy_metadata_to, with_every_brick_locked, JustMade};
+use crate::steps::{
+    copy_data, copy_metadata_to, locked_on_every_brick, with_every_brick_locked, JustMade,
+};
 use crate::HealOutcome;
 
 /// Heal the names of directory `dir` (every brick of the set is up).
@@ -73,6 +75,9 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     if let Err(e) = apply(children, dir, &plan, &maker).await {
         return HealOutcome::Skipped(format!("entry heal of {dir}: {e}"));
     }
+    if let Err(e) = sync_new_names(children, dir, &plan).await {
+        return HealOutcome::Skipped(format!("making the new names of {dir} durable: {e}"));
+    }
     if let Some(outcome) = unhealed_outcome(set.set_name(), dir, &plan) {
         return outcome;
     }
@@ -122,6 +127,9 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         if let Err(e) = apply(children, dir, &one, &maker).await {
             return HealOutcome::Skipped(format!("full sweep of {dir}: {e}"));
         }
+    }
+    if let Err(e) = sync_dir_on(children, dir, &sinks).await {
+        return HealOutcome::Skipped(format!("making the new names of {dir} durable: {e}"));
     }
     let left = Plan {
         actions: Vec::new(),
@@ -211,12 +219,14 @@ fn data_source(set: &Replicate, good: &[usize]) -> FopResult<usize> {
 }
 
 /// Make a regular file on `sink` and copy in the source's data and
-/// metadata, under the file's whole-file lock on every brick. The data is
-/// left to the file's own data heal only when the source blames the sink
-/// for the file's data (it was written while the sink was down: it is in
-/// the source's pending-heal index). Otherwise it is copied here: a file
-/// moved away from a directory healed before the one it moved to, or one
-/// inside a moved directory, has no data blame and would stay empty.
+/// metadata. A small file is made whole ([`create_whole`]); otherwise
+/// piece by piece under the file's whole-file lock on every brick. The
+/// data is left to the file's own data heal only when the source blames
+/// the sink for the file's data (it was written while the sink was down:
+/// it is in the source's pending-heal index). Otherwise it is copied
+/// here: a file moved away from a directory healed before the one it
+/// moved to, or one inside a moved directory, has no data blame and would
+/// stay empty.
 async fn create_file(
     set: &Replicate,
     dir: Gfid,
@@ -224,6 +234,10 @@ async fn create_file(
     entry: Entry,
     (source, sink): (usize, usize),
 ) -> FopResult<()> {
+    // Not to the arbiter, which holds no data.
+    if Some(sink) != set.arbiter() && create_whole(set, dir, name, &entry, (source, sink)).await? {
+        return Ok(());
+    }
     let gfid = entry.gfid;
     let lock = whole_file_lock(set, gfid);
     let children = set.children();
@@ -234,17 +248,10 @@ async fn create_file(
                 source,
                 sink,
                 size: a.size,
+                whole: false,
             };
             if Some(sink) != set.arbiter() {
-                let n = children.len();
-                let others: Vec<usize> = (0..n).filter(|&i| i != sink).collect();
-                let mut views = set.views(gfid, &others).await;
-                // Made just now, under the lock still held: the new copy
-                // has no counters, and no writer can have given it any.
-                views[sink] = Some(BrickView {
-                    blames: vec![[0; 3]; n],
-                    dirty: [0; 3],
-                });
+                let views = views_with_new_copy(set, gfid, sink).await;
                 if data_heal_follows(&views, source, sink) {
                     // Heal the file's data now, under the lock already
                     // held, rather than leave it to a later claim, lock
@@ -267,13 +274,123 @@ async fn create_file(
         }
     };
     let (rt, set_name) = (set.runtime(), set.set_name());
-    match with_every_brick_locked(rt, set_name, children, gfid, &lock, make).await {
+    made_outcome(
+        set,
+        gfid,
+        sink,
+        with_every_brick_locked(rt, set_name, children, gfid, &lock, make).await,
+    )
+}
+
+/// Make the small file `entry` whole on `sink` ([`make_whole`]: data,
+/// metadata and name in one request) under its whole-file lock on every
+/// brick but the sink, then clear the counters the good copies hold
+/// against the sink for it when [`whole_copy_settles`] says that is all
+/// its heal would do. `Ok(false)`: it cannot go whole and nothing was
+/// made.
+///
+/// The sink's lock is not needed: the copy does not exist there until it
+/// is complete, so no writer can have changed it part-made, and a writer
+/// that changes it after must hold the lock of every brick it reaches,
+/// the sources among them (held here) unless it cannot reach them; then
+/// it blames them on the sink, the only copy this heal does not touch,
+/// and the next heal copies its write back.
+async fn create_whole(
+    set: &Replicate,
+    dir: Gfid,
+    name: &str,
+    entry: &Entry,
+    (source, sink): (usize, usize),
+) -> FopResult<bool> {
+    let gfid = entry.gfid;
+    let lock = whole_file_lock(set, gfid);
+    let children = set.children();
+    let others: Vec<Child> = (0..children.len())
+        .filter(|&i| i != sink)
+        .map(|i| children[i].clone())
+        .collect();
+    let work = async {
+        let Some(a) = make_whole(children, dir, name, *entry, (source, sink)).await? else {
+            return Ok(false);
+        };
+        let views = views_with_new_copy(set, gfid, sink).await;
+        if whole_copy_settles(&views, set.arbiter(), source, sink) {
+            let made = JustMade {
+                source,
+                sink,
+                size: a.size,
+                whole: true,
+            };
+            // Only the counters are cleared: the copy is what the source
+            // held. A skip is left to the file's own heal.
+            let none = FavoriteChild::None;
+            let _ = crate::replicate::heal_viewed(set, gfid, none, &views, Some(made)).await;
+        }
+        Ok(true)
+    };
+    let (rt, set_name) = (set.runtime(), set.set_name());
+    locked_on_every_brick(rt, set_name, &others, &lock, work)
+        .await
+        .map_err(|e| {
+            mortar_proto::FopError::new(
+                Errno::EIO,
+                format!("making {gfid} on {}: {e}", children[sink].name()),
+            )
+        })?
+}
+
+/// Every copy's counters of `gfid` but `sink`'s, read now (under a lock
+/// held), with `sink`'s as a copy just made has them: none, and no
+/// writer can have given it any that this heal would clear.
+async fn views_with_new_copy(set: &Replicate, gfid: Gfid, sink: usize) -> Vec<Option<BrickView>> {
+    let n = set.children().len();
+    let others: Vec<usize> = (0..n).filter(|&i| i != sink).collect();
+    let mut views = set.views(gfid, &others).await;
+    views[sink] = Some(BrickView {
+        blames: vec![[0; 3]; n],
+        dirty: [0; 3],
+    });
+    views
+}
+
+fn made_outcome(set: &Replicate, gfid: Gfid, sink: usize, outcome: HealOutcome) -> FopResult<()> {
+    match outcome {
         HealOutcome::Clean => Ok(()),
         other => Err(mortar_proto::FopError::new(
             Errno::EIO,
-            format!("making {gfid} on {}: {other:?}", children[sink].name()),
+            format!(
+                "making {gfid} on {}: {other:?}",
+                set.children()[sink].name()
+            ),
         )),
     }
+}
+
+/// After `sink`'s copy was made whole from `source`: is clearing the
+/// counters all its heal has left to do? So it is when, for data and for
+/// metadata, either nothing is marked or the changelog's verdict is that
+/// `source` is good and `sink` the only stale copy. Anything else (another
+/// stale copy, dirty marks without blame, a split-brain) would have the
+/// heal write to copies this heal did not lock: it is left to the file's
+/// own heal.
+pub(crate) fn whole_copy_settles(
+    views: &[Option<BrickView>],
+    arbiter: Option<usize>,
+    source: usize,
+    sink: usize,
+) -> bool {
+    [Kind::Data, Kind::Metadata].into_iter().all(|kind| {
+        let k = kind as usize;
+        let marked = views
+            .iter()
+            .flatten()
+            .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0));
+        !marked
+            || matches!(
+                afr::examine(views, kind, arbiter),
+                Verdict::Sources { good, stale } if good.contains(&source) && stale == [sink]
+            )
+    })
 }
 
 /// Does the good copy `source` blame `sink` for the file's data (in
@@ -308,4 +425,90 @@ async fn mark_new_directory(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy's counters: `dirty` and per copy the blame, for data then
+    /// metadata.
+    fn view(dirty: [i64; 2], blames: &[[i64; 2]]) -> Option<BrickView> {
+        Some(BrickView {
+            blames: blames.iter().map(|b| [b[0], b[1], 0]).collect(),
+            dirty: [dirty[0], dirty[1], 0],
+        })
+    }
+
+    #[test]
+    fn a_whole_copy_settles_only_when_the_sink_is_the_one_stale_copy() {
+        let none = [0, 0];
+        let fresh = view(none, &[none; 3]);
+        // Source 0, sink 2 (made whole from 0); the sink's counters are a
+        // new copy's: none.
+        let blames_sink = view(none, &[none, none, [1, 0]]);
+        for (views, arbiter, want, why) in [
+            (vec![fresh.clone(); 3], None, true, "nothing marked"),
+            (
+                vec![blames_sink.clone(), blames_sink.clone(), fresh.clone()],
+                None,
+                true,
+                "both sources blame the sink's data",
+            ),
+            (
+                vec![blames_sink.clone(), fresh.clone(), fresh.clone()],
+                None,
+                true,
+                "one source blames the sink",
+            ),
+            (
+                vec![
+                    view(none, &[none, none, [1, 1]]),
+                    view(none, &[none, none, [0, 1]]),
+                    fresh.clone(),
+                ],
+                None,
+                true,
+                "data and metadata blamed on the sink",
+            ),
+            (
+                vec![
+                    view(none, &[none, [1, 0], [1, 0]]),
+                    fresh.clone(),
+                    fresh.clone(),
+                ],
+                None,
+                false,
+                "copy 1 is stale too: its heal would write to it",
+            ),
+            (
+                vec![
+                    view([1, 0], &[none; 3]),
+                    view([1, 0], &[none; 3]),
+                    fresh.clone(),
+                ],
+                None,
+                false,
+                "dirty without blame: a copy would be picked and the others written",
+            ),
+            (
+                vec![
+                    fresh.clone(),
+                    view(none, &[[1, 0], none, [1, 0]]),
+                    fresh.clone(),
+                ],
+                None,
+                false,
+                "copy 1 blames the source itself",
+            ),
+            (
+                vec![blames_sink.clone(), blames_sink.clone(), fresh.clone()],
+                Some(1),
+                true,
+                "an arbiter among the sources",
+            ),
+        ] {
+            assert_eq!(whole_copy_settles(&views, arbiter, 0, 2), want, "{why}");
+        }
+    }
 }

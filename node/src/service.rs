@@ -244,6 +244,29 @@ where
     encode(&res)
 }
 
+/// [`bp::ReadWhole`]: the file's data goes as the reply's payload.
+async fn read_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<Reply, Fault> {
+    let q: bp::ReadWhole = req.decode()?;
+    let brick = inner.brick.clone();
+    match inner.rt.blocking(move || brick.read_whole(&q)).await {
+        Ok((whole, data)) => Reply::with_payload(&FopResult::Ok(whole), data),
+        Err(e) => encode::<bp::Whole>(&Err(e)),
+    }
+}
+
+/// [`bp::CreateWhole`]: the file's data comes as the request's payload.
+async fn create_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<Reply, Fault> {
+    let q: bp::CreateWhole = req.decode()?;
+    let brick = inner.brick.clone();
+    let data: Bytes = req.payload.clone();
+    encode(
+        &inner
+            .rt
+            .blocking(move || brick.create_whole(&q, &data))
+            .await,
+    )
+}
+
 /// A lock request on behalf of this connection's client.
 fn lock_request(
     client_id: String,
@@ -321,6 +344,8 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
                 Err(e) => encode::<()>(&Err(e)),
             }
         }
+        procs::ReadWhole => read_whole(i, &req).await,
+        procs::CreateWhole => create_whole(i, &req).await,
         procs::Write => {
             let q: bp::Write = req.decode()?;
             let brick = inner.brick.clone();

@@ -28,6 +28,7 @@ mortar_storage::both_backends!(
     brick_reads_many_xattrs_at_once,
     brick_says_the_kinds_of_many_gfids,
     brick_reads_the_xattrs_of_many_files_at_once,
+    brick_reads_and_makes_a_file_whole,
 );
 
 #[test]
@@ -1022,4 +1023,135 @@ fn brick_discard_punches_holes<S: Storage>(s: S) {
         })
         .unwrap_err();
     assert_eq!(e.errno, Errno::EISDIR);
+}
+
+/// `ReadWhole` gives a file's attributes, user xattrs (only those) and,
+/// up to `len_max`, its data; `CreateWhole` makes a copy from them with
+/// the same data, mode, owner, user xattrs and times, and refuses what
+/// it must not carry.
+fn brick_reads_and_makes_a_file_whole<S: Storage>(s: S) {
+    let b = brick(s);
+    create(&b, Gfid::ROOT, "f", 1);
+    // A chunk of zeros between data, and zeros at the end.
+    let mut data = vec![7u8; 4096];
+    data.extend(vec![0u8; 8192]);
+    data.extend(vec![9u8; 100]);
+    data.extend(vec![0u8; 5000]);
+    write(&b, g(1), 0, &data);
+    for (name, value) in [("user.b", b"two".to_vec()), ("user.a", b"one".to_vec())] {
+        b.setxattr(&bp::Setxattr {
+            gfid: g(1),
+            name: name.into(),
+            value,
+            flags: XattrFlags::Any,
+        })
+        .unwrap();
+    }
+    b.setxattr(&bp::Setxattr {
+        gfid: g(1),
+        name: "trusted.mortar.dht".into(),
+        value: b"layout".to_vec(),
+        flags: XattrFlags::Any,
+    })
+    .unwrap();
+    let when = mortar_proto::Timespec {
+        secs: 1_600_000_000,
+        nsecs: 5,
+    };
+    b.setattr(&bp::Setattr {
+        gfid: g(1),
+        mode: Some(0o640),
+        uid: None,
+        gid: None,
+        atime: Some(when),
+        mtime: Some(when),
+    })
+    .unwrap();
+    let read_whole = |gfid, len_max| b.read_whole(&bp::ReadWhole { gfid, len_max });
+    let (w, got) = read_whole(g(1), bp::WHOLE_BYTES_MAX).unwrap();
+    assert!(w.data);
+    assert_eq!(got.to_vec(), data);
+    assert_eq!(
+        (w.attr.size, w.attr.mode, w.attr.mtime),
+        (data.len() as u64, 0o640, when)
+    );
+    let mut user = w.user_xattrs.clone();
+    user.sort();
+    assert_eq!(
+        user,
+        vec![
+            ("user.a".into(), b"one".to_vec()),
+            ("user.b".into(), b"two".to_vec())
+        ],
+        "user xattrs only, never the brick's own"
+    );
+    let (short, none) = read_whole(g(1), 100).unwrap();
+    assert!(
+        !short.data && none.is_empty(),
+        "larger than len_max: no data"
+    );
+    assert_eq!(short.attr.size, data.len() as u64);
+    mkdir(&b, Gfid::ROOT, "d", 2);
+    assert!(!read_whole(g(2), bp::WHOLE_BYTES_MAX).unwrap().0.data);
+    assert_eq!(read_whole(g(77), 100).unwrap_err().errno, Errno::ESTALE);
+
+    let whole = |name: &str, n: u128, user_xattrs: Vec<(String, Vec<u8>)>, data: &[u8]| {
+        b.create_whole(
+            &bp::CreateWhole {
+                parent: g(2),
+                name: name.into(),
+                new: NewObject {
+                    mode: 0o640,
+                    ..obj(n)
+                },
+                user_xattrs,
+                atime: when,
+                mtime: when,
+                sync_dir: false,
+            },
+            data,
+        )
+    };
+    whole("copy", 3, w.user_xattrs.clone(), &data).unwrap();
+    let a = b.lookup(&g(2), "copy").unwrap();
+    assert_eq!(
+        (a.gfid, a.kind, a.size, a.mode, a.mtime, a.atime),
+        (
+            g(3),
+            FileKind::Regular,
+            data.len() as u64,
+            0o640,
+            when,
+            when
+        )
+    );
+    assert_eq!(read(&b, g(3)), data);
+    let (again, _) = read_whole(g(3), bp::WHOLE_BYTES_MAX).unwrap();
+    let mut theirs = again.user_xattrs;
+    theirs.sort();
+    assert_eq!(theirs, user);
+
+    let e = whole("copy", 4, Vec::new(), b"x").unwrap_err();
+    assert_eq!(e.errno, Errno::EEXIST, "the name is taken: {e}");
+    let e = whole("other", 3, Vec::new(), b"x").unwrap_err();
+    assert_eq!(e.errno, Errno::EEXIST, "the gfid is in use: {e}");
+    let theirs = vec![("trusted.mortar.dht".to_string(), b"x".to_vec())];
+    let e = whole("bad", 5, theirs, b"x").unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL, "only user xattrs travel: {e}");
+    let many: Vec<(String, Vec<u8>)> = (0..=bp::WHOLE_XATTRS_MAX)
+        .map(|i| (format!("user.n{i}"), Vec::new()))
+        .collect();
+    assert_eq!(whole("bad", 5, many, b"x").unwrap_err().errno, Errno::E2BIG);
+    let big = vec![1u8; bp::WHOLE_BYTES_MAX as usize + 1];
+    assert_eq!(
+        whole("bad", 5, Vec::new(), &big).unwrap_err().errno,
+        Errno::EINVAL
+    );
+    assert_eq!(
+        b.lookup(&g(2), "bad").unwrap_err().errno,
+        Errno::ENOENT,
+        "a refused copy leaves no name"
+    );
+    whole("empty", 6, Vec::new(), &[]).unwrap();
+    assert_eq!(b.lookup(&g(2), "empty").unwrap().size, 0);
 }

@@ -346,6 +346,57 @@ pub struct GfidKinds {
 /// Most gfids one [`GfidKinds`] asks about (an index page).
 pub const GFID_KINDS_MAX: usize = 512;
 
+/// A small file whole in one round trip: its attributes, its user xattrs
+/// and, when it holds at most `len_max` bytes (at most
+/// [`WHOLE_BYTES_MAX`]), its data as the reply's payload. Entry heal reads
+/// a source's new file this way and makes the copy with [`CreateWhole`].
+/// A file with more than [`WHOLE_XATTRS_MAX`] user xattrs, or more than
+/// [`WHOLE_XATTR_BYTES_MAX`] bytes of them, is refused with `E2BIG` (the
+/// caller reads it piece by piece).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadWhole {
+    pub gfid: Gfid,
+    pub len_max: u32,
+}
+
+/// A [`ReadWhole`] answer; the data, when `data` says it is there, is the
+/// reply's payload, `attr.size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whole {
+    pub attr: Attr,
+    /// Every `user.` xattr, by name.
+    pub user_xattrs: Vec<(String, Vec<u8>)>,
+    /// The payload is the file's data (its size is at most `len_max`).
+    pub data: bool,
+}
+
+/// Make a regular file whole in one round trip: created as [`Create`]
+/// does, with the request's payload as its data (chunks of zeros left as
+/// holes), `user_xattrs` set, then `atime` and `mtime`, made durable, and
+/// only then given its name, so the name never shows a part-made file.
+/// At most [`WHOLE_BYTES_MAX`] bytes of data and the xattr limits of
+/// [`ReadWhole`]. With `sync_dir` false the name itself is not made
+/// durable: the caller fsyncs the directory (once for many names) before
+/// anything relies on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateWhole {
+    pub parent: Gfid,
+    pub name: String,
+    pub new: NewObject,
+    pub user_xattrs: Vec<(String, Vec<u8>)>,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub sync_dir: bool,
+}
+
+/// Most data one [`ReadWhole`] returns or one [`CreateWhole`] writes.
+pub const WHOLE_BYTES_MAX: u32 = 128 << 10;
+/// Most user xattrs one [`ReadWhole`] or [`CreateWhole`] carries.
+pub const WHOLE_XATTRS_MAX: usize = 64;
+/// Most bytes of user xattr names and values one [`ReadWhole`] or
+/// [`CreateWhole`] carries.
+pub const WHOLE_XATTR_BYTES_MAX: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum XattrFlags {
     Any,
@@ -524,6 +575,8 @@ requests! {
     33 GetxattrMany -> Vec<Option<Vec<u8>>>;
     34 GfidKinds -> Vec<Option<FileKind>>;
     35 GetxattrFiles -> FileValues;
+    36 ReadWhole -> Whole;
+    37 CreateWhole -> Attr;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -546,7 +599,9 @@ mod tests {
         assert_eq!(procs::GetxattrMany, 33);
         assert_eq!(procs::GfidKinds, 34);
         assert_eq!(procs::GetxattrFiles, 35);
-        for p in 1..=35u16 {
+        assert_eq!(procs::ReadWhole, 36);
+        assert_eq!(procs::CreateWhole, 37);
+        for p in 1..=37u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

@@ -376,7 +376,9 @@ impl Subvolume for Disperse {
                 | Fop::Discard(_)
                 | Fop::GetxattrMany(_)
                 | Fop::GfidKinds(_)
-                | Fop::GetxattrFiles(_) => Err(crate::fop::brick_only(&op)),
+                | Fop::GetxattrFiles(_)
+                | Fop::ReadWhole(_)
+                | Fop::CreateWhole(..) => Err(crate::fop::brick_only(&op)),
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

@@ -74,6 +74,12 @@ impl Subvolume for Counting {
             Fop::GetxattrFiles(_) if self.old_brick.load(Ordering::Relaxed) => {
                 return refuse(Errno::EPROTO, "brick has no procedure 35 (unknown)")
             }
+            Fop::ReadWhole(_) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 36 (unknown)")
+            }
+            Fop::CreateWhole(..) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 37 (unknown)")
+            }
             Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
                 return refuse(Errno::EOPNOTSUPP, "operation not supported")
             }

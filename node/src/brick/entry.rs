@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// A step run on an object being made, after it is stamped and before it
+/// is named (see [`Brick::create_object_sealed`]).
+pub(super) type Seal<'a> = Option<&'a dyn Fn(&BrickPath) -> FopResult<()>>;
+
 impl<S: Storage> Brick<S> {
     pub fn lookup(&self, parent: &Gfid, name: &str) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
@@ -25,6 +29,23 @@ impl<S: Storage> Brick<S> {
         new: &bp::NewObject,
         kind: FileKind,
         make: impl FnOnce(&BrickPath) -> SResult<()>,
+    ) -> FopResult<Attr> {
+        self.create_object_sealed(parent, name, new, kind, make, None, true)
+    }
+
+    /// [`Self::create_object`]; `seal` runs on the stamped object just
+    /// before it is given its handle and name; `sync_dir` false leaves the
+    /// directory's fsync to the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create_object_sealed(
+        &self,
+        parent: &Gfid,
+        name: &str,
+        new: &bp::NewObject,
+        kind: FileKind,
+        make: impl FnOnce(&BrickPath) -> SResult<()>,
+        seal: Seal<'_>,
+        sync_dir: bool,
     ) -> FopResult<Attr> {
         let _ns = self.ns.write().expect("ns lock");
         let p = self.entry_path(parent, name)?;
@@ -49,10 +70,12 @@ impl<S: Storage> Brick<S> {
             };
             e
         };
-        self.stamp_and_place(&tmp, &p, (parent, name), new, kind)
+        self.stamp_and_place(&tmp, &p, (parent, name), new, kind, seal)
             .map_err(undo)?;
-        let (dir, _) = p.split_last().expect("entry has a parent");
-        self.sync_dir(&dir)?;
+        if sync_dir {
+            let (dir, _) = p.split_last().expect("entry has a parent");
+            self.sync_dir(&dir)?;
+        }
         let st = self
             .storage
             .lstat(&p)
@@ -69,6 +92,7 @@ impl<S: Storage> Brick<S> {
         entry: (&Gfid, &str),
         new: &bp::NewObject,
         kind: FileKind,
+        seal: Seal<'_>,
     ) -> FopResult<()> {
         let (parent, name) = entry;
         self.storage
@@ -85,6 +109,9 @@ impl<S: Storage> Brick<S> {
         self.storage
             .setxattr(tmp, xa::GFID, &new.gfid.0, XattrFlags::Create)
             .ctx(|| format!("set gfid of {name:?}"))?;
+        if let Some(seal) = seal {
+            seal(tmp)?;
+        }
         if kind == FileKind::Directory {
             self.ensure_shard(DIRS, &new.gfid)?;
             let target = format!("{}/{}", parent.to_hex(), name);

@@ -149,6 +149,7 @@ mod counters;
 mod entry;
 mod inode;
 mod resolve;
+mod whole;
 mod xattr;
 
 /// Stamp the brick root with `volume_id` on first use; refuse a brick
