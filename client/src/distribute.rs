@@ -893,7 +893,8 @@ impl Subvolume for Distribute {
                 Fop::GfidKinds(_)
                 | Fop::GetxattrFiles(_)
                 | Fop::ReadWhole(_)
-                | Fop::CreateWhole(..) => Err(crate::fop::brick_only(&op)),
+                | Fop::CreateWhole(..)
+                | Fop::XattropMany(_) => Err(crate::fop::brick_only(&op)),
             }
         })
     }

@@ -65,6 +65,9 @@ pub enum Fop {
     /// Make a regular file on one brick with its data, user xattrs and
     /// times, durable before it is named (heal's; set layers refuse it).
     CreateWhole(bp::CreateWhole, Bytes),
+    /// Many xattrops made durable by one sync of the brick's filesystem
+    /// (heal's; set layers refuse it).
+    XattropMany(bp::XattropMany),
 }
 
 impl Fop {
@@ -168,6 +171,8 @@ pub enum FopOut {
     FileValues(bp::FileValues),
     /// A [`Fop::ReadWhole`]'s answer; the data when `.data` says so.
     Whole(bp::Whole, Bytes),
+    /// Per op of a [`Fop::XattropMany`]: its new values or its error.
+    XattropResults(bp::XattropResults),
 }
 
 /// File data a layer moves per step when it copies or rewrites a file
@@ -318,6 +323,7 @@ impl Subvolume for ProtocolClient {
                 }
                 Fop::GfidKinds(q) => FopOut::Kinds(call(self, &q).await?),
                 Fop::GetxattrFiles(q) => FopOut::FileValues(call(self, &q).await?),
+                Fop::XattropMany(q) => FopOut::XattropResults(call(self, &q).await?),
                 Fop::ReadWhole(q) => {
                     let (whole, data) = self.call(&q, Bytes::new(), BRICK_OP_TIMEOUT).await?;
                     FopOut::Whole(whole, data)

@@ -362,7 +362,9 @@ pub(crate) async fn make_object(
 
 /// Make the small regular file `entry` on `sink` whole from `source` in
 /// two requests (a [`bp::ReadWhole`] and a [`bp::CreateWhole`]): data,
-/// mode, owner, user xattrs and times, durable before the name appears.
+/// mode, owner, user xattrs and times, all in place before the name
+/// appears; neither the copy nor its name is durable yet (the caller's
+/// barrier and directory fsync make them so).
 /// `Ok(None)`: it cannot go whole (larger than [`bp::WHOLE_BYTES_MAX`],
 /// too many xattrs, or a brick that does not know the procedures) and
 /// nothing was made; the caller makes it piece by piece. `Ok(Some(a))`:
@@ -405,8 +407,11 @@ pub(crate) async fn make_whole(
         atime: a.atime,
         mtime: a.mtime,
         // The caller fsyncs the directory once its names are made
-        // ([`sync_new_names`]).
+        // ([`sync_new_names`]), and makes the copy durable (one sync for
+        // many copies, [`crate::commit::Committer::barrier`]) before it
+        // clears any blame on it.
         sync_dir: false,
+        sync_file: false,
     };
     match children[sink].fop(Fop::CreateWhole(q, data)).await {
         Ok(_) => Ok(Some(a)),

@@ -19,6 +19,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod blocks;
+mod commit;
 pub mod compare;
 pub mod crawl;
 pub mod daemon;

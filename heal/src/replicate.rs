@@ -343,7 +343,7 @@ pub(crate) async fn clear_counters(
 
 /// The changes that bring one brick's counters of `kind` (as read in
 /// `v`) back to zero; `key(j)` is the changelog key blaming brick `j`.
-fn clearing_deltas<'k>(
+pub(crate) fn clearing_deltas<'k>(
     kind: Kind,
     v: &BrickView,
     key: impl Fn(usize) -> &'k str,

@@ -11,13 +11,15 @@ use mortar_net::BoxFuture;
 use mortar_proto::brick as bp;
 use mortar_proto::{Errno, FileKind, Gfid};
 
+use crate::commit::Committer;
 use crate::entry::{self, Action, Entry, EntryState, Plan};
 use crate::entry_steps::{
     apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, make_whole, sync_dir_on,
     sync_new_names, unhealed_outcome, MakeOnSink,
 };
-use crate::replicate::{clear_counters, whole_file_lock};
+use crate::replicate::{clear_counters, clearing_deltas, whole_file_lock};
 use crate::split_brain::FavoriteChild;
+use crate::steps::clear_order;
 use crate::steps::{
     copy_data, copy_metadata_to, locked_on_every_brick, with_every_brick_locked, JustMade,
 };
@@ -71,7 +73,12 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         blamed: &blamed,
         held_elsewhere: &held_elsewhere,
     });
-    let maker = ReplicateMaker { set, good: &good };
+    let commits = committers(children);
+    let maker = ReplicateMaker {
+        set,
+        good: &good,
+        commits: &commits,
+    };
     if let Err(e) = apply(children, dir, &plan, &maker).await {
         return HealOutcome::Skipped(format!("entry heal of {dir}: {e}"));
     }
@@ -109,6 +116,7 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     let all: Vec<usize> = (0..children.len()).collect();
     let held = held_elsewhere(children, &listings, &all, &all).await;
     let fill = crate::full::fill_plan(&listings, &held);
+    let commits = committers(children);
     let mut sinks = Vec::new();
     for (action, holders) in fill.actions {
         if let Action::Create { sink, .. } | Action::Link { sink, .. } = &action {
@@ -123,6 +131,7 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         let maker = ReplicateMaker {
             set,
             good: &holders,
+            commits: &commits,
         };
         if let Err(e) = apply(children, dir, &one, &maker).await {
             return HealOutcome::Skipped(format!("full sweep of {dir}: {e}"));
@@ -153,6 +162,13 @@ fn blames(views: &[Option<BrickView>], g: usize, s: usize) -> bool {
 struct ReplicateMaker<'a> {
     set: &'a Replicate,
     good: &'a [usize],
+    /// Per brick, the group commit of the durable steps of the new files.
+    commits: &'a [Committer],
+}
+
+/// One [`Committer`] per brick of the set.
+fn committers(children: &[Child]) -> Vec<Committer> {
+    children.iter().map(|c| Committer::new(c.clone())).collect()
 }
 
 impl MakeOnSink for ReplicateMaker<'_> {
@@ -171,6 +187,7 @@ impl MakeOnSink for ReplicateMaker<'_> {
             entry,
             (source, sink),
             self.good,
+            self.commits,
         ))
     }
 }
@@ -187,6 +204,7 @@ async fn create(
     entry: Entry,
     on: (usize, usize),
     good: &[usize],
+    commits: &[Committer],
 ) -> FopResult<()> {
     let (mut source, sink) = on;
     if entry.kind == FileKind::Regular && Some(source) == set.arbiter() {
@@ -196,7 +214,9 @@ async fn create(
     }
     let children = set.children();
     match entry.kind {
-        FileKind::Regular => return create_file(set, dir, name, entry, (source, sink)).await,
+        FileKind::Regular => {
+            return create_file(set, dir, name, entry, (source, sink), commits).await
+        }
         FileKind::Directory => mark_new_directory(set, entry.gfid, sink, good).await?,
         FileKind::Symlink | FileKind::Fifo => {}
     }
@@ -233,9 +253,11 @@ async fn create_file(
     name: &str,
     entry: Entry,
     (source, sink): (usize, usize),
+    commits: &[Committer],
 ) -> FopResult<()> {
     // Not to the arbiter, which holds no data.
-    if Some(sink) != set.arbiter() && create_whole(set, dir, name, &entry, (source, sink)).await? {
+    let on = (source, sink);
+    if Some(sink) != set.arbiter() && create_whole(set, dir, name, &entry, on, commits).await? {
         return Ok(());
     }
     let gfid = entry.gfid;
@@ -284,10 +306,13 @@ async fn create_file(
 
 /// Make the small file `entry` whole on `sink` ([`make_whole`]: data,
 /// metadata and name in one request) under its whole-file lock on every
-/// brick but the sink, then clear the counters the good copies hold
-/// against the sink for it when [`whole_copy_settles`] says that is all
-/// its heal would do. `Ok(false)`: it cannot go whole and nothing was
-/// made.
+/// brick but the sink, make the copy durable, then clear the counters the
+/// good copies hold against the sink for it when [`whole_copy_settles`]
+/// says that is all its heal would do (good copies first, as
+/// [`clear_counters`] does). Both durable steps go through `commits`, the
+/// bricks' group commits: one filesystem sync per brick for a window of
+/// files, not an fsync per file and step. `Ok(false)`: it cannot go whole
+/// and nothing was made.
 ///
 /// The sink's lock is not needed: the copy does not exist there until it
 /// is complete, so no writer can have changed it part-made, and a writer
@@ -301,6 +326,7 @@ async fn create_whole(
     name: &str,
     entry: &Entry,
     (source, sink): (usize, usize),
+    commits: &[Committer],
 ) -> FopResult<bool> {
     let gfid = entry.gfid;
     let lock = whole_file_lock(set, gfid);
@@ -310,21 +336,17 @@ async fn create_whole(
         .map(|i| children[i].clone())
         .collect();
     let work = async {
-        let Some(a) = make_whole(children, dir, name, *entry, (source, sink)).await? else {
+        let Some(_) = make_whole(children, dir, name, *entry, (source, sink)).await? else {
             return Ok(false);
         };
         let views = views_with_new_copy(set, gfid, sink).await;
+        // Whatever follows, the copy is durable before anything can rely
+        // on it (a later heal would clear the blame it answers).
+        commits[sink].barrier(gfid).await?;
         if whole_copy_settles(&views, set.arbiter(), source, sink) {
-            let made = JustMade {
-                source,
-                sink,
-                size: a.size,
-                whole: true,
-            };
             // Only the counters are cleared: the copy is what the source
-            // held. A skip is left to the file's own heal.
-            let none = FavoriteChild::None;
-            let _ = crate::replicate::heal_viewed(set, gfid, none, &views, Some(made)).await;
+            // held. A failed clear is left to the file's own heal.
+            let _ = clear_whole_copy(set, gfid, &views, sink, commits).await;
         }
         Ok(true)
     };
@@ -337,6 +359,35 @@ async fn create_whole(
                 format!("making {gfid} on {}: {e}", children[sink].name()),
             )
         })?
+}
+
+/// Clear, brick by brick (good copies first: every brick but the sink,
+/// which has no counters), the data and metadata counters `views` read,
+/// each brick's in one durable step of its group commit.
+async fn clear_whole_copy(
+    set: &Replicate,
+    gfid: Gfid,
+    views: &[Option<BrickView>],
+    sink: usize,
+    commits: &[Committer],
+) -> FopResult<()> {
+    let n = set.children().len();
+    let good: Vec<usize> = (0..n).filter(|&i| i != sink).collect();
+    for i in clear_order(n, &good) {
+        let Some(v) = views[i].as_ref() else { continue };
+        let mut deltas = clearing_deltas(Kind::Data, v, |j| set.changelog_key(j));
+        deltas.extend(clearing_deltas(Kind::Metadata, v, |j| set.changelog_key(j)));
+        if deltas.is_empty() {
+            continue;
+        }
+        let op = bp::Xattrop {
+            gfid,
+            deltas,
+            durable: true,
+        };
+        commits[i].xattrop(op).await?;
+    }
+    Ok(())
 }
 
 /// Every copy's counters of `gfid` but `sink`'s, read now (under a lock

@@ -331,6 +331,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
         procs::Removexattr => blocking(i, &req, Brick::removexattr).await,
         procs::Listxattr => blocking(i, &req, |b, q: &bp::Listxattr| b.listxattr(&q.gfid)).await,
         procs::Xattrop => blocking(i, &req, Brick::xattrop).await,
+        procs::XattropMany => blocking(i, &req, Brick::xattrop_many).await,
         procs::Statfs => blocking(i, &req, |b, _: &bp::Statfs| b.statfs()).await,
         procs::IndexList => blocking(i, &req, Brick::index_list).await,
         procs::IndexCount => blocking(i, &req, |b, _: &bp::IndexCount| b.index_count()).await,

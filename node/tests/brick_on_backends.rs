@@ -29,6 +29,7 @@ mortar_storage::both_backends!(
     brick_says_the_kinds_of_many_gfids,
     brick_reads_the_xattrs_of_many_files_at_once,
     brick_reads_and_makes_a_file_whole,
+    brick_applies_many_xattrops_at_once,
 );
 
 #[test]
@@ -1108,6 +1109,7 @@ fn brick_reads_and_makes_a_file_whole<S: Storage>(s: S) {
                 atime: when,
                 mtime: when,
                 sync_dir: false,
+                sync_file: true,
             },
             data,
         )
@@ -1154,4 +1156,44 @@ fn brick_reads_and_makes_a_file_whole<S: Storage>(s: S) {
     );
     whole("empty", 6, Vec::new(), &[]).unwrap();
     assert_eq!(b.lookup(&g(2), "empty").unwrap().size, 0);
+}
+
+/// `XattropMany`: per op its new values or its own error (the others
+/// still applied), the index kept as single xattrops keep it, and the
+/// bounds (a gfid once per batch, at most `XATTROP_MANY_MAX` ops).
+fn brick_applies_many_xattrops_at_once<S: Storage>(s: S) {
+    let b = brick(s);
+    create(&b, Gfid::ROOT, "f", 1);
+    create(&b, Gfid::ROOT, "g", 2);
+    let op = |gfid: Gfid, by: i32| bp::Xattrop {
+        gfid,
+        deltas: vec![(changelog("c0"), CounterDelta::Add32(vec![by, 0, 0]))],
+        durable: false,
+    };
+    let many = |ops: Vec<bp::Xattrop>| b.xattrop_many(&bp::XattropMany { ops });
+    let r = many(vec![op(g(1), 2), op(g(77), 1), op(g(2), 1)]).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap(),
+        &vec![(changelog("c0"), CounterDelta::Add32(vec![2, 0, 0]))]
+    );
+    assert_eq!(
+        r[1].as_ref().unwrap_err().errno,
+        Errno::ESTALE,
+        "an unknown gfid"
+    );
+    assert!(r[2].is_ok());
+    assert_eq!(b.index_count().unwrap(), 2, "both files entered the index");
+    let r = many(vec![op(g(1), -2), op(g(2), -1)]).unwrap();
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    assert_eq!(b.index_count().unwrap(), 0, "cleared files leave it");
+    assert!(many(Vec::new()).unwrap().is_empty(), "a barrier");
+    let e = many(vec![op(g(1), 1), op(g(1), 1)]).unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL, "a gfid twice: {e}");
+    let e = many(vec![op(g(1), 1); bp::XATTROP_MANY_MAX + 1]).unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL);
+    assert_eq!(
+        b.index_count().unwrap(),
+        0,
+        "a refused batch changes nothing"
+    );
 }

@@ -387,7 +387,31 @@ pub struct CreateWhole {
     pub atime: Timespec,
     pub mtime: Timespec,
     pub sync_dir: bool,
+    /// False: the file is not fsynced either; the caller makes it durable
+    /// with an [`XattropMany`] (one filesystem sync for many files) before
+    /// anything relies on it.
+    pub sync_file: bool,
 }
+
+/// Many [`Xattrop`]s (each on a different gfid; their own `durable` is
+/// not looked at) made durable together: every op's index entry that must
+/// come first is added, then one sync of the brick's filesystem if any
+/// was, then every op's counters are written, then one sync (also when
+/// `ops` is empty: everything written to the brick before is then
+/// durable), then the index entries of files left with no pending counter
+/// are removed. One sync instead of one fsync per file: heal clears the
+/// counters of a window of files this way. Per op, its new values or its
+/// error. At most [`XATTROP_MANY_MAX`] ops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XattropMany {
+    pub ops: Vec<Xattrop>,
+}
+
+/// Most ops one [`XattropMany`] carries.
+pub const XATTROP_MANY_MAX: usize = 512;
+
+/// An [`XattropMany`] answer: per op, in order.
+pub type XattropResults = Vec<Result<Vec<(String, CounterDelta)>, FopError>>;
 
 /// Most data one [`ReadWhole`] returns or one [`CreateWhole`] writes.
 pub const WHOLE_BYTES_MAX: u32 = 128 << 10;
@@ -577,6 +601,7 @@ requests! {
     35 GetxattrFiles -> FileValues;
     36 ReadWhole -> Whole;
     37 CreateWhole -> Attr;
+    38 XattropMany -> XattropResults;
 }
 
 /// Xattr names live in [`crate::xattr`]; kept here for the brick's callers.
@@ -601,7 +626,8 @@ mod tests {
         assert_eq!(procs::GetxattrFiles, 35);
         assert_eq!(procs::ReadWhole, 36);
         assert_eq!(procs::CreateWhole, 37);
-        for p in 1..=37u16 {
+        assert_eq!(procs::XattropMany, 38);
+        for p in 1..=38u16 {
             assert_ne!(proc_name(p), "unknown", "gap at {p}");
             assert!(seen.insert(proc_name(p)));
         }

@@ -200,6 +200,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Make durable: a file's data, size and attributes, or a directory's
     /// entries (see the module documentation).
     fn fsync(&self, p: &BrickPath, datasync: bool) -> SResult<()>;
+    /// Make everything written to the filesystem holding the brick
+    /// durable, as `syncfs(2)` does: one call for many files.
+    fn sync_all(&self) -> SResult<()>;
     /// Every entry except `.` and `..`, in no particular order.
     fn readdir(&self, p: &BrickPath) -> SResult<Vec<DirEntry>>;
     /// `ENODATA` if absent.

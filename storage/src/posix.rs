@@ -411,6 +411,12 @@ impl Storage for PosixStorage {
         rustix::fs::fallocate(fd.as_fd(), mode, offset, len).map_err(errno)
     }
 
+    fn sync_all(&self) -> SResult<()> {
+        // syncfs refuses the root's O_PATH descriptor (EBADF).
+        let root = self.open_beneath(&BrickPath::root(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+        rustix::fs::syncfs(&root).map_err(errno)
+    }
+
     fn fsync(&self, p: &BrickPath, datasync: bool) -> SResult<()> {
         let st = self.lstat(p)?;
         let fd = match st.kind {

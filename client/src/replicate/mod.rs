@@ -417,7 +417,8 @@ impl Subvolume for Replicate {
                 | Fop::GfidKinds(_)
                 | Fop::GetxattrFiles(_)
                 | Fop::ReadWhole(_)
-                | Fop::CreateWhole(..) => Err(crate::fop::brick_only(&op)),
+                | Fop::CreateWhole(..)
+                | Fop::XattropMany(_) => Err(crate::fop::brick_only(&op)),
                 Fop::Fsync(_) | Fop::Inodelk(_) | Fop::Entrylk(_) | Fop::Xattrop(_) => {
                     self.to_all(op).await
                 }

@@ -80,6 +80,9 @@ impl Subvolume for Counting {
             Fop::CreateWhole(..) if self.old_brick.load(Ordering::Relaxed) => {
                 return refuse(Errno::EPROTO, "brick has no procedure 37 (unknown)")
             }
+            Fop::XattropMany(_) if self.old_brick.load(Ordering::Relaxed) => {
+                return refuse(Errno::EPROTO, "brick has no procedure 38 (unknown)")
+            }
             Fop::Discard(_) if self.no_holes.load(Ordering::Relaxed) => {
                 return refuse(Errno::EOPNOTSUPP, "operation not supported")
             }

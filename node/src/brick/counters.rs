@@ -32,7 +32,7 @@ impl Counters {
         })
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         match self {
             Counters::W32(v) => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
             Counters::W64(v) => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
@@ -67,7 +67,7 @@ impl Counters {
         }
     }
 
-    fn into_delta_form(self) -> CounterDelta {
+    pub(super) fn into_delta_form(self) -> CounterDelta {
         match self {
             Counters::W32(v) => CounterDelta::Add32(v),
             Counters::W64(v) => CounterDelta::Add64(v),
@@ -140,7 +140,11 @@ impl<S: Storage> Brick<S> {
 
     /// Each counter of `r` read from `p` with its delta added; nothing is
     /// written yet.
-    fn added_counters(&self, p: &BrickPath, r: &bp::Xattrop) -> FopResult<Vec<(String, Counters)>> {
+    pub(super) fn added_counters(
+        &self,
+        p: &BrickPath,
+        r: &bp::Xattrop,
+    ) -> FopResult<Vec<(String, Counters)>> {
         let mut updated = Vec::with_capacity(r.deltas.len());
         for (name, d) in &r.deltas {
             let wide = matches!(d, CounterDelta::Add64(_));
@@ -167,7 +171,7 @@ impl<S: Storage> Brick<S> {
     /// Whether the file stays pending heal once `updated` (which touches a
     /// changelog counter) is written: one of its changelog counters is
     /// non-zero, or another changelog key on the file is.
-    fn changelog_pending_after(
+    pub(super) fn changelog_pending_after(
         &self,
         p: &BrickPath,
         updated: &[(String, Counters)],
@@ -235,7 +239,7 @@ impl<S: Storage> Brick<S> {
     /// Add index entry `idx`: a hard link to the index base, or, where the
     /// base is missing or has all the links the filesystem allows (65,000
     /// on ext4), an empty file of its own. Already there is fine.
-    fn index_add(&self, idx: &BrickPath) -> SResult<()> {
+    pub(super) fn index_add(&self, idx: &BrickPath) -> SResult<()> {
         match self.storage.link(&bp_of(INDEX_BASE), idx) {
             Ok(()) | Err(Errno::EEXIST) => return Ok(()),
             Err(Errno::EMLINK | Errno::ENOENT) => {}
@@ -282,7 +286,7 @@ impl<S: Storage> Brick<S> {
 
 /// Refuse an xattrop before touching the brick: 1 to `XATTROP_KEYS_MAX`
 /// distinct keys, each a Mortar counter with a sensible array length.
-fn check_xattrop(r: &bp::Xattrop) -> FopResult<()> {
+pub(super) fn check_xattrop(r: &bp::Xattrop) -> FopResult<()> {
     if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
         return Err(fop(
             Errno::EINVAL,
@@ -321,7 +325,7 @@ fn check_xattrop(r: &bp::Xattrop) -> FopResult<()> {
 }
 
 /// The lock stripe serialising counter updates of `g`.
-fn counter_stripe(g: &Gfid) -> usize {
+pub(super) fn counter_stripe(g: &Gfid) -> usize {
     let h =
         g.0.iter()
             .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize));

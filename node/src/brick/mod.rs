@@ -151,6 +151,7 @@ mod inode;
 mod resolve;
 mod whole;
 mod xattr;
+mod xattrop_many;
 
 /// Stamp the brick root with `volume_id` on first use; refuse a brick
 /// stamped for another volume.

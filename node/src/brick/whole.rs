@@ -116,6 +116,9 @@ impl<S: Storage> Brick<S> {
             self.storage
                 .set_times(t, Some(r.atime), Some(r.mtime))
                 .ctx(|| format!("set times of {:?}", r.name))?;
+            if !r.sync_file {
+                return Ok(());
+            }
             self.storage
                 .fsync(t, false)
                 .ctx(|| format!("fsync {:?}", r.name))

@@ -309,6 +309,12 @@ impl Inner {
         }
     }
 
+    pub(super) fn sync_all_files(&mut self) {
+        for f in self.files.values_mut() {
+            f.sync();
+        }
+    }
+
     pub(super) fn sync_file(&mut self, ino: u64) {
         if let Some(f) = self.files.get_mut(&ino) {
             f.sync();

@@ -294,6 +294,13 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn sync_all(&self) -> SResult<()> {
+        let mut d = self.disk.lock();
+        d.sync_all_files();
+        d.commit_meta();
+        Ok(())
+    }
+
     fn fsync(&self, p: &BrickPath, _datasync: bool) -> SResult<()> {
         let mut d = self.disk.lock();
         let ino = d.existing(&self.root, p)?;

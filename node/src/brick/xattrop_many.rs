@@ -1,0 +1,146 @@
+//! [`bp::XattropMany`]: many xattrops made durable by one filesystem sync
+//! (a group commit) instead of one fsync per file, with the pending-heal
+//! index kept in the same order a single xattrop keeps it: an entry is on
+//! disk before counters that need it, and removed only after the counters
+//! that no longer need it are.
+
+use super::counters::{check_xattrop, counter_stripe, Counters};
+use super::*;
+
+/// One op of the batch once its new counters are known.
+struct Planned {
+    at: usize,
+    p: BrickPath,
+    updated: Vec<(String, Counters)>,
+    /// In the index before, and pending after.
+    index: (bool, bool),
+}
+
+impl<S: Storage> Brick<S> {
+    pub fn xattrop_many(&self, r: &bp::XattropMany) -> FopResult<bp::XattropResults> {
+        if r.ops.len() > bp::XATTROP_MANY_MAX {
+            return Err(fop(
+                Errno::EINVAL,
+                format!(
+                    "{} xattrops at once; at most {} are made durable together",
+                    r.ops.len(),
+                    bp::XATTROP_MANY_MAX
+                ),
+            ));
+        }
+        let gfids: BTreeSet<Gfid> = r.ops.iter().map(|o| o.gfid).collect();
+        if gfids.len() != r.ops.len() {
+            return Err(fop(
+                Errno::EINVAL,
+                "each xattrop of one batch must be on a different gfid",
+            ));
+        }
+        let _ns = self.ns.read().expect("ns lock");
+        // Every stripe the batch touches, in one order (no deadlock with
+        // another batch), held until its index entries are settled.
+        let stripes: BTreeSet<usize> = gfids.iter().map(counter_stripe).collect();
+        let _held: Vec<_> = stripes
+            .iter()
+            .map(|&s| self.counters[s].lock().expect("counter lock"))
+            .collect();
+        let mut out: bp::XattropResults = vec![Ok(Vec::new()); r.ops.len()];
+        let mut planned = Vec::with_capacity(r.ops.len());
+        for (at, op) in r.ops.iter().enumerate() {
+            match self.plan_xattrop(op) {
+                Ok((p, updated, index)) => planned.push(Planned {
+                    at,
+                    p,
+                    updated,
+                    index,
+                }),
+                Err(e) => out[at] = Err(e),
+            }
+        }
+        // Index entries first for the files entering the index...
+        let mut entered = false;
+        planned.retain(|q| {
+            let (indexed, pending_after) = q.index;
+            if !pending_after || indexed {
+                return true;
+            }
+            match self.index_add(&index_path(&r.ops[q.at].gfid)) {
+                Ok(()) => {
+                    entered = true;
+                    true
+                }
+                Err(e) => {
+                    out[q.at] = Err(fop(
+                        e,
+                        format!("add {} to the heal index", r.ops[q.at].gfid),
+                    ));
+                    false
+                }
+            }
+        });
+        if entered {
+            self.storage
+                .sync_all()
+                .ctx(|| "sync the heal index".into())?;
+        }
+        // ...then the counters, all made durable at once...
+        planned.retain(|q| {
+            let gfid = r.ops[q.at].gfid;
+            for (name, c) in &q.updated {
+                if let Err(e) = self
+                    .storage
+                    .setxattr(&q.p, name, &c.encode(), XattrFlags::Any)
+                {
+                    out[q.at] = Err(fop(e, format!("write {name} on {gfid}")));
+                    return false;
+                }
+            }
+            true
+        });
+        self.storage
+            .sync_all()
+            .ctx(|| "sync the counters written".into())?;
+        // ...and only then the entries of files no longer pending.
+        for q in planned {
+            let gfid = r.ops[q.at].gfid;
+            let (indexed, pending_after) = q.index;
+            if indexed && !pending_after {
+                match self.storage.unlink(&index_path(&gfid)) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => {
+                        out[q.at] = Err(fop(e, format!("remove {gfid} from the heal index")));
+                        continue;
+                    }
+                }
+            }
+            out[q.at] = Ok(q
+                .updated
+                .into_iter()
+                .map(|(n, c)| (n, c.into_delta_form()))
+                .collect());
+        }
+        Ok(out)
+    }
+
+    /// One op's new counters and index state, read under its stripe lock
+    /// (held by the caller); nothing is written.
+    #[allow(clippy::type_complexity)]
+    fn plan_xattrop(
+        &self,
+        op: &bp::Xattrop,
+    ) -> FopResult<(BrickPath, Vec<(String, Counters)>, (bool, bool))> {
+        check_xattrop(op)?;
+        let (p, _) = self.resolve(&op.gfid)?;
+        let updated = self.added_counters(&p, op)?;
+        let indexed = match self.storage.lstat(&index_path(&op.gfid)) {
+            Ok(_) => true,
+            Err(Errno::ENOENT) => false,
+            Err(e) => return Err(fop(e, "stat index entry")),
+        };
+        let pending_after = if updated.iter().any(|(n, _)| xa::is_changelog(n)) {
+            self.changelog_pending_after(&p, &updated)?
+        } else {
+            indexed
+        };
+        Ok((p, updated, (indexed, pending_after)))
+    }
+}
