@@ -2,7 +2,7 @@
 //! (a group commit) instead of one fsync per file, with the pending-heal
 //! index kept in the same order a single xattrop keeps it: an entry is on
 //! disk before counters that need it, and removed only after the counters
-//! that no longer need it are.
+//! that no longer need it are (and only while they still do not).
 
 use super::counters::{check_xattrop, counter_stripe, Counters};
 use super::*;
@@ -35,15 +35,33 @@ impl<S: Storage> Brick<S> {
                 "each xattrop of one batch must be on a different gfid",
             ));
         }
+        let mut out: bp::XattropResults = vec![Ok(Vec::new()); r.ops.len()];
+        let planned = self.write_batch(r, &gfids, &mut out)?;
+        // The sync holds no lock: a namespace change or another file's
+        // xattrop does not wait for the whole filesystem to be written.
+        self.storage
+            .sync_all()
+            .ctx(|| "sync the counters written".into())?;
+        self.leave_index(r, planned, &mut out);
+        Ok(out)
+    }
+
+    /// Under the namespace lock and every counter stripe the batch
+    /// touches (taken in one order: no deadlock with another batch), each
+    /// op's index entry that must come first (then one sync), then its
+    /// counters. The ops written, for [`Self::leave_index`].
+    fn write_batch(
+        &self,
+        r: &bp::XattropMany,
+        gfids: &BTreeSet<Gfid>,
+        out: &mut bp::XattropResults,
+    ) -> FopResult<Vec<Planned>> {
         let _ns = self.ns.read().expect("ns lock");
-        // Every stripe the batch touches, in one order (no deadlock with
-        // another batch), held until its index entries are settled.
         let stripes: BTreeSet<usize> = gfids.iter().map(counter_stripe).collect();
         let _held: Vec<_> = stripes
             .iter()
             .map(|&s| self.counters[s].lock().expect("counter lock"))
             .collect();
-        let mut out: bp::XattropResults = vec![Ok(Vec::new()); r.ops.len()];
         let mut planned = Vec::with_capacity(r.ops.len());
         for (at, op) in r.ops.iter().enumerate() {
             match self.plan_xattrop(op) {
@@ -63,16 +81,14 @@ impl<S: Storage> Brick<S> {
             if !pending_after || indexed {
                 return true;
             }
-            match self.index_add(&index_path(&r.ops[q.at].gfid)) {
+            let gfid = r.ops[q.at].gfid;
+            match self.index_add(&index_path(&gfid)) {
                 Ok(()) => {
                     entered = true;
                     true
                 }
                 Err(e) => {
-                    out[q.at] = Err(fop(
-                        e,
-                        format!("add {} to the heal index", r.ops[q.at].gfid),
-                    ));
+                    out[q.at] = Err(fop(e, format!("add {gfid} to the heal index")));
                     false
                 }
             }
@@ -82,7 +98,7 @@ impl<S: Storage> Brick<S> {
                 .sync_all()
                 .ctx(|| "sync the heal index".into())?;
         }
-        // ...then the counters, all made durable at once...
+        // ...then the counters (the caller syncs them all at once).
         planned.retain(|q| {
             let gfid = r.ops[q.at].gfid;
             for (name, c) in &q.updated {
@@ -96,19 +112,38 @@ impl<S: Storage> Brick<S> {
             }
             true
         });
-        self.storage
-            .sync_all()
-            .ctx(|| "sync the counters written".into())?;
-        // ...and only then the entries of files no longer pending.
+        Ok(planned)
+    }
+
+    /// After the sync: the index entries of files the batch left with no
+    /// pending counter are removed, each under its stripe lock and only if
+    /// its changelog counters are still all zero (another xattrop may have
+    /// raised them since the batch let go of the lock); each op's result.
+    fn leave_index(
+        &self,
+        r: &bp::XattropMany,
+        planned: Vec<Planned>,
+        out: &mut bp::XattropResults,
+    ) {
+        let _ns = self.ns.read().expect("ns lock");
         for q in planned {
             let gfid = r.ops[q.at].gfid;
             let (indexed, pending_after) = q.index;
             if indexed && !pending_after {
-                match self.storage.unlink(&index_path(&gfid)) {
-                    Ok(()) | Err(Errno::ENOENT) => {}
-                    Err(e) => {
-                        out[q.at] = Err(fop(e, format!("remove {gfid} from the heal index")));
-                        continue;
+                let _stripe = self.counters[counter_stripe(&gfid)]
+                    .lock()
+                    .expect("counter lock");
+                let zero = self
+                    .resolve(&gfid)
+                    .and_then(|(p, _)| self.changelog_all_zero(&p));
+                // Pending again, or gone: the entry stays for the crawl.
+                if let Ok(true) = zero {
+                    match self.storage.unlink(&index_path(&gfid)) {
+                        Ok(()) | Err(Errno::ENOENT) => {}
+                        Err(e) => {
+                            out[q.at] = Err(fop(e, format!("remove {gfid} from the heal index")));
+                            continue;
+                        }
                     }
                 }
             }
@@ -118,7 +153,6 @@ impl<S: Storage> Brick<S> {
                 .map(|(n, c)| (n, c.into_delta_form()))
                 .collect());
         }
-        Ok(out)
     }
 
     /// One op's new counters and index state, read under its stripe lock
