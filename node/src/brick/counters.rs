@@ -118,10 +118,25 @@ impl<S: Storage> Brick<S> {
         let _counter_lock = self.counters[counter_stripe(&r.gfid)]
             .lock()
             .expect("counter lock");
-        let (p, _) = self.resolve(&r.gfid)?;
-        let updated = self.added_counters(&p, r)?;
-        let idx = index_path(&r.gfid);
-        let indexed = match self.storage.lstat(&idx) {
+        let (p, updated, index) = self.plan_xattrop(r)?;
+        self.store_counters(&p, r, &updated, index)?;
+        Ok(updated
+            .into_iter()
+            .map(|(n, c)| (n, c.into_delta_form()))
+            .collect())
+    }
+
+    /// One op's new counters and index state (in the index before, pending
+    /// after), read under its stripe lock (held by the caller); nothing is
+    /// written.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn plan_xattrop(
+        &self,
+        op: &bp::Xattrop,
+    ) -> FopResult<(BrickPath, Vec<(String, Counters)>, (bool, bool))> {
+        let (p, _) = self.resolve(&op.gfid)?;
+        let updated = self.added_counters(&p, op)?;
+        let indexed = match self.storage.lstat(&index_path(&op.gfid)) {
             Ok(_) => true,
             Err(Errno::ENOENT) => false,
             Err(e) => return Err(fop(e, "stat index entry")),
@@ -131,11 +146,7 @@ impl<S: Storage> Brick<S> {
         } else {
             indexed
         };
-        self.store_counters(&p, r, &updated, (indexed, pending_after))?;
-        Ok(updated
-            .into_iter()
-            .map(|(n, c)| (n, c.into_delta_form()))
-            .collect())
+        Ok((p, updated, (indexed, pending_after)))
     }
 
     /// Each counter of `r` read from `p` with its delta added; nothing is

@@ -64,7 +64,7 @@ impl<S: Storage> Brick<S> {
             .collect();
         let mut planned = Vec::with_capacity(r.ops.len());
         for (at, op) in r.ops.iter().enumerate() {
-            match self.plan_xattrop(op) {
+            match check_xattrop(op).and_then(|()| self.plan_xattrop(op)) {
                 Ok((p, updated, index)) => planned.push(Planned {
                     at,
                     p,
@@ -153,28 +153,5 @@ impl<S: Storage> Brick<S> {
                 .map(|(n, c)| (n, c.into_delta_form()))
                 .collect());
         }
-    }
-
-    /// One op's new counters and index state, read under its stripe lock
-    /// (held by the caller); nothing is written.
-    #[allow(clippy::type_complexity)]
-    fn plan_xattrop(
-        &self,
-        op: &bp::Xattrop,
-    ) -> FopResult<(BrickPath, Vec<(String, Counters)>, (bool, bool))> {
-        check_xattrop(op)?;
-        let (p, _) = self.resolve(&op.gfid)?;
-        let updated = self.added_counters(&p, op)?;
-        let indexed = match self.storage.lstat(&index_path(&op.gfid)) {
-            Ok(_) => true,
-            Err(Errno::ENOENT) => false,
-            Err(e) => return Err(fop(e, "stat index entry")),
-        };
-        let pending_after = if updated.iter().any(|(n, _)| xa::is_changelog(n)) {
-            self.changelog_pending_after(&p, &updated)?
-        } else {
-            indexed
-        };
-        Ok((p, updated, (indexed, pending_after)))
     }
 }
