@@ -327,7 +327,7 @@ async fn read_exact(src: &Child, gfid: Gfid, off: u64, len: u64) -> FopResult<By
     Ok(data)
 }
 
-async fn write(dst: &Child, gfid: Gfid, off: u64, data: Bytes) -> FopResult<()> {
+pub(crate) async fn write(dst: &Child, gfid: Gfid, off: u64, data: Bytes) -> FopResult<()> {
     dst.fop(Fop::Write(bp::Write { gfid, offset: off }, data))
         .await
         .map(|_| ())
@@ -335,7 +335,7 @@ async fn write(dst: &Child, gfid: Gfid, off: u64, data: Bytes) -> FopResult<()> 
 
 /// Make `len` bytes at `off` zeros on `dst`: a hole where its brick can
 /// punch one, else zeros written a chunk at a time.
-async fn make_zeros(dst: &Child, gfid: Gfid, off: u64, len: u64) -> FopResult<()> {
+pub(crate) async fn make_zeros(dst: &Child, gfid: Gfid, off: u64, len: u64) -> FopResult<()> {
     let punched = dst
         .fop(Fop::Discard(bp::Discard {
             gfid,

@@ -14,15 +14,16 @@ use mortar_client::copy::has_data;
 use mortar_client::disperse::{
     current, ec_delta, piece_bytes_max, Current, Disperse, FragInfo, EC_XATTR,
 };
-use mortar_client::fop::{Fop, FopResult};
+use mortar_client::fop::{shape_error, Fop, FopOut, FopResult};
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta};
 use mortar_proto::{FileKind, FopError, Gfid};
+use sha2::Digest;
 
 use crate::steps::{
     clear_order, copy_metadata, empty_sinks, every_brick_up, healed_outcome, kind_of,
     merge_outcomes, seal_sinks, with_every_brick_locked,
 };
-use crate::HealOutcome;
+use crate::{blocks, HealOutcome};
 
 /// What each brick's counters said when heal read them.
 pub(crate) struct Counters {
@@ -239,9 +240,102 @@ async fn set_versions(
     Ok(())
 }
 
-/// Rewrite the fragments of `sinks` from `good`, a chunk at a time
-/// (all-zero chunks stay holes), then cut them to length and fsync.
+/// Bring the fragments of `sinks` to what `good` decode to, then cut them
+/// to length and fsync. A chunk of stripes at a time the data is decoded
+/// and re-encoded, and each sink's fragment compared block by block with
+/// the checksums its brick gives (`Rchecksum`, [`bp::HEAL_BLOCK_BYTES`]
+/// blocks): only blocks that differ are written, and blocks that became
+/// zeros become holes ([`blocks::need`], the replicate copy's rule). A
+/// brick that gives no checksums (an older one) has every sink rewritten
+/// whole instead ([`rebuild_whole`]).
 async fn rebuild(
+    set: &Disperse,
+    gfid: Gfid,
+    good: &[usize],
+    sinks: &[usize],
+    size: u64,
+) -> FopResult<()> {
+    let children = set.children();
+    match rebuild_blocks(set, gfid, good, sinks, size).await {
+        Ok(()) => seal_sinks(children, gfid, sinks, set.fragment_len(size)).await,
+        Err(blocks::Stop::Failed(e)) => Err(e),
+        Err(blocks::Stop::NoChecksums { brick, err }) => {
+            tracing::warn!(%gfid, %brick, error = %err, "no block checksums; rewriting whole fragments");
+            rebuild_whole(set, gfid, good, sinks, size).await
+        }
+    }
+}
+
+/// [`rebuild`]'s block compare; `NoChecksums` only before anything was
+/// written.
+async fn rebuild_blocks(
+    set: &Disperse,
+    gfid: Gfid,
+    good: &[usize],
+    sinks: &[usize],
+    size: u64,
+) -> Result<(), blocks::Stop> {
+    let children = set.children();
+    let s = set.stripe();
+    let k = set.k() as u64;
+    let chunk = piece_bytes_max(s);
+    let end = size.div_ceil(s) * s;
+    let mut at = 0;
+    while at < end {
+        let to = (at + chunk).min(end);
+        let buf = set.decode_range(gfid, good, at, to).await?;
+        let frags = if has_data(&buf) {
+            Some(set.encode(&buf)?)
+        } else {
+            None
+        };
+        let (foff, flen) = (at / k, (to - at) / k);
+        for &i in sinks {
+            let q = bp::Rchecksum {
+                gfid,
+                offset: foff,
+                len: flen,
+                block_size: bp::HEAL_BLOCK_BYTES,
+            };
+            let theirs = match children[i].fop(Fop::Rchecksum(q)).await {
+                Ok(FopOut::Checksums(r)) => r.blocks,
+                Ok(other) => return Err(shape_error("rchecksum", &other).into()),
+                Err(err) if at == 0 && blocks::unsupported(&err) => {
+                    let brick = children[i].name().to_string();
+                    return Err(blocks::Stop::NoChecksums { brick, err });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let zeros = vec![0u8; flen as usize];
+            let mine: &[u8] = frags.as_ref().map_or(&zeros, |f| &f[i]);
+            let blocks = mine.chunks(bp::HEAL_BLOCK_BYTES as usize);
+            for (b, block) in blocks.enumerate() {
+                let off = foff + b as u64 * bp::HEAL_BLOCK_BYTES;
+                let ours = bp::BlockChecksum {
+                    len: block.len() as u64,
+                    zero: !has_data(block),
+                    sha256: sha2::Sha256::digest(block).into(),
+                };
+                match blocks::need(&ours, theirs.get(b)) {
+                    blocks::Need::Keep => {}
+                    blocks::Need::Copy => {
+                        let data = bytes::Bytes::copy_from_slice(block);
+                        blocks::write(&children[i], gfid, off, data).await?;
+                    }
+                    blocks::Need::Zero => {
+                        blocks::make_zeros(&children[i], gfid, off, ours.len).await?;
+                    }
+                }
+            }
+        }
+        at = to;
+    }
+    Ok(())
+}
+
+/// Rewrite the fragments of `sinks` from `good` whole, a chunk at a time
+/// (all-zero chunks stay holes), then cut them to length and fsync.
+async fn rebuild_whole(
     set: &Disperse,
     gfid: Gfid,
     good: &[usize],
