@@ -14,7 +14,7 @@ use mortar_client::copy::has_data;
 use mortar_client::disperse::{
     current, ec_delta, piece_bytes_max, Current, Disperse, FragInfo, EC_XATTR,
 };
-use mortar_client::fop::{shape_error, Fop, FopOut, FopResult};
+use mortar_client::fop::{shape_error, Child, Fop, FopOut, FopResult};
 use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta};
 use mortar_proto::{FileKind, FopError, Gfid};
 use sha2::Digest;
@@ -276,13 +276,8 @@ async fn rebuild_blocks(
     size: u64,
 ) -> Result<(), blocks::Stop> {
     let children = set.children();
-    let s = set.stripe();
     let k = set.k() as u64;
-    let chunk = piece_bytes_max(s);
-    let end = size.div_ceil(s) * s;
-    let mut at = 0;
-    while at < end {
-        let to = (at + chunk).min(end);
+    for (at, to) in stripe_chunks(set, size) {
         let buf = set.decode_range(gfid, good, at, to).await?;
         let frags = if has_data(&buf) {
             Some(set.encode(&buf)?)
@@ -290,6 +285,7 @@ async fn rebuild_blocks(
             None
         };
         let (foff, flen) = (at / k, (to - at) / k);
+        let zeros = vec![0u8; flen as usize];
         for &i in sinks {
             let q = bp::Rchecksum {
                 gfid,
@@ -306,31 +302,58 @@ async fn rebuild_blocks(
                 }
                 Err(e) => return Err(e.into()),
             };
-            let zeros = vec![0u8; flen as usize];
             let mine: &[u8] = frags.as_ref().map_or(&zeros, |f| &f[i]);
-            let blocks = mine.chunks(bp::HEAL_BLOCK_BYTES as usize);
-            for (b, block) in blocks.enumerate() {
-                let off = foff + b as u64 * bp::HEAL_BLOCK_BYTES;
-                let ours = bp::BlockChecksum {
-                    len: block.len() as u64,
-                    zero: !has_data(block),
-                    sha256: sha2::Sha256::digest(block).into(),
-                };
-                match blocks::need(&ours, theirs.get(b)) {
-                    blocks::Need::Keep => {}
-                    blocks::Need::Copy => {
-                        let data = bytes::Bytes::copy_from_slice(block);
-                        blocks::write(&children[i], gfid, off, data).await?;
-                    }
-                    blocks::Need::Zero => {
-                        blocks::make_zeros(&children[i], gfid, off, ours.len).await?;
-                    }
-                }
-            }
+            mend_fragment(&children[i], gfid, foff, mine, &theirs).await?;
         }
-        at = to;
     }
     Ok(())
+}
+
+/// Write to one stale fragment, at `foff`, the blocks of `mine` (the
+/// re-encoded fragment) that its brick's checksums `theirs` say differ,
+/// and make zeros where `mine` became zeros.
+async fn mend_fragment(
+    c: &Child,
+    gfid: Gfid,
+    foff: u64,
+    mine: &[u8],
+    theirs: &[bp::BlockChecksum],
+) -> FopResult<()> {
+    for (b, block) in mine.chunks(bp::HEAL_BLOCK_BYTES as usize).enumerate() {
+        let off = foff + b as u64 * bp::HEAL_BLOCK_BYTES;
+        let zero = !has_data(block);
+        let ours = bp::BlockChecksum {
+            len: block.len() as u64,
+            zero,
+            // The rule does not look at a block of zeros' digest.
+            sha256: if zero {
+                [0; 32]
+            } else {
+                sha2::Sha256::digest(block).into()
+            },
+        };
+        match blocks::need(&ours, theirs.get(b)) {
+            blocks::Need::Keep => {}
+            blocks::Need::Copy => {
+                let data = bytes::Bytes::copy_from_slice(block);
+                blocks::write(c, gfid, off, data).await?;
+            }
+            blocks::Need::Zero => blocks::make_zeros(c, gfid, off, ours.len).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The ranges `[at, to)` of file data heal steps through: whole stripes,
+/// at most [`piece_bytes_max`] at a time, up to the stripe that holds
+/// byte `size`.
+fn stripe_chunks(set: &Disperse, size: u64) -> impl Iterator<Item = (u64, u64)> {
+    let s = set.stripe();
+    let chunk = piece_bytes_max(s);
+    let end = size.div_ceil(s) * s;
+    (0..end)
+        .step_by(chunk as usize)
+        .map(move |at| (at, (at + chunk).min(end)))
 }
 
 /// Rewrite the fragments of `sinks` from `good` whole, a chunk at a time
@@ -344,12 +367,7 @@ async fn rebuild_whole(
 ) -> FopResult<()> {
     let children = set.children();
     empty_sinks(children, gfid, sinks).await?;
-    let s = set.stripe();
-    let chunk = piece_bytes_max(s);
-    let end = size.div_ceil(s) * s;
-    let mut at = 0;
-    while at < end {
-        let to = (at + chunk).min(end);
+    for (at, to) in stripe_chunks(set, size) {
         let buf = set.decode_range(gfid, good, at, to).await?;
         if has_data(&buf) {
             let frags = set.encode(&buf)?;
@@ -365,7 +383,6 @@ async fn rebuild_whole(
                 })?;
             }
         }
-        at = to;
     }
     seal_sinks(children, gfid, sinks, set.fragment_len(size)).await
 }

@@ -174,12 +174,7 @@ async fn heal_kind(
     made: Option<JustMade>,
 ) -> Result<Vec<usize>, HealOutcome> {
     let children = set.children();
-    let k = kind as usize;
-    let marked = views
-        .iter()
-        .flatten()
-        .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0));
-    if !marked {
+    if !marked(views, kind) {
         return Ok(Vec::new());
     }
     let (good, stale, resolved) = sources(set, gfid, kind, views, favorite).await?;
@@ -200,8 +195,6 @@ async fn heal_kind(
         .collect();
     let copied = match kind {
         Kind::Data => copy_data(children, gfid, src, &sinks, made).await,
-        // A copy made whole from this source has its metadata already.
-        _ if made.is_some_and(|m| m.whole && m.source == src && sinks == [m.sink]) => Ok(()),
         _ => copy_metadata(children, gfid, src, &sinks).await,
     };
     if let Err(e) = copied {
@@ -318,20 +311,8 @@ pub(crate) async fn clear_counters(
     good: &[usize],
 ) -> Result<(), HealOutcome> {
     let children = set.children();
-    for i in clear_order(children.len(), good) {
-        let v = views[i].as_ref().expect("all answered");
-        let deltas = clearing_deltas(kind, v, |j| set.changelog_key(j));
-        if deltas.is_empty() {
-            continue;
-        }
-        let r = children[i]
-            .fop(Fop::Xattrop(bp::Xattrop {
-                gfid,
-                deltas,
-                durable: true,
-            }))
-            .await;
-        if let Err(e) = r {
+    for (i, op) in clearing_ops(set, gfid, &[kind], views, good) {
+        if let Err(e) = children[i].fop(Fop::Xattrop(op)).await {
             return Err(HealOutcome::Skipped(format!(
                 "clearing the counters of {gfid} on {}: {e}",
                 children[i].name()
@@ -339,6 +320,47 @@ pub(crate) async fn clear_counters(
         }
     }
     Ok(())
+}
+
+/// The durable xattrops that clear exactly what `views` read of `kinds`,
+/// brick by brick in [`clear_order`] (good copies first); bricks with
+/// nothing to clear, or that did not answer, have none.
+pub(crate) fn clearing_ops(
+    set: &Replicate,
+    gfid: Gfid,
+    kinds: &[Kind],
+    views: &[Option<BrickView>],
+    good: &[usize],
+) -> Vec<(usize, bp::Xattrop)> {
+    let mut ops = Vec::new();
+    for i in clear_order(set.children().len(), good) {
+        let Some(v) = views[i].as_ref() else { continue };
+        let deltas: Vec<_> = kinds
+            .iter()
+            .flat_map(|&kind| clearing_deltas(kind, v, |j| set.changelog_key(j)))
+            .collect();
+        if !deltas.is_empty() {
+            let durable = true;
+            ops.push((
+                i,
+                bp::Xattrop {
+                    gfid,
+                    deltas,
+                    durable,
+                },
+            ));
+        }
+    }
+    ops
+}
+
+/// Does any copy in `views` hold a counter of `kind` (dirty, or a blame)?
+pub(crate) fn marked(views: &[Option<BrickView>], kind: Kind) -> bool {
+    let k = kind as usize;
+    views
+        .iter()
+        .flatten()
+        .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0))
 }
 
 /// The changes that bring one brick's counters of `kind` (as read in

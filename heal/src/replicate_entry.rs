@@ -17,9 +17,8 @@ use crate::entry_steps::{
     apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, make_whole, sync_dir_on,
     sync_new_names, unhealed_outcome, MakeOnSink,
 };
-use crate::replicate::{clear_counters, clearing_deltas, whole_file_lock};
+use crate::replicate::{clear_counters, clearing_ops, marked, whole_file_lock};
 use crate::split_brain::FavoriteChild;
-use crate::steps::clear_order;
 use crate::steps::{
     copy_data, copy_metadata_to, locked_on_every_brick, with_every_brick_locked, JustMade,
 };
@@ -39,12 +38,7 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     if views.iter().any(Option::is_none) {
         return HealOutcome::Skipped(format!("not every brick answered for directory {dir}"));
     }
-    let k = Kind::Entry as usize;
-    let marked = views
-        .iter()
-        .flatten()
-        .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0));
-    if !marked {
+    if !marked(&views, Kind::Entry) {
         return HealOutcome::Clean;
     }
     let (good, stale) = match afr::examine(&views, Kind::Entry, set.arbiter()) {
@@ -270,7 +264,6 @@ async fn create_file(
                 source,
                 sink,
                 size: a.size,
-                whole: false,
             };
             if Some(sink) != set.arbiter() {
                 let views = views_with_new_copy(set, gfid, sink).await;
@@ -373,18 +366,8 @@ async fn clear_whole_copy(
 ) -> FopResult<()> {
     let n = set.children().len();
     let good: Vec<usize> = (0..n).filter(|&i| i != sink).collect();
-    for i in clear_order(n, &good) {
-        let Some(v) = views[i].as_ref() else { continue };
-        let mut deltas = clearing_deltas(Kind::Data, v, |j| set.changelog_key(j));
-        deltas.extend(clearing_deltas(Kind::Metadata, v, |j| set.changelog_key(j)));
-        if deltas.is_empty() {
-            continue;
-        }
-        let op = bp::Xattrop {
-            gfid,
-            deltas,
-            durable: true,
-        };
+    let kinds = [Kind::Data, Kind::Metadata];
+    for (i, op) in clearing_ops(set, gfid, &kinds, views, &good) {
         commits[i].xattrop(op).await?;
     }
     Ok(())
@@ -431,12 +414,7 @@ pub(crate) fn whole_copy_settles(
     sink: usize,
 ) -> bool {
     [Kind::Data, Kind::Metadata].into_iter().all(|kind| {
-        let k = kind as usize;
-        let marked = views
-            .iter()
-            .flatten()
-            .any(|v| v.dirty[k] != 0 || v.blames.iter().any(|b| b[k] != 0));
-        !marked
+        !marked(views, kind)
             || matches!(
                 afr::examine(views, kind, arbiter),
                 Verdict::Sources { good, stale } if good.contains(&source) && stale == [sink]

@@ -177,9 +177,6 @@ pub(crate) struct JustMade {
     pub source: usize,
     pub sink: usize,
     pub size: u64,
-    /// The copy was made whole ([`crate::entry_steps::make_whole`]): it
-    /// holds the source's data and metadata already.
-    pub whole: bool,
 }
 
 /// Bring the data of `sinks` to that of `src`: only the blocks whose
@@ -204,9 +201,6 @@ pub(crate) async fn copy_data(
         return Ok(());
     }
     if let Some(m) = made.filter(|m| m.source == src && sinks == [m.sink]) {
-        if m.whole {
-            return Ok(());
-        }
         let dst = [&children[m.sink]];
         let written = copy_range_keeping_holes(&children[src], &dst, gfid, 0..m.size)
             .await
