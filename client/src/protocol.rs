@@ -74,6 +74,8 @@ struct Inner {
     /// (never falls): what the self-heal daemon, whose clients write only
     /// to heal, reports as bytes healed onto the brick.
     bytes_written: std::sync::atomic::AtomicU64,
+    /// The port the brick was last reached on (0: never).
+    last_port: std::sync::atomic::AtomicU32,
 }
 
 /// One brick's client. Cheap to clone.
@@ -110,6 +112,7 @@ impl ProtocolClient {
             }),
             remote: Mutex::new(None),
             bytes_written: std::sync::atomic::AtomicU64::new(0),
+            last_port: std::sync::atomic::AtomicU32::new(0),
         });
         inner.rt.spawn(keep_connected(inner.clone()));
         ProtocolClient { inner }
@@ -346,7 +349,15 @@ async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, Stri
         )
         .await
     {
-        Ok(_) => Ok(remote),
+        Ok(_) => {
+            let before = inner
+                .last_port
+                .swap(u32::from(port), std::sync::atomic::Ordering::Relaxed);
+            if before != 0 && before != u32::from(port) {
+                mortar_net::mark!(STALE_PORT_AFTER_RESTART);
+            }
+            Ok(remote)
+        }
         Err(e) => {
             remote.rpc.close();
             Err(e.to_string())

@@ -42,6 +42,8 @@ const RECONNECT_LOOK_MS: u64 = 100;
 const RECONNECT_SETTLE_MS: u64 = 1_000;
 /// Files healed per brick per crawl (the rest wait for the next one).
 const CRAWL_FILES_MAX: usize = 10_000;
+/// What a crawl takes when a fault point cuts it short (simulator only).
+const BUGGIFY_CRAWL_FILES_MAX: usize = 3;
 /// A daemon whose mgmtd has not answered for this long exits (mgmtd
 /// starts a new one when it is back): no orphan keeps running forever.
 const ORPHAN_AFTER_SECS: u64 = 600;
@@ -305,7 +307,13 @@ impl Shd {
         let names = self.hostnames.clone();
         let is_local = move |a: &mortar_client::protocol::BrickAddress| names.contains(&a.host);
         let limits = CrawlLimits {
-            files_max: CRAWL_FILES_MAX,
+            // Fault point: a crawl cut short after a few files, as one
+            // over a large backlog is.
+            files_max: if mortar_net::buggify!() {
+                BUGGIFY_CRAWL_FILES_MAX
+            } else {
+                CRAWL_FILES_MAX
+            },
             threads: options::get_u64(&v.options, options::SHD_MAX_THREADS) as usize,
             favorite_child: favorite_child(v),
             deferred_for: f.deferring_since.map_or(Duration::ZERO, |t| now - t),
@@ -323,6 +331,9 @@ impl Shd {
                 heal_pending(&f.client, &is_local, limits).await,
             )
         };
+        if f.last_crawl.is_none() && sum.healed > 0 {
+            mortar_net::mark!(HEAL_AT_DAEMON_START);
+        }
         f.last_crawl = Some(self.rt.clock().now());
         f.unfinished = sum.unfinished();
         f.retry_soon = retry_soon(&sum);

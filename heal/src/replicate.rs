@@ -275,6 +275,9 @@ async fn settle_dirty_without_blame(
     if !stale.is_empty() || good.len() < 2 || !source::dirty_without_blame(views, kind) {
         return (good, stale);
     }
+    if let Some(settled) = source::clean_sources(views, kind, &good) {
+        return settled;
+    }
     let mut candidates = Vec::with_capacity(good.len());
     for &i in &good {
         match set.children()[i].fop(Fop::Stat(bp::Stat { gfid })).await {

@@ -41,8 +41,16 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     if !marked(&views, Kind::Entry) {
         return HealOutcome::Clean;
     }
-    let (good, stale) = match afr::examine(&views, Kind::Entry, set.arbiter()) {
-        Verdict::Sources { good, stale } => (good, stale),
+    let (good, stale, unfinished) = match afr::examine(&views, Kind::Entry, set.arbiter()) {
+        // Copies that did not finish an entry operation (dirty, no blame
+        // anywhere) are healed from those that did.
+        Verdict::Sources { good, stale } if stale.is_empty() => {
+            match crate::source::clean_sources(&views, Kind::Entry, &good) {
+                Some((clean, dirty)) => (clean, dirty, true),
+                None => (good, stale, false),
+            }
+        }
+        Verdict::Sources { good, stale } => (good, stale, false),
         Verdict::SplitBrain { accused } => {
             return HealOutcome::SplitBrain(set.split_brain(dir, &accused).to_string())
         }
@@ -56,8 +64,10 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     };
     // The evidence for removals: a good copy blames the stale copy for
     // entries.
+    // A copy left dirty beside clean ones, with no blame anywhere, is
+    // as good as blamed: the clean copies finished what it did not.
     let blamed: Vec<bool> = (0..children.len())
-        .map(|s| good.iter().any(|&g| blames(&views, g, s)))
+        .map(|s| good.iter().any(|&g| blames(&views, g, s)) || (unfinished && stale.contains(&s)))
         .collect();
     let held_elsewhere = held_elsewhere(children, &listings, &good, &stale).await;
     let plan = entry::plan(&EntryState {

@@ -92,6 +92,7 @@ impl TxnLocks {
                 });
             }
             if !same {
+                mortar_net::mark!(TXN_LOCK_LEASE_EXPIRED);
                 tracing::warn!(key, holder = %h.owner.peer_name, command = %h.owner.command, "lock lease expired; taking it over");
             }
         }

@@ -13,6 +13,7 @@ pub mod addr;
 pub mod checksum;
 #[cfg(any(madsim, feature = "test-support"))]
 pub mod conformance;
+pub mod fault;
 pub mod frame;
 #[cfg(not(madsim))]
 pub mod rdma;

@@ -259,6 +259,7 @@ impl Resolver {
 
     fn timeout_error(&self, name: &DnsName) -> ResolveError {
         self.bump(|s| s.timeouts += 1);
+        crate::mark!(DNS_DEADLINE_HIT);
         ResolveError::Timeout {
             name: name.clone(),
             deadline: self.cfg.deadline,

@@ -407,6 +407,9 @@ impl<S: Storage> Service for BrickService<S> {
             .expect("sessions")
             .remove(&conn.id);
         let released = self.inner.locks.release_conn(conn.id);
+        if released > 0 {
+            mortar_net::mark!(LOCK_RELEASED_BY_DISCONNECT);
+        }
         if let Some(Session::Connected { client_name, .. }) = session {
             tracing::info!(conn = conn.id, client = %client_name, released, "client gone; its locks released");
             self.inner

@@ -14,11 +14,15 @@ pub mod brick;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
 pub mod heal;
 #[cfg(madsim)]
 pub mod heal_info;
 #[cfg(madsim)]
 pub mod mgmt;
+pub mod plan;
+pub mod regressions;
 #[cfg(madsim)]
 pub mod rpc;
 
@@ -108,6 +112,16 @@ mod registry {
                 name: "heal_shd_killed",
                 seeds_divisor: 10,
                 run: |sim| Box::pin(crate::heal::heal_shd_killed(sim)),
+            },
+            Scenario {
+                name: "cluster",
+                seeds_divisor: 10,
+                // The whole case (settings, plan, workload) is drawn from
+                // the seed by the case strategy; a failure shrinks.
+                run: |sim| {
+                    let case = crate::plan::case_for_seed(sim.seed());
+                    Box::pin(crate::cluster::run_case(sim, case))
+                },
             },
             Scenario {
                 name: "client_writes",

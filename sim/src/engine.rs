@@ -12,6 +12,20 @@ use mortar_net::resolve::{SimAnswer, SimDns};
 use mortar_net::time::Instant;
 use mortar_net::{DetRng, DnsName, Runtime, TraceSink};
 
+/// Runs made while shrinking print neither their start line nor their
+/// trace tail: only the final, shrunk failure is shown in full.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether later runs print their start line and, on failure, their
+/// trace tail (they do unless made quiet).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How many recent trace events are kept to print when a run fails.
 const TRACE_TAIL_EVENTS_MAX: usize = 200;
 
@@ -136,10 +150,12 @@ impl Sim {
     /// the command that replays it.
     pub fn new(test: &str) -> Sim {
         let seed = Handle::current().seed();
-        eprintln!(
-            "sim: {test}: seed {seed}; replay: {}",
-            replay_command(test, seed)
-        );
+        if !quiet() {
+            eprintln!(
+                "sim: {test}: seed {seed}; replay: {}",
+                replay_command(test, seed)
+            );
+        }
         let sim = Sim {
             name: test.to_string(),
             seed,
@@ -285,9 +301,15 @@ impl Sim {
         self.trace
             .record("sim", &format!("start process {host}/{process}"));
         // Spawned via the node so the process's own spawns land on it.
+        // A process whose main returns exits, as an OS process does: its
+        // other tasks stop and it no longer counts as running.
+        let (trace, name) = (self.trace.clone(), format!("{host}/{process}"));
         node.spawn(async move {
             let body = factory(rt.clone());
-            let _ = rt.spawn(body).await;
+            if matches!(rt.spawn(body).await, Ok(Some(()))) {
+                trace.record("sim", &format!("process {name} exited"));
+                rt.scope().kill();
+            }
         });
     }
 
@@ -371,8 +393,13 @@ impl Sim {
             h.node.clone()
         };
         self.trace.record("sim", &format!("start {host}/{process}"));
+        let (trace, name) = (self.trace.clone(), format!("{host}/{process}"));
         node.spawn(async move {
-            let _ = rt.spawn(f(rt.clone())).await;
+            // Returning from its main is exiting (see `launch`).
+            if matches!(rt.spawn(f(rt.clone())).await, Ok(Some(()))) {
+                trace.record("sim", &format!("process {name} exited"));
+                rt.scope().kill();
+            }
         });
     }
 
@@ -443,6 +470,11 @@ impl Sim {
     pub fn disk<D: Any + Send + Sync>(&self, host: &str) -> Option<Arc<D>> {
         let slot = self.lock().hosts.get(host)?.disk.clone()?;
         slot.disk.downcast::<D>().ok()
+    }
+
+    /// Whether a host is running (not crashed).
+    pub fn host_up(&self, host: &str) -> bool {
+        self.lock().hosts.get(host).is_some_and(|h| h.up)
     }
 
     /// Crash a whole host: every process dies at once, nothing is flushed,
@@ -589,6 +621,9 @@ impl Sim {
     /// Print the end-of-run line: seed, event count and trace hash.
     pub fn finish(&self) -> u64 {
         let h = self.trace.hash();
+        if quiet() {
+            return h;
+        }
         eprintln!(
             "sim: {}: seed {} done: {} events, trace hash {h:016x}",
             self.name,
@@ -609,6 +644,8 @@ pub struct RunOutcome {
     pub seed: u64,
     pub trace_hash: u64,
     pub events: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
 }
 
 /// Run `scenario` once under a fresh madsim runtime with `seed`. A panic in
@@ -645,6 +682,7 @@ where
     let test = test.to_string();
     rt.block_on(async move {
         let sim = Sim::new(&test);
+        let began = mortar_net::Clock::new().now();
         let guard = TailOnPanic(sim.trace.clone());
         scenario(sim.clone()).await;
         std::mem::forget(guard);
@@ -653,6 +691,7 @@ where
             seed,
             trace_hash,
             events: sim.trace.events(),
+            simulated: mortar_net::Clock::new().now() - began,
         }
     })
 }
@@ -663,7 +702,7 @@ struct TailOnPanic(Arc<TraceLog>);
 
 impl Drop for TailOnPanic {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && !quiet() {
             eprintln!(
                 "sim: last {} events before the failure:",
                 TRACE_TAIL_EVENTS_MAX

@@ -196,6 +196,9 @@ impl Disperse {
                 Err(e) => pre_err = Some(e),
             }
         }
+        if bricks.len() < self.n() && bricks.len() >= self.write_minimum() {
+            mortar_net::mark!(DISPERSE_DEGRADED_WRITE);
+        }
         if bricks.len() < self.write_minimum() {
             self.undo_pre_op(gfid, kind, &bricks).await;
             if let (true, Some(e)) = (bricks.is_empty(), pre_err) {

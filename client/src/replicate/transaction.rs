@@ -282,19 +282,23 @@ impl Replicate {
                 )
             })),
             Ack::TooFewTook => {
+                mortar_net::mark!(QUORUM_LOST_MID_WRITE);
                 let e = first_err.map(|e| e.to_string()).unwrap_or_default();
                 Err(FopError::new(
                     Errno::EIO,
                     format!("{}: the operation succeeded on too few bricks to meet quorum ({e}); it is pending heal", self.name),
                 ))
             }
-            Ack::TooFewRecorded => Err(FopError::new(
+            Ack::TooFewRecorded => Err({
+                mortar_net::mark!(QUORUM_LOST_MID_WRITE);
+                FopError::new(
                 Errno::EIO,
                 format!(
                     "{}: the operation worked but its outcome was recorded on too few bricks; it is pending heal",
                     self.name
                 ),
-            )),
+                )
+            }),
             // Prefer the reply of a brick that is not the arbiter.
             Ack::Acknowledge => results
                 .into_iter()

@@ -216,6 +216,9 @@ enum EndReason {
     Malformed(String),
 }
 
+/// The longest a fault point delays a request's handling.
+const BUGGIFY_REPLY_DELAY_MS_MAX: u64 = 2_000;
+
 async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: ConnInfo) {
     let cfg = shared.cfg;
     let Link {
@@ -292,7 +295,17 @@ async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: C
             conn: info.clone(),
         };
         let tx = tx.clone();
+        let handler_rt = rt.clone();
         rt.spawn(async move {
+            if crate::buggify!() {
+                // Fault point: a slow handler, whose reply overtakes none
+                // and is overtaken by later ones.
+                let ms = handler_rt.with_rng(|r| r.below(BUGGIFY_REPLY_DELAY_MS_MAX));
+                handler_rt
+                    .clock()
+                    .sleep(std::time::Duration::from_millis(ms))
+                    .await;
+            }
             let result = match CatchUnwind(svc.call(req)).await {
                 Ok(r) => r,
                 Err(()) => {

@@ -227,6 +227,12 @@ impl<S: Storage> Brick<S> {
                     .ctx(|| "fsync heal index".into())?;
             }
         }
+        // The data before the mark that says it is there.
+        if syncs_data_first(&r.deltas) {
+            self.storage
+                .fsync(p, true)
+                .ctx(|| format!("fdatasync {} before lowering its dirty mark", r.gfid))?;
+        }
         for (name, c) in updated {
             self.storage
                 .setxattr(p, name, &c.encode(), XattrFlags::Any)
@@ -341,4 +347,66 @@ pub(super) fn counter_stripe(g: &Gfid) -> usize {
         g.0.iter()
             .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(*b as usize));
     h % COUNTER_STRIPES
+}
+
+/// Whether an xattrop lowers a file's data dirty mark (a post-op): then
+/// the brick makes the file's data durable before it changes a counter.
+/// A journal commit (any fsync on the filesystem) can otherwise make the
+/// lowered mark durable ahead of the data it covers, and power loss then
+/// takes the data and leaves a clean copy that differs from the others
+/// with nothing to say so.
+///
+/// Regression (cluster scenario, `regressions::DATA_LOST_UNDER_A_CLEARED_MARK`):
+/// s1 lost a file's unsynced 4 KiB in a power loss while its post-op's
+/// cleared mark had been committed by another file's fsync; heal saw
+/// three clean copies and left s1's empty one. Fixed by this rule.
+pub(super) fn syncs_data_first(deltas: &[(String, CounterDelta)]) -> bool {
+    deltas.iter().any(|(name, d)| {
+        name == xa::DIRTY
+            && match d {
+                CounterDelta::Add32(v) => v.first().is_some_and(|x| *x < 0),
+                CounterDelta::Add64(v) => v.first().is_some_and(|x| *x < 0),
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lowered_data_dirty_mark_syncs_data_first() {
+        let d = |name: &str, v: Vec<i32>| (name.to_string(), CounterDelta::Add32(v));
+        let blame = "trusted.mortar.changelog.vol-client-1";
+        for (what, deltas, want) in [
+            (
+                "post-op of a write",
+                vec![d(xa::DIRTY, vec![-1, 0, 0])],
+                true,
+            ),
+            (
+                "post-op that also blames",
+                vec![d(xa::DIRTY, vec![-1, 0, 0]), d(blame, vec![1, 0, 0])],
+                true,
+            ),
+            ("pre-op raises", vec![d(xa::DIRTY, vec![1, 0, 0])], false),
+            (
+                "metadata post-op",
+                vec![d(xa::DIRTY, vec![0, -1, 0])],
+                false,
+            ),
+            ("entry post-op", vec![d(xa::DIRTY, vec![0, 0, -1])], false),
+            ("heal clears a blame", vec![d(blame, vec![-1, 0, 0])], false),
+            (
+                "a read of the counters",
+                vec![d(xa::DIRTY, vec![0, 0, 0])],
+                false,
+            ),
+            ("nothing", vec![], false),
+        ] {
+            assert_eq!(syncs_data_first(&deltas), want, "{what}");
+        }
+        let wide = vec![(xa::DIRTY.to_string(), CounterDelta::Add64(vec![-2]))];
+        assert!(syncs_data_first(&wide), "64-bit counters too");
+    }
 }

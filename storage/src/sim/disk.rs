@@ -459,6 +459,14 @@ impl SimDisk {
         Ok(())
     }
 
+    /// Forget every latent error, as a disk does once it has remapped the
+    /// bad sectors: the ranges read their old bytes again.
+    pub fn clear_latent_errors(&self) {
+        for f in self.lock().files.values_mut() {
+            f.latent.clear();
+        }
+    }
+
     pub fn stats(&self) -> SimDiskStats {
         let d = self.lock();
         SimDiskStats {

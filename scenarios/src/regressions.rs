@@ -1,0 +1,75 @@
+//! Failures the scenarios found, kept as fixed cases: each a seed, the
+//! case's text (which keeps its meaning whatever the generators become)
+//! and a one-line postmortem (what broke, what fixed it). Every one runs
+//! in CI (`tests/regressions_sim.rs`) and must pass.
+
+/// One kept failure.
+pub struct Regression {
+    pub name: &'static str,
+    pub seed: u64,
+    /// The case, as `Case`'s text form.
+    pub case: &'static str,
+    /// What broke, and what fixed it.
+    pub postmortem: &'static str,
+}
+
+pub const DATA_LOST_UNDER_A_CLEARED_MARK: Regression = Regression {
+    name: "data_lost_under_a_cleared_mark",
+    seed: 7,
+    case: "layout=replica3 clients=1 | plan: @1296+100 crash s1 | c1: r f0",
+    postmortem: "a post-op's lowered dirty mark reached disk (committed by another file's fsync) \
+                 before the write's data, so power loss on s1 left a clean empty copy beside two \
+                 full ones; the brick now fdatasyncs a file before lowering its data dirty mark \
+                 (node/src/brick/counters.rs syncs_data_first)",
+};
+
+pub const BRICK_GAVE_UP_ON_DNS_AT_START: Regression = Regression {
+    name: "brick_gave_up_on_dns_at_start",
+    seed: 25,
+    case:
+        "layout=replica3 clients=1 | plan: @1000+12266 dns s1 hang; @5000+6299 kill s1/0 | c1: r f3",
+    postmortem:
+        "a brick restarted while its host's name did not resolve failed to bind and exited, \
+                 so s1 stayed down and heal never finished; the brick now retries resolving its \
+                 listen address for up to 30 s (node/src/server.rs bind_listen)",
+};
+
+pub const UNLINK_LOST_IN_POWER_LOSS: Regression = Regression {
+    name: "unlink_lost_in_power_loss",
+    seed: 18,
+    case: "layout=replica3 shd-threads=1 fsync-namespace=off clients=2 | plan: @1603+112 crash s1 \
+           | c1: w f0 6548+1201#166 | c2: w f0 918+1341#165, rm f2",
+    postmortem: "with fsync-namespace off, s1 lost an unlink in a power loss and kept its entry \
+                 dirty mark; with no blame anywhere every copy counted as good and entry heal \
+                 called the name a split-brain (under quorum); clean copies now heal dirty ones \
+                 (heal/src/source.rs clean_sources)",
+};
+
+/// Every kept failure.
+pub const ALL: &[Regression] = &[
+    DATA_LOST_UNDER_A_CLEARED_MARK,
+    BRICK_GAVE_UP_ON_DNS_AT_START,
+    UNLINK_LOST_IN_POWER_LOSS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Case;
+
+    #[test]
+    fn every_regression_parses_and_is_named_once() {
+        let mut names = std::collections::BTreeSet::new();
+        for r in ALL {
+            assert!(names.insert(r.name), "{} is listed twice", r.name);
+            let case: Case = r.case.parse().unwrap_or_else(|e| panic!("{}: {e}", r.name));
+            assert_eq!(
+                case.to_string().parse::<Case>().as_ref(),
+                Ok(&case),
+                "{}",
+                r.name
+            );
+            assert!(!r.postmortem.is_empty());
+        }
+    }
+}
