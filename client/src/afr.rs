@@ -112,6 +112,62 @@ pub enum Verdict {
     NoneReachable,
 }
 
+/// In the no-blame, dirty case, when some good copies are clean for
+/// `kind` and others dirty: the clean ones (every copy's post-op lowers
+/// its dirty mark, so a clean copy finished every transaction it took
+/// part in, and with no blame anywhere every acknowledged change reached
+/// every copy) are the sources, the dirty ones their sinks. `None` when
+/// every good copy is dirty, or none is: then [`pick_source`]'s rule.
+///
+/// Regression (cluster scenario,
+/// `regressions::UNLINK_LOST_IN_POWER_LOSS`, in `mortar-scenarios`): with
+/// `storage.fsync-namespace off`, s1 lost an unlink in a power loss and
+/// kept the directory's entry dirty mark; the clean copies did not have
+/// the name, every copy counted as good, and entry heal reported a
+/// split-brain under quorum. Fixed by this rule (heal and reads both use
+/// it).
+pub fn clean_sources(
+    views: &[Option<BrickView>],
+    kind: Kind,
+    good: &[usize],
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let k = kind as usize;
+    let seen = || views.iter().flatten();
+    let dirty = seen().any(|v| v.dirty[k] != 0);
+    let blamed = seen().any(|v| v.blames.iter().any(|b| b[k] != 0));
+    if !dirty || blamed {
+        return None;
+    }
+    let (clean, dirty): (Vec<usize>, Vec<usize>) = good
+        .iter()
+        .copied()
+        .filter(|&i| views.get(i).is_some_and(Option::is_some))
+        .partition(|&i| views[i].as_ref().is_some_and(|v| v.dirty[k] == 0));
+    (!clean.is_empty() && !dirty.is_empty()).then_some((clean, dirty))
+}
+
+/// The bricks a read of `kind` may be served by, in order: the good
+/// copies; when no brick answered for the counters, any brick that is up
+/// — but never the arbiter for data, which is no data source (before
+/// this rule, a read whose counters no brick answered for could go to
+/// it).
+pub fn read_candidates(
+    verdict: &Verdict,
+    up: &[usize],
+    kind: Kind,
+    arbiter: Option<usize>,
+) -> Vec<usize> {
+    match verdict {
+        Verdict::Sources { good, .. } => good.clone(),
+        Verdict::SplitBrain { .. } => Vec::new(),
+        Verdict::NoneReachable => up
+            .iter()
+            .copied()
+            .filter(|i| kind != Kind::Data || Some(*i) != arbiter)
+            .collect(),
+    }
+}
+
 /// Decide which copies of a file are good, from the views of the bricks
 /// that answered (`None` = brick down or did not answer). `arbiter` is the
 /// index of an arbiter brick, which holds no data and can never be a data
@@ -216,6 +272,104 @@ pub fn arbiter_allows(up: &[bool], verdict: &Verdict, arbiter: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn v(dirty: i64, blames: [i64; 3]) -> Option<BrickView> {
+        Some(BrickView {
+            blames: blames.iter().map(|&b| [b, 0, 0]).collect(),
+            dirty: [dirty, 0, 0],
+        })
+    }
+
+    #[test]
+    fn clean_copies_heal_dirty_ones() {
+        let all = [0, 1, 2];
+        type Row = (
+            &'static str,
+            Vec<Option<BrickView>>,
+            Option<(Vec<usize>, Vec<usize>)>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "one dirty, two clean",
+                vec![v(1, [0; 3]), v(0, [0; 3]), v(0, [0; 3])],
+                Some((vec![1, 2], vec![0])),
+            ),
+            (
+                "two dirty, one clean",
+                vec![v(1, [0; 3]), v(2, [0; 3]), v(0, [0; 3])],
+                Some((vec![2], vec![0, 1])),
+            ),
+            (
+                "all dirty: the documented rule",
+                vec![v(1, [0; 3]); 3],
+                None,
+            ),
+            ("all clean: nothing to settle", vec![v(0, [0; 3]); 3], None),
+            (
+                "a blame decides, not this",
+                vec![v(1, [0, 1, 0]), v(0, [0; 3]), v(0, [0; 3])],
+                None,
+            ),
+            (
+                "a copy that did not answer is neither",
+                vec![v(1, [0; 3]), None, v(0, [0; 3])],
+                Some((vec![2], vec![0])),
+            ),
+        ];
+        for (what, views, want) in rows {
+            assert_eq!(clean_sources(&views, Kind::Data, &all), want, "{what}");
+        }
+        // Only the good copies are considered, and only the kind asked.
+        let views = vec![v(1, [0; 3]), v(0, [0; 3]), v(0, [0; 3])];
+        assert_eq!(
+            clean_sources(&views, Kind::Data, &[0, 2]),
+            Some((vec![2], vec![0]))
+        );
+        assert_eq!(clean_sources(&views, Kind::Metadata, &all), None);
+    }
+
+    #[test]
+    fn an_arbiter_never_serves_data() {
+        let sources = Verdict::Sources {
+            good: vec![1],
+            stale: vec![0],
+        };
+        let none = Verdict::NoneReachable;
+        let split = Verdict::SplitBrain {
+            accused: vec![0, 1],
+        };
+        for (what, verdict, kind, arbiter, want) in [
+            ("the good copies", &sources, Kind::Data, Some(2), vec![1]),
+            (
+                "unknown: every data brick that is up",
+                &none,
+                Kind::Data,
+                Some(2),
+                vec![0, 1],
+            ),
+            (
+                "unknown, no arbiter",
+                &none,
+                Kind::Data,
+                None,
+                vec![0, 1, 2],
+            ),
+            (
+                "metadata may come from the arbiter",
+                &none,
+                Kind::Metadata,
+                Some(2),
+                vec![0, 1, 2],
+            ),
+            ("split-brain: none", &split, Kind::Data, Some(2), vec![]),
+        ] {
+            assert_eq!(
+                read_candidates(verdict, &[0, 1, 2], kind, arbiter),
+                want,
+                "{what}"
+            );
+        }
+    }
 
     fn view(blames: &[[i64; 3]], dirty: [i64; 3]) -> Option<BrickView> {
         Some(BrickView {

@@ -181,7 +181,10 @@ async fn heal_kind(
     // After a split-brain was resolved, the counters to clear are the
     // rewritten ones.
     let views = resolved.as_deref().unwrap_or(views);
-    let (good, stale) = settle_dirty_without_blame(set, gfid, kind, views, good, stale).await;
+    let (good, stale, settled) =
+        settle_dirty_without_blame(set, gfid, kind, views, good, stale).await?;
+    // A settlement recorded its verdict as blame: that is cleared too.
+    let views = settled.as_deref().unwrap_or(views);
     // The copy a new file was just made from, when it is good: what was
     // copied already need not be again.
     let made_from = made.map(|m| m.source).filter(|m| good.contains(m));
@@ -261,9 +264,21 @@ async fn sources(
 type SourcesRead = (Vec<usize>, Vec<usize>, Option<Vec<Option<BrickView>>>);
 
 /// Every copy is a source by the changelog, but a transaction that never
-/// reached its post-op left them dirty: make one copy (by the documented
-/// rule, [`crate::source`]) the source and the others its sinks, so the
-/// copies end the same. Otherwise keep the changelog's verdict.
+/// reached its post-op left them dirty: make the clean copies, or else one
+/// copy by the documented rule ([`crate::source`]), the sources and the
+/// others their sinks, so the copies end the same. Otherwise keep the
+/// changelog's verdict.
+///
+/// The verdict is written down before any sink is touched: each source
+/// durably blames the sinks, so a heal cut short (a source that stops
+/// answering after a sink was emptied) leaves sinks that reads avoid,
+/// not unblamed copies that look as good as any. Returns the counters
+/// with that blame added, for the final clear.
+///
+/// Regression (cluster scenario, `regressions::HEAL_CUT_SHORT_LEFT_A_READABLE_SINK`):
+/// heal settled a dirty copy on s1 as the sink, emptied it for a whole
+/// copy, then lost s2 (the source); s1, dirty and blamed by no one, then
+/// served a read of zeros. Fixed by blaming before copying.
 async fn settle_dirty_without_blame(
     set: &Replicate,
     gfid: Gfid,
@@ -271,15 +286,73 @@ async fn settle_dirty_without_blame(
     views: &[Option<BrickView>],
     good: Vec<usize>,
     stale: Vec<usize>,
-) -> (Vec<usize>, Vec<usize>) {
+) -> Result<Settled, HealOutcome> {
     if !stale.is_empty() || good.len() < 2 || !source::dirty_without_blame(views, kind) {
-        return (good, stale);
+        return Ok((good, stale, None));
     }
-    if let Some(settled) = source::clean_sources(views, kind, &good) {
-        return settled;
+    let Some((sources, sinks)) = pick_settlement(set, gfid, kind, views, &good).await else {
+        return Ok((good, stale, None));
+    };
+    let after = record_settlement(set, gfid, kind, views, &sources, &sinks).await?;
+    Ok((sources, sinks, Some(after)))
+}
+
+/// Write a settlement down before healing by it: every source durably
+/// blames every sink for `kind`. The counters as they are then.
+pub(crate) async fn record_settlement(
+    set: &Replicate,
+    gfid: Gfid,
+    kind: Kind,
+    views: &[Option<BrickView>],
+    sources: &[usize],
+    sinks: &[usize],
+) -> Result<Vec<Option<BrickView>>, HealOutcome> {
+    let mut after = views.to_vec();
+    for &s in sources {
+        let deltas = sinks
+            .iter()
+            .map(|&k| (set.changelog_key(k).to_string(), kind_delta(kind, 1)))
+            .collect();
+        let op = bp::Xattrop {
+            gfid,
+            deltas,
+            durable: true,
+        };
+        if let Err(e) = set.children()[s].fop(Fop::Xattrop(op)).await {
+            return Err(HealOutcome::Skipped(format!(
+                "recording on {} which copies of {gfid} heal the others: {e}",
+                set.children()[s].name()
+            )));
+        }
+        if let Some(v) = after[s].as_mut() {
+            for &k in sinks {
+                if let Some(b) = v.blames.get_mut(k) {
+                    b[kind as usize] += 1;
+                }
+            }
+        }
+    }
+    Ok(after)
+}
+
+/// Good copies, stale copies, and the counters as a settlement rewrote
+/// them.
+type Settled = (Vec<usize>, Vec<usize>, Option<Vec<Option<BrickView>>>);
+
+/// Which copies heal the others in the no-blame, dirty case: the clean
+/// ones ([`source::clean_sources`]), else one by [`source::pick_source`].
+async fn pick_settlement(
+    set: &Replicate,
+    gfid: Gfid,
+    kind: Kind,
+    views: &[Option<BrickView>],
+    good: &[usize],
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    if let Some(settled) = source::clean_sources(views, kind, good) {
+        return Some(settled);
     }
     let mut candidates = Vec::with_capacity(good.len());
-    for &i in &good {
+    for &i in good {
         match set.children()[i].fop(Fop::Stat(bp::Stat { gfid })).await {
             Ok(FopOut::Attr(a)) => candidates.push(source::Candidate {
                 brick: i,
@@ -291,13 +364,9 @@ async fn settle_dirty_without_blame(
             _ => continue,
         }
     }
-    match source::pick_source(kind, &candidates) {
-        Some(src) => {
-            let sinks = good.into_iter().filter(|i| *i != src).collect();
-            (vec![src], sinks)
-        }
-        None => (good, stale),
-    }
+    let src = source::pick_source(kind, &candidates)?;
+    let sinks = good.iter().copied().filter(|i| *i != src).collect();
+    Some((vec![src], sinks))
 }
 
 /// Clear exactly what was read: every brick's blame and dirty counters

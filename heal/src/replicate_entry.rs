@@ -41,16 +41,8 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     if !marked(&views, Kind::Entry) {
         return HealOutcome::Clean;
     }
-    let (good, stale, unfinished) = match afr::examine(&views, Kind::Entry, set.arbiter()) {
-        // Copies that did not finish an entry operation (dirty, no blame
-        // anywhere) are healed from those that did.
-        Verdict::Sources { good, stale } if stale.is_empty() => {
-            match crate::source::clean_sources(&views, Kind::Entry, &good) {
-                Some((clean, dirty)) => (clean, dirty, true),
-                None => (good, stale, false),
-            }
-        }
-        Verdict::Sources { good, stale } => (good, stale, false),
+    let (good, stale) = match afr::examine(&views, Kind::Entry, set.arbiter()) {
+        Verdict::Sources { good, stale } => (good, stale),
         Verdict::SplitBrain { accused } => {
             return HealOutcome::SplitBrain(set.split_brain(dir, &accused).to_string())
         }
@@ -58,16 +50,29 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
             return HealOutcome::Skipped(format!("no brick answered for {dir}"))
         }
     };
+    // Copies that did not finish an entry operation (dirty, no blame
+    // anywhere) are healed from those that did; the clean ones blame them
+    // first, so they stay marked if this heal is cut short.
+    let (good, stale, views) = match crate::source::clean_sources(&views, Kind::Entry, &good) {
+        Some((clean, dirty)) if stale.is_empty() => {
+            let recorded =
+                crate::replicate::record_settlement(set, dir, Kind::Entry, &views, &clean, &dirty)
+                    .await;
+            match recorded {
+                Ok(after) => (clean, dirty, after),
+                Err(outcome) => return outcome,
+            }
+        }
+        _ => (good, stale, views),
+    };
     let listings = match list_every_brick(children, dir).await {
         Ok(l) => l,
         Err(e) => return HealOutcome::Skipped(e),
     };
     // The evidence for removals: a good copy blames the stale copy for
     // entries.
-    // A copy left dirty beside clean ones, with no blame anywhere, is
-    // as good as blamed: the clean copies finished what it did not.
     let blamed: Vec<bool> = (0..children.len())
-        .map(|s| good.iter().any(|&g| blames(&views, g, s)) || (unfinished && stale.contains(&s)))
+        .map(|s| good.iter().any(|&g| blames(&views, g, s)))
         .collect();
     let held_elsewhere = held_elsewhere(children, &listings, &good, &stale).await;
     let plan = entry::plan(&EntryState {

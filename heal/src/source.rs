@@ -33,35 +33,9 @@ pub fn dirty_without_blame(views: &[Option<BrickView>], kind: Kind) -> bool {
     dirty && !blamed
 }
 
-/// In the no-blame, dirty case, when some good copies are clean for
-/// `kind` and others dirty: the clean ones (every copy's post-op lowers
-/// its dirty mark, so a clean copy finished every transaction it took
-/// part in, and with no blame anywhere every acknowledged change reached
-/// every copy) are the sources, the dirty ones their sinks. `None` when
-/// every good copy is dirty, or none is: then [`pick_source`]'s rule.
-///
-/// Regression (cluster scenario,
-/// `regressions::UNLINK_LOST_IN_POWER_LOSS`): with
-/// `storage.fsync-namespace off`, s1 lost an unlink in a power loss and
-/// kept the directory's entry dirty mark; the clean copies did not have
-/// the name, every copy counted as good, and entry heal reported a
-/// split-brain under quorum. Fixed by this rule.
-pub fn clean_sources(
-    views: &[Option<BrickView>],
-    kind: Kind,
-    good: &[usize],
-) -> Option<(Vec<usize>, Vec<usize>)> {
-    if !dirty_without_blame(views, kind) {
-        return None;
-    }
-    let k = kind as usize;
-    let (clean, dirty): (Vec<usize>, Vec<usize>) = good
-        .iter()
-        .copied()
-        .filter(|&i| views.get(i).is_some_and(Option::is_some))
-        .partition(|&i| views[i].as_ref().is_some_and(|v| v.dirty[k] == 0));
-    (!clean.is_empty() && !dirty.is_empty()).then_some((clean, dirty))
-}
+/// See [`mortar_client::afr::clean_sources`]: the clean copies heal the
+/// dirty ones (reads use the same rule).
+pub use mortar_client::afr::clean_sources;
 
 /// The copy that heals the others (see the module's rule). `None` when
 /// there is no candidate.
@@ -76,61 +50,6 @@ pub fn pick_source(kind: Kind, candidates: &[Candidate]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(dirty: i64, blames: [i64; 3]) -> Option<BrickView> {
-        Some(BrickView {
-            blames: blames.iter().map(|&b| [b, 0, 0]).collect(),
-            dirty: [dirty, 0, 0],
-        })
-    }
-
-    #[test]
-    fn clean_copies_heal_dirty_ones() {
-        let all = [0, 1, 2];
-        type Row = (
-            &'static str,
-            Vec<Option<BrickView>>,
-            Option<(Vec<usize>, Vec<usize>)>,
-        );
-        let rows: Vec<Row> = vec![
-            (
-                "one dirty, two clean",
-                vec![v(1, [0; 3]), v(0, [0; 3]), v(0, [0; 3])],
-                Some((vec![1, 2], vec![0])),
-            ),
-            (
-                "two dirty, one clean",
-                vec![v(1, [0; 3]), v(2, [0; 3]), v(0, [0; 3])],
-                Some((vec![2], vec![0, 1])),
-            ),
-            (
-                "all dirty: the documented rule",
-                vec![v(1, [0; 3]); 3],
-                None,
-            ),
-            ("all clean: nothing to settle", vec![v(0, [0; 3]); 3], None),
-            (
-                "a blame decides, not this",
-                vec![v(1, [0, 1, 0]), v(0, [0; 3]), v(0, [0; 3])],
-                None,
-            ),
-            (
-                "a copy that did not answer is neither",
-                vec![v(1, [0; 3]), None, v(0, [0; 3])],
-                Some((vec![2], vec![0])),
-            ),
-        ];
-        for (what, views, want) in rows {
-            assert_eq!(clean_sources(&views, Kind::Data, &all), want, "{what}");
-        }
-        // Only the good copies are considered, and only the kind asked.
-        let views = vec![v(1, [0; 3]), v(0, [0; 3]), v(0, [0; 3])];
-        assert_eq!(
-            clean_sources(&views, Kind::Data, &[0, 2]),
-            Some((vec![2], vec![0]))
-        );
-        assert_eq!(clean_sources(&views, Kind::Metadata, &all), None);
-    }
 
     fn ts(secs: i64) -> Timespec {
         Timespec { secs, nsecs: 0 }

@@ -45,31 +45,8 @@ const SIGN_IN_TIMEOUT_SECS: u64 = 5;
 const SIGN_IN_RETRY_SECS: u64 = 1;
 
 /// How long a brick keeps trying to resolve its listen address before it
-/// gives up: a DNS outage at its start (found by the cluster scenario: a
-/// brick restarted while its host's name did not resolve exited, and
-/// stayed down) delays it rather than ends it.
+/// gives up: a DNS outage at its start delays it rather than ends it.
 const LISTEN_RESOLVE_WAIT_MS_MAX: u64 = 30_000;
-const LISTEN_RESOLVE_RETRY_MS: u64 = 1_000;
-
-/// Bind the brick's listen address; a name that does not resolve yet is
-/// tried again (bounded by [`LISTEN_RESOLVE_WAIT_MS_MAX`]).
-async fn bind_listen(
-    rt: &Runtime,
-    cfg: &BrickServerConfig,
-) -> std::io::Result<Box<dyn mortar_net::transport::Listener>> {
-    let deadline = rt.clock().now() + Duration::from_millis(LISTEN_RESOLVE_WAIT_MS_MAX);
-    loop {
-        match rt.bind(&cfg.listen, cfg.rpc.limits).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && rt.clock().now() < deadline => {
-                tracing::warn!(brick = %cfg.brick_path, listen = %cfg.listen, error = %e, "cannot resolve the listen address yet; retrying");
-                rt.clock()
-                    .sleep(Duration::from_millis(LISTEN_RESOLVE_RETRY_MS))
-                    .await;
-            }
-            r => return r,
-        }
-    }
-}
 
 /// Open `storage` as a brick and serve it. The error is a
 /// [`NodeError`]'s message (callers report it as text).
@@ -92,14 +69,17 @@ pub async fn start_brick<S: Storage>(
     let mut server = RpcServer::new(rt.clone(), cfg.rpc);
     server.register(PROGRAM_BRICK, Arc::new(service.clone()));
     server.register(PROGRAM_ECHO, Arc::new(EchoService::new()));
-    let listener = bind_listen(rt, &cfg).await.map_err(|e| {
-        NodeError::Listen {
-            brick: cfg.brick_path.clone(),
-            error: e.to_string(),
-        }
-        .to_string()
-    })?;
-    let handle = server.serve(listener);
+    let wait = Duration::from_millis(LISTEN_RESOLVE_WAIT_MS_MAX);
+    let handle = server
+        .listen_patiently(&cfg.listen, wait)
+        .await
+        .map_err(|e| {
+            NodeError::Listen {
+                brick: cfg.brick_path.clone(),
+                error: e.to_string(),
+            }
+            .to_string()
+        })?;
     let local = handle.local_addr().clone();
     tracing::info!(brick = %cfg.brick_path, listen = %local, "brick ready");
     rt.trace(|| format!("brick {} listening on {local}", cfg.brick_path));

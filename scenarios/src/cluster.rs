@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mortar_client::api::Client;
-use mortar_client::fop::Child;
+use mortar_client::fop::{Child, Fop, FopOut};
 use mortar_client::graph::SetLayer;
 use mortar_heal::compare::{compare, SetKind};
 use mortar_mgmt::api::CliRequest;
 use mortar_net::resolve::SimAnswer;
 use mortar_net::{Endpoint, Runtime};
+use mortar_proto::brick as bp;
 use mortar_proto::{options, Errno, Gfid};
 use mortar_sim::{host_ip, Sim};
 use mortar_storage::sim::{SimDisk, SimFaults};
@@ -47,6 +48,9 @@ pub const HEALED_AFTER_ONLINE_MAX_S: u64 = 120;
 /// A heal barrier the atlas asks for waits at most this long; a fault
 /// still not admitted then is skipped.
 const HEAL_BARRIER_MAX_S: u64 = 60;
+/// After the last fault, how long the operator waits for `peer status` to
+/// show the pool whole before the final `volume start force`.
+const POOL_WHOLE_MAX_S: u64 = 60;
 /// Pause between a client's ops.
 const OP_PAUSE_MS: u64 = 300;
 
@@ -189,6 +193,48 @@ async fn workload(rt: Runtime, me: u8, ops: Vec<Op>, guards: bool, mgmt: Endpoin
     }
     c.unmount();
     m
+}
+
+/// What every brick holds under a name, for a failure message: per
+/// brick its gfid, size, first byte and changelog counters.
+async fn copies_of(c: &Client, dir: Gfid, file: u8) -> String {
+    let g = c.graph();
+    let mut out = Vec::new();
+    for (set, _) in &g.heal_sets {
+        let children = match set {
+            SetLayer::Replicate(r) => r.children(),
+            SetLayer::Disperse(d) => d.children(),
+        };
+        for (i, ch) in children.iter().enumerate() {
+            let name = format!("f{file}");
+            let Ok(FopOut::Attr(a)) = ch.fop(Fop::Lookup(bp::Lookup { parent: dir, name })).await
+            else {
+                out.push(format!("#{i} no such name"));
+                continue;
+            };
+            let first = match ch
+                .fop(Fop::Read(bp::Read {
+                    gfid: a.gfid,
+                    offset: 0,
+                    len: 1,
+                }))
+                .await
+            {
+                Ok(FopOut::Data(d)) => format!("{:02x?}", d.first()),
+                other => format!("{other:?}"),
+            };
+            let counters = ch
+                .fop(Fop::Listxattr(bp::Listxattr { gfid: a.gfid }))
+                .await
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            out.push(format!(
+                "#{i} {} {} bytes, byte 0 {first}, xattrs {counters}",
+                a.gfid, a.size
+            ));
+        }
+    }
+    out.join("; ")
 }
 
 /// The names an op touches.
@@ -340,7 +386,10 @@ async fn one_op(c: &Client, dir: Gfid, op: &Op, guards: bool, m: &mut Model) {
                 (&m.names[file as usize], read_all(c, dir, file).await)
             {
                 if let Err(e) = m.names[file as usize].check(&got) {
-                    m.violation(format!("a read of f{file} during the run: {e}"));
+                    let copies = copies_of(c, dir, file).await;
+                    m.violation(format!(
+                        "a read of f{file} during the run: {e}; the copies: {copies}"
+                    ));
                 }
             }
         }
@@ -471,14 +520,16 @@ impl Faults {
         }
     }
 
-    /// `volume start force` from any server that answers.
-    async fn start_force(&self) {
+    /// `volume start force` from any server that answers; whether one
+    /// took it.
+    async fn start_force(&self) -> bool {
         for s in self.servers_up() {
             match self.pool.cli(&s, start_request(true)).await {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(e) => self.sim.note(format!("fault: start force from {s}: {e}")),
             }
         }
+        false
     }
 
     /// Wait, bounded, until every brick is online and no index holds an
@@ -487,7 +538,7 @@ impl Faults {
         let bricks = self.case.settings.layout.bricks().len();
         let clock = mortar_net::Clock::new();
         let deadline = clock.now() + Duration::from_secs(HEAL_BARRIER_MAX_S);
-        self.start_force().await;
+        let _ = self.start_force().await;
         while clock.now() < deadline {
             if online(&self.pool, &self.servers_up()).await == bricks
                 && pending(&self.sim, &self.servers_up()).await == Some(0)
@@ -641,7 +692,9 @@ impl Faults {
         self.stale.extend(e.out);
         self.stale.extend(e.lies);
         match fault {
-            Fault::KillBrick { .. } => self.start_force().await,
+            Fault::KillBrick { .. } => {
+                let _ = self.start_force().await;
+            }
             Fault::CrashHost { server } => {
                 self.powered.remove(&server);
                 self.sim.restart_host(&server_name(server));
@@ -676,14 +729,37 @@ impl Faults {
         self.disks();
     }
 
-    /// Undo everything still in force.
+    /// Undo everything still in force, then, as an operator would once
+    /// `peer status` shows the pool whole again (bounded), run `volume
+    /// start force` until it is taken (bounded).
     async fn end_all(&mut self) {
         let open: Vec<usize> = self.active.keys().copied().collect();
         for i in open {
             self.end(i).await;
         }
         self.sim.repair();
-        self.start_force().await;
+        let clock = mortar_net::Clock::new();
+        let deadline = clock.now() + Duration::from_secs(POOL_WHOLE_MAX_S);
+        while !self.pool_whole().await && clock.now() < deadline {
+            self.sim.sleep(Duration::from_secs(1)).await;
+        }
+        // Refused while a dead originator's transaction lock runs out its
+        // lease ("retry when it finishes"): retried, as the message asks.
+        while !self.start_force().await && clock.now() < deadline {
+            self.sim.sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Every mgmtd answers and sees both its peers connected.
+    async fn pool_whole(&self) -> bool {
+        for h in HOSTS {
+            match self.pool.cli(h, CliRequest::PeerStatus).await {
+                Ok(mortar_mgmt::api::CliReply::Peers(p))
+                    if p.len() == 2 && p.iter().all(|x| x.connected) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 }
 
@@ -889,6 +965,29 @@ async fn converged(
         })
         .await;
     verdict?;
+    // No transaction lock outlives its lease: once healed, a change from
+    // every server is taken within a lease (and a margin).
+    for h in HOSTS {
+        let deadline = clock.now() + Duration::from_secs(mortar_mgmt::txnlock::LEASE_SECS + 15);
+        loop {
+            let set = CliRequest::VolumeSet {
+                name: "vol".into(),
+                key: options::SERVER_EVENT_THREADS.into(),
+                value: "2".into(),
+            };
+            match pool.cli(h, set).await {
+                Ok(_) => break,
+                Err(e) if clock.now() > deadline => {
+                    return Err(format!(
+                        "a change from {h} is still refused after {} s of trying (a transaction lock outlived its lease?): {e}",
+                        mortar_mgmt::txnlock::LEASE_SECS + 15
+                    ))
+                }
+                Err(_) => sim.sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+    // Every mgmtd ends with the same state and version of the volume.
     pool.converged("vol", &HOSTS, Duration::from_secs(60)).await;
     Ok(())
 }

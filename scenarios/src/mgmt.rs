@@ -22,6 +22,9 @@ use mortar_sim::{host_ip, Sim};
 use mortar_storage::sim::SimDisk;
 
 pub const HOSTS: [&str; 3] = ["s1", "s2", "s3"];
+/// A simulated mgmtd that fails to start is started again this long after
+/// (what a service manager's restart policy does).
+const MGMTD_RESTART_SECS: u64 = 5;
 const PORT: u16 = 24007;
 
 /// Bricks as processes on the simulated host (one-shots: after a reboot
@@ -266,18 +269,31 @@ impl Pool {
             sim.start_process(h, "mgmtd", move |rt| {
                 let (s, host, disk, trap) = (s.clone(), host.clone(), disk.clone(), trap.clone());
                 async move {
-                    let launcher = Arc::new(SimLauncher::new(s, &host, disk.clone()));
-                    let storage = disk.storage("var/lib/mortar").expect("workdir");
-                    let _d = Mgmtd::start(
-                        &rt,
-                        storage,
-                        mgmt_config(&host, &trap),
-                        launcher,
-                        Arc::new(SimFs(disk)),
-                    )
-                    .await
-                    .expect("mgmtd starts");
-                    std::future::pending::<()>().await;
+                    // As a service manager restarts a daemon that failed
+                    // to start (a disk error reading its store, say),
+                    // every few seconds.
+                    loop {
+                        let launcher = Arc::new(SimLauncher::new(s.clone(), &host, disk.clone()));
+                        let started = match disk.storage("var/lib/mortar") {
+                            Ok(storage) => Mgmtd::start(
+                                &rt,
+                                storage,
+                                mgmt_config(&host, &trap),
+                                launcher,
+                                Arc::new(SimFs(disk.clone())),
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                            Err(e) => Err(format!("its working directory: {e}")),
+                        };
+                        match started {
+                            Ok(_d) => std::future::pending::<()>().await,
+                            Err(e) => {
+                                tracing::error!(error = %e, "mgmtd failed to start; restarting it in {MGMTD_RESTART_SECS} s");
+                                Clock::new().sleep(Duration::from_secs(MGMTD_RESTART_SECS)).await;
+                            }
+                        }
+                    }
                 }
             });
         }

@@ -45,8 +45,26 @@ pub const UNLINK_LOST_IN_POWER_LOSS: Regression = Regression {
                  (heal/src/source.rs clean_sources)",
 };
 
+pub const HEAL_CUT_SHORT_LEFT_A_READABLE_SINK: Regression = Regression {
+    name: "heal_cut_short_left_a_readable_sink",
+    seed: 27,
+    case: "layout=arbiter quorum=fixed:1 heal-timeout=5s shd-threads=4 clients=3 buggify=on \
+           | plan: @8112+354 crash s1; @10716+16728 isolate s2; @13348+19433 dns s1 nxdomain \
+           | c1: mv f0 f2, w f3 14993+537#125, w f5 377+361#240, r f1, c f0, c f5, mv f5 f2 \
+           | c2: rm f4, c f4, c f1 \
+           | c3: c f0, rm f5, t f1 12017, c f2, w f2 1498+1661#74, t f0 15834, rm f4, \
+           w f3 12597+542#103, mv f2 f1, w f3 15522+410#239, c f1, w f2 15309+170#41, mv f1 f2, \
+           mv f5 f0, w f2 9073+1030#156, mv f2 f5, r f5",
+    postmortem: "s1 lost power after taking a write but before its post-op, so it was dirty and \
+                 blamed by no one; heal chose s2 as the source, emptied s1 for a whole copy, then \
+                 lost s2 to a partition, and s1 served a read of zeros; heal now has the sources \
+                 durably blame the sinks before touching them, and reads prefer clean copies \
+                 (heal/src/replicate.rs record_settlement, client/src/afr.rs clean_sources)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    HEAL_CUT_SHORT_LEFT_A_READABLE_SINK,
     DATA_LOST_UNDER_A_CLEARED_MARK,
     BRICK_GAVE_UP_ON_DNS_AT_START,
     UNLINK_LOST_IN_POWER_LOSS,

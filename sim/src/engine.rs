@@ -26,6 +26,14 @@ fn quiet() -> bool {
     QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Every trace event is also printed as it happens (a replay with full
+/// tracing turns this on).
+static ECHO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_echo(echo: bool) {
+    ECHO.store(echo, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How many recent trace events are kept to print when a run fails.
 const TRACE_TAIL_EVENTS_MAX: usize = 200;
 
@@ -59,6 +67,9 @@ impl TraceLog {
     pub fn record(&self, scope: &str, event: &str) {
         let t = mortar_net::Clock::new().now() - self.start;
         let line = format!("{:>12.6}s {scope}: {event}", t.as_secs_f64());
+        if ECHO.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("trace {line}");
+        }
         let mut st = self.state.lock().expect("trace lock");
         st.hash = fnv1a(st.hash, line.as_bytes());
         st.hash = fnv1a(st.hash, b"\n");

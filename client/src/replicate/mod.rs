@@ -253,11 +253,6 @@ impl Replicate {
         views
     }
 
-    async fn verdict(&self, gfid: Gfid, kind: Kind, idx: &[usize]) -> Verdict {
-        let views = self.views(gfid, idx).await;
-        afr::examine(&views, kind, self.arbiter)
-    }
-
     /// The error naming the copies of `gfid` that blame each other
     /// (also what the self-heal crate reports for a split-brain).
     pub fn split_brain(&self, gfid: Gfid, accused: &[usize]) -> FopError {
@@ -290,11 +285,17 @@ impl Replicate {
     /// if one fails to answer).
     async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopResult<FopOut> {
         let up = self.up_or_enotconn()?;
-        let good = match self.verdict(gfid, kind, &up).await {
-            Verdict::Sources { good, .. } => good,
-            Verdict::SplitBrain { accused } => return Err(self.split_brain(gfid, &accused)),
-            Verdict::NoneReachable => up.clone(),
-        };
+        let views = self.views(gfid, &up).await;
+        let verdict = afr::examine(&views, kind, self.arbiter);
+        if let Verdict::SplitBrain { accused } = &verdict {
+            return Err(self.split_brain(gfid, accused));
+        }
+        let mut good = afr::read_candidates(&verdict, &up, kind, self.arbiter);
+        // A copy left dirty by a transaction the clean copies finished
+        // may lack what they hold (power loss before its post-op).
+        if let Some((clean, _)) = afr::clean_sources(&views, kind, &good) {
+            good = clean;
+        }
         let mut last = None;
         for i in good.into_iter().filter(|i| up.contains(i)) {
             match self.children[i].fop(op.clone()).await {

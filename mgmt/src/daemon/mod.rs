@@ -292,6 +292,10 @@ impl<S: Storage> Mgmtd<S> {
 }
 
 /// Listen on the peer/port-map/CLI endpoint and on the CLI socket.
+/// How long mgmtd keeps trying to resolve its listen address as it starts
+/// (a DNS outage while its host boots delays it rather than ends it).
+const LISTEN_RESOLVE_WAIT_MS_MAX: u64 = 30_000;
+
 async fn serve<S: Storage>(inner: &Arc<Inner<S>>) -> Result<Vec<ServerHandle>> {
     let (rt, cfg) = (&inner.rt, &inner.cfg);
     let mut servers = Vec::new();
@@ -301,12 +305,15 @@ async fn serve<S: Storage>(inner: &Arc<Inner<S>>) -> Result<Vec<ServerHandle>> {
     tcp.register(PROGRAM_MGMT_CLI, Arc::new(CliService(inner.clone())));
     tcp.register(PROGRAM_ECHO, Arc::new(EchoService::new()));
     servers.push(
-        tcp.listen(&cfg.listen)
-            .await
-            .map_err(|e| MgmtError::ListenPeers {
-                endpoint: cfg.listen.to_string(),
-                error: e.to_string(),
-            })?,
+        tcp.listen_patiently(
+            &cfg.listen,
+            Duration::from_millis(LISTEN_RESOLVE_WAIT_MS_MAX),
+        )
+        .await
+        .map_err(|e| MgmtError::ListenPeers {
+            endpoint: cfg.listen.to_string(),
+            error: e.to_string(),
+        })?,
     );
     if let Some(sock) = &cfg.cli_socket {
         let mut cli = RpcServer::new(rt.clone(), cfg.rpc);

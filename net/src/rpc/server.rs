@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -73,6 +74,33 @@ impl RpcServer {
     pub async fn listen(self, ep: &Endpoint) -> io::Result<ServerHandle> {
         let l = self.rt.bind(ep, self.cfg.limits).await?;
         Ok(self.serve(l))
+    }
+
+    /// [`RpcServer::listen`], trying again while the address's name does
+    /// not resolve (a DNS outage as a daemon starts), every
+    /// [`LISTEN_RESOLVE_RETRY_MS`], for at most `wait`; other errors (the
+    /// port taken, no permission) end it at once.
+    ///
+    /// Regression (cluster scenario, `brick_gave_up_on_dns_at_start`): a
+    /// brick restarted while its host's name did not resolve exited and
+    /// stayed down; mgmtd did the same after a host restart.
+    pub async fn listen_patiently(self, ep: &Endpoint, wait: Duration) -> io::Result<ServerHandle> {
+        let deadline = self.rt.clock().now() + wait;
+        loop {
+            match self.rt.bind(ep, self.cfg.limits).await {
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound && self.rt.clock().now() < deadline =>
+                {
+                    tracing::warn!(listen = %ep, error = %e, "cannot resolve the listen address yet; retrying");
+                    self.rt
+                        .clock()
+                        .sleep(Duration::from_millis(LISTEN_RESOLVE_RETRY_MS))
+                        .await;
+                }
+                Err(e) => return Err(e),
+                Ok(l) => return Ok(self.serve(l)),
+            }
+        }
     }
 
     /// Serve on an already bound listener, in a child scope of the runtime.
@@ -216,6 +244,9 @@ enum EndReason {
     Malformed(String),
 }
 
+/// How often [`RpcServer::listen_patiently`] tries a name again.
+pub const LISTEN_RESOLVE_RETRY_MS: u64 = 1_000;
+
 /// The longest a fault point delays a request's handling.
 const BUGGIFY_REPLY_DELAY_MS_MAX: u64 = 2_000;
 
@@ -301,10 +332,7 @@ async fn serve_conn(shared: &Arc<ServerShared>, rt: Runtime, link: Link, info: C
                 // Fault point: a slow handler, whose reply overtakes none
                 // and is overtaken by later ones.
                 let ms = handler_rt.with_rng(|r| r.below(BUGGIFY_REPLY_DELAY_MS_MAX));
-                handler_rt
-                    .clock()
-                    .sleep(std::time::Duration::from_millis(ms))
-                    .await;
+                handler_rt.clock().sleep(Duration::from_millis(ms)).await;
             }
             let result = match CatchUnwind(svc.call(req)).await {
                 Ok(r) => r,

@@ -198,6 +198,7 @@ mod runner {
                 .parse()
                 .unwrap_or_else(|e| usage(&format!("the case does not parse: {e}")));
             if a.trace {
+                mortar_sim::set_echo(true);
                 tracing_subscriber::fmt()
                     .with_max_level(tracing::Level::DEBUG)
                     .with_writer(std::io::stderr)
