@@ -70,9 +70,16 @@ pub struct RuntimeBuilder {
     transport: Option<Arc<dyn Transport>>,
     rdma: Option<Arc<dyn Transport>>,
     trace: Option<Arc<dyn TraceSink>>,
+    clock: Option<Clock>,
 }
 
 impl RuntimeBuilder {
+    /// The clock (the simulator gives each host one whose wall time it can
+    /// step). Production leaves it unset.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
     /// Fix the seed (simulation, replay). Production leaves it unset.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -102,7 +109,7 @@ impl RuntimeBuilder {
     }
 
     pub fn build(self) -> Runtime {
-        let clock = Clock::new();
+        let clock = self.clock.unwrap_or_default();
         let seed = self.seed.unwrap_or_else(|| entropy_seed(&clock));
         let dns = self.dns.unwrap_or_else(default_dns);
         let resolver = Arc::new(Resolver::new(dns, self.resolver_cfg, clock.clone()));
@@ -154,6 +161,7 @@ impl Runtime {
             transport: None,
             rdma: None,
             trace: None,
+            clock: None,
         }
     }
 

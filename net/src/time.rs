@@ -8,6 +8,8 @@
 //! was built and started, not from anything it decides.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use tokio::time::Instant;
@@ -19,12 +21,25 @@ pub struct Elapsed(pub Duration);
 
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
-    _private: (),
+    /// Added to the wall clock, in ms: a simulated host whose clock was
+    /// stepped (as NTP steps a clock that drifted). `None`: the clock as
+    /// it is. Monotonic time never jumps.
+    wall_offset_ms: Option<Arc<AtomicI64>>,
 }
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { _private: () }
+        Clock {
+            wall_offset_ms: None,
+        }
+    }
+
+    /// A clock whose wall time is shifted by `offset_ms` (shared: changing
+    /// it steps every clock made from it).
+    pub fn with_wall_offset(offset_ms: Arc<AtomicI64>) -> Self {
+        Clock {
+            wall_offset_ms: Some(offset_ms),
+        }
     }
 
     /// Monotonic now.
@@ -37,7 +52,18 @@ impl Clock {
     /// use it to measure intervals: it can jump.
     pub fn wall(&self) -> SystemTime {
         #[allow(clippy::disallowed_methods)] // The seam is the one door to the wall clock.
-        SystemTime::now()
+        let now = SystemTime::now();
+        match self
+            .wall_offset_ms
+            .as_ref()
+            .map(|o| o.load(Ordering::Relaxed))
+        {
+            None | Some(0) => now,
+            Some(ms) if ms > 0 => now + Duration::from_millis(ms as u64),
+            Some(ms) => now
+                .checked_sub(Duration::from_millis(ms.unsigned_abs()))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
     }
 
     /// Seconds since the Unix epoch, for stored timestamps.

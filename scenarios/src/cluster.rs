@@ -665,6 +665,10 @@ impl Faults {
                     self.sim.kill_process(&host, "mgmtd");
                 }
             }
+            Fault::ClockJump { server, secs } => {
+                self.sim
+                    .jump_clock(&server_name(server), i64::from(secs) * 1000);
+            }
             Fault::CutClients { .. }
             | Fault::IsolateServer { .. }
             | Fault::Split { .. }
@@ -715,6 +719,10 @@ impl Faults {
                 self.sim.dns().set_addr(&host, self.sim.host_ip(&host));
             }
             Fault::LatentErrors { server, .. } => self.disk(server).clear_latent_errors(),
+            Fault::ClockJump { server, secs } => {
+                self.sim
+                    .jump_clock(&server_name(server), -i64::from(secs) * 1000);
+            }
             Fault::MgmtdCrash { server, .. } => {
                 let host = server_name(server);
                 // A powered-off server starts its mgmtd when it boots.

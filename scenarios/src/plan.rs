@@ -242,6 +242,9 @@ pub enum Fault {
     /// A `volume set` from a server, whose mgmtd is killed that many ms
     /// into the transaction; it is restarted when the hold ends.
     MgmtdCrash { server: u8, after_ms: u32 },
+    /// A server's wall clock steps by `secs` (forward or back), and steps
+    /// back when the hold ends. Monotonic time does not jump.
+    ClockJump { server: u8, secs: i32 },
 }
 
 /// A fault started at `at_ms` after the workload starts and undone
@@ -356,7 +359,8 @@ pub fn effect(layout: Layout, clients: u8, fault: &Fault) -> Effect {
         | Fault::Latency { .. }
         | Fault::Loss { .. }
         | Fault::KillShd { .. }
-        | Fault::MgmtdCrash { .. } => {}
+        | Fault::MgmtdCrash { .. }
+        | Fault::ClockJump { .. } => {}
     }
     e
 }
@@ -656,6 +660,7 @@ impl fmt::Display for Fault {
             Fault::MgmtdCrash { server, after_ms } => {
                 write!(f, "mgmtd-crash {} {after_ms}ms", s(server))
             }
+            Fault::ClockJump { server, secs } => write!(f, "clock {} {secs:+}s", s(server)),
         }
     }
 }
@@ -751,6 +756,16 @@ impl FromStr for Fault {
                 server: server(arg(1)?)?,
                 after_ms: ms(arg(2)?)?,
             },
+            "clock" => {
+                let v = arg(2)?;
+                let Some(n) = v.strip_suffix('s') else {
+                    return err(format!("clock takes sN +SECSs or -SECSs, not {v:?}"));
+                };
+                Fault::ClockJump {
+                    server: server(arg(1)?)?,
+                    secs: num(n.trim_start_matches('+'), "clock step")?,
+                }
+            }
             other => return err(format!("unknown fault {other:?}")),
         };
         let used = match &fault {
@@ -762,7 +777,8 @@ impl FromStr for Fault {
             | Fault::DiskEio { .. }
             | Fault::LatentErrors { .. }
             | Fault::LoseXattrs { .. }
-            | Fault::MgmtdCrash { .. } => 3,
+            | Fault::MgmtdCrash { .. }
+            | Fault::ClockJump { .. } => 3,
             _ => 2,
         };
         if w.len() > used {
@@ -1052,7 +1068,9 @@ pub mod strategy {
             1 => (s.clone(), 1u8..16)
                 .prop_map(|(server, updates)| Fault::LoseXattrs { server, updates }),
             1 => s.clone().prop_map(|server| Fault::KillShd { server }),
-            1 => (s, 0u32..200).prop_map(|(server, after_ms)| Fault::MgmtdCrash { server, after_ms }),
+            1 => (s.clone(), 0u32..200).prop_map(|(server, after_ms)| Fault::MgmtdCrash { server, after_ms }),
+            1 => (s, prop_oneof![-3600i32..-1, 1i32..3600])
+                .prop_map(|(server, secs)| Fault::ClockJump { server, secs }),
         ]
     }
 

@@ -137,6 +137,8 @@ struct SimState {
     hosts: BTreeMap<String, HostEntry>,
     /// One-way clogged links, by host name.
     clogged: BTreeSet<(String, String)>,
+    /// Each host's wall-clock offset (see [`Sim::jump_clock`]).
+    wall_offsets: BTreeMap<String, Arc<std::sync::atomic::AtomicI64>>,
     rng: DetRng,
 }
 
@@ -175,6 +177,7 @@ impl Sim {
             state: Arc::new(Mutex::new(SimState {
                 hosts: BTreeMap::new(),
                 clogged: BTreeSet::new(),
+                wall_offsets: BTreeMap::new(),
                 rng: DetRng::from_seed(seed ^ 0x5eed_5eed_5eed_5eed),
             })),
         };
@@ -259,10 +262,12 @@ impl Sim {
     /// resolving through the simulated DNS, tracing into the run's hash.
     pub fn runtime_for(&self, host: &str, process: &str) -> Runtime {
         let seed = self.with_rng(|r| r.next_u64());
+        let offset = self.wall_offset(host);
         Runtime::builder(format!("{host}/{process}"))
             .seed(seed)
             .dns(Arc::new(self.dns.clone()))
             .trace(self.trace.clone())
+            .clock(mortar_net::Clock::with_wall_offset(offset))
             .build()
     }
 
@@ -481,6 +486,27 @@ impl Sim {
     pub fn disk<D: Any + Send + Sync>(&self, host: &str) -> Option<Arc<D>> {
         let slot = self.lock().hosts.get(host)?.disk.clone()?;
         slot.disk.downcast::<D>().ok()
+    }
+
+    /// The wall-clock offset of `host`'s processes, in ms (shared by them
+    /// all, kept across restarts: a host's clock is its own).
+    fn wall_offset(&self, host: &str) -> Arc<std::sync::atomic::AtomicI64> {
+        self.lock()
+            .wall_offsets
+            .entry(host.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Step `host`'s wall clock by `delta_ms` (negative: back), as NTP
+    /// steps a clock that drifted. Monotonic time is not affected.
+    pub fn jump_clock(&self, host: &str, delta_ms: i64) {
+        let offset = self.wall_offset(host);
+        let now = offset.fetch_add(delta_ms, std::sync::atomic::Ordering::Relaxed) + delta_ms;
+        self.trace.record(
+            "sim",
+            &format!("clock of {host} jumps {delta_ms} ms (now {now} ms off)"),
+        );
     }
 
     /// Whether a host is running (not crashed).
