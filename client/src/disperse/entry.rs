@@ -51,10 +51,15 @@ impl Disperse {
                 let (parents, deltas) = (parents.clone(), post.clone());
                 Box::pin(async move {
                     for g in parents {
+                        // Durable even when every brick took it: a version
+                        // step lost in a power loss (the change itself was
+                        // made durable by the brick) leaves a directory
+                        // copy older than its names, with no mark to say
+                        // so (the cluster scenario found it).
                         c.fop(Fop::Xattrop(bp::Xattrop {
                             gfid: g,
                             deltas: deltas.clone(),
-                            durable: !all,
+                            durable: true,
                         }))
                         .await?;
                     }
