@@ -62,8 +62,27 @@ pub const HEAL_CUT_SHORT_LEFT_A_READABLE_SINK: Regression = Regression {
                  (heal/src/replicate.rs record_settlement, client/src/afr.rs clean_sources)",
 };
 
+pub const STALE_READ_FROM_A_MINORITY: Regression = Regression {
+    name: "stale_read_from_a_minority",
+    seed: 58,
+    case: "layout=dist-replica2x3 ping-timeout=5s shd-threads=1 clients=2 buggify=on \
+           | plan: @16691+15282 kill s2/0; @29196+9610 crash s1; @19231+11609 dns s2 nxdomain; \
+           @18320+1757 kill s1/1; @28219+13823 cut s3; @3890+10560 kill-shd s2 \
+           | c1: mv f2 f4, mv f0 f3, t f1 2918, w f5 7119+809#146, w f4 9115+126#146, \
+           w f4 748+1950#56, w f5 13519+174#236, w f4 487+125#12, w f5 9043+1120#41, r f5, \
+           w f5 13354+438#177, c f0, w f4 10901+275#80, w f4 14239+1401#255, w f4 14920+1047#232, \
+           w f1 2620+260#148, c f0, w f5 11597+1016#110, w f0 15210+776#79, r f5 \
+           | c2: w f1 9888+1322#199, w f2 10036+66#91, w f2 10402+534#212, w f2 1656+693#182, \
+           r f5, rm f5",
+    postmortem: "with s1 powered off and s3 cut off from the client, a read was served by s2 \
+                 alone, which had missed an acknowledged write while its brick was down, and \
+                 returned older bytes; reads now need the write quorum of counter answers \
+                 (client/src/replicate/rules.rs read_quorum_met)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    STALE_READ_FROM_A_MINORITY,
     HEAL_CUT_SHORT_LEFT_A_READABLE_SINK,
     DATA_LOST_UNDER_A_CLEARED_MARK,
     BRICK_GAVE_UP_ON_DNS_AT_START,

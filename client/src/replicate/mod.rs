@@ -286,6 +286,17 @@ impl Replicate {
     async fn read_from_source(&self, gfid: Gfid, kind: Kind, op: Fop) -> FopResult<FopOut> {
         let up = self.up_or_enotconn()?;
         let views = self.views(gfid, &up).await;
+        let answered: Vec<bool> = views.iter().map(Option::is_some).collect();
+        if !rules::read_quorum_met(&self.quorum, &answered) {
+            return Err(FopError::new(
+                Errno::ENOTCONN,
+                format!(
+                    "{}: cannot read {gfid} safely: {}; the copies reachable may be stale",
+                    self.name,
+                    self.quorum.describe(&answered)
+                ),
+            ));
+        }
         let verdict = afr::examine(&views, kind, self.arbiter);
         if let Verdict::SplitBrain { accused } = &verdict {
             return Err(self.split_brain(gfid, accused));

@@ -142,6 +142,20 @@ pub fn acknowledge(quorum: &Quorum, n: usize, ok: &[usize], recorded: &[bool]) -
     }
 }
 
+/// May a read trust the copies' counters? Only when the bricks that
+/// answered for them meet the write quorum: every acknowledged write left
+/// its blame on a quorum, so any quorum sees it, while a minority (the
+/// copies a partition or crash left reachable) may all be stale without
+/// knowing. Without a quorum rule (`none`, or `fixed 1`) any answer is
+/// trusted, as the volume was configured to allow.
+///
+/// Regression (cluster scenario, `regressions::STALE_READ_FROM_A_MINORITY`):
+/// with s1 down and s3 cut off, a read was served by s2, which had missed
+/// an acknowledged write while it was down, and returned the older bytes.
+pub fn read_quorum_met(quorum: &Quorum, answered: &[bool]) -> bool {
+    quorum.met(answered)
+}
+
 /// `n` flags, set for the indices in `idx`.
 pub fn mask(n: usize, idx: &[usize]) -> Vec<bool> {
     (0..n).map(|i| idx.contains(&i)).collect()
@@ -151,6 +165,58 @@ pub fn mask(n: usize, idx: &[usize]) -> Vec<bool> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn reads_trust_a_quorum_of_answers() {
+        for (what, quorum, answered, want) in [
+            ("all answered", Quorum::Auto, vec![true, true, true], true),
+            ("a majority", Quorum::Auto, vec![false, true, true], true),
+            (
+                "a lone copy of three",
+                Quorum::Auto,
+                vec![false, true, false],
+                false,
+            ),
+            (
+                "replica 2: the first brick",
+                Quorum::Auto,
+                vec![true, false],
+                true,
+            ),
+            (
+                "replica 2: not the first alone",
+                Quorum::Auto,
+                vec![false, true],
+                false,
+            ),
+            (
+                "fixed 2 of 3",
+                Quorum::Fixed(2),
+                vec![true, false, false],
+                false,
+            ),
+            (
+                "fixed 1 trusts any",
+                Quorum::Fixed(1),
+                vec![false, false, true],
+                true,
+            ),
+            (
+                "none trusts any",
+                Quorum::None,
+                vec![false, true, false],
+                true,
+            ),
+            (
+                "none answered",
+                Quorum::None,
+                vec![false, false, false],
+                false,
+            ),
+        ] {
+            assert_eq!(read_quorum_met(&quorum, &answered), want, "{what}");
+        }
+    }
 
     const Z: [i64; 3] = [0, 0, 0];
     /// A data blame or dirty mark of one.
