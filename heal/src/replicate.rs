@@ -307,6 +307,7 @@ pub(crate) async fn record_settlement(
     sources: &[usize],
     sinks: &[usize],
 ) -> Result<Vec<Option<BrickView>>, HealOutcome> {
+    mortar_net::mark!(HEAL_SETTLED_DIRTY);
     let mut after = views.to_vec();
     for &s in sources {
         let deltas = sinks

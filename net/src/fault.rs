@@ -35,8 +35,12 @@ pub mod marks {
     pub const STALE_PORT_AFTER_RESTART: &str = "stale port after restart";
     /// A name lookup ran into its deadline.
     pub const DNS_DEADLINE_HIT: &str = "DNS deadline hit";
-    /// A brick removed, at start, an object an interrupted create left.
-    pub const TMP_LEFTOVER_REMOVED: &str = "interrupted create cleaned at brick start";
+    /// A replicated read was refused: too few copies answered for their
+    /// counters to tell a stale one.
+    pub const READ_QUORUM_REFUSED: &str = "read refused for want of a read quorum";
+    /// Heal settled copies left dirty with no blame, writing its verdict
+    /// down as blame first.
+    pub const HEAL_SETTLED_DIRTY: &str = "heal settled copies dirty without blame";
     /// A disperse write had fewer good fragments than the set's width.
     pub const DISPERSE_DEGRADED_WRITE: &str = "disperse write with fragments missing";
 
@@ -48,7 +52,8 @@ pub mod marks {
         QUORUM_LOST_MID_WRITE,
         STALE_PORT_AFTER_RESTART,
         DNS_DEADLINE_HIT,
-        TMP_LEFTOVER_REMOVED,
+        READ_QUORUM_REFUSED,
+        HEAL_SETTLED_DIRTY,
         DISPERSE_DEGRADED_WRITE,
     ];
 }

@@ -51,6 +51,9 @@ const HEAL_BARRIER_MAX_S: u64 = 60;
 /// After the last fault, how long the operator waits for `peer status` to
 /// show the pool whole before the final `volume start force`.
 const POOL_WHOLE_MAX_S: u64 = 60;
+/// A client's workload starts (mount, find its directory) within this,
+/// faults or not.
+const START_MAX_S: u64 = 120;
 /// Pause between a client's ops.
 const OP_PAUSE_MS: u64 = 300;
 
@@ -158,14 +161,32 @@ async fn workload(rt: Runtime, me: u8, ops: Vec<Op>, guards: bool, mgmt: Endpoin
         acknowledged: 0,
         failed: 0,
     };
-    let c = Client::mount(&rt, &mgmt, "vol")
-        .await
-        .unwrap_or_else(|e| panic!("{} mounts vol before any fault: {e}", client_name(me)));
-    let dir = c
-        .resolve(&format!("/{}", client_name(me)))
-        .await
-        .unwrap_or_else(|e| panic!("{}'s directory: {e}", client_name(me)))
-        .gfid;
+    // Faults may already be in force: mount and find the directory,
+    // trying again for a while (bounded).
+    let clock = rt.clock().clone();
+    let deadline = clock.now() + Duration::from_secs(START_MAX_S);
+    let (c, dir) = loop {
+        let tried = match Client::mount(&rt, &mgmt, "vol").await {
+            Ok(c) => match c.resolve(&format!("/{}", client_name(me))).await {
+                Ok(a) => Ok((c, a.gfid)),
+                Err(e) => {
+                    c.unmount();
+                    Err(e.to_string())
+                }
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match tried {
+            Ok(found) => break found,
+            Err(e) if clock.now() > deadline => {
+                panic!(
+                    "{} could not start its workload in {START_MAX_S} s: {e}",
+                    client_name(me)
+                )
+            }
+            Err(_) => clock.sleep(Duration::from_secs(1)).await,
+        }
+    };
     for op in ops {
         rt.clock().sleep(Duration::from_millis(OP_PAUSE_MS)).await;
         // An unknown name is first deleted, to be known again.
@@ -409,6 +430,8 @@ struct Faults {
     stale: BTreeSet<Brick>,
     skipped: u32,
     started: u32,
+    /// A disk lied (dropped xattr updates) at some point of the run.
+    lied: bool,
     /// Servers whose power a fault in force holds (crashed, or to crash
     /// when a lying disk's hold ends): no second power fault on them.
     powered: BTreeSet<u8>,
@@ -628,6 +651,7 @@ impl Faults {
             Fault::LoseXattrs { server, updates } => {
                 // It powers the server off when it ends.
                 self.powered.insert(server);
+                self.lied = true;
                 let disk = self.disk(server);
                 disk.set_faults(SimFaults {
                     lose_xattr_updates: updates as u32,
@@ -756,6 +780,24 @@ impl Faults {
         while !self.start_force().await && clock.now() < deadline {
             self.sim.sleep(Duration::from_secs(2)).await;
         }
+        // After a disk that dropped updates, the operator sweeps the
+        // volume: the marks it lost, or kept without their index entry,
+        // are what the indices cannot show.
+        if self.lied {
+            let full = CliRequest::HealNow {
+                name: "vol".into(),
+                full: true,
+            };
+            while clock.now() < deadline {
+                match self.pool.cli("s1", full.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.sim.note(format!("fault: heal full: {e}"));
+                        self.sim.sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Every mgmtd answers and sees both its peers connected.
@@ -859,18 +901,23 @@ async fn differences(c: &Client) -> Result<Vec<mortar_heal::compare::Difference>
     Ok(out)
 }
 
-/// The comparator's view, for a failure message.
-async fn differences_now(sim: &Sim) -> String {
+/// The comparator's view now, from the probe host.
+async fn differences_list(sim: &Sim) -> Result<Vec<mortar_heal::compare::Difference>, String> {
     sim.run_on(PROBE, "compare", |rt| async move {
-        let Ok(c) = Client::mount(&rt, &mgmt_of("s1"), "vol").await else {
-            return "(the comparator could not mount)".to_string();
-        };
+        let c = Client::mount(&rt, &mgmt_of("s1"), "vol")
+            .await
+            .map_err(|e| format!("the comparator could not mount: {e}"))?;
         c.wait_all_bricks(Duration::from_secs(20)).await;
         let d = differences(&c).await;
         c.unmount();
-        format!("{d:?}")
+        d
     })
     .await
+}
+
+/// The comparator's view, for a failure message.
+async fn differences_now(sim: &Sim) -> String {
+    format!("{:?}", differences_list(sim).await)
 }
 
 /// The whole-cluster end checks; the first failure, as text.
@@ -914,6 +961,20 @@ async fn converged(
         }
         sim.sleep(Duration::from_secs(1)).await;
     };
+    // Then every set's bricks compare equal, within the same bound (a
+    // sweep the operator asked for may still be running).
+    loop {
+        match differences_list(sim).await {
+            Ok(d) if d.is_empty() => break,
+            d if clock.now() - online_at > bound => {
+                return Err(format!(
+                    "the bricks still differ {} s after every brick was online: {d:?}",
+                    bound.as_secs()
+                ))
+            }
+            _ => sim.sleep(Duration::from_secs(2)).await,
+        }
+    }
     sim.note(format!(
         "check: healed {} ms after online",
         (clock.now() - online_at).as_millis()
@@ -1107,6 +1168,7 @@ pub async fn run_case(sim: Sim, case: Case) {
         skipped: 0,
         started: 0,
         powered: BTreeSet::new(),
+        lied: false,
     };
     run_plan(&mut faults).await;
     let mut models = Vec::new();

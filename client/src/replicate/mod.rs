@@ -288,6 +288,7 @@ impl Replicate {
         let views = self.views(gfid, &up).await;
         let answered: Vec<bool> = views.iter().map(Option::is_some).collect();
         if !rules::read_quorum_met(&self.quorum, &answered) {
+            mortar_net::mark!(READ_QUORUM_REFUSED);
             return Err(FopError::new(
                 Errno::ENOTCONN,
                 format!(

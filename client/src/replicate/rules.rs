@@ -143,17 +143,34 @@ pub fn acknowledge(quorum: &Quorum, n: usize, ok: &[usize], recorded: &[bool]) -
 }
 
 /// May a read trust the copies' counters? Only when the bricks that
-/// answered for them meet the write quorum: every acknowledged write left
-/// its blame on a quorum, so any quorum sees it, while a minority (the
+/// answered for them meet every write quorum the rule allows: every
+/// acknowledged write left its blame on such a quorum, so an answering
+/// set that meets them all sees it, while a set that misses one (the
 /// copies a partition or crash left reachable) may all be stale without
-/// knowing. Without a quorum rule (`none`, or `fixed 1`) any answer is
-/// trusted, as the volume was configured to allow.
+/// knowing. `fixed C` of `n` needs `n - C + 1` answers; `auto` needs
+/// `ceil(n / 2)` of an odd set, and of an even one half including the
+/// first brick or more than half. Without a quorum rule (`none`, or
+/// `fixed 1`) any answer is trusted, as the volume was configured to
+/// allow.
 ///
 /// Regression (cluster scenario, `regressions::STALE_READ_FROM_A_MINORITY`):
 /// with s1 down and s3 cut off, a read was served by s2, which had missed
 /// an acknowledged write while it was down, and returned the older bytes.
 pub fn read_quorum_met(quorum: &Quorum, answered: &[bool]) -> bool {
-    quorum.met(answered)
+    let n = answered.len();
+    let k = answered.iter().filter(|a| **a).count();
+    if k == 0 {
+        return false;
+    }
+    match *quorum {
+        Quorum::None => true,
+        Quorum::Fixed(c) => {
+            let c = c.clamp(1, n.max(1));
+            c == 1 || k > n - c
+        }
+        Quorum::Auto if n % 2 == 1 => k >= n - n / 2,
+        Quorum::Auto => (answered[0] && k >= n / 2) || k > n / 2,
+    }
 }
 
 /// `n` flags, set for the indices in `idx`.
@@ -193,6 +210,30 @@ mod tests {
                 "fixed 2 of 3",
                 Quorum::Fixed(2),
                 vec![true, false, false],
+                false,
+            ),
+            (
+                "fixed 2 of 3, two answers",
+                Quorum::Fixed(2),
+                vec![true, false, true],
+                true,
+            ),
+            (
+                "fixed 3 of 3: every write reached every copy",
+                Quorum::Fixed(3),
+                vec![false, true, false],
+                true,
+            ),
+            (
+                "replica 4: half with the first",
+                Quorum::Auto,
+                vec![true, true, false, false],
+                true,
+            ),
+            (
+                "replica 4: half without the first",
+                Quorum::Auto,
+                vec![false, true, true, false],
                 false,
             ),
             (

@@ -277,7 +277,6 @@ impl<S: Storage> Brick<S> {
             .ctx(|| "list .mortar/tmp".into())?
         {
             let p = tmp.join(&e.name).ctx(|| "tmp entry".into())?;
-            mortar_net::mark!(TMP_LEFTOVER_REMOVED);
             let r = if e.kind == FileKind::Directory {
                 self.storage.rmdir(&p)
             } else {
