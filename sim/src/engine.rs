@@ -48,7 +48,13 @@ struct TraceState {
     hash: u64,
     events: u64,
     tail: VecDeque<String>,
+    /// The test's own notes and workload events, without times: the
+    /// compact trace snapshot tests compare (bounded).
+    compact: Vec<String>,
 }
+
+/// Compact-trace lines kept per run.
+const COMPACT_EVENTS_MAX: usize = 10_000;
 
 use mortar_proto::hash::{fnv1a_64_extend as fnv1a, FNV1A_64_OFFSET as FNV_OFFSET};
 
@@ -60,6 +66,7 @@ impl TraceLog {
                 hash: FNV_OFFSET,
                 events: 0,
                 tail: VecDeque::new(),
+                compact: Vec::new(),
             }),
         }
     }
@@ -78,6 +85,10 @@ impl TraceLog {
             st.tail.pop_front();
         }
         st.tail.push_back(line);
+        let compact = scope == "test" || scope.ends_with("/workload");
+        if compact && st.compact.len() < COMPACT_EVENTS_MAX {
+            st.compact.push(format!("{scope}: {event}"));
+        }
     }
 
     pub fn hash(&self) -> u64 {
@@ -86,6 +97,12 @@ impl TraceLog {
 
     pub fn events(&self) -> u64 {
         self.state.lock().expect("trace lock").events
+    }
+
+    /// The test's notes and workload events so far, in order, without
+    /// times (see [`TraceState::compact`]).
+    pub fn compact(&self) -> Vec<String> {
+        self.state.lock().expect("trace lock").compact.clone()
     }
 
     /// The most recent events, oldest first.

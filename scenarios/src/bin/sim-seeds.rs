@@ -206,8 +206,16 @@ mod runner {
                     .init();
             }
             eprintln!("sim-seeds: case {case}");
-            let ok = run_case(a.from, case).is_ok();
-            std::process::exit(if ok { 0 } else { 1 });
+            let (r, wall) = timed(|| run_case(a.from, case));
+            if let Ok(simulated) = &r {
+                eprintln!(
+                    "sim-seeds: figures case: simulated {:.1} s in {:.2} s of run time: {:.0}x wall",
+                    simulated.as_secs_f64(),
+                    wall.as_secs_f64(),
+                    simulated.as_secs_f64() / wall.as_secs_f64().max(0.001)
+                );
+            }
+            std::process::exit(if r.is_ok() { 0 } else { 1 });
         }
         let scenarios: Vec<Scenario> = mortar_scenarios::all()
             .into_iter()
@@ -324,7 +332,13 @@ mod runner {
             total as f64 / wall.as_secs_f64().max(0.001)
         );
         for (name, seed) in &failures {
-            if *name == "cluster" {
+            if *name == "cluster" && a.shrink_runs == 0 {
+                let case = plan::case_for_seed(*seed);
+                eprintln!(
+                    "FAILED cluster seed {seed}: replay with {}",
+                    replay_case(*seed, &case)
+                );
+            } else if *name == "cluster" {
                 let small = shrink(*seed, a.shrink_runs);
                 eprintln!(
                     "FAILED cluster seed {seed}: replay the shrunk case with {}",
