@@ -19,7 +19,7 @@ mod common;
 mod counting;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::Bricks;
@@ -66,7 +66,7 @@ async fn one_heal(
     b.revive(2).await;
     sinks[2].old_brick.store(old_way, Ordering::Relaxed);
     sinks[2].written.store(0, Ordering::Relaxed);
-    let t = Instant::now();
+    let t = mortar_net::Clock::new().now();
     let outcome = heal_file(set, gfid).await;
     let took = t.elapsed();
     assert!(matches!(outcome, HealOutcome::Healed(_)), "{outcome:?}");

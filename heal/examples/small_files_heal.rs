@@ -18,7 +18,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use common::Bricks;
@@ -27,7 +26,7 @@ use mortar_client::fop::{Child, Fop, FopOut, FopResult, Subvolume};
 use mortar_client::graph::{SetLayer, VolumeGraph};
 use mortar_client::replicate::Replicate;
 use mortar_heal::crawl::{heal_graph, CrawlLimits};
-use mortar_net::BoxFuture;
+use mortar_net::{BoxFuture, Clock};
 use mortar_proto::brick::{self as bp, NewObject};
 use mortar_proto::{options, Gfid};
 
@@ -108,7 +107,7 @@ async fn main() {
     };
     r.fop(Fop::Mkdir(d)).await.unwrap();
     b.kill(2).await;
-    let made = Instant::now();
+    let made = Clock::new().now();
     for i in 0..FILES {
         let g = 0x1000 + i;
         let c = bp::Create {
@@ -145,7 +144,7 @@ async fn main() {
         favorite_child: Default::default(),
         deferred_for: std::time::Duration::ZERO,
     };
-    let (t, cpu) = (Instant::now(), cpu_s());
+    let (t, cpu) = (Clock::new().now(), cpu_s());
     let sum = heal_graph(&b.rt, &g, &|_| true, limits).await;
     let (took, cpu) = (t.elapsed(), cpu_s() - cpu);
     assert_eq!(

@@ -260,7 +260,7 @@ async fn sources(
 }
 
 /// Good copies, stale copies, and the counters as rewritten when a
-/// split-brain was resolved.
+/// split-brain was resolved or a settlement recorded.
 type SourcesRead = (Vec<usize>, Vec<usize>, Option<Vec<Option<BrickView>>>);
 
 /// Every copy is a source by the changelog, but a transaction that never
@@ -286,7 +286,7 @@ async fn settle_dirty_without_blame(
     views: &[Option<BrickView>],
     good: Vec<usize>,
     stale: Vec<usize>,
-) -> Result<Settled, HealOutcome> {
+) -> Result<SourcesRead, HealOutcome> {
     if !stale.is_empty() || good.len() < 2 || !source::dirty_without_blame(views, kind) {
         return Ok((good, stale, None));
     }
@@ -335,10 +335,6 @@ pub(crate) async fn record_settlement(
     }
     Ok(after)
 }
-
-/// Good copies, stale copies, and the counters as a settlement rewrote
-/// them.
-type Settled = (Vec<usize>, Vec<usize>, Option<Vec<Option<BrickView>>>);
 
 /// Which copies heal the others in the no-blame, dirty case: the clean
 /// ones ([`source::clean_sources`]), else one by [`source::pick_source`].

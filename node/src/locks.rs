@@ -520,7 +520,7 @@ mod tests {
             .unwrap();
         waiter.await.unwrap().unwrap();
         // Now b holds it; c times out after its wait.
-        let t0 = tokio::time::Instant::now();
+        let t0 = mortar_net::Clock::new().now();
         let e = t
             .inodelk(G, "d", LockKind::Read, 0, 1, req("c", 1, 3, Some(300)))
             .await

@@ -44,10 +44,6 @@ const SIGN_IN_TIMEOUT_SECS: u64 = 5;
 /// The pause between failed sign-in attempts.
 const SIGN_IN_RETRY_SECS: u64 = 1;
 
-/// How long a brick keeps trying to resolve its listen address before it
-/// gives up: a DNS outage at its start delays it rather than ends it.
-const LISTEN_RESOLVE_WAIT_MS_MAX: u64 = 30_000;
-
 /// Open `storage` as a brick and serve it. The error is a
 /// [`NodeError`]'s message (callers report it as text).
 pub async fn start_brick<S: Storage>(
@@ -69,7 +65,7 @@ pub async fn start_brick<S: Storage>(
     let mut server = RpcServer::new(rt.clone(), cfg.rpc);
     server.register(PROGRAM_BRICK, Arc::new(service.clone()));
     server.register(PROGRAM_ECHO, Arc::new(EchoService::new()));
-    let wait = Duration::from_millis(LISTEN_RESOLVE_WAIT_MS_MAX);
+    let wait = Duration::from_millis(mortar_net::rpc::LISTEN_RESOLVE_WAIT_MS_MAX);
     let handle = server
         .listen_patiently(&cfg.listen, wait)
         .await

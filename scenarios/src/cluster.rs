@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mortar_client::api::Client;
-use mortar_client::fop::{Child, Fop, FopOut};
+use mortar_client::fop::{Fop, FopOut};
 use mortar_client::graph::SetLayer;
-use mortar_heal::compare::{compare, SetKind};
+use mortar_heal::compare::Difference;
 use mortar_mgmt::api::CliRequest;
 use mortar_net::resolve::SimAnswer;
 use mortar_net::{Endpoint, Runtime};
@@ -35,6 +35,7 @@ use mortar_proto::{options, Errno, Gfid};
 use mortar_sim::{host_ip, Sim};
 use mortar_storage::sim::{SimDisk, SimFaults};
 
+use crate::heal::{bricks_online_from, differences};
 use crate::mgmt::{create_request, start_request, Pool, HOSTS};
 use crate::plan::{admit, effect, Admit, Brick, Case, DnsFault, Fault, Layout, Op, Quorum, Step};
 use crate::plan::{FILES_PER_CLIENT, SERVERS};
@@ -217,7 +218,7 @@ async fn workload(rt: Runtime, me: u8, ops: Vec<Op>, guards: bool, mgmt: Endpoin
 }
 
 /// What every brick holds under a name, for a failure message: per
-/// brick its gfid, size, first byte and changelog counters.
+/// brick its gfid, size, first byte and the names of its xattrs.
 async fn copies_of(c: &Client, dir: Gfid, file: u8) -> String {
     let g = c.graph();
     let mut out = Vec::new();
@@ -563,7 +564,7 @@ impl Faults {
         let deadline = clock.now() + Duration::from_secs(HEAL_BARRIER_MAX_S);
         let _ = self.start_force().await;
         while clock.now() < deadline {
-            if online(&self.pool, &self.servers_up()).await == bricks
+            if bricks_online_from(&self.pool, &self.servers_up()).await == bricks
                 && pending(&self.sim, &self.servers_up()).await == Some(0)
             {
                 self.stale.clear();
@@ -842,28 +843,6 @@ async fn run_plan(f: &mut Faults) {
 // ---------------------------------------------------------------------
 // Checks.
 
-/// Bricks online with a port, per the first server that answers.
-async fn online(pool: &Pool, servers: &[String]) -> usize {
-    for s in servers {
-        if let Ok(mortar_mgmt::api::CliReply::Status(st)) = pool
-            .cli(
-                s,
-                CliRequest::VolumeStatus {
-                    name: Some("vol".into()),
-                },
-            )
-            .await
-        {
-            return st[0]
-                .bricks
-                .iter()
-                .filter(|b| b.online && b.port.is_some())
-                .count();
-        }
-    }
-    0
-}
-
 /// Entries in every index, from the probe host; `None` if not every brick
 /// could be asked.
 async fn pending(sim: &Sim, servers: &[String]) -> Option<usize> {
@@ -878,31 +857,8 @@ async fn pending(sim: &Sim, servers: &[String]) -> Option<usize> {
     .await
 }
 
-/// What differs between the bricks of each set (the brick comparator).
-async fn differences(c: &Client) -> Result<Vec<mortar_heal::compare::Difference>, String> {
-    let g = c.graph();
-    let mut out = Vec::new();
-    for (set, members) in &g.heal_sets {
-        let (children, kind): (&[Child], SetKind) = match set {
-            SetLayer::Replicate(r) => (
-                r.children(),
-                SetKind::Replicate {
-                    arbiter: r.arbiter(),
-                },
-            ),
-            SetLayer::Disperse(d) => (d.children(), SetKind::Disperse),
-        };
-        let indices: Vec<_> = members.iter().map(|&m| g.clients[m].clone()).collect();
-        let diffs = compare(children, kind, &indices)
-            .await
-            .map_err(|e| format!("comparing the bricks: {e}"))?;
-        out.extend(diffs);
-    }
-    Ok(out)
-}
-
 /// The comparator's view now, from the probe host.
-async fn differences_list(sim: &Sim) -> Result<Vec<mortar_heal::compare::Difference>, String> {
+async fn differences_list(sim: &Sim) -> Result<Vec<Difference>, String> {
     sim.run_on(PROBE, "compare", |rt| async move {
         let c = Client::mount(&rt, &mgmt_of("s1"), "vol")
             .await
@@ -938,7 +894,7 @@ async fn converged(
     // liveness failure), then every index empty.
     let mut online_at = None;
     let online_at = loop {
-        if online(pool, &servers).await != bricks {
+        if bricks_online_from(pool, &servers).await != bricks {
             online_at = None;
             if clock.now() - since > Duration::from_secs(ONLINE_AFTER_FAULTS_MAX_S) {
                 return Err(format!(
@@ -1116,7 +1072,7 @@ pub async fn run_case(sim: Sim, case: Case) {
     let bricks = case.settings.layout.bricks().len();
     let servers: Vec<String> = HOSTS.iter().map(|s| s.to_string()).collect();
     for _ in 0..100 {
-        if online(&pool, &servers).await == bricks {
+        if bricks_online_from(&pool, &servers).await == bricks {
             break;
         }
         sim.sleep(Duration::from_millis(200)).await;

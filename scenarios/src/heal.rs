@@ -21,7 +21,7 @@ use std::time::Duration;
 use mortar_client::api::Client;
 use mortar_client::fop::Child;
 use mortar_client::graph::SetLayer;
-use mortar_heal::compare::{compare, SetKind};
+use mortar_heal::compare::{compare, Difference, SetKind};
 use mortar_mgmt::api::{CliReply, CliRequest};
 use mortar_net::Runtime;
 use mortar_proto::brick as bp;
@@ -91,22 +91,48 @@ fn content(name: &str, salt: u8) -> Vec<u8> {
 
 /// The bricks every server runs, online with ports, per `volume status`.
 pub(crate) async fn bricks_online(pool: &Pool) -> usize {
-    match pool
-        .cli(
-            "s1",
-            CliRequest::VolumeStatus {
-                name: Some("vol".into()),
-            },
-        )
-        .await
-    {
-        Ok(CliReply::Status(s)) => s[0]
-            .bricks
-            .iter()
-            .filter(|b| b.online && b.port.is_some())
-            .count(),
-        _ => 0,
+    bricks_online_from(pool, &["s1".to_string()]).await
+}
+
+/// [`bricks_online`] per the first of `servers` that answers (0 if none).
+pub(crate) async fn bricks_online_from(pool: &Pool, servers: &[String]) -> usize {
+    for s in servers {
+        let status = CliRequest::VolumeStatus {
+            name: Some("vol".into()),
+        };
+        if let Ok(CliReply::Status(st)) = pool.cli(s, status).await {
+            return st[0]
+                .bricks
+                .iter()
+                .filter(|b| b.online && b.port.is_some())
+                .count();
+        }
     }
+    0
+}
+
+/// What differs between the bricks of each set of `c`'s graph (the brick
+/// comparator; an arbiter is compared as one).
+pub(crate) async fn differences(c: &Client) -> Result<Vec<Difference>, String> {
+    let g = c.graph();
+    let mut out = Vec::new();
+    for (set, members) in &g.heal_sets {
+        let (children, kind): (&[Child], SetKind) = match set {
+            SetLayer::Replicate(r) => (
+                r.children(),
+                SetKind::Replicate {
+                    arbiter: r.arbiter(),
+                },
+            ),
+            SetLayer::Disperse(d) => (d.children(), SetKind::Disperse),
+        };
+        let indices: Vec<_> = members.iter().map(|&m| g.clients[m].clone()).collect();
+        let diffs = compare(children, kind, &indices)
+            .await
+            .map_err(|e| format!("comparing the bricks: {e}"))?;
+        out.extend(diffs);
+    }
+    Ok(out)
 }
 
 async fn wait_online(pool: &Pool, bricks: usize) {
@@ -196,19 +222,9 @@ async fn check_converged(sim: &Sim, want: Vec<(String, Vec<u8>)>) {
     let verdict = sim
         .run_on("c1", "compare", move |rt| async move {
             let c = mount(&rt).await;
-            let g = c.graph();
-            for (set, members) in &g.heal_sets {
-                let (children, kind): (&[Child], SetKind) = match set {
-                    SetLayer::Replicate(r) => (r.children(), SetKind::Replicate { arbiter: None }),
-                    SetLayer::Disperse(d) => (d.children(), SetKind::Disperse),
-                };
-                let indices: Vec<_> = members.iter().map(|&m| g.clients[m].clone()).collect();
-                let diffs = compare(children, kind, &indices)
-                    .await
-                    .map_err(|e| format!("comparing the bricks: {e}"))?;
-                if !diffs.is_empty() {
-                    return Err(format!("the bricks differ after heal: {diffs:?}"));
-                }
+            let diffs = differences(&c).await?;
+            if !diffs.is_empty() {
+                return Err(format!("the bricks differ after heal: {diffs:?}"));
             }
             for (p, data) in &want {
                 let got = c

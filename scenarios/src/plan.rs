@@ -1131,26 +1131,20 @@ pub mod strategy {
     }
 }
 
-/// The generator of the case a seed stands for: the case strategy
-/// driven by a ChaCha generator seeded with it. It is independent of the
-/// simulator's own randomness, so a seed names the same case in every
-/// build, and the tree is what shrinking walks.
-pub fn tree_for_seed(seed: u64) -> Box<dyn proptest::strategy::ValueTree<Value = Case>> {
-    use proptest::strategy::Strategy;
+/// The case seed `seed` stands for: the case strategy driven by a ChaCha
+/// generator seeded with it. It is independent of the simulator's own
+/// randomness, so a seed names the same case in every build.
+pub fn case_for_seed(seed: u64) -> Case {
+    use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     strategy::case()
-        .boxed()
         .new_tree(&mut runner)
         .expect("the case strategy has no filters, so it always yields")
-}
-
-/// The case seed `seed` stands for.
-pub fn case_for_seed(seed: u64) -> Case {
-    tree_for_seed(seed).current()
+        .current()
 }
 
 /// Shrink the failing case of `seed`, keeping each simpler case that
@@ -1344,227 +1338,34 @@ mod tests {
             Fault,
             Admit,
         );
+        #[rustfmt::skip]
         let cases: Vec<Row> = vec![
-            (
-                "one kill on replica 3",
-                settings(Replica3, Quorum::Auto),
-                vec![],
-                none.clone(),
-                kill(0, 0),
-                Now,
-            ),
-            (
-                "quorum guards stacked kills",
-                settings(Replica3, Quorum::Auto),
-                vec![kill(0, 0), kill(1, 0)],
-                none.clone(),
-                kill(2, 0),
-                Now,
-            ),
-            (
-                "quorum guards kills beside stale bricks",
-                settings(Replica3, Quorum::Auto),
-                vec![],
-                stale(&[(0, 0)]),
-                kill(1, 0),
-                Now,
-            ),
-            (
-                "no quorum: one brick stays in",
-                settings(Replica3, Quorum::None),
-                vec![kill(0, 0), kill(1, 0)],
-                none.clone(),
-                kill(2, 0),
-                Never,
-            ),
-            (
-                "no quorum: a second kill on a healed set",
-                settings(Replica3, Quorum::None),
-                vec![kill(0, 0)],
-                none.clone(),
-                kill(1, 0),
-                Now,
-            ),
-            (
-                "no quorum: heal the stale brick first",
-                settings(Replica3, Quorum::None),
-                vec![],
-                stale(&[(0, 0)]),
-                kill(1, 0),
-                AfterHeal,
-            ),
-            (
-                "fixed 1 is no quorum",
-                settings(Replica3, Quorum::Fixed(1)),
-                vec![],
-                stale(&[(2, 0)]),
-                kill(0, 0),
-                AfterHeal,
-            ),
-            (
-                "fixed 2 of 3 is a quorum",
-                settings(Replica3, Quorum::Fixed(2)),
-                vec![],
-                stale(&[(2, 0)]),
-                kill(0, 0),
-                Now,
-            ),
-            (
-                "replica 2 auto: only the first brick's side writes",
-                settings(Replica2, Quorum::Auto),
-                vec![kill(0, 0)],
-                none.clone(),
-                kill(1, 0),
-                Now,
-            ),
-            (
-                "replica 2 without quorum keeps one brick in",
-                settings(Replica2, Quorum::None),
-                vec![kill(0, 0)],
-                none.clone(),
-                kill(1, 0),
-                Never,
-            ),
-            (
-                "a brick-less server's crash touches nothing",
-                settings(Replica2, Quorum::None),
-                vec![kill(0, 0)],
-                none.clone(),
-                Fault::CrashHost { server: 2 },
-                Now,
-            ),
-            (
-                "disperse 4+2 takes two out",
-                settings(Disperse4x2, Quorum::Auto),
-                vec![kill(0, 0)],
-                none.clone(),
-                kill(1, 1),
-                Now,
-            ),
-            (
-                "disperse 4+2 not three",
-                settings(Disperse4x2, Quorum::Auto),
-                vec![kill(0, 0), kill(1, 1)],
-                none.clone(),
-                kill(2, 0),
-                Never,
-            ),
-            (
-                "disperse: a crash is two fragments",
-                settings(Disperse4x2, Quorum::Auto),
-                vec![kill(0, 0)],
-                none.clone(),
-                Fault::CrashHost { server: 1 },
-                Never,
-            ),
-            (
-                "disperse: stale fragments count until healed",
-                settings(Disperse4x2, Quorum::Auto),
-                vec![kill(0, 0)],
-                stale(&[(1, 0)]),
-                kill(2, 1),
-                AfterHeal,
-            ),
-            (
-                "disperse 2+1 one at a time",
-                settings(Disperse2x1, Quorum::Auto),
-                vec![],
-                stale(&[(0, 0)]),
-                kill(1, 0),
-                AfterHeal,
-            ),
-            (
-                "a lying disk alone",
-                settings(Replica3, Quorum::Auto),
-                vec![],
-                none.clone(),
-                lose(1),
-                Now,
-            ),
-            (
-                "a lying disk not beside a kill",
-                settings(Replica3, Quorum::Auto),
-                vec![kill(0, 0)],
-                none.clone(),
-                lose(1),
-                Never,
-            ),
-            (
-                "a kill not beside a lying disk",
-                settings(Replica3, Quorum::Auto),
-                vec![lose(1)],
-                none.clone(),
-                kill(0, 0),
-                Never,
-            ),
-            (
-                "a lying disk waits for heal",
-                settings(Replica3, Quorum::Auto),
-                vec![],
-                stale(&[(0, 0)]),
-                lose(1),
-                AfterHeal,
-            ),
-            (
-                "the other set of 2x3 is free",
-                settings(DistRep2x3, Quorum::None),
-                vec![kill(0, 0), kill(1, 0)],
-                none.clone(),
-                kill(0, 1),
-                Now,
-            ),
-            (
-                "heal traffic faults touch no brick",
-                settings(Disperse2x1, Quorum::Auto),
-                vec![kill(0, 0)],
-                none.clone(),
-                Fault::IsolateServer { server: 1 },
-                Now,
-            ),
-            (
-                "no power loss on disperse without namespace fsync",
-                Settings {
-                    fsync_namespace: false,
-                    ..settings(Disperse4x2, Quorum::Auto)
-                },
-                vec![],
-                none.clone(),
-                Fault::CrashHost { server: 0 },
-                Never,
-            ),
-            (
-                "a kill is fine there",
-                Settings {
-                    fsync_namespace: false,
-                    ..settings(Disperse4x2, Quorum::Auto)
-                },
-                vec![],
-                none.clone(),
-                kill(0, 0),
-                Now,
-            ),
-            (
-                "power loss on replicate without namespace fsync",
-                Settings {
-                    fsync_namespace: false,
-                    ..settings(Replica3, Quorum::Auto)
-                },
-                vec![],
-                none.clone(),
-                Fault::CrashHost { server: 0 },
-                Now,
-            ),
-            (
-                "no lying disk on disperse",
-                settings(Disperse2x1, Quorum::Auto),
-                vec![],
-                none.clone(),
-                Fault::LoseXattrs {
-                    server: 0,
-                    updates: 3,
-                },
-                Never,
-            ),
+            ("one kill on replica 3", settings(Replica3, Quorum::Auto), vec![], none.clone(), kill(0, 0), Now),
+            ("quorum guards stacked kills", settings(Replica3, Quorum::Auto), vec![kill(0, 0), kill(1, 0)], none.clone(), kill(2, 0), Now),
+            ("quorum guards kills beside stale bricks", settings(Replica3, Quorum::Auto), vec![], stale(&[(0, 0)]), kill(1, 0), Now),
+            ("no quorum: one brick stays in", settings(Replica3, Quorum::None), vec![kill(0, 0), kill(1, 0)], none.clone(), kill(2, 0), Never),
+            ("no quorum: a second kill on a healed set", settings(Replica3, Quorum::None), vec![kill(0, 0)], none.clone(), kill(1, 0), Now),
+            ("no quorum: heal the stale brick first", settings(Replica3, Quorum::None), vec![], stale(&[(0, 0)]), kill(1, 0), AfterHeal),
+            ("fixed 1 is no quorum", settings(Replica3, Quorum::Fixed(1)), vec![], stale(&[(2, 0)]), kill(0, 0), AfterHeal),
+            ("fixed 2 of 3 is a quorum", settings(Replica3, Quorum::Fixed(2)), vec![], stale(&[(2, 0)]), kill(0, 0), Now),
+            ("replica 2 auto: only the first brick's side writes", settings(Replica2, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 0), Now),
+            ("replica 2 without quorum keeps one brick in", settings(Replica2, Quorum::None), vec![kill(0, 0)], none.clone(), kill(1, 0), Never),
+            ("a brick-less server's crash touches nothing", settings(Replica2, Quorum::None), vec![kill(0, 0)], none.clone(), Fault::CrashHost { server: 2 }, Now),
+            ("disperse 4+2 takes two out", settings(Disperse4x2, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 1), Now),
+            ("disperse 4+2 not three", settings(Disperse4x2, Quorum::Auto), vec![kill(0, 0), kill(1, 1)], none.clone(), kill(2, 0), Never),
+            ("disperse: a crash is two fragments", settings(Disperse4x2, Quorum::Auto), vec![kill(0, 0)], none.clone(), Fault::CrashHost { server: 1 }, Never),
+            ("disperse: stale fragments count until healed", settings(Disperse4x2, Quorum::Auto), vec![kill(0, 0)], stale(&[(1, 0)]), kill(2, 1), AfterHeal),
+            ("disperse 2+1 one at a time", settings(Disperse2x1, Quorum::Auto), vec![], stale(&[(0, 0)]), kill(1, 0), AfterHeal),
+            ("a lying disk alone", settings(Replica3, Quorum::Auto), vec![], none.clone(), lose(1), Now),
+            ("a lying disk not beside a kill", settings(Replica3, Quorum::Auto), vec![kill(0, 0)], none.clone(), lose(1), Never),
+            ("a kill not beside a lying disk", settings(Replica3, Quorum::Auto), vec![lose(1)], none.clone(), kill(0, 0), Never),
+            ("a lying disk waits for heal", settings(Replica3, Quorum::Auto), vec![], stale(&[(0, 0)]), lose(1), AfterHeal),
+            ("the other set of 2x3 is free", settings(DistRep2x3, Quorum::None), vec![kill(0, 0), kill(1, 0)], none.clone(), kill(0, 1), Now),
+            ("heal traffic faults touch no brick", settings(Disperse2x1, Quorum::Auto), vec![kill(0, 0)], none.clone(), Fault::IsolateServer { server: 1 }, Now),
+            ("no power loss on disperse without namespace fsync", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Never),
+            ("a kill is fine there", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), kill(0, 0), Now),
+            ("power loss on replicate without namespace fsync", Settings { fsync_namespace: false, ..settings(Replica3, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Now),
+            ("no lying disk on disperse", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), Fault::LoseXattrs { server: 0, updates: 3, }, Never),
         ];
         for (what, s, active, stale, new, want) in cases {
             assert_eq!(admit(&s, &active, &stale, &new), want, "{what}");

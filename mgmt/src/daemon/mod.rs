@@ -292,10 +292,6 @@ impl<S: Storage> Mgmtd<S> {
 }
 
 /// Listen on the peer/port-map/CLI endpoint and on the CLI socket.
-/// How long mgmtd keeps trying to resolve its listen address as it starts
-/// (a DNS outage while its host boots delays it rather than ends it).
-const LISTEN_RESOLVE_WAIT_MS_MAX: u64 = 30_000;
-
 async fn serve<S: Storage>(inner: &Arc<Inner<S>>) -> Result<Vec<ServerHandle>> {
     let (rt, cfg) = (&inner.rt, &inner.cfg);
     let mut servers = Vec::new();
@@ -307,7 +303,7 @@ async fn serve<S: Storage>(inner: &Arc<Inner<S>>) -> Result<Vec<ServerHandle>> {
     servers.push(
         tcp.listen_patiently(
             &cfg.listen,
-            Duration::from_millis(LISTEN_RESOLVE_WAIT_MS_MAX),
+            Duration::from_millis(mortar_net::rpc::LISTEN_RESOLVE_WAIT_MS_MAX),
         )
         .await
         .map_err(|e| MgmtError::ListenPeers {

@@ -18,7 +18,7 @@ use crate::frame::{FrameError, FrameLimits};
 use crate::BoxFuture;
 
 pub use client::{LinkState, RpcClient};
-pub use server::{ConnInfo, RpcServer, ServerHandle};
+pub use server::{ConnInfo, RpcServer, ServerHandle, LISTEN_RESOLVE_WAIT_MS_MAX};
 
 /// Program number the messenger keeps for itself (ping).
 pub const PROGRAM_MESSENGER: u16 = 0;

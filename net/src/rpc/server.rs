@@ -246,6 +246,9 @@ enum EndReason {
 
 /// How often [`RpcServer::listen_patiently`] tries a name again.
 pub const LISTEN_RESOLVE_RETRY_MS: u64 = 1_000;
+/// How long a daemon (brick, mgmtd) keeps trying to resolve its listen
+/// address as it starts: a DNS outage then delays it rather than ends it.
+pub const LISTEN_RESOLVE_WAIT_MS_MAX: u64 = 30_000;
 
 /// The longest a fault point delays a request's handling.
 const BUGGIFY_REPLY_DELAY_MS_MAX: u64 = 2_000;
