@@ -343,6 +343,7 @@ async fn connect_once(inner: &Inner, cfg: RpcConfig) -> Result<RemoteBrick, Stri
     match remote
         .connect(
             &inner.addr.volume_id,
+            &inner.addr.brick_path,
             &inner.client_id,
             &inner.addr.name,
             SETUP_TIMEOUT,

@@ -53,9 +53,12 @@ impl RemoteBrick {
     }
 
     /// Identify this client to the brick; required before anything else.
+    /// `brick_path` names the brick meant (empty: whichever serves the
+    /// port); another brick on the port refuses with `ENXIO`.
     pub async fn connect(
         &self,
         volume_id: &str,
+        brick_path: &str,
         client_id: &str,
         client_name: &str,
         timeout: Duration,
@@ -65,6 +68,7 @@ impl RemoteBrick {
                 volume_id: volume_id.into(),
                 client_id: client_id.into(),
                 client_name: client_name.into(),
+                brick_path: brick_path.into(),
             },
             timeout,
         )

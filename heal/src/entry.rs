@@ -353,6 +353,44 @@ fn action_name(a: &Action) -> &str {
     }
 }
 
+/// The regular files of the arbiter's listing that no data brick holds,
+/// by this name or another (`held_elsewhere`), when the arbiter is the
+/// only good copy of the directory: their data is on no copy that can
+/// serve it, so they are taken off the arbiter rather than made again
+/// empty (or left pending for ever) on the data bricks.
+///
+/// Why that loses nothing: a write or a create is acknowledged only with
+/// a data brick among the copies that took it (the arbiter alone is never
+/// a witness), so a file no data brick holds was never acknowledged, or
+/// was since removed or renamed away by operations the arbiter missed.
+///
+/// Regression `ARBITER_ONLY_FILE_NEVER_HEALED` (cluster seed 187): a
+/// create that reached only the arbiter left the arbiter as the only good
+/// copy of its directory, and entry heal refused for ever to make the file
+/// (no data source); fixed by this rule.
+pub fn dataless_on_arbiter(
+    listings: &[Listing],
+    arbiter: usize,
+    good: &[usize],
+    held_elsewhere: &[BTreeSet<Gfid>],
+) -> Vec<(String, Entry)> {
+    if good != [arbiter] {
+        return Vec::new();
+    }
+    let data = |i: usize| i != arbiter;
+    listings[arbiter]
+        .iter()
+        .filter(|(_, e)| e.kind == FileKind::Regular)
+        .filter(|(_, e)| {
+            !(0..listings.len()).filter(|&i| data(i)).any(|i| {
+                listings[i].values().any(|x| x.gfid == e.gfid)
+                    || held_elsewhere.get(i).is_some_and(|h| h.contains(&e.gfid))
+            })
+        })
+        .map(|(n, e)| (n.clone(), *e))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +407,37 @@ mod tests {
 
     fn listing(names: &[(&str, Entry)]) -> Listing {
         names.iter().map(|(n, e)| (n.to_string(), *e)).collect()
+    }
+
+    #[test]
+    fn files_only_the_arbiter_holds_when_it_alone_is_good() {
+        let (f, g, d) = (e(1, F), e(2, F), e(3, D));
+        let arb = listing(&[("f", f), ("g", g), ("d", d)]);
+        let none = BTreeSet::new();
+        let g_moved: BTreeSet<Gfid> = [g.gfid].into();
+        #[rustfmt::skip]
+        let table: Vec<(&str, Vec<Listing>, &[usize], Vec<BTreeSet<Gfid>>, Vec<&str>)> = vec![
+            // (case, listings, good, held elsewhere, taken off the arbiter)
+            ("no data brick holds f or g", vec![listing(&[]), listing(&[]), arb.clone()], &[2],
+             vec![none.clone(), none.clone(), none.clone()], vec!["f", "g"]),
+            ("a data brick holds f under this name", vec![listing(&[("f", f)]), listing(&[]), arb.clone()], &[2],
+             vec![none.clone(), none.clone(), none.clone()], vec!["g"]),
+            ("a data brick holds f under another name", vec![listing(&[]), listing(&[("h", f)]), arb.clone()], &[2],
+             vec![none.clone(), none.clone(), none.clone()], vec!["g"]),
+            ("g was moved to another directory on a data brick", vec![listing(&[]), listing(&[]), arb.clone()], &[2],
+             vec![none.clone(), g_moved.clone(), none.clone()], vec!["f"]),
+            ("a data brick is good too", vec![listing(&[]), listing(&[]), arb.clone()], &[1, 2],
+             vec![none.clone(), none.clone(), none.clone()], vec![]),
+            ("the arbiter is not good", vec![listing(&[]), listing(&[]), arb.clone()], &[0, 1],
+             vec![none.clone(), none.clone(), none.clone()], vec![]),
+        ];
+        for (case, listings, good, held, want) in table {
+            let got: Vec<String> = dataless_on_arbiter(&listings, 2, good, &held)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(got, want, "{case}");
+        }
     }
 
     /// Bricks 0 and 1 good, brick 2 stale; `blamed` says whether brick

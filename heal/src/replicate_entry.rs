@@ -65,7 +65,7 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         }
         _ => (good, stale, views),
     };
-    let listings = match list_every_brick(children, dir).await {
+    let mut listings = match list_every_brick(children, dir).await {
         Ok(l) => l,
         Err(e) => return HealOutcome::Skipped(e),
     };
@@ -75,6 +75,32 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
         .map(|s| good.iter().any(|&g| blames(&views, g, s)))
         .collect();
     let held_elsewhere = held_elsewhere(children, &listings, &good, &stale).await;
+    if let Some(arbiter) = set.arbiter() {
+        let dataless = entry::dataless_on_arbiter(&listings, arbiter, &good, &held_elsewhere);
+        for (name, e) in dataless {
+            tracing::warn!(set = set.set_name(), %dir, %name, gfid = %e.gfid,
+                "a file only the arbiter holds has its data on no data brick; removing the arbiter's name");
+            let one = Plan {
+                actions: vec![Action::Remove {
+                    sink: arbiter,
+                    name: name.clone(),
+                    entry: e,
+                }],
+                unhealed: Vec::new(),
+            };
+            let maker = ReplicateMaker {
+                set,
+                good: &good,
+                commits: &committers(children),
+            };
+            if let Err(err) = apply(children, dir, &one, &maker).await {
+                return HealOutcome::Skipped(format!(
+                    "entry heal of {dir}: removing {name:?}, which only the arbiter holds: {err}"
+                ));
+            }
+            listings[arbiter].remove(&name);
+        }
+    }
     let plan = entry::plan(&EntryState {
         listings: &listings,
         good: &good,

@@ -116,7 +116,7 @@ async fn brick_case(fsync_namespace: bool, files: usize, writes: usize, mib: usi
     let rpc = RpcClient::new(&rt, Endpoint::tcp(sa.ip(), sa.port()), RpcConfig::default());
     rpc.wait_connected(T).await.unwrap();
     let c = RemoteBrick::new(rpc);
-    c.connect("bench", "bench", "bench", T).await.unwrap();
+    c.connect("bench", "", "bench", "bench", T).await.unwrap();
     let c = Arc::new(c);
 
     let cc = c.clone();

@@ -169,6 +169,11 @@ impl<S: Storage> BrickService<S> {
 
 impl<S: Storage> Inner<S> {
     fn connect(&self, conn: &ConnInfo, q: bp::Connect) -> FopResult<bp::ConnectReply> {
+        if let Err(why) = meant_brick(&q.brick_path, &self.brick_path) {
+            // Not refused for good: the client asks the port map again.
+            tracing::warn!(conn = conn.id, peer = %conn.peer, reason = %why, "client meant another brick");
+            return Err(FopError::new(Errno::ENXIO, why));
+        }
         let verdict = self.auth.check(&conn.peer).and_then(|()| {
             if q.volume_id == self.brick.config().volume_id {
                 Ok(())
@@ -244,6 +249,31 @@ where
     encode(&res)
 }
 
+/// [`blocking`] for a namespace change, logged (debug) with its outcome:
+/// what a replay needs to see which brick gained or lost a name.
+async fn blocking_ns<S, Q, T>(
+    inner: &Arc<Inner<S>>,
+    req: &Request,
+    op: fn(&Brick<S>, &Q) -> FopResult<T>,
+) -> Result<Reply, Fault>
+where
+    S: Storage,
+    Q: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    T: Serialize + Send + 'static,
+{
+    let q: Arc<Q> = Arc::new(req.decode()?);
+    let brick = inner.brick.clone();
+    let asked = q.clone();
+    let res = inner.rt.blocking(move || op(&brick, &asked)).await;
+    match &res {
+        Ok(_) => tracing::debug!(brick = %inner.brick_path, request = ?q, "namespace change made"),
+        Err(e) => {
+            tracing::debug!(brick = %inner.brick_path, request = ?q, error = %e, "namespace change refused")
+        }
+    }
+    encode(&res)
+}
+
 /// [`bp::ReadWhole`]: the file's data goes as the reply's payload.
 async fn read_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<Reply, Fault> {
     let q: bp::ReadWhole = req.decode()?;
@@ -256,15 +286,21 @@ async fn read_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<
 
 /// [`bp::CreateWhole`]: the file's data comes as the request's payload.
 async fn create_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<Reply, Fault> {
-    let q: bp::CreateWhole = req.decode()?;
+    let q: Arc<bp::CreateWhole> = Arc::new(req.decode()?);
     let brick = inner.brick.clone();
     let data: Bytes = req.payload.clone();
-    encode(
-        &inner
-            .rt
-            .blocking(move || brick.create_whole(&q, &data))
-            .await,
-    )
+    let asked = q.clone();
+    let res = inner
+        .rt
+        .blocking(move || brick.create_whole(&asked, &data))
+        .await;
+    match &res {
+        Ok(_) => tracing::debug!(brick = %inner.brick_path, request = ?q, "namespace change made"),
+        Err(e) => {
+            tracing::debug!(brick = %inner.brick_path, request = ?q, error = %e, "namespace change refused")
+        }
+    }
+    encode(&res)
 }
 
 /// A lock request on behalf of this connection's client.
@@ -293,6 +329,24 @@ fn check_domain(d: &str) -> FopResult<()> {
     Ok(())
 }
 
+/// Whether a client that asked for brick `asked` is talking to the brick
+/// it means (`mine`). Empty asks for whichever brick serves the port.
+///
+/// Regression `WRONG_BRICK_BEHIND_A_REUSED_PORT` (cluster seed 100): a
+/// brick that restarted took the port a dead brick of the same server had
+/// held, the port map still named that port for the dead one, and its
+/// clients wrote to the wrong replica set's brick; fixed by this check
+/// (and the port map forgetting a port's former owner at sign-in).
+pub(crate) fn meant_brick(asked: &str, mine: &str) -> Result<(), String> {
+    if asked.is_empty() || asked == mine {
+        return Ok(());
+    }
+    Err(format!(
+        "client asked for brick {asked:?}, this port serves {mine:?}: \
+         the port map it asked is stale; it asks again"
+    ))
+}
+
 async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Reply, Fault> {
     if req.procedure == procs::Connect {
         let q: bp::Connect = req.decode()?;
@@ -309,14 +363,14 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
     match req.procedure {
         procs::Lookup => blocking(i, &req, |b, q: &bp::Lookup| b.lookup(&q.parent, &q.name)).await,
         procs::Stat => blocking(i, &req, |b, q: &bp::Stat| b.stat(&q.gfid)).await,
-        procs::Create => blocking(i, &req, Brick::create).await,
-        procs::Mkdir => blocking(i, &req, Brick::mkdir).await,
-        procs::Mknod => blocking(i, &req, Brick::mknod).await,
-        procs::Symlink => blocking(i, &req, Brick::symlink).await,
-        procs::Link => blocking(i, &req, Brick::link).await,
-        procs::Unlink => blocking(i, &req, Brick::unlink).await,
-        procs::Rmdir => blocking(i, &req, Brick::rmdir).await,
-        procs::Rename => blocking(i, &req, Brick::rename).await,
+        procs::Create => blocking_ns(i, &req, Brick::create).await,
+        procs::Mkdir => blocking_ns(i, &req, Brick::mkdir).await,
+        procs::Mknod => blocking_ns(i, &req, Brick::mknod).await,
+        procs::Symlink => blocking_ns(i, &req, Brick::symlink).await,
+        procs::Link => blocking_ns(i, &req, Brick::link).await,
+        procs::Unlink => blocking_ns(i, &req, Brick::unlink).await,
+        procs::Rmdir => blocking_ns(i, &req, Brick::rmdir).await,
+        procs::Rename => blocking_ns(i, &req, Brick::rename).await,
         procs::Readlink => blocking(i, &req, |b, q: &bp::Readlink| b.readlink(&q.gfid)).await,
         procs::Open => blocking(i, &req, Brick::open).await,
         procs::Truncate => blocking(i, &req, Brick::truncate).await,
@@ -430,6 +484,26 @@ mod tests {
 
     fn ip(s: &str) -> Addr {
         Addr::Inet(SocketAddr::new(s.parse().unwrap(), 1))
+    }
+
+    #[test]
+    fn a_client_reaches_only_the_brick_it_means() {
+        #[rustfmt::skip]
+        let table = [
+            // (asked, mine, accepted)
+            ("/b1", "/b1", true),
+            ("",    "/b1", true),  // a tool addressing the port itself
+            ("/b1", "/b2", false), // a port reused by another brick
+            ("/b1", "/b1/", false),
+            ("/b",  "/b1", false),
+        ];
+        for (asked, mine, ok) in table {
+            let v = meant_brick(asked, mine);
+            assert_eq!(v.is_ok(), ok, "{asked:?} at {mine:?}: {v:?}");
+            if let Err(why) = v {
+                assert!(why.contains(asked) && why.contains("stale"), "{why}");
+            }
+        }
     }
 
     #[test]

@@ -83,6 +83,11 @@ pub struct Connect {
     pub client_id: String,
     /// For logs and lock dumps.
     pub client_name: String,
+    /// The brick the client means (as the port map names it); the brick
+    /// refuses a client that meant another one, which a port reused
+    /// after a restart would otherwise hand it. Empty: whichever brick
+    /// serves the port (tools that address a port directly).
+    pub brick_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

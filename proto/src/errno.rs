@@ -35,6 +35,7 @@ macro_rules! errnos {
 errnos! {
     EPERM = 1, "operation not permitted";
     ENOENT = 2, "no such file or directory";
+    ENXIO = 6, "no such device or address";
     E2BIG = 7, "argument list too long";
     EIO = 5, "input/output error";
     EBADF = 9, "bad file descriptor";

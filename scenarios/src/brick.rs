@@ -72,7 +72,7 @@ async fn handshake(r: &RemoteBrick, name: &str) {
         .wait_connected(Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{name} cannot reach the brick: {e}"));
-    r.connect(VOLUME, name, name, Duration::from_secs(10))
+    r.connect(VOLUME, "", name, name, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{name}: connect refused: {e}"));
 }

@@ -80,8 +80,50 @@ pub const STALE_READ_FROM_A_MINORITY: Regression = Regression {
                  (client/src/replicate/rules.rs read_quorum_met)",
 };
 
+pub const WRONG_BRICK_BEHIND_A_REUSED_PORT: Regression = Regression {
+    name: "wrong_brick_behind_a_reused_port",
+    seed: 100,
+    case: "layout=dist-replica2x3 quorum=fixed:2 ping-timeout=2s fsync-namespace=off clients=1 \
+           | plan: @3573+6231 kill s3/1; @8306+13423 kill s3/0; @5670+10574 loss 115/1000 \
+           | c1: w f5 1065+1194#99, r f3, w f4 5937+1707#35, w f2 5142+1580#212, \
+           w f5 8698+1386#118, r f2, w f2 13566+76#51, rm f3, w f3 9157+1943#118, rm f3, \
+           mv f4 f2, c f1, c f0, w f0 507+1898#2, r f4, w f1 3824+12#147, w f4 11750+1563#238, \
+           r f3, c f1, mv f2 f3, c f4, w f2 6101+689#129, r f1, r f0, c f0, w f5 6331+729#39, \
+           c f4, w f4 5877+587#146, r f0, w f2 12709+2006#144, w f2 1403+1980#169, \
+           w f2 12034+462#179, r f2, w f4 3660+947#239, w f4 3776+1394#124, c f0",
+    postmortem: "s3's second brick restarted on the port its dead first brick had held, the port \
+                 map still gave that port for the first, and a client's writes for one replica \
+                 set went to the other set's brick (names missing on two copies, never healed); \
+                 the brick now refuses a client that meant another brick and the port map \
+                 forgets a port's former owner (node/src/service.rs meant_brick, \
+                 mgmt/src/daemon/service.rs sign_in)",
+};
+
+pub const ARBITER_ONLY_FILE_NEVER_HEALED: Regression = Regression {
+    name: "arbiter_only_file_never_healed",
+    seed: 187,
+    case: "layout=arbiter quorum=auto ping-timeout=10s heal-timeout=600s shd-threads=1 \
+           fsync-namespace=on clients=2 buggify=on | plan: @59447+1608 full s1; @20782+19794 \
+           latency 1908ms; @19410+13948 loss 164/1000; @17521+19757 full s2; @8103+18686 cut s1; \
+           @40661+5127 kill s2/1 | c1: w f3 12688+375#234, w f3 1622+1948#219, w f5 2239+1960#252, \
+           w f4 10924+161#249, w f4 6033+1800#118, c f5, w f5 8953+743#109, c f2, w f1 \
+           10103+2038#96, t f1 556, w f3 2894+1162#88, w f1 5670+300#135, c f2 | c2: c f2, w f2 \
+           3663+1086#243, c f4, w f3 4493+1995#159, mv f5 f1, r f5, r f4, rm f4, w f2 13148+1849#9, \
+           c f1, w f1 1648+653#53, rm f0, c f2, w f3 4839+1320#67, rm f3, w f2 5675+330#52, w f2 \
+           13689+1020#42, w f3 15282+586#253, w f0 9531+1218#252, c f4, c f4, c f2, w f1 \
+           5753+1145#178, w f2 15154+189#20, t f1 9602, c f0, rm f2, c f3, w f1 9327+653#155, r f3, \
+           mv f2 f1, rm f5, w f1 14567+256#43, r f2, w f0 3671+768#128, rm f4, mv f1 f2",
+    postmortem: "a create under a cut and packet loss reached only the arbiter, which was left \
+                 the only good copy of the directory; entry heal refused for ever to make the \
+                 file on the data bricks (the arbiter is no data source) and heal never \
+                 finished; a file no data brick holds was never acknowledged, so heal now takes \
+                 it off the arbiter (heal/src/entry.rs dataless_on_arbiter)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    ARBITER_ONLY_FILE_NEVER_HEALED,
+    WRONG_BRICK_BEHIND_A_REUSED_PORT,
     STALE_READ_FROM_A_MINORITY,
     HEAL_CUT_SHORT_LEFT_A_READABLE_SINK,
     DATA_LOST_UNDER_A_CLEARED_MARK,

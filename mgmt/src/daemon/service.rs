@@ -3,6 +3,7 @@
 //! state sync) and the CLI. Each decodes, calls the daemon, encodes; peer
 //! and CLI errors leave as the wire's strings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mortar_net::rpc::{Fault, FaultCode, Reply, Request, Service};
@@ -27,6 +28,14 @@ fn wire(r: crate::error::Result<()>) -> PeerResult<()> {
     r.map_err(|e| e.to_string())
 }
 
+/// Record that `brick` listens on `port`. A port serves one brick: a
+/// brick that held it before (and died without signing out) is
+/// forgotten, so no client is sent to the new owner by its old name.
+pub(crate) fn sign_in(map: &mut BTreeMap<String, u16>, brick: &str, port: u16) {
+    map.retain(|b, p| *p != port || b == brick);
+    map.insert(brick.to_string(), port);
+}
+
 impl<S: Storage> Service for PortmapService<S> {
     fn call(&self, req: Request) -> BoxFuture<'static, Result<Reply, Fault>> {
         let inner = self.0.clone();
@@ -38,11 +47,11 @@ impl<S: Storage> Service for PortmapService<S> {
                     inner
                         .rt
                         .trace(|| format!("brick {} signed in on {}", q.brick_path, q.port));
-                    inner
-                        .portmap
-                        .lock()
-                        .expect("portmap")
-                        .insert(q.brick_path.clone(), q.port);
+                    sign_in(
+                        &mut inner.portmap.lock().expect("portmap"),
+                        &q.brick_path,
+                        q.port,
+                    );
                     inner
                         .sign_ins
                         .modify(|m| *m.entry(q.brick_path).or_default() += 1);
@@ -185,5 +194,31 @@ impl<S: Storage> Service for CliService<S> {
             // The wire reply stays a string error.
             reply(&inner.cli(q).await.map_err(|e| e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_names_the_brick_that_signed_in_last() {
+        #[rustfmt::skip]
+        let table: [(&[(&str, u16)], (&str, u16), &[(&str, u16)]); 4] = [
+            // (before, sign-in, after)
+            (&[],                      ("/b1", 1), &[("/b1", 1)]),
+            (&[("/b1", 1)],            ("/b1", 2), &[("/b1", 2)]),
+            (&[("/b1", 1), ("/b2", 2)], ("/b3", 3), &[("/b1", 1), ("/b2", 2), ("/b3", 3)]),
+            // cluster seed 100: /b1 died holding port 1, /b2 restarted on it
+            (&[("/b1", 1), ("/b2", 2)], ("/b2", 1), &[("/b2", 1)]),
+        ];
+        for (before, (brick, port), after) in table {
+            let mut m: BTreeMap<String, u16> =
+                before.iter().map(|(b, p)| (b.to_string(), *p)).collect();
+            sign_in(&mut m, brick, port);
+            let want: BTreeMap<String, u16> =
+                after.iter().map(|(b, p)| (b.to_string(), *p)).collect();
+            assert_eq!(m, want, "{before:?} then {brick} on {port}");
+        }
     }
 }
