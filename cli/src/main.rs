@@ -399,7 +399,7 @@ async fn locks(mut args: Args) -> Result<(), Failure> {
     let brick = RemoteBrick::new(client);
     let me = format!("mortar-locks-{}", std::process::id());
     brick
-        .connect(&volume, &me, &me, timeout)
+        .connect(&volume, "", &me, &me, timeout)
         .await
         .map_err(|e| Failure::Runtime(format!("brick {ep} refused: {e}")))?;
     let locks = brick

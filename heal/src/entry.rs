@@ -416,20 +416,51 @@ mod tests {
         let none = BTreeSet::new();
         let g_moved: BTreeSet<Gfid> = [g.gfid].into();
         #[rustfmt::skip]
-        let table: Vec<(&str, Vec<Listing>, &[usize], Vec<BTreeSet<Gfid>>, Vec<&str>)> = vec![
+        type Row<'a> = (&'a str, Vec<Listing>, &'a [usize], Vec<BTreeSet<Gfid>>, Vec<&'a str>);
+        let table: Vec<Row> = vec![
             // (case, listings, good, held elsewhere, taken off the arbiter)
-            ("no data brick holds f or g", vec![listing(&[]), listing(&[]), arb.clone()], &[2],
-             vec![none.clone(), none.clone(), none.clone()], vec!["f", "g"]),
-            ("a data brick holds f under this name", vec![listing(&[("f", f)]), listing(&[]), arb.clone()], &[2],
-             vec![none.clone(), none.clone(), none.clone()], vec!["g"]),
-            ("a data brick holds f under another name", vec![listing(&[]), listing(&[("h", f)]), arb.clone()], &[2],
-             vec![none.clone(), none.clone(), none.clone()], vec!["g"]),
-            ("g was moved to another directory on a data brick", vec![listing(&[]), listing(&[]), arb.clone()], &[2],
-             vec![none.clone(), g_moved.clone(), none.clone()], vec!["f"]),
-            ("a data brick is good too", vec![listing(&[]), listing(&[]), arb.clone()], &[1, 2],
-             vec![none.clone(), none.clone(), none.clone()], vec![]),
-            ("the arbiter is not good", vec![listing(&[]), listing(&[]), arb.clone()], &[0, 1],
-             vec![none.clone(), none.clone(), none.clone()], vec![]),
+            (
+                "no data brick holds f or g",
+                vec![listing(&[]), listing(&[]), arb.clone()],
+                &[2],
+                vec![none.clone(), none.clone(), none.clone()],
+                vec!["f", "g"],
+            ),
+            (
+                "a data brick holds f under this name",
+                vec![listing(&[("f", f)]), listing(&[]), arb.clone()],
+                &[2],
+                vec![none.clone(), none.clone(), none.clone()],
+                vec!["g"],
+            ),
+            (
+                "a data brick holds f under another name",
+                vec![listing(&[]), listing(&[("h", f)]), arb.clone()],
+                &[2],
+                vec![none.clone(), none.clone(), none.clone()],
+                vec!["g"],
+            ),
+            (
+                "g was moved to another directory on a data brick",
+                vec![listing(&[]), listing(&[]), arb.clone()],
+                &[2],
+                vec![none.clone(), g_moved.clone(), none.clone()],
+                vec!["f"],
+            ),
+            (
+                "a data brick is good too",
+                vec![listing(&[]), listing(&[]), arb.clone()],
+                &[1, 2],
+                vec![none.clone(), none.clone(), none.clone()],
+                vec![],
+            ),
+            (
+                "the arbiter is not good",
+                vec![listing(&[]), listing(&[]), arb.clone()],
+                &[0, 1],
+                vec![none.clone(), none.clone(), none.clone()],
+                vec![],
+            ),
         ];
         for (case, listings, good, held, want) in table {
             let got: Vec<String> = dataless_on_arbiter(&listings, 2, good, &held)

@@ -71,7 +71,7 @@ async fn client(rt: &Runtime, b: &RunningBrick<PosixStorage>, id: &str) -> Remot
     let rpc = RpcClient::new(rt, endpoint(b), RpcConfig::default());
     rpc.wait_connected(T).await.unwrap();
     let r = RemoteBrick::new(rpc);
-    r.connect("vol1", id, &format!("{id}-name"), T)
+    r.connect("vol1", "", id, &format!("{id}-name"), T)
         .await
         .unwrap();
     r
@@ -299,7 +299,21 @@ async fn connect_is_required_and_checks_volume_and_auth() {
         .unwrap_err();
     assert_eq!(e.errno, Errno::EACCES);
     assert!(e.detail.contains("send Connect first"), "{e}");
-    let e = raw.connect("other-vol", "c", "c", T).await.unwrap_err();
+    // A client that meant another brick (a port reused after a restart)
+    // is told so, and may connect again once it has the right port.
+    let e = raw
+        .connect("vol1", "/elsewhere/b2", "c", "c", T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENXIO);
+    assert!(
+        e.detail.contains("\"/elsewhere/b2\"") && e.detail.contains("stale"),
+        "{e}"
+    );
+    let here = dir.0.join("brick").display().to_string();
+    let ok = raw.connect("vol1", &here, "c", "c", T).await.unwrap();
+    assert_eq!(ok.brick_path, here);
+    let e = raw.connect("other-vol", "", "c", "c", T).await.unwrap_err();
     assert_eq!(e.errno, Errno::EACCES);
     assert!(e.detail.contains("serves \"vol1\""), "{e}");
     // A refused connection stays refused.
@@ -317,7 +331,7 @@ async fn connect_is_required_and_checks_volume_and_auth() {
     let rpc = RpcClient::new(&rt, endpoint(&b), RpcConfig::default());
     rpc.wait_connected(T).await.unwrap();
     let e = RemoteBrick::new(rpc)
-        .connect("vol1", "c", "c", T)
+        .connect("vol1", "", "c", "c", T)
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::EACCES);

@@ -201,10 +201,13 @@ impl<S: Storage> Service for CliService<S> {
 mod tests {
     use super::*;
 
+    /// (brick, port) pairs of a port map.
+    type Ports<'a> = &'a [(&'a str, u16)];
+
     #[test]
     fn a_port_names_the_brick_that_signed_in_last() {
         #[rustfmt::skip]
-        let table: [(&[(&str, u16)], (&str, u16), &[(&str, u16)]); 4] = [
+        let table: [(Ports, (&str, u16), Ports); 4] = [
             // (before, sign-in, after)
             (&[],                      ("/b1", 1), &[("/b1", 1)]),
             (&[("/b1", 1)],            ("/b1", 2), &[("/b1", 2)]),
