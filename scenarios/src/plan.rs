@@ -383,22 +383,13 @@ pub fn effect(layout: Layout, clients: u8, fault: &Fault) -> Effect {
 /// A fault that would fit once the stale bricks are healed waits for
 /// heal; one that would not fit even then is skipped.
 ///
-/// Two limits are the product's, not the atlas's. A disperse set's entry
-/// operations carry no durable pre-op mark (replicate's do), so a brick
-/// that loses one in a power loss, or loses the directory version it
-/// stepped, leaves nothing for heal to find it by: power loss is not
-/// planned on disperse sets whose bricks do not make namespace changes
-/// durable (`storage.fsync-namespace off`), nor lying disks on disperse
-/// sets at all. Found by the cluster scenario (seeds 18, 126 and 136 of
-/// the first generator); see ARCHITECTURE.md.
+/// Disperse sets once had two limits of their own here (no power loss
+/// without `storage.fsync-namespace`, no lying disks): their entry
+/// operations carried no durable pre-op mark. They do now
+/// (`client/src/disperse/entry.rs` `entry_post_op`), and both faults are
+/// planned on every layout.
 pub fn admit(settings: &Settings, active: &[Fault], stale: &BTreeSet<Brick>, new: &Fault) -> Admit {
     let (layout, clients) = (settings.layout, settings.clients);
-    let powers_off = matches!(new, Fault::CrashHost { .. } | Fault::LoseXattrs { .. });
-    let disperse = layout.redundancy().is_some();
-    let lies = matches!(new, Fault::LoseXattrs { .. });
-    if disperse && (lies || (powers_off && !settings.fsync_namespace)) {
-        return Admit::Never;
-    }
     let mut now = Effect::default();
     for f in active {
         let e = effect(layout, clients, f);
@@ -1362,10 +1353,10 @@ mod tests {
             ("a lying disk waits for heal", settings(Replica3, Quorum::Auto), vec![], stale(&[(0, 0)]), lose(1), AfterHeal),
             ("the other set of 2x3 is free", settings(DistRep2x3, Quorum::None), vec![kill(0, 0), kill(1, 0)], none.clone(), kill(0, 1), Now),
             ("heal traffic faults touch no brick", settings(Disperse2x1, Quorum::Auto), vec![kill(0, 0)], none.clone(), Fault::IsolateServer { server: 1 }, Now),
-            ("no power loss on disperse without namespace fsync", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Never),
+            ("power loss on disperse without namespace fsync", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Now),
             ("a kill is fine there", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), kill(0, 0), Now),
             ("power loss on replicate without namespace fsync", Settings { fsync_namespace: false, ..settings(Replica3, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Now),
-            ("no lying disk on disperse", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), Fault::LoseXattrs { server: 0, updates: 3, }, Never),
+            ("a lying disk on disperse", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), Fault::LoseXattrs { server: 0, updates: 3, }, Now),
         ];
         for (what, s, active, stale, new, want) in cases {
             assert_eq!(admit(&s, &active, &stale, &new), want, "{what}");

@@ -7,6 +7,17 @@ use super::*;
 /// is named (see [`Brick::create_object_sealed`]).
 pub(super) type Seal<'a> = Option<&'a dyn Fn(&BrickPath) -> FopResult<()>>;
 
+/// Whether a name that stands where a link of gfid `g` is asked for is
+/// `g`'s own file with its gfid xattr lost (the same inode as `g`'s
+/// handle, no gfid): then the link is made by giving the gfid back.
+///
+/// Regression (cluster seed 375): a disk that dropped xattr updates lost
+/// a new file's gfid; listings skipped the name, and heal's link of it
+/// failed with EEXIST for ever; fixed by this rule in [`Brick::link`].
+pub(crate) fn restores_lost_gfid(name_ino: u64, gfid_lost: bool, handle_ino: u64) -> bool {
+    gfid_lost && name_ino == handle_ino
+}
+
 impl<S: Storage> Brick<S> {
     pub fn lookup(&self, parent: &Gfid, name: &str) -> FopResult<Attr> {
         let _ns = self.ns.read().expect("ns lock");
@@ -174,6 +185,24 @@ impl<S: Storage> Brick<S> {
             return Err(fop(Errno::EPERM, "directories cannot be hard linked"));
         }
         let p = self.entry_path(&r.new_parent, &r.new_name)?;
+        if let Ok(there) = self.storage.lstat(&p) {
+            let handle = self
+                .storage
+                .lstat(&src)
+                .ctx(|| format!("stat {}", r.gfid))?;
+            let lost = matches!(self.gfid_at(&p), Err(ref e) if e.errno == Errno::ENODATA);
+            if restores_lost_gfid(there.ino, lost, handle.ino) {
+                // The name is this very file, whose gfid a lying disk
+                // dropped: give it back rather than refuse the heal.
+                tracing::warn!(entry = %p, gfid = %r.gfid, "restoring a lost gfid");
+                self.storage
+                    .setxattr(&p, xa::GFID, &r.gfid.0, XattrFlags::Any)
+                    .ctx(|| format!("restore the gfid of {:?}", r.new_name))?;
+                let (dir, _) = p.split_last().expect("entry has a parent");
+                self.sync_dir(&dir)?;
+                return Ok(self.attr(&p, &there, r.gfid));
+            }
+        }
         self.storage
             .link(&src, &p)
             .ctx(|| format!("link {} as {:?}", r.gfid, r.new_name))?;
@@ -336,5 +365,29 @@ impl<S: Storage> Brick<S> {
             entries,
             eof: i >= names.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restores_lost_gfid;
+
+    #[test]
+    fn a_lost_gfid_is_given_back_only_to_the_same_file() {
+        #[rustfmt::skip]
+        let table = [
+            // (name's inode, its gfid lost, the handle's inode, given back)
+            (7, true,  7, true),
+            (7, false, 7, false), // it has a gfid: a link there is EEXIST
+            (8, true,  7, false), // another file without a gfid: left alone
+            (8, false, 7, false),
+        ];
+        for (name, lost, handle, want) in table {
+            assert_eq!(
+                restores_lost_gfid(name, lost, handle),
+                want,
+                "{name} {lost} {handle}"
+            );
+        }
     }
 }
