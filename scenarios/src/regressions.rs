@@ -120,8 +120,59 @@ pub const ARBITER_ONLY_FILE_NEVER_HEALED: Regression = Regression {
                  it off the arbiter (heal/src/entry.rs dataless_on_arbiter)",
 };
 
+pub const LOST_GFID_NEVER_GIVEN_BACK: Regression = Regression {
+    name: "lost_gfid_never_given_back",
+    seed: 375,
+    case: "layout=replica3 quorum=fixed:2 ping-timeout=42s heal-timeout=5s shd-threads=1 \
+           fsync-namespace=on clients=3 buggify=off | plan: @52968+18291 cut s1; @11715+7612 \
+           lose-xattrs s1 12 | c1: c f1, w f4 2208+324#189, w f5 8890+1255#13, w f5 14299+930#121, \
+           c f2, w f1 15089+269#244, c f5, w f3 9292+1725#102, w f2 6112+1229#54, w f5 \
+           12845+761#221, w f0 6224+1751#106, t f2 6656, c f4, mv f4 f1, c f4, w f1 7014+1987#186, \
+           r f0, c f5, c f4, t f4 4886, r f3, c f1, w f5 14320+1342#166 | c2: c f0, r f4, w f4 \
+           56+993#165, w f5 421+263#132, t f0 3044, rm f4, r f0, w f0 1012+935#60, w f4 \
+           13670+422#98, w f0 6406+419#117, mv f3 f0, r f4, w f4 8442+1020#108 | c3: w f1 \
+           8903+1865#64, w f3 12219+1837#60, w f5 4576+744#200, w f2 12518+228#62, c f3, w f2 \
+           3324+1942#199, r f4, c f0, c f2, w f5 7771+1311#128, r f5, w f0 1785+1914#161, w f1 \
+           14411+1040#133, w f1 13787+1112#85, c f4, r f2, c f5, r f0, w f0 6682+726#167, w f5 \
+           15402+809#33, w f2 2143+1334#34, rm f3, c f3, r f2, t f2 9207, rm f5, t f0 7701, w f3 \
+           13487+985#173, r f2, t f3 5334, mv f1 f4, w f0 13386+831#143, w f5 6001+34#121",
+    postmortem: "a disk that dropped xattr updates lost a new file's gfid on s1; listings skipped \
+                 the name and heal's link of the file's gfid there failed with EEXIST for ever; \
+                 the brick now gives the gfid back when the name is the gfid's own file \
+                 (node/src/brick/entry.rs restores_lost_gfid)",
+};
+
+pub const DISPERSE_VERSION_STEP_LOST_WITHOUT_A_MARK: Regression = Regression {
+    name: "disperse_version_step_lost_without_a_mark",
+    seed: 430,
+    case: "layout=disperse2+1 quorum=auto ping-timeout=10s heal-timeout=60s shd-threads=16 \
+           fsync-namespace=on clients=2 buggify=on | plan: @9935+9419 split s1,s2,c1,c2,c3; \
+           @41414+13563 full s1; @58813+17141 kill s3/0; @47954+19306 dns s1 nxdomain; @42754+18715 \
+           latency 283ms; @27904+2577 kill s2/1; @33036+14442 latent s2 c3/f5; @29624+17249 clock \
+           s3 +3256s | c1: w f3 13903+1902#225, w f2 10786+644#150, c f0, w f4 4210+868#37, r f0, c \
+           f4, c f1, c f4, c f1, r f3, r f0, r f0, w f0 12180+1661#11, t f4 14569, r f5, w f5 \
+           11773+557#250, rm f4, c f2, w f3 506+1558#114, t f0 8130, mv f1 f2, r f5, r f2, c f3, w \
+           f0 13190+313#97, w f0 10253+1453#20, w f2 12649+2006#46, w f3 1274+1385#171, w f1 \
+           699+822#128, mv f4 f5, w f3 12848+1373#214, rm f2, w f1 14617+679#48, t f3 13774 | c2: w \
+           f3 13876+100#25, mv f1 f3, rm f1, w f2 11680+169#113, w f2 7213+1205#19, c f3, c f2, mv \
+           f1 f0, w f0 11595+1775#188, w f5 7158+940#56, c f2, t f2 16195, w f3 12076+1184#139, r \
+           f1, r f1, mv f4 f5, w f2 3265+2016#71, w f1 4176+1830#30, r f3, w f2 4410+749#175, w f0 \
+           7140+213#206, c f5, w f3 868+652#96, r f4, c f0, w f3 5141+13#44, t f0 2022, w f5 \
+           1612+1551#73, c f3, rm f5, r f4, t f0 12013, rm f0, c f5, mv f0 f0, rm f4, c f2, rm f3, \
+           w f5 2909+343#93, c f4, r f4, r f3, w f0 4786+537#197, t f4 7614, w f5 7359+714#130, w \
+           f5 5942+1684#144, w f2 4447+1175#40, mv f0 f3, w f2 6387+235#2, r f0, w f3 \
+           10333+1877#229, w f3 11441+1497#38, c f1",
+    postmortem: "every brick of a disperse set took an entry operation but one missed the \
+                 directory's version step, and with no pre-op nothing marked the directory: its \
+                 copies stayed at two versions; entry operations now mark dirty before the change \
+                 and clear only when every brick took it (client/src/disperse/entry.rs \
+                 entry_post_op)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    LOST_GFID_NEVER_GIVEN_BACK,
+    DISPERSE_VERSION_STEP_LOST_WITHOUT_A_MARK,
     ARBITER_ONLY_FILE_NEVER_HEALED,
     WRONG_BRICK_BEHIND_A_REUSED_PORT,
     STALE_READ_FROM_A_MINORITY,
