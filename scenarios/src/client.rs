@@ -445,6 +445,22 @@ pub async fn acknowledged_writes(sim: Sim, layout: Layout) {
                     "{left} files still wait for heal 120 s after every brick came back"
                 ));
             }
+            // The bricks of every set compare equal (the brick
+            // comparator: data, metadata, gfids, counters, indices), soon
+            // after the indices drained (bounded, on simulated time).
+            let mut diffs = crate::heal::differences(&c).await?;
+            for _ in 0..60 {
+                if diffs.is_empty() {
+                    break;
+                }
+                rt.clock().sleep(Duration::from_secs(1)).await;
+                diffs = crate::heal::differences(&c).await?;
+            }
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "the bricks still differ 60 s after heal drained: {diffs:?}"
+                ));
+            }
             // And what they healed reads back as before.
             for f in 0..FILES {
                 let got = c
