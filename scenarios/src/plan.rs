@@ -54,16 +54,19 @@ pub enum Layout {
     Disperse4x2,
     /// Disperse 2 + 1, one fragment per server.
     Disperse2x1,
+    /// Distributed-disperse 2 x (2 + 1): two disperse 2 + 1 sets.
+    DistDisp2x3,
 }
 
 impl Layout {
-    pub const ALL: [Layout; 6] = [
+    pub const ALL: [Layout; 7] = [
         Layout::Replica2,
         Layout::Replica3,
         Layout::Arbiter,
         Layout::DistRep2x3,
         Layout::Disperse4x2,
         Layout::Disperse2x1,
+        Layout::DistDisp2x3,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +77,7 @@ impl Layout {
             Layout::DistRep2x3 => "dist-replica2x3",
             Layout::Disperse4x2 => "disperse4+2",
             Layout::Disperse2x1 => "disperse2+1",
+            Layout::DistDisp2x3 => "dist-disperse2x3",
         }
     }
 
@@ -88,6 +92,9 @@ impl Layout {
                 "vol disperse 6 redundancy 2 s1:/b1 s2:/b1 s3:/b1 s1:/b2 s2:/b2 s3:/b2 force"
             }
             Layout::Disperse2x1 => "vol disperse 3 redundancy 1 s1:/b1 s2:/b1 s3:/b1",
+            Layout::DistDisp2x3 => {
+                "vol disperse 3 redundancy 1 s1:/b1 s2:/b1 s3:/b1 s1:/b2 s2:/b2 s3:/b2"
+            }
         }
     }
 
@@ -97,7 +104,7 @@ impl Layout {
         match self {
             Layout::Replica2 => vec![vec![(0, 0), (1, 0)]],
             Layout::Replica3 | Layout::Arbiter | Layout::Disperse2x1 => vec![row(0)],
-            Layout::DistRep2x3 => vec![row(0), row(1)],
+            Layout::DistRep2x3 | Layout::DistDisp2x3 => vec![row(0), row(1)],
             Layout::Disperse4x2 => {
                 let mut all = row(0);
                 all.extend(row(1));
@@ -119,7 +126,7 @@ impl Layout {
     pub fn redundancy(self) -> Option<usize> {
         match self {
             Layout::Disperse4x2 => Some(2),
-            Layout::Disperse2x1 => Some(1),
+            Layout::Disperse2x1 | Layout::DistDisp2x3 => Some(1),
             _ => None,
         }
     }
@@ -370,7 +377,11 @@ pub fn effect(layout: Layout, clients: u8, fault: &Fault) -> Effect {
 ///
 /// Per set touched by `new`:
 /// * a disperse set keeps at least its data fragments good: bricks out,
-///   lying or stale together at most its redundancy;
+///   lying or stale together at most its redundancy, less one while the
+///   network is slow or lossy (a write that then fails on one brick more
+///   than the redundancy has overwritten the fragments it reached and
+///   leaves neither version decodable: a limit of disperse, as of
+///   GlusterFS's; cluster seed 69 found it);
 /// * a lying disk is allowed only on a set with nothing else wrong, one
 ///   brick at a time: the other copies hold every acknowledged write;
 /// * a replica set with a majority quorum takes any fail-stop faults
@@ -400,9 +411,14 @@ pub fn admit(settings: &Settings, active: &[Fault], stale: &BTreeSet<Brick>, new
     let touched: BTreeSet<Brick> = add.out.union(&add.lies).copied().collect();
     now.out.extend(add.out);
     now.lies.extend(add.lies);
+    // A slow or lossy network may push any one brick past its timeouts
+    // mid-write: on a disperse set that uses a brick of the redundancy.
+    let net = |f: &Fault| matches!(f, Fault::Latency { .. } | Fault::Loss { .. });
+    let slow_net = usize::from(active.iter().any(net) || net(new));
     let mut verdict = Admit::Now;
     for set in layout.sets() {
-        if !set.iter().any(|b| touched.contains(b)) {
+        let net_here = net(new) && layout.redundancy().is_some();
+        if !net_here && !set.iter().any(|b| touched.contains(b)) {
             continue;
         }
         let count = |with_stale: bool| {
@@ -414,7 +430,7 @@ pub fn admit(settings: &Settings, active: &[Fault], stale: &BTreeSet<Brick>, new
         };
         let lying = set.iter().any(|b| now.lies.contains(b));
         let limit = if let Some(r) = layout.redundancy() {
-            Some(r)
+            Some(r.saturating_sub(slow_net))
         } else if lying {
             Some(1)
         } else if settings.quorum_guards() {
@@ -1356,6 +1372,12 @@ mod tests {
             ("power loss on disperse without namespace fsync", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Now),
             ("a kill is fine there", Settings { fsync_namespace: false, ..settings(Disperse4x2, Quorum::Auto) }, vec![], none.clone(), kill(0, 0), Now),
             ("power loss on replicate without namespace fsync", Settings { fsync_namespace: false, ..settings(Replica3, Quorum::Auto) }, vec![], none.clone(), Fault::CrashHost { server: 0 }, Now),
+            ("disperse: a slow network uses a fragment", settings(Disperse4x2, Quorum::Auto), vec![Fault::CrashHost { server: 2 }], none.clone(), Fault::Latency { max_ms: 1608 }, Never),
+            ("disperse: a lossy network beside one out", settings(Disperse4x2, Quorum::Auto), vec![Fault::Loss { permille: 100 }], none.clone(), kill(0, 0), Now),
+            ("disperse 2+1: nothing out while the network is slow", settings(Disperse2x1, Quorum::Auto), vec![Fault::Latency { max_ms: 100 }], none.clone(), kill(0, 0), Never),
+            ("replicate: a slow network changes nothing", settings(Replica3, Quorum::None), vec![Fault::Latency { max_ms: 100 }], none.clone(), kill(0, 0), Now),
+            ("dist-disperse: one fragment per set", settings(DistDisp2x3, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 1), Now),
+            ("dist-disperse: not two of one set", settings(DistDisp2x3, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 0), Never),
             ("a lying disk on disperse", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), Fault::LoseXattrs { server: 0, updates: 3, }, Now),
         ];
         for (what, s, active, stale, new, want) in cases {
