@@ -274,6 +274,27 @@ where
     encode(&res)
 }
 
+/// [`blocking`] for a counter update, logged (debug) with the counters'
+/// new values: what a replay needs to follow marks and blame.
+async fn blocking_counters<S: Storage>(
+    inner: &Arc<Inner<S>>,
+    req: &Request,
+) -> Result<Reply, Fault> {
+    let q: Arc<bp::Xattrop> = Arc::new(req.decode()?);
+    let brick = inner.brick.clone();
+    let asked = q.clone();
+    let res = inner.rt.blocking(move || brick.xattrop(&asked)).await;
+    match &res {
+        Ok(now) => {
+            tracing::debug!(brick = %inner.brick_path, gfid = %q.gfid, deltas = ?q.deltas, now = ?now, "counters changed")
+        }
+        Err(e) => {
+            tracing::debug!(brick = %inner.brick_path, gfid = %q.gfid, deltas = ?q.deltas, error = %e, "counters unchanged")
+        }
+    }
+    encode(&res)
+}
+
 /// [`bp::ReadWhole`]: the file's data goes as the reply's payload.
 async fn read_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Result<Reply, Fault> {
     let q: bp::ReadWhole = req.decode()?;
@@ -384,7 +405,7 @@ async fn dispatch<S: Storage>(inner: Arc<Inner<S>>, req: Request) -> Result<Repl
         procs::Setxattr => blocking(i, &req, Brick::setxattr).await,
         procs::Removexattr => blocking(i, &req, Brick::removexattr).await,
         procs::Listxattr => blocking(i, &req, |b, q: &bp::Listxattr| b.listxattr(&q.gfid)).await,
-        procs::Xattrop => blocking(i, &req, Brick::xattrop).await,
+        procs::Xattrop => blocking_counters(i, &req).await,
         procs::XattropMany => blocking(i, &req, Brick::xattrop_many).await,
         procs::Statfs => blocking(i, &req, |b, _: &bp::Statfs| b.statfs()).await,
         procs::IndexList => blocking(i, &req, Brick::index_list).await,

@@ -169,8 +169,34 @@ pub const DISPERSE_VERSION_STEP_LOST_WITHOUT_A_MARK: Regression = Regression {
                  entry_post_op)",
 };
 
+pub const SPLIT_BRAIN_FROM_DISAGREEING_GOOD_COPIES: Regression = Regression {
+    name: "split_brain_from_disagreeing_good_copies",
+    seed: 649,
+    case: "layout=arbiter quorum=auto ping-timeout=2s heal-timeout=10s shd-threads=4 \
+           fsync-namespace=on clients=3 buggify=on | plan: @20127+18534 cut-oneway s3; @16366+6153 \
+           crash s2; @19345+10819 crash s1 | c1: mv f5 f1, rm f4, r f3, rm f1, w f0 2351+754#185, w \
+           f0 5121+37#87, t f1 14933, c f3, w f5 8404+635#199, c f0, w f2 650+1030#108, w f2 \
+           15050+1056#111, rm f0, mv f3 f3, w f0 543+228#120, mv f2 f2, w f4 10089+578#244, c f0, w \
+           f4 8741+68#71, r f2, w f4 9825+331#218, w f4 6626+1620#230, t f0 2530, w f3 8323+331#38, \
+           mv f4 f3, w f3 8487+150#242, rm f5, w f5 13352+578#145, w f0 13932+1222#81 | c2: w f2 \
+           10459+741#2 | c3: c f2, w f1 4791+1414#234, w f5 11922+1026#13, r f2, c f5, c f2, c f5, \
+           c f3, rm f1, c f5, w f1 13124+443#21, mv f3 f1, r f4, r f5, c f1, r f0, r f0, w f1 \
+           10977+330#192, c f2, w f1 1148+1839#19, c f0, c f3, c f0, r f4, r f2, t f1 13395, mv f0 \
+           f5, w f2 7672+1461#184, rm f0, t f5 13036, r f3, w f3 6979+846#135, c f5, c f1, w f2 \
+           7783+1282#34, rm f5, rm f4, t f5 5499, w f4 3538+1720#209, r f1, r f0, rm f5, w f4 \
+           14384+1595#48, w f3 7173+1705#201, c f3, t f3 9875, w f3 2496+661#30, w f0 11869+723#21, \
+           r f0, w f1 7523+1014#211, r f0, w f4 9621+318#129, w f5 13931+219#254",
+    postmortem: "a rename took on s1 just before s1 lost power, not on s2; both were left dirty \
+                 with no blame between them, and an unlink of the old name through s1 and s2 \
+                 (the arbiter cut off) worked on s2 only, so s2 blamed s1 and the arbiter while \
+                 the arbiter blamed s2: a split-brain under quorum; an entry operation the good \
+                 copies answer differently now records no blame and fails, leaving heal to settle \
+                 the name (client/src/replicate/rules.rs good_copies_disagree)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    SPLIT_BRAIN_FROM_DISAGREEING_GOOD_COPIES,
     LOST_GFID_NEVER_GIVEN_BACK,
     DISPERSE_VERSION_STEP_LOST_WITHOUT_A_MARK,
     ARBITER_ONLY_FILE_NEVER_HEALED,

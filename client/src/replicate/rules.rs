@@ -8,6 +8,7 @@
 //! simulator forced".
 
 use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
+use mortar_proto::Errno;
 
 /// Whether a transaction may touch a changed object (the file, or a
 /// parent directory), judged from the views of the locked bricks before
@@ -112,6 +113,43 @@ pub fn in_flight_split_brain<'a>(sources: &'a [Vec<usize>], ok: &[usize]) -> Opt
         .map(Vec::as_slice)
 }
 
+/// Whether the good copies of some changed directory (`sources`, one list
+/// per object) answered an entry operation differently: one took it and
+/// another refused it for what its namespace holds (ENOENT, EEXIST,
+/// ENOTEMPTY, ENOTDIR, EISDIR). `outcomes`: per brick asked, `None` when
+/// it worked, else its errno. The copies then disagreed about the name
+/// before the operation, and nothing shows which was right: blaming the
+/// one that refused would make the other a source for a name it may have
+/// wrongly, and can accuse every copy. Such an operation records no blame;
+/// its dirty marks stay for heal, and it fails (EIO).
+///
+/// Regression (cluster seed 649 of an earlier generator): a rename took on
+/// s1 just before s1 lost power and not on s2; both were left dirty with
+/// no blame between them, and an unlink of the old name through s1 and s2
+/// (the arbiter cut off) worked on s2 only; s2 blamed s1 and the arbiter,
+/// and with the arbiter blaming s2 every copy was accused: a split-brain
+/// under quorum. Fixed by this rule.
+pub fn good_copies_disagree(sources: &[Vec<usize>], outcomes: &[(usize, Option<Errno>)]) -> bool {
+    let namespace = |e: Errno| {
+        [
+            Errno::ENOENT,
+            Errno::EEXIST,
+            Errno::ENOTEMPTY,
+            Errno::ENOTDIR,
+            Errno::EISDIR,
+        ]
+        .contains(&e)
+    };
+    let outcome = |i: usize| outcomes.iter().find(|(b, _)| *b == i).map(|(_, o)| *o);
+    sources.iter().any(|good| {
+        let took = good.iter().any(|&i| outcome(i) == Some(None));
+        let refused = good
+            .iter()
+            .any(|&i| matches!(outcome(i), Some(Some(e)) if namespace(e)));
+        took && refused
+    })
+}
+
 /// How a transaction ends once its post-op ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
@@ -182,6 +220,54 @@ pub fn mask(n: usize, idx: &[usize]) -> Vec<bool> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn good_copies_that_answer_an_entry_operation_differently() {
+        let (ok, noent, eio) = (None, Some(Errno::ENOENT), Some(Errno::EIO));
+        #[rustfmt::skip]
+        type Row<'a> = (&'a str, Vec<Vec<usize>>, Vec<(usize, Option<Errno>)>, bool);
+        let table: [Row; 6] = [
+            (
+                "seed 649: one good copy took it, the other had no such name",
+                vec![vec![0, 1]],
+                vec![(0, noent), (1, ok)],
+                true,
+            ),
+            (
+                "every good copy took it",
+                vec![vec![0, 1]],
+                vec![(0, ok), (1, ok)],
+                false,
+            ),
+            (
+                "every good copy refused alike",
+                vec![vec![0, 1]],
+                vec![(0, noent), (1, noent)],
+                false,
+            ),
+            (
+                "only a stale copy refused",
+                vec![vec![0]],
+                vec![(0, ok), (1, noent)],
+                false,
+            ),
+            (
+                "a good copy failed for want of its disk",
+                vec![vec![0, 1]],
+                vec![(0, eio), (1, ok)],
+                false,
+            ),
+            (
+                "rename: the second parent's good copies disagree",
+                vec![vec![0, 1, 2], vec![1, 2]],
+                vec![(0, ok), (1, Some(Errno::EEXIST)), (2, ok)],
+                true,
+            ),
+        ];
+        for (case, sources, outcomes, want) in table {
+            assert_eq!(good_copies_disagree(&sources, &outcomes), want, "{case}");
+        }
+    }
 
     #[test]
     fn reads_trust_a_quorum_of_answers() {

@@ -114,6 +114,22 @@ impl Replicate {
         if let Some(good) = rules::in_flight_split_brain(&sources, &ok) {
             return Err(self.worked_only_on_stale(good, &ok));
         }
+        if kind == Kind::Entry {
+            let outcomes: Vec<(usize, Option<Errno>)> = results
+                .iter()
+                .map(|(i, r)| (*i, r.as_ref().err().map(|e| e.errno)))
+                .collect();
+            if rules::good_copies_disagree(&sources, &outcomes) {
+                return Err(FopError::new(
+                    Errno::EIO,
+                    format!(
+                        "{}: the good copies answered differently ({}); nothing is recorded against either, and heal will settle the name",
+                        self.name,
+                        self.describe_outcomes(&outcomes)
+                    ),
+                ));
+            }
+        }
         let recorded = self.post_op(kind, ctx, &participants, &ok).await;
         self.conclude(results, &ok, &recorded)
     }
@@ -158,6 +174,17 @@ impl Replicate {
                 self.names(unasked)
             ),
         )
+    }
+
+    fn describe_outcomes(&self, outcomes: &[(usize, Option<Errno>)]) -> String {
+        outcomes
+            .iter()
+            .map(|(i, o)| match o {
+                None => format!("{} took it", self.children[*i].name()),
+                Some(e) => format!("{} refused with {}", self.children[*i].name(), e.name()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn worked_only_on_stale(&self, good: &[usize], ok: &[usize]) -> FopError {
