@@ -1481,6 +1481,19 @@ mod tests {
     }
 
     #[test]
+    fn the_speed_figure_case_file_parses() {
+        let text = include_str!("../cases/replica3-60-ops.case");
+        let line = text
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .expect("a case line");
+        let case: Case = line.parse().expect("the speed case parses");
+        assert_eq!(case.settings.layout, Layout::Replica3);
+        assert!(case.plan.steps.is_empty(), "the speed case has no faults");
+        assert_eq!(case.workload[0].len(), OPS_PER_CLIENT_MAX);
+    }
+
+    #[test]
     fn a_failure_shrinks_to_the_step_that_causes_it() {
         // A "bug" that needs a crash of s2 and a write: the shrunk case
         // keeps one crash step, one client and one write.
