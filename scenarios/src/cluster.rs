@@ -29,6 +29,7 @@ use mortar_client::graph::SetLayer;
 use mortar_heal::compare::Difference;
 use mortar_mgmt::api::CliRequest;
 use mortar_net::resolve::SimAnswer;
+use mortar_net::sync::Watch;
 use mortar_net::{Endpoint, Runtime};
 use mortar_proto::brick as bp;
 use mortar_proto::{options, Errno, Gfid};
@@ -38,7 +39,7 @@ use mortar_storage::sim::{SimDisk, SimFaults};
 use crate::heal::{bricks_online_from, differences};
 use crate::mgmt::{create_request, start_request, Pool, HOSTS};
 use crate::plan::{admit, effect, Admit, Brick, Case, DnsFault, Fault, Layout, Op, Quorum, Step};
-use crate::plan::{FILES_PER_CLIENT, SERVERS};
+use crate::plan::{FILES_PER_CLIENT, OUTAGE_WRITE_WAIT_MS, SERVERS};
 
 /// After the last fault is undone, every brick is online within this.
 pub const ONLINE_AFTER_FAULTS_MAX_S: u64 = 90;
@@ -130,6 +131,8 @@ struct Model {
     violations: Vec<String>,
     acknowledged: u32,
     failed: u32,
+    /// Writes this client has started (an outage waits for the next).
+    writes_started: Watch<u64>,
 }
 
 impl Model {
@@ -153,7 +156,14 @@ async fn read_all(c: &Client, dir: Gfid, f: u8) -> Result<Vec<u8>, Errno> {
 }
 
 /// A client's workload: its ops, in order, against its directory.
-async fn workload(rt: Runtime, me: u8, ops: Vec<Op>, guards: bool, mgmt: Endpoint) -> Model {
+async fn workload(
+    rt: Runtime,
+    me: u8,
+    ops: Vec<Op>,
+    guards: bool,
+    mgmt: Endpoint,
+    writes_started: Watch<u64>,
+) -> Model {
     let mut m = Model {
         names: (0..FILES_PER_CLIENT)
             .map(|f| Name::Present(initial(me, f).into_iter().map(|b| vec![b]).collect()))
@@ -161,6 +171,7 @@ async fn workload(rt: Runtime, me: u8, ops: Vec<Op>, guards: bool, mgmt: Endpoin
         violations: Vec::new(),
         acknowledged: 0,
         failed: 0,
+        writes_started,
     };
     // Faults may already be in force: mount and find the directory,
     // trying again for a while (bounded).
@@ -288,8 +299,12 @@ async fn one_op(c: &Client, dir: Gfid, op: &Op, guards: bool, m: &mut Model) {
                 return;
             };
             let data = fill_bytes(fill, off, len);
+            let write = |g: Gfid| {
+                m.writes_started.modify(|n| *n += 1);
+                c.write(g, off as u64, Bytes::from(data.clone()))
+            };
             let r = match resolve_file(c, dir, file).await {
-                Ok(g) => match c.write(g, off as u64, Bytes::from(data.clone())).await {
+                Ok(g) => match write(g).await {
                     Ok(_) => c.fsync(g, false).await.map_err(|e| e.errno),
                     Err(e) => Err(e.errno),
                 },
@@ -436,6 +451,8 @@ struct Faults {
     /// Servers whose power a fault in force holds (crashed, or to crash
     /// when a lying disk's hold ends): no second power fault on them.
     powered: BTreeSet<u8>,
+    /// Each client's count of writes started.
+    writes_started: Vec<Watch<u64>>,
 }
 
 impl Faults {
@@ -694,6 +711,36 @@ impl Faults {
                 self.sim
                     .jump_clock(&server_name(server), i64::from(secs) * 1000);
             }
+            Fault::Outage {
+                client,
+                into_write_ms,
+            } => {
+                let k = client as usize % self.writes_started.len().max(1);
+                if let Some(w) = self.writes_started.get(k) {
+                    let seen = w.get();
+                    let wait = Duration::from_millis(OUTAGE_WRITE_WAIT_MS as u64);
+                    let clock = mortar_net::Clock::new();
+                    let into = match clock.timeout(wait, w.wait_for(move |n| *n != seen)).await {
+                        Ok(_) => format!(
+                            "{into_write_ms} ms into a write of {}",
+                            client_name(k as u8)
+                        ),
+                        Err(_) => format!(
+                            "{} started no write in {} ms",
+                            client_name(k as u8),
+                            wait.as_millis()
+                        ),
+                    };
+                    self.sim
+                        .sleep(Duration::from_millis(into_write_ms as u64))
+                        .await;
+                    self.sim.note(format!("fault: outage {into}"));
+                }
+                for s in 0..SERVERS {
+                    self.powered.insert(s);
+                    self.sim.crash_host(&server_name(s));
+                }
+            }
             Fault::CutClients { .. }
             | Fault::IsolateServer { .. }
             | Fault::Split { .. }
@@ -727,6 +774,12 @@ impl Faults {
             Fault::CrashHost { server } => {
                 self.powered.remove(&server);
                 self.sim.restart_host(&server_name(server));
+            }
+            Fault::Outage { .. } => {
+                for s in 0..SERVERS {
+                    self.powered.remove(&s);
+                    self.sim.restart_host(&server_name(s));
+                }
             }
             Fault::LoseXattrs { server, .. } => {
                 self.powered.remove(&server);
@@ -1104,13 +1157,15 @@ pub async fn run_case(sim: Sim, case: Case) {
 
     let guards = case.settings.quorum_guards();
     let mut tasks = Vec::new();
+    let writes_started: Vec<Watch<u64>> = (0..clients).map(|_| Watch::new(0)).collect();
     for (k, ops) in case.workload.iter().cloned().enumerate() {
         let sim2 = sim.clone();
         let host = client_name(k as u8);
+        let w = writes_started[k].clone();
         #[allow(clippy::disallowed_methods)] // the scenario's own tasks
         tasks.push(tokio::spawn(async move {
             sim2.run_on(&host, "workload", move |rt| {
-                workload(rt, k as u8, ops, guards, mgmt_of("s1"))
+                workload(rt, k as u8, ops, guards, mgmt_of("s1"), w)
             })
             .await
         }));
@@ -1125,6 +1180,7 @@ pub async fn run_case(sim: Sim, case: Case) {
         started: 0,
         powered: BTreeSet::new(),
         lied: false,
+        writes_started,
     };
     run_plan(&mut faults).await;
     let mut models = Vec::new();

@@ -43,6 +43,9 @@ mod registry {
         /// (at least one): whole-cluster heal scenarios cost seconds per
         /// seed. `--scenario NAME` runs it on every seed asked.
         pub seeds_divisor: u64,
+        /// For scenarios that run a [`crate::plan::Case`]: the case a seed
+        /// stands for, so a failure is printed as a case, shrunk and saved.
+        pub case: Option<fn(u64) -> crate::plan::Case>,
     }
 
     /// Every scenario, for `scripts/sim-seeds`.
@@ -51,16 +54,19 @@ mod registry {
             Scenario {
                 name: "rpc_faults",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::rpc::rpc_faults(sim, crate::rpc::Plant::None)),
             },
             Scenario {
                 name: "brick_locks",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::brick::brick_locks(sim)),
             },
             Scenario {
                 name: "mgmt_originator_crash",
                 seeds_divisor: 1,
+                case: None,
                 // The phase to crash in is drawn from the seed.
                 run: |sim| {
                     let phase = crate::mgmt::PHASES
@@ -71,31 +77,37 @@ mod registry {
             Scenario {
                 name: "mgmt_concurrent",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::mgmt::concurrent_transactions(sim)),
             },
             Scenario {
                 name: "mgmt_partition_commit",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::mgmt::partition_during_commit(sim)),
             },
             Scenario {
                 name: "mgmt_brick_lifecycle",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::mgmt::brick_lifecycle(sim)),
             },
             Scenario {
                 name: "mgmt_sync_during_start",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::mgmt::converge_during_start(sim)),
             },
             Scenario {
                 name: "mgmt_probe_nxdomain",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| Box::pin(crate::mgmt::probe_of_a_missing_name(sim)),
             },
             Scenario {
                 name: "heal_info_dns",
                 seeds_divisor: 1,
+                case: None,
                 run: |sim| {
                     Box::pin(async move {
                         crate::heal_info::heal_info_dns(sim).await;
@@ -105,12 +117,14 @@ mod registry {
             Scenario {
                 name: "heal_on_return",
                 seeds_divisor: 10,
+                case: None,
                 // The layout is drawn from the seed.
                 run: |sim| Box::pin(crate::heal::heal_on_return(sim)),
             },
             Scenario {
                 name: "heal_shd_killed",
                 seeds_divisor: 10,
+                case: None,
                 run: |sim| Box::pin(crate::heal::heal_shd_killed(sim)),
             },
             Scenario {
@@ -118,6 +132,7 @@ mod registry {
                 // About a second per case on a debug build: 50 in CI's
                 // sweep of 200.
                 seeds_divisor: 4,
+                case: Some(crate::plan::case_for_seed),
                 // The whole case (settings, plan, workload) is drawn from
                 // the seed by the case strategy; a failure shrinks.
                 run: |sim| {
@@ -126,8 +141,21 @@ mod registry {
                 },
             },
             Scenario {
+                name: "power_outage",
+                // The cluster runner on cases aimed at power loss
+                // mid-write (`plan::strategy::outage_case`). A third of a
+                // second per case: every seed of CI's sweep.
+                seeds_divisor: 1,
+                case: Some(crate::plan::outage_case_for_seed),
+                run: |sim| {
+                    let case = crate::plan::outage_case_for_seed(sim.seed());
+                    Box::pin(crate::cluster::run_case(sim, case))
+                },
+            },
+            Scenario {
                 name: "client_writes",
                 seeds_divisor: 1,
+                case: None,
                 // The volume layout is drawn from the seed.
                 run: |sim| {
                     let all = crate::client::Layout::ALL;

@@ -252,7 +252,15 @@ pub enum Fault {
     /// A server's wall clock steps by `secs` (forward or back), and steps
     /// back when the hold ends. Monotonic time does not jump.
     ClockJump { server: u8, secs: i32 },
+    /// Every server loses power at the same instant (a rack or building
+    /// outage): `into_write_ms` after client `client` (taken modulo the
+    /// clients) next starts a write, or at once if it starts none within
+    /// [`OUTAGE_WRITE_WAIT_MS`]. Every server boots when the hold ends.
+    Outage { client: u8, into_write_ms: u16 },
 }
+
+/// How long an outage waits for its client's next write to start.
+pub const OUTAGE_WRITE_WAIT_MS: u32 = 5_000;
 
 /// A fault started at `at_ms` after the workload starts and undone
 /// `hold_ms` later.
@@ -362,6 +370,7 @@ pub fn effect(layout: Layout, clients: u8, fault: &Fault) -> Effect {
             e.lies = on(server);
             e.out = on(server);
         }
+        Fault::Outage { .. } => e.out = layout.bricks().into_iter().collect(),
         Fault::IsolateServer { .. }
         | Fault::Latency { .. }
         | Fault::Loss { .. }
@@ -400,6 +409,14 @@ pub fn effect(layout: Layout, clients: u8, fault: &Fault) -> Effect {
 /// (`client/src/disperse/entry.rs` `entry_post_op`), and both faults are
 /// planned on every layout.
 pub fn admit(settings: &Settings, active: &[Fault], stale: &BTreeSet<Brick>, new: &Fault) -> Admit {
+    if let Fault::Outage { .. } = new {
+        return admit_outage(
+            settings.layout.redundancy().is_some(),
+            settings.fsync_namespace,
+            active.is_empty(),
+            stale.is_empty(),
+        );
+    }
     let (layout, clients) = (settings.layout, settings.clients);
     let mut now = Effect::default();
     for f in active {
@@ -451,6 +468,30 @@ pub fn admit(settings: &Settings, active: &[Fault], stale: &BTreeSet<Brick>, new
         }
     }
     verdict
+}
+
+/// Whether a whole-cluster power outage may start. It takes every brick
+/// at once, so the per-set counting of [`admit`] does not apply; what it
+/// needs is that every acknowledged change is on disk, and that nothing
+/// else is wrong to stack with it:
+/// * not on disperse: a write in flight when every brick stops has
+///   reached some fragments and not others, more than the redundancy,
+///   and leaves neither version of its stripes decodable (the limit
+///   [`admit`] keeps for a failure past the redundancy mid-write;
+///   `power_outage` seed 9 met it as fragments of different lengths
+///   under one version record);
+/// * without `storage.fsync-namespace` an acknowledged create or rename
+///   is not yet durable, and an outage takes it: what the volume was
+///   configured to allow, so never;
+/// * only on a quiet cluster (no fault in force: a lying disk or a server
+///   already off would stack a second loss on a copy), and once the stale
+///   bricks are healed.
+pub fn admit_outage(disperse: bool, fsync_namespace: bool, quiet: bool, healed: bool) -> Admit {
+    match (disperse, fsync_namespace, quiet, healed) {
+        (true, ..) | (_, false, ..) | (_, _, false, _) => Admit::Never,
+        (false, true, true, false) => Admit::AfterHeal,
+        (false, true, true, true) => Admit::Now,
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -668,6 +709,10 @@ impl fmt::Display for Fault {
                 write!(f, "mgmtd-crash {} {after_ms}ms", s(server))
             }
             Fault::ClockJump { server, secs } => write!(f, "clock {} {secs:+}s", s(server)),
+            Fault::Outage {
+                client,
+                into_write_ms,
+            } => write!(f, "outage c{} {into_write_ms}ms", client + 1),
         }
     }
 }
@@ -773,6 +818,12 @@ impl FromStr for Fault {
                     secs: num(n.trim_start_matches('+'), "clock step")?,
                 }
             }
+            "outage" => Fault::Outage {
+                client: client(arg(1)?)?,
+                into_write_ms: u16::try_from(ms(arg(2)?)?).map_err(|_| {
+                    ParseError(format!("outage {s:?}: at most 65535ms into the write"))
+                })?,
+            },
             other => return err(format!("unknown fault {other:?}")),
         };
         let used = match &fault {
@@ -785,7 +836,8 @@ impl FromStr for Fault {
             | Fault::LatentErrors { .. }
             | Fault::LoseXattrs { .. }
             | Fault::MgmtdCrash { .. }
-            | Fault::ClockJump { .. } => 3,
+            | Fault::ClockJump { .. }
+            | Fault::Outage { .. } => 3,
             _ => 2,
         };
         if w.len() > used {
@@ -1078,7 +1130,18 @@ pub mod strategy {
             1 => (s.clone(), 0u32..200).prop_map(|(server, after_ms)| Fault::MgmtdCrash { server, after_ms }),
             1 => (s, prop_oneof![-3600i32..-1, 1i32..3600])
                 .prop_map(|(server, secs)| Fault::ClockJump { server, secs }),
+            1 => outage(),
         ]
+    }
+
+    /// A whole-cluster outage some way into a client's write: the window
+    /// between its pre-op and post-op is a few network round trips, about
+    /// 15 to 40 ms in on the default latency.
+    pub fn outage() -> impl Strategy<Value = Fault> {
+        (0..CLIENTS_MAX, 0u16..60).prop_map(|(client, into_write_ms)| Fault::Outage {
+            client,
+            into_write_ms,
+        })
     }
 
     pub fn plan() -> impl Strategy<Value = Plan> {
@@ -1114,6 +1177,69 @@ pub mod strategy {
         ]
     }
 
+    /// Cases aimed at power loss mid-write: every replicated layout at its
+    /// defaults, one or two clients writing (now and then truncating,
+    /// reading, creating) four of their files, and one to three
+    /// whole-cluster outages, each some way into a write, a few seconds
+    /// apart. What
+    /// they test is the order of durable steps on a brick: an outage in
+    /// the middle of a write leaves every copy with what reached its disk,
+    /// and the marks on disk must say which copies may differ.
+    pub fn outage_case() -> impl Strategy<Value = Case> {
+        const FILES: u8 = 4;
+        let op = prop_oneof![
+            8 => (0..FILES, 1..=WRITE_BYTES_MAX, any::<u8>(), 0.0f64..1.0).prop_map(
+                |(file, len, fill, at)| Op::Write {
+                    file,
+                    off: ((FILE_BYTES_MAX - len) as f64 * at) as u32,
+                    len,
+                    fill,
+                }
+            ),
+            1 => (0..FILES, 0..=FILE_BYTES_MAX).prop_map(|(file, size)| Op::Truncate { file, size }),
+            1 => (0..FILES).prop_map(|file| Op::Read { file }),
+            1 => (0..FILES).prop_map(|file| Op::Create { file }),
+        ];
+        let ops = prop::collection::vec(op, 30..=OPS_PER_CLIENT_MAX);
+        let steps = prop::collection::vec((0u32..4_000, 500u32..5_000, outage()), 1..=4);
+        (
+            steps,
+            prop::collection::vec(ops, 2),
+            // Replicated layouts only: disperse never takes an outage
+            // ([`admit_outage`]). Replica 2 twice: with fewer copies an
+            // outage more often leaves every one without an unsynced mark.
+            prop::sample::select(vec![
+                Layout::Replica2,
+                Layout::Replica2,
+                Layout::Replica3,
+                Layout::Arbiter,
+                Layout::DistRep2x3,
+            ]),
+            1u8..=2,
+        )
+            .prop_map(|(steps, mut workload, layout, clients)| {
+                workload.truncate(clients as usize);
+                let steps = steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (dt, hold_ms, fault))| Step {
+                        at_ms: 1_000 + 8_000 * k as u32 + dt,
+                        hold_ms,
+                        fault,
+                    })
+                    .collect();
+                Case {
+                    settings: Settings {
+                        layout,
+                        clients,
+                        ..Settings::default()
+                    },
+                    plan: Plan { steps },
+                    workload,
+                }
+            })
+    }
+
     /// Every client's ops are drawn whatever the number of clients, and
     /// the case keeps those of the clients it has: so the parts shrink
     /// independently (a flat map would draw new ops whenever the settings
@@ -1142,15 +1268,24 @@ pub mod strategy {
 /// generator seeded with it. It is independent of the simulator's own
 /// randomness, so a seed names the same case in every build.
 pub fn case_for_seed(seed: u64) -> Case {
-    use proptest::strategy::{Strategy, ValueTree};
+    drawn(seed, strategy::case())
+}
+
+/// The case of the `power_outage` scenario that `seed` stands for, drawn
+/// as [`case_for_seed`] draws.
+pub fn outage_case_for_seed(seed: u64) -> Case {
+    drawn(seed, strategy::outage_case())
+}
+
+fn drawn(seed: u64, s: impl proptest::strategy::Strategy<Value = Case>) -> Case {
+    use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
-    strategy::case()
-        .new_tree(&mut runner)
-        .expect("the case strategy has no filters, so it always yields")
+    s.new_tree(&mut runner)
+        .expect("the case strategies have no filters, so they always yield")
         .current()
 }
 
@@ -1164,8 +1299,8 @@ pub fn case_for_seed(seed: u64) -> Case {
 /// default, and halve each step's start and hold. A case costs a whole
 /// cluster run, so the big cuts come first (proptest's own tree walk
 /// removes one element per run, and spent its budget on 4 x 60 ops).
-pub fn shrink(seed: u64, mut fails: impl FnMut(&Case) -> bool, runs_max: usize) -> (Case, usize) {
-    let mut best = case_for_seed(seed);
+pub fn shrink(start: Case, mut fails: impl FnMut(&Case) -> bool, runs_max: usize) -> (Case, usize) {
+    let mut best = start;
     let mut runs = 0usize;
     let mut attempt = |c: &Case, runs: &mut usize| -> bool {
         if *runs >= runs_max {
@@ -1337,6 +1472,10 @@ mod tests {
         let none = BTreeSet::new();
         let stale = |b: &[Brick]| b.iter().copied().collect::<BTreeSet<_>>();
         let lose = |server| Fault::LoseXattrs { server, updates: 3 };
+        let outage = Fault::Outage {
+            client: 0,
+            into_write_ms: 20,
+        };
         type Row = (
             &'static str,
             Settings,
@@ -1379,6 +1518,14 @@ mod tests {
             ("dist-disperse: one fragment per set", settings(DistDisp2x3, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 1), Now),
             ("dist-disperse: not two of one set", settings(DistDisp2x3, Quorum::Auto), vec![kill(0, 0)], none.clone(), kill(1, 0), Never),
             ("a lying disk on disperse", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), Fault::LoseXattrs { server: 0, updates: 3, }, Now),
+            ("an outage on a quiet volume", settings(Replica3, Quorum::Auto), vec![], none.clone(), outage.clone(), Now),
+            ("no outage on disperse: the write hole", settings(Disperse2x1, Quorum::Auto), vec![], none.clone(), outage.clone(), Never),
+            ("an outage is not counted per set", settings(Replica3, Quorum::None), vec![], none.clone(), outage.clone(), Now),
+            ("an outage waits for heal", settings(Replica2, Quorum::Auto), vec![], stale(&[(1, 0)]), outage.clone(), AfterHeal),
+            ("no outage beside a lying disk", settings(Replica3, Quorum::Auto), vec![lose(1)], none.clone(), outage.clone(), Never),
+            ("no outage beside anything", settings(Replica3, Quorum::Auto), vec![Fault::Latency { max_ms: 100 }], none.clone(), outage.clone(), Never),
+            ("no outage without namespace fsync", Settings { fsync_namespace: false, ..settings(Replica3, Quorum::Auto) }, vec![], none.clone(), outage.clone(), Never),
+            ("no second loss during an outage", settings(Replica3, Quorum::None), vec![outage.clone()], none.clone(), kill(0, 0), Never),
         ];
         for (what, s, active, stale, new, want) in cases {
             assert_eq!(admit(&s, &active, &stale, &new), want, "{what}");
@@ -1430,6 +1577,11 @@ mod tests {
             ),
             ("layout=replica3 | plan: none | c1: r f9", "not a file"),
             ("layout=replica3 | plan: @1+1 crash s1 now", "extra words"),
+            ("layout=replica3 | plan: @1+1 outage s1 5ms", "not a client"),
+            (
+                "layout=replica3 | plan: @1+1 outage c1 70000ms",
+                "at most 65535ms",
+            ),
         ] {
             let e = text.parse::<Case>().expect_err(text);
             assert!(e.0.contains(why), "{text}: {e}");
@@ -1510,7 +1662,7 @@ mod tests {
         let seed = (0..10_000)
             .find(|s| bug(&case_for_seed(*s)) && case_for_seed(*s).plan.steps.len() > 3)
             .expect("some seed has the bug");
-        let (small, runs) = shrink(seed, bug, 2_000);
+        let (small, runs) = shrink(case_for_seed(seed), bug, 2_000);
         assert!(bug(&small), "the shrunk case still fails");
         assert_eq!(small.plan.steps.len(), 1, "{small}");
         assert!(small.plan.steps[0].at_ms < 200, "{small}");
@@ -1526,6 +1678,23 @@ mod tests {
             let text = case.to_string();
             let back: Case = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
             prop_assert_eq!(back, case);
+        }
+
+        #[test]
+        fn an_outage_case_reads_back_and_is_outages_only(case in strategy::outage_case()) {
+            let text = case.to_string();
+            let back: Case = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(&back, &case);
+            prop_assert!(case.settings.fsync_namespace);
+            prop_assert_eq!(case.workload.len(), case.settings.clients as usize);
+            prop_assert!(!case.plan.steps.is_empty());
+            for (k, step) in case.plan.steps.iter().enumerate() {
+                prop_assert!(matches!(step.fault, Fault::Outage { .. }), "{}", step);
+                if k > 0 {
+                    // Apart enough for the cluster to come back between.
+                    prop_assert!(step.at_ms >= case.plan.steps[k - 1].at_ms + 4_000);
+                }
+            }
         }
 
         #[test]

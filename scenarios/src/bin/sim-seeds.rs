@@ -123,11 +123,11 @@ mod runner {
         (out, t0.elapsed())
     }
 
-    /// Run one case of `cluster` with `seed`; `Err` with the panic's
-    /// message if it failed.
-    fn run_case(seed: u64, case: Case) -> Result<Duration, String> {
+    /// Run one case (on the cluster runner) with `seed`, as scenario
+    /// `name`; `Err` with the panic's message if it failed.
+    fn run_case(name: &'static str, seed: u64, case: Case) -> Result<Duration, String> {
         catch_unwind(AssertUnwindSafe(|| {
-            mortar_sim::run("cluster", seed, move |sim| {
+            mortar_sim::run(name, seed, move |sim| {
                 mortar_scenarios::cluster::run_case(sim, case)
             })
             .simulated
@@ -145,15 +145,16 @@ mod runner {
         format!("scripts/sim-case {seed} '{case}'")
     }
 
-    /// Shrink the failing cluster case of `seed`, quietly, and print it.
-    fn shrink(seed: u64, runs_max: usize) -> Case {
-        eprintln!("sim-seeds: shrinking the cluster case of seed {seed} (at most {runs_max} runs)");
+    /// Shrink the failing case of `seed` of scenario `name` (drawn by
+    /// `draw`), quietly, and print it.
+    fn shrink(name: &'static str, draw: fn(u64) -> Case, seed: u64, runs_max: usize) -> Case {
+        eprintln!("sim-seeds: shrinking the {name} case of seed {seed} (at most {runs_max} runs)");
         mortar_sim::set_quiet(true);
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         // A simpler case counts only if it fails the same way: shrinking
         // must not slip from one bug to another.
-        let original = match run_case(seed, plan::case_for_seed(seed)) {
+        let original = match run_case(name, seed, draw(seed)) {
             Ok(_) => {
                 eprintln!("sim-seeds: seed {seed} passes when run again alone; nothing to shrink");
                 String::new()
@@ -161,13 +162,13 @@ mod runner {
             Err(m) => plan::failure_kind(&m),
         };
         let (small, runs) = plan::shrink(
-            seed,
-            |c| run_case(seed, c.clone()).is_err_and(|m| plan::failure_kind(&m) == original),
+            draw(seed),
+            |c| run_case(name, seed, c.clone()).is_err_and(|m| plan::failure_kind(&m) == original),
             runs_max,
         );
         std::panic::set_hook(hook);
         mortar_sim::set_quiet(false);
-        let steps = plan::case_for_seed(seed).plan.steps.len();
+        let steps = draw(seed).plan.steps.len();
         eprintln!(
             "sim-seeds: seed {seed} shrunk in {runs} runs from {steps} steps to {}: {small}",
             small.plan.steps.len()
@@ -175,10 +176,10 @@ mod runner {
         small
     }
 
-    fn save_failure(seed: u64, case: &Case, shrunk: bool) {
-        let path = format!("{FAILURES_DIR}/cluster-{seed}.case");
+    fn save_failure(name: &str, seed: u64, case: &Case, shrunk: bool) {
+        let path = format!("{FAILURES_DIR}/{name}-{seed}.case");
         let text = format!(
-            "# cluster seed {seed}{}; replay: scripts/sim-case {seed} --file {path}\n{case}\n",
+            "# {name} seed {seed}{}; replay: scripts/sim-case {seed} --file {path}\n{case}\n",
             if shrunk {
                 ", shrunk"
             } else {
@@ -206,7 +207,7 @@ mod runner {
                     .init();
             }
             eprintln!("sim-seeds: case {case}");
-            let (r, wall) = timed(|| run_case(a.from, case));
+            let (r, wall) = timed(|| run_case("cluster", a.from, case));
             if let Ok(simulated) = &r {
                 eprintln!(
                     "sim-seeds: figures case: simulated {:.1} s in {:.2} s of run time: {:.0}x wall",
@@ -260,7 +261,8 @@ mod runner {
                                 None => break,
                             },
                         };
-                        let (name, run) = (scenarios[i].name, scenarios[i].run);
+                        let (name, run, draw) =
+                            (scenarios[i].name, scenarios[i].run, scenarios[i].case);
                         let (r, took) = timed(|| {
                             catch_unwind(AssertUnwindSafe(|| mortar_sim::run(name, seed, run)))
                         });
@@ -276,13 +278,13 @@ mod runner {
                             Err(_) => {
                                 // A soak keeps what it found even if it is
                                 // stopped before it can shrink it.
-                                if soak.is_some() && name == "cluster" {
-                                    save_failure(seed, &plan::case_for_seed(seed), false);
+                                if let (Some(_), Some(draw)) = (soak, draw) {
+                                    save_failure(name, seed, &draw(seed), false);
                                 }
                                 failed
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
-                                    .push((name, seed))
+                                    .push((name, draw, seed))
                             }
                         }
                     });
@@ -301,7 +303,7 @@ mod runner {
             })
         });
         let mut failures = failed.into_inner().unwrap_or_else(|p| p.into_inner());
-        failures.sort_unstable();
+        failures.sort_unstable_by_key(|&(name, _, seed)| (name, seed));
         eprintln!();
         for (s, f) in scenarios.iter().zip(&figures) {
             let (n, w, sim) = (
@@ -331,26 +333,25 @@ mod runner {
             a.jobs,
             total as f64 / wall.as_secs_f64().max(0.001)
         );
-        for (name, seed) in &failures {
-            if *name == "cluster" && a.shrink_runs == 0 {
-                let case = plan::case_for_seed(*seed);
+        for &(name, draw, seed) in &failures {
+            if let (Some(draw), 0) = (draw, a.shrink_runs) {
                 eprintln!(
-                    "FAILED cluster seed {seed}: replay with {}",
-                    replay_case(*seed, &case)
+                    "FAILED {name} seed {seed}: replay with {}",
+                    replay_case(seed, &draw(seed))
                 );
-            } else if *name == "cluster" {
-                let small = shrink(*seed, a.shrink_runs);
+            } else if let Some(draw) = draw {
+                let small = shrink(name, draw, seed, a.shrink_runs);
                 eprintln!(
-                    "FAILED cluster seed {seed}: replay the shrunk case with {}",
-                    replay_case(*seed, &small)
+                    "FAILED {name} seed {seed}: replay the shrunk case with {}",
+                    replay_case(seed, &small)
                 );
                 if soak.is_some() {
-                    save_failure(*seed, &small, true);
+                    save_failure(name, seed, &small, true);
                 }
             } else {
                 eprintln!(
                     "FAILED {name} seed {seed}: replay with {}",
-                    mortar_sim::replay_command(name, *seed)
+                    mortar_sim::replay_command(name, seed)
                 );
             }
         }
