@@ -1158,18 +1158,28 @@ pub mod strategy {
         .prop_map(|steps| Plan { steps })
     }
 
+    /// A write of 1 to [`WRITE_BYTES_MAX`] bytes inside the first
+    /// [`FILE_BYTES_MAX`] of one of `files`.
+    fn write(files: std::ops::Range<u8>) -> impl Strategy<Value = Op> {
+        (files, 1..=WRITE_BYTES_MAX, any::<u8>(), 0.0f64..1.0).prop_map(|(file, len, fill, at)| {
+            Op::Write {
+                file,
+                off: ((FILE_BYTES_MAX - len) as f64 * at) as u32,
+                len,
+                fill,
+            }
+        })
+    }
+
+    fn truncate(files: std::ops::Range<u8>) -> impl Strategy<Value = Op> {
+        (files, 0..=FILE_BYTES_MAX).prop_map(|(file, size)| Op::Truncate { file, size })
+    }
+
     pub fn op() -> impl Strategy<Value = Op> {
         let f = 0..FILES_PER_CLIENT;
         prop_oneof![
-            6 => (f.clone(), 1..=WRITE_BYTES_MAX, any::<u8>(), 0.0f64..1.0).prop_map(
-                |(file, len, fill, at)| Op::Write {
-                    file,
-                    off: ((FILE_BYTES_MAX - len) as f64 * at) as u32,
-                    len,
-                    fill,
-                }
-            ),
-            1 => (f.clone(), 0..=FILE_BYTES_MAX).prop_map(|(file, size)| Op::Truncate { file, size }),
+            6 => write(f.clone()),
+            1 => truncate(f.clone()),
             2 => f.clone().prop_map(|file| Op::Create { file }),
             1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
             1 => f.clone().prop_map(|file| Op::Delete { file }),
@@ -1179,24 +1189,16 @@ pub mod strategy {
 
     /// Cases aimed at power loss mid-write: every replicated layout at its
     /// defaults, one or two clients writing (now and then truncating,
-    /// reading, creating) four of their files, and one to three
+    /// reading, creating) four of their files, and one to four
     /// whole-cluster outages, each some way into a write, a few seconds
-    /// apart. What
-    /// they test is the order of durable steps on a brick: an outage in
+    /// apart. What they test is the order of durable steps on a brick: an outage in
     /// the middle of a write leaves every copy with what reached its disk,
     /// and the marks on disk must say which copies may differ.
     pub fn outage_case() -> impl Strategy<Value = Case> {
         const FILES: u8 = 4;
         let op = prop_oneof![
-            8 => (0..FILES, 1..=WRITE_BYTES_MAX, any::<u8>(), 0.0f64..1.0).prop_map(
-                |(file, len, fill, at)| Op::Write {
-                    file,
-                    off: ((FILE_BYTES_MAX - len) as f64 * at) as u32,
-                    len,
-                    fill,
-                }
-            ),
-            1 => (0..FILES, 0..=FILE_BYTES_MAX).prop_map(|(file, size)| Op::Truncate { file, size }),
+            8 => write(0..FILES),
+            1 => truncate(0..FILES),
             1 => (0..FILES).prop_map(|file| Op::Read { file }),
             1 => (0..FILES).prop_map(|file| Op::Create { file }),
         ];

@@ -154,7 +154,9 @@ mod runner {
         std::panic::set_hook(Box::new(|_| {}));
         // A simpler case counts only if it fails the same way: shrinking
         // must not slip from one bug to another.
-        let original = match run_case(name, seed, draw(seed)) {
+        let start = draw(seed);
+        let steps = start.plan.steps.len();
+        let original = match run_case(name, seed, start.clone()) {
             Ok(_) => {
                 eprintln!("sim-seeds: seed {seed} passes when run again alone; nothing to shrink");
                 String::new()
@@ -162,13 +164,12 @@ mod runner {
             Err(m) => plan::failure_kind(&m),
         };
         let (small, runs) = plan::shrink(
-            draw(seed),
+            start,
             |c| run_case(name, seed, c.clone()).is_err_and(|m| plan::failure_kind(&m) == original),
             runs_max,
         );
         std::panic::set_hook(hook);
         mortar_sim::set_quiet(false);
-        let steps = draw(seed).plan.steps.len();
         eprintln!(
             "sim-seeds: seed {seed} shrunk in {runs} runs from {steps} steps to {}: {small}",
             small.plan.steps.len()
