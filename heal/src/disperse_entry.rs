@@ -162,6 +162,64 @@ async fn heal_locked(set: &Disperse, dir: Gfid) -> Result<HealOutcome, String> {
     ))
 }
 
+/// The full sweep's addition to a directory (every brick of the set up):
+/// under the directory's entry lock on every brick, names at least k
+/// bricks list and others lack are made where they are missing
+/// ([`crate::full::fill_plan`]), nothing removed; new files are rebuilt
+/// at once from their fragments.
+pub(crate) async fn fill_names(set: &Disperse, dir: Gfid) -> HealOutcome {
+    let lock = dir_entry_lock(set.set_name(), dir, set.new_lock_owner());
+    let fill = async {
+        match fill_locked(set, dir).await {
+            Ok(o) => o,
+            Err(e) => HealOutcome::Skipped(format!(
+                "{}: full sweep of directory {dir}: {e}",
+                set.set_name()
+            )),
+        }
+    };
+    let (rt, name, children) = (set.runtime(), set.set_name(), set.children());
+    with_every_brick_locked(rt, name, children, dir, &lock, fill).await
+}
+
+async fn fill_locked(set: &Disperse, dir: Gfid) -> Result<HealOutcome, String> {
+    let children = set.children();
+    let listings = list_every_brick(children, dir).await?;
+    if listings.iter().all(|l| *l == listings[0]) {
+        return Ok(HealOutcome::Clean);
+    }
+    let all: Vec<usize> = (0..set.n()).collect();
+    let held = held_elsewhere(children, &listings, &all, &all).await;
+    let fill = crate::full::fill_plan(&listings, &held, set.k());
+    let mut sinks = Vec::new();
+    let mut made = HealOutcome::Clean;
+    for (action, holders) in fill.actions {
+        if let Action::Create { sink, .. } | Action::Link { sink, .. } = &action {
+            if !sinks.contains(sink) {
+                sinks.push(*sink);
+            }
+        }
+        let one = Plan {
+            actions: vec![action],
+            unhealed: Vec::new(),
+        };
+        let maker = DisperseMaker {
+            set,
+            good: &holders,
+        };
+        apply(children, dir, &one, &maker).await?;
+        made = merge_outcomes(made, heal_made(set, &one).await);
+    }
+    let left = Plan {
+        actions: Vec::new(),
+        unhealed: fill.unhealed,
+    };
+    if let Some(unhealed) = unhealed_outcome(set.set_name(), dir, &left) {
+        return Ok(merge_outcomes(unhealed, made));
+    }
+    Ok(merge_outcomes(healed_outcome(children, &sinks), made))
+}
+
 /// How disperse makes a new object on a sink: see [`create`].
 struct DisperseMaker<'a> {
     set: &'a Disperse,

@@ -10,7 +10,10 @@
 //! *added* where it is missing ([`fill_plan`]; nothing is removed without
 //! evidence: never delete on a guess), then the directory is healed as
 //! the index crawl would (entry, metadata), then every file in it is
-//! healed, `threads` per local brick at a time. A file whose copies
+//! healed, `threads` per local brick at a time. Disperse sets fill names
+//! the same way when at least k bricks list them: a name whose gfid a
+//! lying disk dropped is skipped by that brick's listings while its
+//! version agrees, so only the sweep finds it. A file whose copies
 //! differ in size (data) or mode and owner (metadata) while no counter
 //! says so is marked dirty on every copy first, so its heal picks one
 //! copy by the documented deterministic rule (`heal::source`) and makes
@@ -56,14 +59,25 @@ pub struct FillPlan {
 ///   rename across directories, which needs the changelog's evidence).
 /// * A name that maps to different gfids or kinds on different copies is
 ///   split-brain: reported, nothing changed.
+/// * A name fewer than `holders_min` copies list is left as it is: on a
+///   disperse set (`holders_min` = k) so few fragments cannot be decoded,
+///   and the name is a create that never completed, which no acknowledged
+///   history needs.
 /// * Nothing is ever removed.
-pub fn fill_plan(listings: &[Listing], held_elsewhere: &[BTreeSet<Gfid>]) -> FillPlan {
+pub fn fill_plan(
+    listings: &[Listing],
+    held_elsewhere: &[BTreeSet<Gfid>],
+    holders_min: usize,
+) -> FillPlan {
     let mut plan = FillPlan::default();
     let names: BTreeSet<&String> = listings.iter().flat_map(|l| l.keys()).collect();
     for name in names {
         let holders: Vec<usize> = (0..listings.len())
             .filter(|&b| listings[b].contains_key(name))
             .collect();
+        if holders.len() < holders_min {
+            continue;
+        }
         let first = listings[holders[0]][name];
         if let Some(&other) = holders.iter().find(|&&b| listings[b][name] != first) {
             let why = format!(
@@ -194,8 +208,13 @@ async fn sweep_set(
         // Names first: a directory the sweep made on a brick is marked as
         // missing its names there, and its entry heal would find the copies
         // that hold names disagreeing about any one the index never knew.
-        if let SetLayer::Replicate(r) = layer {
-            sum.record(crate::replicate_entry::fill_names(r, dir).await);
+        match layer {
+            SetLayer::Replicate(r) => {
+                sum.record(crate::replicate_entry::fill_names(r, dir).await);
+            }
+            SetLayer::Disperse(d) => {
+                sum.record(crate::disperse_entry::fill_names(d, dir).await);
+            }
         }
         sum.record(crate::heal_file_with(layer, dir, limits.favorite_child).await);
         let (subdirs, files) = match union_listing(children_of(layer), dir).await {
@@ -318,7 +337,7 @@ mod tests {
             listing(&[]),
         ];
         let none = vec![BTreeSet::new(); 3];
-        let plan = fill_plan(&l, &none);
+        let plan = fill_plan(&l, &none, 1);
         let create = |sink, name: &str, id, kind, source| Action::Create {
             sink,
             name: name.into(),
@@ -349,7 +368,7 @@ mod tests {
     fn a_file_held_elsewhere_is_linked_a_directory_left_alone() {
         let l = [listing(&[("f", 1, F), ("d", 2, D)]), listing(&[])];
         let held = vec![BTreeSet::new(), BTreeSet::from([g(1), g(2)])];
-        let plan = fill_plan(&l, &held);
+        let plan = fill_plan(&l, &held, 1);
         assert_eq!(
             plan.actions,
             vec![(
@@ -365,10 +384,40 @@ mod tests {
     }
 
     #[test]
+    fn a_name_too_few_copies_list_is_left_alone() {
+        // Disperse 2+1 (k = 2): a name on two bricks is made on the third;
+        // one on a single brick cannot be decoded and is left as it is.
+        let l = [
+            listing(&[("two", 1, F), ("one", 2, F)]),
+            listing(&[("two", 1, F)]),
+            listing(&[]),
+        ];
+        let held = vec![BTreeSet::new(), BTreeSet::new(), BTreeSet::from([g(1)])];
+        let plan = fill_plan(&l, &held, 2);
+        assert_eq!(
+            plan.actions,
+            vec![(
+                Action::Link {
+                    sink: 2,
+                    name: "two".into(),
+                    gfid: g(1)
+                },
+                vec![0, 1]
+            )]
+        );
+        assert!(plan.unhealed.is_empty());
+        assert_eq!(
+            fill_plan(&l, &held, 1).actions.len(),
+            3,
+            "replicate fills both"
+        );
+    }
+
+    #[test]
     fn a_name_with_two_gfids_is_split_brain_and_untouched() {
         for other in [listing(&[("x", 9, F)]), listing(&[("x", 1, D)])] {
             let l = [listing(&[("x", 1, F)]), other, listing(&[])];
-            let plan = fill_plan(&l, &vec![BTreeSet::new(); 3]);
+            let plan = fill_plan(&l, &vec![BTreeSet::new(); 3], 1);
             assert!(plan.actions.is_empty(), "{plan:?}");
             assert!(
                 matches!(&plan.unhealed[..], [Unhealed::SplitBrain { name, .. }] if name == "x")

@@ -150,7 +150,7 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     }
     let all: Vec<usize> = (0..children.len()).collect();
     let held = held_elsewhere(children, &listings, &all, &all).await;
-    let fill = crate::full::fill_plan(&listings, &held);
+    let fill = crate::full::fill_plan(&listings, &held, 1);
     let commits = committers(children);
     let mut sinks = Vec::new();
     for (action, holders) in fill.actions {

@@ -355,3 +355,54 @@ fn a_batch_made_durable_by_one_sync_survives_a_crash() {
         assert_eq!(b.lookup(&Gfid::ROOT, "whole").unwrap().gfid, gfid(20));
     }
 }
+
+/// A file whose last name's removal reached the disk while its handle's
+/// removal did not (the state a torn unlink or rename-over leaves, made
+/// here directly on the disk): recovery drops the handle and its index
+/// entry, so no gfid stays in the index that no name can reach. A file
+/// with a name, and one with only a hard link left, keep theirs.
+#[test]
+fn recovery_drops_a_file_no_name_links() {
+    let disk = SimDisk::new(7);
+    let key = format!("{}client-1", xa::CHANGELOG_PREFIX);
+    {
+        let b = open(&disk);
+        for i in 0..3 {
+            b.create(&bp::Create {
+                parent: Gfid::ROOT,
+                name: format!("f{i}"),
+                new: new_obj(i),
+            })
+            .unwrap();
+            b.xattrop(&bp::Xattrop {
+                gfid: gfid(i),
+                deltas: vec![(key.clone(), CounterDelta::Add32(vec![1, 0, 0]))],
+                durable: true,
+            })
+            .unwrap();
+        }
+        b.link(&bp::Link {
+            gfid: gfid(2),
+            new_parent: Gfid::ROOT,
+            new_name: "f2-link".into(),
+        })
+        .unwrap();
+        let path = |n: &str| mortar_storage::BrickPath::new(n).unwrap();
+        // The torn unlinks: the names go, the handles stay.
+        for n in ["f0", "f2"] {
+            mortar_storage::Storage::unlink(b.storage(), &path(n)).unwrap();
+        }
+        mortar_storage::Storage::fsync(b.storage(), &mortar_storage::BrickPath::root(), false)
+            .unwrap();
+        assert_eq!(indexed(&b), vec![gfid(0), gfid(1), gfid(2)]);
+    }
+    let b = open(&disk);
+    assert_eq!(
+        indexed(&b),
+        vec![gfid(1), gfid(2)],
+        "f0's gfid left the index"
+    );
+    assert!(b.stat(&gfid(0)).is_err(), "f0's handle is gone");
+    assert!(b.stat(&gfid(1)).is_ok(), "f1 has its name");
+    assert!(b.stat(&gfid(2)).is_ok(), "f2 still has a hard link");
+}

@@ -194,8 +194,56 @@ pub const SPLIT_BRAIN_FROM_DISAGREEING_GOOD_COPIES: Regression = Regression {
                  the name (client/src/replicate/rules.rs good_copies_disagree)",
 };
 
+pub const DISPERSE_NAME_WITHOUT_ITS_GFID: Regression = Regression {
+    name: "disperse_name_without_its_gfid",
+    seed: 320,
+    case: "layout=disperse2+1 quorum=auto ping-timeout=5s heal-timeout=60s shd-threads=4 \
+           fsync-namespace=on clients=1 buggify=off | plan: @12616+14740 lose-xattrs s3 6 | c1: r \
+           f2, w f2 10632+1818#206, r f5, c f1, rm f4, w f2 14830+1450#93, w f2 14836+630#57, t f0 \
+           2069, w f5 10622+1709#231, w f0 1562+1794#246, w f2 8519+1224#115, w f0 7740+1651#14, c \
+           f3, w f5 3004+1030#179, mv f1 f0, w f2 4515+1805#92, c f5, t f3 8787, w f3 \
+           11506+887#162, w f4 11030+1451#65, rm f5, w f5 7573+1032#32, c f0, c f5, w f0 \
+           7630+28#37, mv f3 f2, t f5 5644, w f5 525+1067#188, mv f3 f4, w f0 11624+682#200, w f3 \
+           4212+196#28, w f1 14590+309#201, w f2 12859+1739#78, mv f0 f2",
+    postmortem: "a disk that dropped xattr updates lost a new file's gfid on one disperse brick \
+                 while the directory's version there agreed; that brick's listings skipped the \
+                 name, and the full sweep filled missing names on replicate sets only, so the \
+                 brick never got the file back; the sweep now fills names at least k bricks list \
+                 on disperse sets too (heal/src/full.rs fill_plan, heal/src/disperse_entry.rs \
+                 fill_names)",
+};
+
+pub const HANDLE_LEFT_BY_A_TORN_UNLINK: Regression = Regression {
+    name: "handle_left_by_a_torn_unlink",
+    seed: 302,
+    case: "layout=arbiter quorum=auto ping-timeout=5s heal-timeout=600s shd-threads=4 \
+           fsync-namespace=off clients=4 buggify=on | plan: @31010+10670 outage c1 33ms; \
+           @15961+15246 full s2; @24200+12478 latency 511ms; @34010+15337 crash s2 | c1: r f4, w f3 \
+           1809+304#127, r f4, w f0 5929+963#68, r f4, w f1 14249+580#8, t f5 8569, rm f3, c f0, w \
+           f2 5657+389#144, w f4 12396+1927#180, w f3 5072+1803#68, mv f0 f5, w f5 10539+1447#237, \
+           r f2, w f3 6569+1835#228, mv f1 f0, t f3 3619, c f5, w f1 14435+187#112, c f4, r f3, w \
+           f0 2865+303#226, w f3 11430+1390#179, w f5 1855+341#71 | c2: c f1, w f4 12861+1450#46, c \
+           f4, c f4 | c3: c f0, t f3 10503, w f3 4783+764#199, w f4 4078+684#171, w f4 \
+           2196+297#170, r f4, t f3 10200, t f3 5492, w f0 39+498#35, r f1, w f0 696+1844#151, r \
+           f5, mv f4 f2, w f1 13723+2010#165, w f3 9335+1102#248, w f3 11551+437#192, t f3 5341, r \
+           f5, c f4, c f3, w f2 4818+14#251, w f2 6996+808#49, w f1 5904+507#79, mv f3 f2, r f5, c \
+           f1, c f0, mv f3 f1, w f5 2964+351#226, w f5 4056+281#121, c f0, r f1, mv f1 f5, w f3 \
+           338+626#182, mv f3 f0, w f1 11069+1881#54, w f2 10648+1655#122, t f1 4452, w f4 \
+           264+474#135, r f2, mv f1 f4 | c4: c f0, r f0, w f3 908+2047#178, w f3 1545+842#213, w f5 \
+           8894+963#67, mv f0 f5, rm f0, w f0 12862+1460#180, c f2, mv f3 f4, rm f2, t f2 7336, c \
+           f4, w f1 10264+1033#97, mv f0 f2, r f4, w f0 9041+411#209, c f1, w f4 12005+1379#94, w \
+           f3 8568+875#142, w f5 7529+1181#24, mv f5 f2, w f4 3671+1471#166",
+    postmortem: "with namespace fsync off, a rename over a marked file on s2 reached the disk \
+                 and the replaced file's handle removal did not when s2 lost power; the handle \
+                 kept its marks and index entry while no other brick held the gfid, and heal \
+                 skipped it for ever as not made there yet; brick recovery now drops a file \
+                 no name links with its index entry (node/src/brick/mod.rs orphaned)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    HANDLE_LEFT_BY_A_TORN_UNLINK,
+    DISPERSE_NAME_WITHOUT_ITS_GFID,
     SPLIT_BRAIN_FROM_DISAGREEING_GOOD_COPIES,
     LOST_GFID_NEVER_GIVEN_BACK,
     DISPERSE_VERSION_STEP_LOST_WITHOUT_A_MARK,

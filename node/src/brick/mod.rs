@@ -122,6 +122,22 @@ fn shard_dirs(base: &str, g: &Gfid) -> (String, String) {
     (a, b)
 }
 
+/// Whether a non-directory whose handle has `nlink` links is only its
+/// handle: no name in the tree links it (the handle is one of the links).
+/// An unlink whose last name's removal reached the disk before its
+/// handle's did, or a create cut short between its handle and its rename
+/// into place, leaves one; nothing can reach it (no client has it open
+/// across a restart), so startup drops it with its index entry.
+///
+/// Regression (cluster seed 302): a rename over a file on s2 was durable
+/// and the replaced file's handle removal was not when s2 lost power; the
+/// handle kept its changelog marks and index entry, the other bricks no
+/// longer held the gfid, and heal skipped it for ever as "not made there
+/// yet"; fixed by dropping such handles in recovery.
+pub(crate) fn orphaned(kind: FileKind, nlink: u32) -> bool {
+    kind != FileKind::Directory && nlink <= 1
+}
+
 fn bp_of(s: &str) -> BrickPath {
     BrickPath::new(s).expect("internal paths are valid")
 }
@@ -267,8 +283,28 @@ impl<S: Storage> Brick<S> {
         &self.cfg
     }
 
-    /// Startup repair after a crash: drop half-created objects and index
-    /// entries whose counters are all zero (or whose file is gone).
+    /// At startup, drop the handle of non-directory `g` if no name links it
+    /// any more ([`orphaned`]); true if it was dropped.
+    fn drop_if_orphaned(&self, g: &Gfid) -> FopResult<bool> {
+        let h = handle_path(g);
+        let st = match self.storage.lstat(&h) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(fop(e, format!("stat handle of {g}"))),
+        };
+        if !orphaned(st.kind, st.nlink) {
+            return Ok(false);
+        }
+        tracing::warn!(gfid = %g, "dropping a file no name links any more (an unlink or create cut short by a crash)");
+        match self.storage.unlink(&h) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(true),
+            Err(e) => Err(fop(e, format!("remove the orphaned handle of {g}"))),
+        }
+    }
+
+    /// Startup repair after a crash: drop half-created objects, files no
+    /// name links any more, and index entries whose counters are all zero
+    /// (or whose file is gone).
     fn recover(&self) -> FopResult<()> {
         let tmp = bp_of(TMP);
         for e in self
@@ -285,10 +321,15 @@ impl<S: Storage> Brick<S> {
             if let Err(err) = r {
                 tracing::warn!(entry = %p, error = %err, "cannot remove a leftover of an interrupted create");
             }
+            // The handle is made before the rename into place.
+            if let Some(g) = Gfid::from_hex(&e.name) {
+                self.drop_if_orphaned(&g)?;
+            }
         }
         let mut pruned = 0;
         for g in self.index_all()? {
             let keep = match self.resolve(&g) {
+                Ok(_) if self.drop_if_orphaned(&g)? => false,
                 Ok((path, _)) => !self.changelog_all_zero(&path)?,
                 Err(_) => false,
             };
@@ -306,5 +347,28 @@ impl<S: Storage> Brick<S> {
             tracing::info!(pruned, "pruned index entries whose counters are clean");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::orphaned;
+    use mortar_proto::FileKind;
+
+    #[test]
+    fn only_a_file_left_with_just_its_handle_is_orphaned() {
+        #[rustfmt::skip]
+        let rows = [
+            (FileKind::Regular,   1, true,  "only the handle links it"),
+            (FileKind::Regular,   2, false, "one name and the handle"),
+            (FileKind::Regular,   3, false, "two hard links and the handle"),
+            (FileKind::Symlink,   1, true,  "a symlink is hard linked as a handle too"),
+            (FileKind::Fifo,      1, true,  "so is a FIFO"),
+            (FileKind::Directory, 1, false, "directories have symlink handles; never dropped"),
+            (FileKind::Regular,   0, true,  "a count below the handle itself is still no name"),
+        ];
+        for (kind, nlink, want, why) in rows {
+            assert_eq!(orphaned(kind, nlink), want, "{why}");
+        }
     }
 }
