@@ -14,7 +14,8 @@
 //!   owners, data, counters zero); `heal info` reports nothing pending and
 //!   no split-brain on any brick;
 //! * **safety**, at the end: every name reads back as the model says
-//!   (present with its bytes, or absent);
+//!   (present with its bytes, or absent), and every client's region of
+//!   each shared file holds what that client wrote there;
 //! * **management**: every mgmtd reports the same volume state, options
 //!   and version.
 
@@ -39,7 +40,9 @@ use mortar_storage::sim::{SimDisk, SimFaults};
 use crate::heal::{bricks_online_from, differences};
 use crate::mgmt::{create_request, start_request, Pool, HOSTS};
 use crate::plan::{admit, effect, Admit, Brick, Case, DnsFault, Fault, Layout, Op, Quorum, Step};
-use crate::plan::{FILES_PER_CLIENT, OUTAGE_WRITE_WAIT_MS, SERVERS};
+use crate::plan::{
+    CLIENTS_MAX, FILES_PER_CLIENT, OUTAGE_WRITE_WAIT_MS, SERVERS, SHARED_FILES, SHARED_REGION_BYTES,
+};
 
 /// After the last fault is undone, every brick is online within this.
 pub const ONLINE_AFTER_FAULTS_MAX_S: u64 = 90;
@@ -101,15 +104,61 @@ impl Name {
                 allowed.len()
             ));
         }
-        for (i, (b, a)) in got.iter().zip(allowed).enumerate() {
-            if !a.contains(b) {
-                return Err(format!(
-                    "byte {i} is {b:#04x}; only {a:02x?} were written there"
-                ));
-            }
-        }
-        Ok(())
+        check_bytes(allowed, got, 0)
     }
+}
+
+/// Every byte of `got` is one `allowed` says may be there; `base` is the
+/// offset of `got`'s first byte, for the message.
+fn check_bytes(allowed: &[Vec<u8>], got: &[u8], base: usize) -> Result<(), String> {
+    for (i, (b, a)) in got.iter().zip(allowed).enumerate() {
+        if !a.contains(b) {
+            return Err(format!(
+                "byte {} is {b:#04x}; only {a:02x?} were written there",
+                base + i
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The size of every shared file, for its whole life.
+const SHARED_BYTES: u32 = CLIENTS_MAX as u32 * SHARED_REGION_BYTES;
+
+/// What client `client`'s region of shared file `file` holds before the
+/// faults.
+fn shared_initial(client: u8, file: u8) -> Vec<u8> {
+    fill_bytes(0x80 | (file << 3) | client, 0, SHARED_REGION_BYTES)
+}
+
+/// Check the whole of shared file `file` as read (`got`): its size, and
+/// each region against the model of the client that owns it (`None`: a
+/// client the case does not have, whose region keeps its first bytes).
+fn check_shared(file: u8, got: &[u8], regions: &[Option<&[Vec<u8>]>]) -> Result<(), String> {
+    if got.len() != SHARED_BYTES as usize {
+        return Err(format!(
+            "sh{file} is {} bytes; shared files are always {SHARED_BYTES}",
+            got.len()
+        ));
+    }
+    for (k, region) in regions.iter().enumerate() {
+        let base = k * SHARED_REGION_BYTES as usize;
+        let part = &got[base..base + SHARED_REGION_BYTES as usize];
+        let first: Vec<Vec<u8>>;
+        let allowed = match region {
+            Some(r) => *r,
+            None => {
+                first = shared_initial(k as u8, file)
+                    .into_iter()
+                    .map(|b| vec![b])
+                    .collect();
+                &first
+            }
+        };
+        check_bytes(allowed, part, base)
+            .map_err(|e| format!("sh{file} (c{}'s region) {e}", k + 1))?;
+    }
+    Ok(())
 }
 
 /// What each client file holds before the faults: 4 KiB, its own bytes.
@@ -128,6 +177,8 @@ fn fill_bytes(fill: u8, off: u32, len: u32) -> Vec<u8> {
 /// One client's model and what it saw.
 struct Model {
     names: Vec<Name>,
+    /// Per shared file, what each byte of this client's region may hold.
+    shared: Vec<Vec<Vec<u8>>>,
     violations: Vec<String>,
     acknowledged: u32,
     failed: u32,
@@ -150,6 +201,17 @@ async fn resolve_file(c: &Client, dir: Gfid, f: u8) -> Result<Gfid, Errno> {
 
 async fn read_all(c: &Client, dir: Gfid, f: u8) -> Result<Vec<u8>, Errno> {
     let g = resolve_file(c, dir, f).await?;
+    read_gfid(c, g).await
+}
+
+async fn resolve_shared(c: &Client, dir: Gfid, f: u8) -> Result<Gfid, Errno> {
+    c.lookup(dir, &format!("sh{f}"))
+        .await
+        .map(|a| a.gfid)
+        .map_err(|e| e.errno)
+}
+
+async fn read_gfid(c: &Client, g: Gfid) -> Result<Vec<u8>, Errno> {
     let attr = c.stat(g).await.map_err(|e| e.errno)?;
     let data = c.read(g, 0, attr.size).await.map_err(|e| e.errno)?;
     Ok(data.to_vec())
@@ -168,6 +230,9 @@ async fn workload(
         names: (0..FILES_PER_CLIENT)
             .map(|f| Name::Present(initial(me, f).into_iter().map(|b| vec![b]).collect()))
             .collect(),
+        shared: (0..SHARED_FILES)
+            .map(|f| shared_initial(me, f).into_iter().map(|b| vec![b]).collect())
+            .collect(),
         violations: Vec::new(),
         acknowledged: 0,
         failed: 0,
@@ -177,11 +242,20 @@ async fn workload(
     // trying again for a while (bounded).
     let clock = rt.clock().clone();
     let deadline = clock.now() + Duration::from_secs(START_MAX_S);
-    let (c, dir) = loop {
+    let (c, dirs) = loop {
         let tried = match Client::mount(&rt, &mgmt, "vol").await {
-            Ok(c) => match c.resolve(&format!("/{}", client_name(me))).await {
-                Ok(a) => Ok((c, a.gfid)),
-                Err(e) => {
+            Ok(c) => match (
+                c.resolve(&format!("/{}", client_name(me))).await,
+                c.resolve(SHARED_DIR).await,
+            ) {
+                (Ok(own), Ok(shared)) => Ok((
+                    c,
+                    Dirs {
+                        own: own.gfid,
+                        shared: shared.gfid,
+                    },
+                )),
+                (Err(e), _) | (_, Err(e)) => {
                     c.unmount();
                     Err(e.to_string())
                 }
@@ -204,14 +278,14 @@ async fn workload(
         // An unknown name is first deleted, to be known again.
         for f in op_files(&op) {
             if matches!(m.names[f as usize], Name::Unknown) {
-                match c.unlink(dir, &format!("f{f}")).await {
+                match c.unlink(dirs.own, &format!("f{f}")).await {
                     Ok(()) => m.names[f as usize] = Name::Absent,
                     Err(e) if e.errno == Errno::ENOENT => m.names[f as usize] = Name::Absent,
                     Err(_) => {}
                 }
             }
         }
-        one_op(&c, dir, &op, guards, &mut m).await;
+        one_op(&c, dirs, me, &op, guards, &mut m).await;
         rt.trace(|| {
             let after: Vec<String> = op_files(&op)
                 .iter()
@@ -270,9 +344,22 @@ async fn copies_of(c: &Client, dir: Gfid, file: u8) -> String {
     out.join("; ")
 }
 
-/// The names an op touches.
+/// Where every client's shared files are.
+const SHARED_DIR: &str = "/shared";
+
+/// The directories a client's ops work in.
+#[derive(Clone, Copy)]
+struct Dirs {
+    /// Its own, `/cK`.
+    own: Gfid,
+    /// [`SHARED_DIR`].
+    shared: Gfid,
+}
+
+/// The names of its own directory an op touches.
 fn op_files(op: &Op) -> Vec<u8> {
     match *op {
+        Op::SharedWrite { .. } | Op::SharedRead { .. } => vec![],
         Op::Rename { from, to } => vec![from, to],
         Op::Write { file, .. }
         | Op::Truncate { file, .. }
@@ -282,9 +369,73 @@ fn op_files(op: &Op) -> Vec<u8> {
     }
 }
 
-async fn one_op(c: &Client, dir: Gfid, op: &Op, guards: bool, m: &mut Model) {
+async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut Model) {
     let name = |f: u8| format!("f{f}");
+    let dir = dirs.own;
     match *op {
+        Op::SharedWrite {
+            file,
+            off,
+            len,
+            fill,
+        } => {
+            let data = fill_bytes(fill, off, len);
+            let at = u64::from(me) * u64::from(SHARED_REGION_BYTES) + u64::from(off);
+            let r = match resolve_shared(c, dirs.shared, file).await {
+                Ok(g) => {
+                    m.writes_started.modify(|n| *n += 1);
+                    match c.write(g, at, Bytes::from(data.clone())).await {
+                        Ok(_) => c.fsync(g, false).await.map_err(|e| e.errno),
+                        Err(e) => Err(e.errno),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let region = &mut m.shared[file as usize];
+            match r {
+                Ok(()) => {
+                    for (i, b) in data.iter().enumerate() {
+                        region[off as usize + i] = vec![*b];
+                    }
+                    m.acknowledged += 1;
+                }
+                // Refused before anything was touched.
+                Err(Errno::EROFS) => m.failed += 1,
+                // In flight: it may land, whole or in part.
+                Err(_) => {
+                    for (i, b) in data.iter().enumerate() {
+                        let a = &mut region[off as usize + i];
+                        if !a.contains(b) {
+                            a.push(*b);
+                        }
+                    }
+                    m.failed += 1;
+                }
+            }
+        }
+        Op::SharedRead { file } => {
+            let got = match resolve_shared(c, dirs.shared, file).await {
+                Ok(g) => read_gfid(c, g).await,
+                Err(e) => Err(e),
+            };
+            if let Ok(got) = got {
+                // Only this client's region is known here; the others are
+                // someone else's, and checked at the end.
+                let mine = &m.shared[file as usize];
+                let base = me as usize * SHARED_REGION_BYTES as usize;
+                let checked = if got.len() != SHARED_BYTES as usize {
+                    Err(format!(
+                        "sh{file} is {} bytes; shared files are always {SHARED_BYTES}",
+                        got.len()
+                    ))
+                } else {
+                    check_bytes(mine, &got[base..base + SHARED_REGION_BYTES as usize], base)
+                };
+                if let Err(e) = checked {
+                    m.violation(format!("a read of sh{file} during the run: {e}"));
+                }
+            }
+        }
         Op::Write {
             file,
             off,
@@ -293,7 +444,7 @@ async fn one_op(c: &Client, dir: Gfid, op: &Op, guards: bool, m: &mut Model) {
         } => {
             // A write to a missing name creates it first (O_CREAT).
             if matches!(m.names[file as usize], Name::Absent) {
-                Box::pin(one_op(c, dir, &Op::Create { file }, guards, m)).await;
+                Box::pin(one_op(c, dirs, me, &Op::Create { file }, guards, m)).await;
             }
             let Name::Present(_) = m.names[file as usize] else {
                 return;
@@ -1010,6 +1161,35 @@ async fn converged(
                     return Err(format!("heal info of {} after heal: {n:?}", b.brick));
                 }
             }
+            let shared = c
+                .resolve(SHARED_DIR)
+                .await
+                .map_err(|e| format!("{SHARED_DIR}: {e}"))?
+                .gfid;
+            for f in 0..SHARED_FILES {
+                let got = match resolve_shared(&c, shared, f).await {
+                    Ok(g) => read_gfid(&c, g).await,
+                    Err(e) => Err(e),
+                };
+                match got {
+                    Ok(bytes) => {
+                        let regions: Vec<Option<&[Vec<u8>]>> = (0..CLIENTS_MAX)
+                            .map(|k| {
+                                models
+                                    .get(k as usize)
+                                    .map(|m| m.shared[f as usize].as_slice())
+                            })
+                            .collect();
+                        check_shared(f, &bytes, &regions)?;
+                    }
+                    // A shared file is never removed; with quorum off a
+                    // split-brain may leave it unreadable (EIO).
+                    Err(e) if guards || e != Errno::EIO => {
+                        return Err(format!("{SHARED_DIR}/sh{f}: {e}"))
+                    }
+                    Err(_) => {}
+                }
+            }
             for k in 0..clients {
                 let dir = c
                     .resolve(&format!("/{}", client_name(k)))
@@ -1140,6 +1320,18 @@ pub async fn run_case(sim: Sim, case: Case) {
             .await
             .unwrap_or_else(|e| panic!("mount vol: {e}"));
         c.wait_all_bricks(Duration::from_secs(20)).await;
+        c.mkdir_path(SHARED_DIR, 0o755)
+            .await
+            .unwrap_or_else(|e| panic!("mkdir {SHARED_DIR}: {e}"));
+        for f in 0..SHARED_FILES {
+            let path = format!("{SHARED_DIR}/sh{f}");
+            let whole: Vec<u8> = (0..CLIENTS_MAX)
+                .flat_map(|k| shared_initial(k, f))
+                .collect();
+            c.write_path(&path, &whole)
+                .await
+                .unwrap_or_else(|e| panic!("writing {path} before any fault: {e}"));
+        }
         for k in 0..clients {
             c.mkdir_path(&format!("/{}", client_name(k)), 0o755)
                 .await
@@ -1211,5 +1403,48 @@ pub async fn run_case(sim: Sim, case: Case) {
     eprintln!("sim: cluster: {fired} fault points fired");
     if let Err(e) = converged(&sim, &pool, &case, Arc::new(models)).await {
         panic!("{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(bytes: Vec<u8>) -> Vec<Vec<u8>> {
+        bytes.into_iter().map(|b| vec![b]).collect()
+    }
+
+    #[test]
+    fn a_shared_file_is_checked_region_by_region() {
+        let whole: Vec<u8> = (0..CLIENTS_MAX)
+            .flat_map(|k| shared_initial(k, 1))
+            .collect();
+        let mut c2 = known(shared_initial(1, 1));
+        let regions = |c2: &[Vec<u8>]| -> Vec<Vec<Vec<u8>>> {
+            vec![known(shared_initial(0, 1)), c2.to_vec()]
+        };
+        // Two clients; the regions of c3 and c4 keep their first bytes.
+        let check = |got: &[u8], r: &[Vec<Vec<u8>>]| {
+            let mut v: Vec<Option<&[Vec<u8>]>> = r.iter().map(|x| Some(x.as_slice())).collect();
+            v.resize(CLIENTS_MAX as usize, None);
+            check_shared(1, got, &v)
+        };
+        assert_eq!(check(&whole, &regions(&c2)), Ok(()));
+        let mut changed = whole.clone();
+        changed[SHARED_REGION_BYTES as usize + 7] ^= 0xff;
+        let e = check(&changed, &regions(&c2)).unwrap_err();
+        assert!(e.contains("c2's region") && e.contains("byte 4103"), "{e}");
+        // A write in flight in c2's region may have landed: both allowed.
+        c2[7].push(changed[SHARED_REGION_BYTES as usize + 7]);
+        assert_eq!(check(&changed, &regions(&c2)), Ok(()));
+        // A region of a client the case does not have is its first bytes.
+        let mut stray = whole.clone();
+        stray[3 * SHARED_REGION_BYTES as usize] ^= 1;
+        assert!(check(&stray, &regions(&c2))
+            .unwrap_err()
+            .contains("c4's region"));
+        assert!(check(&whole[..100], &regions(&c2))
+            .unwrap_err()
+            .contains("always 16384"));
     }
 }

@@ -27,6 +27,14 @@ pub const SERVERS: u8 = 3;
 pub const CLIENTS_MAX: u8 = 4;
 /// Files each client owns, `/cK/f0`..`/cK/f5`.
 pub const FILES_PER_CLIENT: u8 = 6;
+/// Files every client shares, `/shared/sh0` and `/shared/sh1`. Each is
+/// [`CLIENTS_MAX`] regions of [`SHARED_REGION_BYTES`], and client K
+/// writes only region K: the clients contend for the same file's locks
+/// and changelog while each region keeps one client's history, so the
+/// model stays exact. Their size never changes.
+pub const SHARED_FILES: u8 = 2;
+/// One client's region of a shared file.
+pub const SHARED_REGION_BYTES: u32 = 4096;
 /// The largest file a workload makes (writes and truncates stay inside).
 pub const FILE_BYTES_MAX: u32 = 16 * 1024;
 /// The longest single write.
@@ -304,6 +312,18 @@ pub enum Op {
     Read {
         file: u8,
     },
+    /// Write `len` bytes at `off` of this client's region of shared file
+    /// `file` (the bytes come from `fill`), then fsync.
+    SharedWrite {
+        file: u8,
+        off: u32,
+        len: u32,
+        fill: u8,
+    },
+    /// Read a whole shared file; this client's region is checked.
+    SharedRead {
+        file: u8,
+    },
 }
 
 /// A whole case: settings, plan and each client's ops.
@@ -538,6 +558,16 @@ fn file(s: &str) -> Result<u8, ParseError> {
         _ => err(format!(
             "{s:?} is not a file (f0 to f{})",
             FILES_PER_CLIENT - 1
+        )),
+    }
+}
+
+fn shared(s: &str) -> Result<u8, ParseError> {
+    match s.strip_prefix("sh").map(|n| num::<u8>(n, "shared file")) {
+        Some(Ok(n)) if n < SHARED_FILES => Ok(n),
+        _ => err(format!(
+            "{s:?} is not a shared file (sh0 to sh{})",
+            SHARED_FILES - 1
         )),
     }
 }
@@ -914,6 +944,13 @@ impl fmt::Display for Op {
             Op::Rename { from, to } => write!(f, "mv f{from} f{to}"),
             Op::Delete { file } => write!(f, "rm f{file}"),
             Op::Read { file } => write!(f, "r f{file}"),
+            Op::SharedWrite {
+                file,
+                off,
+                len,
+                fill,
+            } => write!(f, "w sh{file} {off}+{len}#{fill}"),
+            Op::SharedRead { file } => write!(f, "r sh{file}"),
         }
     }
 }
@@ -928,6 +965,30 @@ impl FromStr for Op {
                 .ok_or_else(|| ParseError(format!("op {s:?} is missing an argument")))
         };
         let (op, used) = match arg(0)? {
+            "w" if arg(1)?.starts_with("sh") => {
+                let bad = || ParseError(format!("write {s:?} is not w shI OFF+LEN#FILL"));
+                let (range, fill) = arg(2)?.split_once('#').ok_or_else(bad)?;
+                let (off, len) = range.split_once('+').ok_or_else(bad)?;
+                let (off, len): (u32, u32) = (num(off, "offset")?, num(len, "length")?);
+                if len == 0 || off.checked_add(len).is_none_or(|e| e > SHARED_REGION_BYTES) {
+                    return err(format!(
+                        "write {s:?}: 1 to {SHARED_REGION_BYTES} bytes inside the client's region"
+                    ));
+                }
+                let op = Op::SharedWrite {
+                    file: shared(arg(1)?)?,
+                    off,
+                    len,
+                    fill: num(fill, "fill")?,
+                };
+                (op, 3)
+            }
+            "r" if arg(1)?.starts_with("sh") => (
+                Op::SharedRead {
+                    file: shared(arg(1)?)?,
+                },
+                2,
+            ),
             "w" => {
                 let bad = || ParseError(format!("write {s:?} is not w fI OFF+LEN#FILL"));
                 let (range, fill) = arg(2)?.split_once('#').ok_or_else(bad)?;
@@ -1175,6 +1236,23 @@ pub mod strategy {
         (files, 0..=FILE_BYTES_MAX).prop_map(|(file, size)| Op::Truncate { file, size })
     }
 
+    /// A write of 1 to [`WRITE_BYTES_MAX`] bytes inside the client's
+    /// region of a shared file.
+    fn shared_write() -> impl Strategy<Value = Op> {
+        (
+            0..SHARED_FILES,
+            1..=WRITE_BYTES_MAX,
+            any::<u8>(),
+            0.0f64..1.0,
+        )
+            .prop_map(|(file, len, fill, at)| Op::SharedWrite {
+                file,
+                off: ((SHARED_REGION_BYTES - len) as f64 * at) as u32,
+                len,
+                fill,
+            })
+    }
+
     pub fn op() -> impl Strategy<Value = Op> {
         let f = 0..FILES_PER_CLIENT;
         prop_oneof![
@@ -1184,6 +1262,8 @@ pub mod strategy {
             1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
             1 => f.clone().prop_map(|file| Op::Delete { file }),
             2 => f.prop_map(|file| Op::Read { file }),
+            3 => shared_write(),
+            1 => (0..SHARED_FILES).prop_map(|file| Op::SharedRead { file }),
         ]
     }
 
@@ -1578,6 +1658,18 @@ mod tests {
                 "2 but 1 workloads",
             ),
             ("layout=replica3 | plan: none | c1: r f9", "not a file"),
+            (
+                "layout=replica3 | plan: none | c1: r sh2",
+                "not a shared file",
+            ),
+            (
+                "layout=replica3 | plan: none | c1: w sh0 4000+200#1",
+                "inside the client's region",
+            ),
+            (
+                "layout=replica3 | plan: none | c1: w sh0 4294967295+2#1",
+                "inside the client's region",
+            ),
             ("layout=replica3 | plan: @1+1 crash s1 now", "extra words"),
             ("layout=replica3 | plan: @1+1 outage s1 5ms", "not a client"),
             (
@@ -1704,8 +1796,15 @@ mod tests {
             prop_assert!(case.plan.steps.len() <= PLAN_STEPS_MAX);
             prop_assert_eq!(case.workload.len(), case.settings.clients as usize);
             for op in case.workload.iter().flatten() {
-                if let Op::Write { off, len, .. } = op {
-                    prop_assert!(*len >= 1 && off + len <= FILE_BYTES_MAX);
+                match op {
+                    Op::Write { off, len, .. } => {
+                        prop_assert!(*len >= 1 && off + len <= FILE_BYTES_MAX);
+                    }
+                    Op::SharedWrite { file, off, len, .. } => {
+                        prop_assert!(*file < SHARED_FILES);
+                        prop_assert!(*len >= 1 && off + len <= SHARED_REGION_BYTES);
+                    }
+                    _ => {}
                 }
             }
         }

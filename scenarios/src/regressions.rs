@@ -240,8 +240,41 @@ pub const HANDLE_LEFT_BY_A_TORN_UNLINK: Regression = Regression {
                  no name links with its index entry (node/src/brick/mod.rs orphaned)",
 };
 
+pub const ZERO_VERSION_BESIDE_NONE: Regression = Regression {
+    name: "zero_version_beside_none",
+    seed: 10,
+    case: "layout=disperse2+1 quorum=auto ping-timeout=2s heal-timeout=600s shd-threads=4 \
+           fsync-namespace=on clients=3 buggify=on | plan: @42355+17617 kill-shd s1; @47210+16939 \
+           split s3,c1,c3; @59674+4820 dns s2 hang; @47622+1819 kill s3/0; @43341+19505 kill s2/1; \
+           @44170+12162 dns s1 hang | c1: r f0, w f0 11973+11#79, w f3 5414+757#94, r sh1, w f3 \
+           12047+1770#176, t f0 3487, c f3, w f5 13270+271#224, w f3 7585+1585#249, w sh1 \
+           564+1473#70, w f5 12702+379#204, w f0 13991+62#243, c f1, w f5 6060+248#255, w f4 \
+           8192+980#129, t f2 10044, w f4 11850+496#185, mv f1 f2, w f2 14240+1749#31, r sh0, w sh1 \
+           834+1988#153, w sh1 1117+1842#29, w sh0 2298+1618#113, rm f5, w sh0 1143+405#154, w f5 \
+           6663+505#3, w f4 4244+674#47, w sh1 2426+545#195, w f4 14006+1117#230, w sh0 \
+           1356+1811#230, w f0 11328+575#243, r f5, rm f4, w f5 15177+1025#51, w f2 848+1528#9, c \
+           f4, w f1 5873+761#244, w f1 3046+1155#210, c f1, w sh0 3325+645#249, c f5, r sh1, r f0, \
+           r f0, w f4 13342+319#52, t f0 3478, r sh1, w f5 10118+196#23, w f3 10531+1862#76, w sh1 \
+           1225+608#13 | c2: w f3 5294+1379#10, rm f5, w sh0 1248+96#84, w f1 7953+302#235, mv f3 \
+           f3, w f0 14698+498#40, mv f4 f3, r f0, c f2, w f0 8525+446#230, mv f0 f1, w f0 \
+           2625+246#203, w sh1 3386+581#157, r sh0, w f0 6992+639#120, c f3, w f0 9410+593#29, r \
+           f3, w sh1 2650+1162#83, rm f5, r f4, c f0, c f2, w sh0 205+1295#183, rm f0, w f1 \
+           13772+890#83, rm f4, w f5 13969+680#48, mv f3 f4, w f5 1551+1671#27, w sh1 534+1106#85 | \
+           c3: w sh0 1979+1868#65, r f4, c f4, rm f0, w f3 2295+462#229, c f1, t f0 1963, w f5 \
+           10488+619#181, w f5 2800+1294#118, t f5 8245, t f0 3114, mv f5 f3, c f4, r sh0, r sh0, c \
+           f5, rm f2, mv f4 f4, r f5, w f1 673+216#198, w sh1 2170+1545#35, w f4 2962+2002#165, t \
+           f0 2983, c f3, c f5, mv f5 f3, r f0, w sh0 2008+1323#23, r f1, w f1 4559+319#149, w sh1 \
+           262+1289#136, w f4 11576+1246#15, w f2 14171+888#125, c f1, c f1, w f0 4461+935#160, r \
+           f4, mv f4 f4, w f0 8467+1797#88",
+    postmortem: "a disperse file's version xattr was all zeros on one brick and not set on \
+                 another, which disperse reads as the same version 0; the brick comparator \
+                 called the copies different for ever; it now compares versions as disperse \
+                 reads them (heal/src/compare.rs ec_version)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    ZERO_VERSION_BESIDE_NONE,
     HANDLE_LEFT_BY_A_TORN_UNLINK,
     DISPERSE_NAME_WITHOUT_ITS_GFID,
     SPLIT_BRAIN_FROM_DISAGREEING_GOOD_COPIES,
