@@ -225,6 +225,7 @@ async fn workload(
     guards: bool,
     mgmt: Endpoint,
     writes_started: Watch<u64>,
+    shared: bool,
 ) -> Model {
     let mut m = Model {
         names: (0..FILES_PER_CLIENT)
@@ -246,13 +247,16 @@ async fn workload(
         let tried = match Client::mount(&rt, &mgmt, "vol").await {
             Ok(c) => match (
                 c.resolve(&format!("/{}", client_name(me))).await,
-                c.resolve(SHARED_DIR).await,
+                match shared {
+                    true => c.resolve(SHARED_DIR).await.map(|a| Some(a.gfid)),
+                    false => Ok(None),
+                },
             ) {
                 (Ok(own), Ok(shared)) => Ok((
                     c,
                     Dirs {
                         own: own.gfid,
-                        shared: shared.gfid,
+                        shared,
                     },
                 )),
                 (Err(e), _) | (_, Err(e)) => {
@@ -352,8 +356,9 @@ const SHARED_DIR: &str = "/shared";
 struct Dirs {
     /// Its own, `/cK`.
     own: Gfid,
-    /// [`SHARED_DIR`].
-    shared: Gfid,
+    /// [`SHARED_DIR`], when the case has shared-file ops
+    /// ([`Case::uses_shared`]).
+    shared: Option<Gfid>,
 }
 
 /// The names of its own directory an op touches.
@@ -381,7 +386,7 @@ async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut M
         } => {
             let data = fill_bytes(fill, off, len);
             let at = u64::from(me) * u64::from(SHARED_REGION_BYTES) + u64::from(off);
-            let r = match resolve_shared(c, dirs.shared, file).await {
+            let r = match resolve_shared(c, dirs.shared.expect("made for shared ops"), file).await {
                 Ok(g) => {
                     m.writes_started.modify(|n| *n += 1);
                     match c.write(g, at, Bytes::from(data.clone())).await {
@@ -414,7 +419,8 @@ async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut M
             }
         }
         Op::SharedRead { file } => {
-            let got = match resolve_shared(c, dirs.shared, file).await {
+            let got = match resolve_shared(c, dirs.shared.expect("made for shared ops"), file).await
+            {
                 Ok(g) => read_gfid(c, g).await,
                 Err(e) => Err(e),
             };
@@ -1141,6 +1147,7 @@ async fn converged(
     ));
     let clients = case.settings.clients;
     let guards = case.settings.quorum_guards();
+    let uses_shared = case.uses_shared();
     let verdict = sim
         .run_on(PROBE, "check", move |rt| async move {
             let mgmt = mgmt_of("s1");
@@ -1161,12 +1168,16 @@ async fn converged(
                     return Err(format!("heal info of {} after heal: {n:?}", b.brick));
                 }
             }
-            let shared = c
-                .resolve(SHARED_DIR)
-                .await
-                .map_err(|e| format!("{SHARED_DIR}: {e}"))?
-                .gfid;
-            for f in 0..SHARED_FILES {
+            let shared = match uses_shared {
+                true => Some(
+                    c.resolve(SHARED_DIR)
+                        .await
+                        .map_err(|e| format!("{SHARED_DIR}: {e}"))?
+                        .gfid,
+                ),
+                false => None,
+            };
+            for (f, shared) in (0..SHARED_FILES).filter_map(|f| shared.map(|d| (f, d))) {
                 let got = match resolve_shared(&c, shared, f).await {
                     Ok(g) => read_gfid(&c, g).await,
                     Err(e) => Err(e),
@@ -1315,15 +1326,20 @@ pub async fn run_case(sim: Sim, case: Case) {
     for k in 0..clients {
         sim.add_host(&client_name(k), host_ip(10 + k));
     }
+    // Only a case with shared-file ops makes them: a case without keeps
+    // the setup, and so the timing, it was found with.
+    let shared = case.uses_shared();
     sim.run_on(PROBE, "setup", move |rt| async move {
         let c = Client::mount(&rt, &mgmt_of("s1"), "vol")
             .await
             .unwrap_or_else(|e| panic!("mount vol: {e}"));
         c.wait_all_bricks(Duration::from_secs(20)).await;
-        c.mkdir_path(SHARED_DIR, 0o755)
-            .await
-            .unwrap_or_else(|e| panic!("mkdir {SHARED_DIR}: {e}"));
-        for f in 0..SHARED_FILES {
+        if shared {
+            c.mkdir_path(SHARED_DIR, 0o755)
+                .await
+                .unwrap_or_else(|e| panic!("mkdir {SHARED_DIR}: {e}"));
+        }
+        for f in (0..SHARED_FILES).filter(|_| shared) {
             let path = format!("{SHARED_DIR}/sh{f}");
             let whole: Vec<u8> = (0..CLIENTS_MAX)
                 .flat_map(|k| shared_initial(k, f))
@@ -1357,7 +1373,7 @@ pub async fn run_case(sim: Sim, case: Case) {
         #[allow(clippy::disallowed_methods)] // the scenario's own tasks
         tasks.push(tokio::spawn(async move {
             sim2.run_on(&host, "workload", move |rt| {
-                workload(rt, k as u8, ops, guards, mgmt_of("s1"), w)
+                workload(rt, k as u8, ops, guards, mgmt_of("s1"), w, shared)
             })
             .await
         }));

@@ -1054,6 +1054,17 @@ impl FromStr for Op {
     }
 }
 
+impl Case {
+    /// Whether any client's ops touch the shared files (only then does the
+    /// runner make them).
+    pub fn uses_shared(&self) -> bool {
+        self.workload
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, Op::SharedWrite { .. } | Op::SharedRead { .. }))
+    }
+}
+
 impl fmt::Display for Case {
     /// One line: `SETTINGS | plan: PLAN | c1: OPS | c2: OPS ...`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1679,6 +1690,21 @@ mod tests {
         ] {
             let e = text.parse::<Case>().expect_err(text);
             assert!(e.0.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_cases_with_shared_ops_use_the_shared_files() {
+        for (text, uses) in [
+            ("layout=replica3 | plan: none | c1: r f0, w f1 0+1#1", false),
+            ("layout=replica3 | plan: none | c1: r f0, r sh1", true),
+            (
+                "layout=replica3 clients=2 | plan: none | c1: r f0 | c2: w sh0 5+5#5",
+                true,
+            ),
+        ] {
+            let case: Case = text.parse().expect(text);
+            assert_eq!(case.uses_shared(), uses, "{text}");
         }
     }
 
