@@ -265,13 +265,19 @@ where
     let brick = inner.brick.clone();
     let asked = q.clone();
     let res = inner.rt.blocking(move || op(&brick, &asked)).await;
-    match &res {
-        Ok(_) => tracing::debug!(brick = %inner.brick_path, request = ?q, "namespace change made"),
+    log_ns_change(&inner.brick_path, &*q, &res);
+    encode(&res)
+}
+
+/// Log (debug) a namespace change's outcome: what a replay needs to see
+/// which brick gained or lost a name.
+fn log_ns_change<Q: std::fmt::Debug, T>(brick: &impl std::fmt::Display, q: &Q, res: &FopResult<T>) {
+    match res {
+        Ok(_) => tracing::debug!(brick = %brick, request = ?q, "namespace change made"),
         Err(e) => {
-            tracing::debug!(brick = %inner.brick_path, request = ?q, error = %e, "namespace change refused")
+            tracing::debug!(brick = %brick, request = ?q, error = %e, "namespace change refused")
         }
     }
-    encode(&res)
 }
 
 /// [`blocking`] for a counter update, logged (debug) with the counters'
@@ -315,12 +321,7 @@ async fn create_whole<S: Storage>(inner: &Arc<Inner<S>>, req: &Request) -> Resul
         .rt
         .blocking(move || brick.create_whole(&asked, &data))
         .await;
-    match &res {
-        Ok(_) => tracing::debug!(brick = %inner.brick_path, request = ?q, "namespace change made"),
-        Err(e) => {
-            tracing::debug!(brick = %inner.brick_path, request = ?q, error = %e, "namespace change refused")
-        }
-    }
+    log_ns_change(&inner.brick_path, &*q, &res);
     encode(&res)
 }
 
