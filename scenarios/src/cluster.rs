@@ -348,6 +348,23 @@ async fn copies_of(c: &Client, dir: Gfid, file: u8) -> String {
     out.join("; ")
 }
 
+/// An acknowledged write of `data` at `off`: those bytes hold it now.
+fn acknowledge(allowed: &mut [Vec<u8>], off: u32, data: &[u8]) {
+    for (a, b) in allowed[off as usize..].iter_mut().zip(data) {
+        *a = vec![*b];
+    }
+}
+
+/// A write of `data` at `off` that failed in flight: each byte may hold
+/// it, or what it held before.
+fn may_have_landed(allowed: &mut [Vec<u8>], off: u32, data: &[u8]) {
+    for (a, b) in allowed[off as usize..].iter_mut().zip(data) {
+        if !a.contains(b) {
+            a.push(*b);
+        }
+    }
+}
+
 /// Where every client's shared files are.
 const SHARED_DIR: &str = "/shared";
 
@@ -399,21 +416,14 @@ async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut M
             let region = &mut m.shared[file as usize];
             match r {
                 Ok(()) => {
-                    for (i, b) in data.iter().enumerate() {
-                        region[off as usize + i] = vec![*b];
-                    }
+                    acknowledge(region, off, &data);
                     m.acknowledged += 1;
                 }
                 // Refused before anything was touched.
                 Err(Errno::EROFS) => m.failed += 1,
                 // In flight: it may land, whole or in part.
                 Err(_) => {
-                    for (i, b) in data.iter().enumerate() {
-                        let a = &mut region[off as usize + i];
-                        if !a.contains(b) {
-                            a.push(*b);
-                        }
-                    }
+                    may_have_landed(region, off, &data);
                     m.failed += 1;
                 }
             }
@@ -476,9 +486,7 @@ async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut M
                     if bytes.len() < end {
                         bytes.resize(end, vec![0]);
                     }
-                    for (i, b) in data.iter().enumerate() {
-                        bytes[off as usize + i] = vec![*b];
-                    }
+                    acknowledge(bytes, off, &data);
                     m.acknowledged += 1;
                 }
                 // Refused before anything was touched.
@@ -488,12 +496,7 @@ async fn one_op(c: &Client, dirs: Dirs, me: u8, op: &Op, guards: bool, m: &mut M
                     m.failed += 1;
                 }
                 Err(_) => {
-                    for (i, b) in data.iter().enumerate() {
-                        let a = &mut bytes[off as usize + i];
-                        if !a.contains(b) {
-                            a.push(*b);
-                        }
-                    }
+                    may_have_landed(bytes, off, &data);
                     m.failed += 1;
                 }
             }
