@@ -12,7 +12,7 @@ use mortar_proto::brick as bp;
 use mortar_proto::{Errno, FileKind, Gfid};
 
 use crate::commit::Committer;
-use crate::entry::{self, Action, Entry, EntryState, Plan};
+use crate::entry::{self, Action, Entry, EntryState, Listing, Plan};
 use crate::entry_steps::{
     apply, dir_entry_lock, held_elsewhere, list_every_brick, make_object, make_whole, sync_dir_on,
     sync_new_names, unhealed_outcome, MakeOnSink,
@@ -101,6 +101,9 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
             listings[arbiter].remove(&name);
         }
     }
+    if crate::source::merges_names(&views, &good, &stale) {
+        return merge_names(set, dir, &listings, &views, &good).await;
+    }
     let plan = entry::plan(&EntryState {
         listings: &listings,
         good: &good,
@@ -129,6 +132,26 @@ async fn heal_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     crate::steps::healed_outcome(children, &stale)
 }
 
+/// Every copy left an entry operation unfinished
+/// ([`crate::source::merges_names`]): merge the names, then clear the
+/// marks that were read.
+async fn merge_names(
+    set: &Replicate,
+    dir: Gfid,
+    listings: &[Listing],
+    views: &[Option<BrickView>],
+    good: &[usize],
+) -> HealOutcome {
+    let sinks = match fill_listed(set, dir, listings).await {
+        Ok(sinks) => sinks,
+        Err(outcome) => return outcome,
+    };
+    if let Err(outcome) = clear_counters(set, dir, Kind::Entry, views, good).await {
+        return outcome;
+    }
+    crate::steps::healed_outcome(set.children(), &sinks)
+}
+
 /// The full sweep's addition to a directory (every brick of the set up):
 /// under the directory's entry lock on every brick, names some copies
 /// have and others lack are made where they are missing
@@ -148,9 +171,26 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
     if listings.iter().all(|l| *l == listings[0]) {
         return HealOutcome::Clean;
     }
+    match fill_listed(set, dir, &listings).await {
+        Ok(sinks) => crate::steps::healed_outcome(children, &sinks),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Under the directory's entry lock on every brick, with `listings` read
+/// there: make each name where it is missing ([`crate::full::fill_plan`]),
+/// nothing removed, and make the new names durable. The bricks that gained
+/// names, or the outcome that stops here (a step failed, or names are
+/// left unhealed, a split-brain among them).
+async fn fill_listed(
+    set: &Replicate,
+    dir: Gfid,
+    listings: &[Listing],
+) -> Result<Vec<usize>, HealOutcome> {
+    let children = set.children();
     let all: Vec<usize> = (0..children.len()).collect();
-    let held = held_elsewhere(children, &listings, &all, &all).await;
-    let fill = crate::full::fill_plan(&listings, &held, 1);
+    let held = held_elsewhere(children, listings, &all, &all).await;
+    let fill = crate::full::fill_plan(listings, &held, 1);
     let commits = committers(children);
     let mut sinks = Vec::new();
     for (action, holders) in fill.actions {
@@ -169,20 +209,24 @@ async fn fill_locked(set: &Replicate, dir: Gfid) -> HealOutcome {
             commits: &commits,
         };
         if let Err(e) = apply(children, dir, &one, &maker).await {
-            return HealOutcome::Skipped(format!("full sweep of {dir}: {e}"));
+            return Err(HealOutcome::Skipped(format!(
+                "filling the names of {dir}: {e}"
+            )));
         }
     }
     if let Err(e) = sync_dir_on(children, dir, &sinks).await {
-        return HealOutcome::Skipped(format!("making the new names of {dir} durable: {e}"));
+        return Err(HealOutcome::Skipped(format!(
+            "making the new names of {dir} durable: {e}"
+        )));
     }
     let left = Plan {
         actions: Vec::new(),
         unhealed: fill.unhealed,
     };
     if let Some(outcome) = unhealed_outcome(set.set_name(), dir, &left) {
-        return outcome;
+        return Err(outcome);
     }
-    crate::steps::healed_outcome(children, &sinks)
+    Ok(sinks)
 }
 
 /// Does brick `g` blame brick `s` for entries (in `views`)?

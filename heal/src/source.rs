@@ -33,6 +33,26 @@ pub fn dirty_without_blame(views: &[Option<BrickView>], kind: Kind) -> bool {
     dirty && !blamed
 }
 
+/// Entry heal's merge case: every copy is good for entries (none stale),
+/// some are dirty, nothing blames anything, and no copy is clean to heal
+/// the others from. Each copy then left an entry operation unfinished (a
+/// crash took a name it had made but not yet made durable, or a refused
+/// create left its mark), so no copy's listing is the right one and the
+/// names are merged: a name some copies lack is made there, nothing is
+/// removed ([`crate::full::fill_plan`]), and names that differ in gfid
+/// are a split-brain.
+///
+/// Regression (cluster scenario, `regressions::DIRTY_EVERYWHERE_NAME_LOST_BY_A_CRASH`):
+/// a failed create left every copy of a directory dirty; a crash then
+/// took a new name from one copy. Every copy was a good copy, the
+/// missing name read as the good copies disagreeing, and the directory
+/// stayed pending for ever. Fixed by merging the names.
+pub fn merges_names(views: &[Option<BrickView>], good: &[usize], stale: &[usize]) -> bool {
+    stale.is_empty()
+        && dirty_without_blame(views, Kind::Entry)
+        && clean_sources(views, Kind::Entry, good).is_none()
+}
+
 /// See [`mortar_client::afr::clean_sources`]: the clean copies heal the
 /// dirty ones (reads use the same rule).
 pub use mortar_client::afr::clean_sources;
@@ -104,6 +124,68 @@ mod tests {
         ];
         assert!(!dirty_without_blame(&meta_dirty, Kind::Data));
         assert!(dirty_without_blame(&meta_dirty, Kind::Metadata));
+    }
+
+    #[test]
+    fn names_are_merged_only_when_every_copy_left_an_entry_operation_unfinished() {
+        // Entry counters only: dirty and, per copy, the blame.
+        let e = |dirty: i64, blames: &[i64]| {
+            Some(BrickView {
+                blames: blames.iter().map(|b| [0, 0, *b]).collect(),
+                dirty: [0, 0, dirty],
+            })
+        };
+        type Row = (
+            &'static str,
+            Vec<Option<BrickView>>,
+            Vec<usize>,
+            Vec<usize>,
+            bool,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "dirty everywhere, no blame (seed 284)",
+                vec![e(2, &[0, 0, 0]), e(1, &[0, 0, 0]), e(1, &[0, 0, 0])],
+                vec![0, 1, 2],
+                vec![],
+                true,
+            ),
+            (
+                "one copy clean: it heals the others",
+                vec![e(1, &[0, 0, 0]), e(0, &[0, 0, 0]), e(1, &[0, 0, 0])],
+                vec![0, 1, 2],
+                vec![],
+                false,
+            ),
+            (
+                "a blame says which copy is stale",
+                vec![e(1, &[0, 0, 0]), e(0, &[1, 0, 0]), e(0, &[1, 0, 0])],
+                vec![1, 2],
+                vec![0],
+                false,
+            ),
+            (
+                "nothing marked",
+                vec![e(0, &[0, 0, 0]), e(0, &[0, 0, 0]), e(0, &[0, 0, 0])],
+                vec![0, 1, 2],
+                vec![],
+                false,
+            ),
+            (
+                "a data dirty mark is not an entry one",
+                vec![
+                    view(1, &[0, 0, 0]),
+                    view(1, &[0, 0, 0]),
+                    view(1, &[0, 0, 0]),
+                ],
+                vec![0, 1, 2],
+                vec![],
+                false,
+            ),
+        ];
+        for (what, views, good, stale, want) in rows {
+            assert_eq!(merges_names(&views, &good, &stale), want, "{what}");
+        }
     }
 
     #[test]

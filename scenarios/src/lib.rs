@@ -106,7 +106,10 @@ mod registry {
             },
             Scenario {
                 name: "heal_info_dns",
-                seeds_divisor: 1,
+                // 60 bricks on five servers: over a second per seed on a
+                // debug build, and the seed only moves message timing
+                // (the faults are fixed), so 40 in CI's sweep of 200.
+                seeds_divisor: 5,
                 case: None,
                 run: |sim| {
                     Box::pin(async move {

@@ -272,8 +272,25 @@ pub const ZERO_VERSION_BESIDE_NONE: Regression = Regression {
                  reads them (heal/src/compare.rs ec_version)",
 };
 
+pub const DIRTY_EVERYWHERE_NAME_LOST_BY_A_CRASH: Regression = Regression {
+    name: "dirty_everywhere_name_lost_by_a_crash",
+    seed: 284,
+    case: "layout=replica3 quorum=auto ping-timeout=42s heal-timeout=60s shd-threads=4 \
+           fsync-namespace=off clients=2 buggify=off | plan: @3825+4567 crash s1 \
+           | c1: c f4, t f2 14287, w sh0 669+238#162, r f4, w f3 6927+1374#117, \
+           w sh1 893+2022#246, w f2 2127+1478#71, mv f0 f5, w f0 7398+589#122 \
+           | c2: w f4 10764+1176#151",
+    postmortem: "a create refused everywhere (EEXIST) left /c1 dirty on every copy; a new name \
+                 made there next was lost from s1 by power loss (namespace fsync off) with its \
+                 post-op, so every copy was dirty, none blamed, none clean, and entry heal read \
+                 the missing name as good copies disagreeing: /c1 stayed pending for ever; entry \
+                 heal now merges the names in that case (heal/src/source.rs merges_names, \
+                 heal/src/replicate_entry.rs fill_listed)",
+};
+
 /// Every kept failure.
 pub const ALL: &[Regression] = &[
+    DIRTY_EVERYWHERE_NAME_LOST_BY_A_CRASH,
     ZERO_VERSION_BESIDE_NONE,
     HANDLE_LEFT_BY_A_TORN_UNLINK,
     DISPERSE_NAME_WITHOUT_ITS_GFID,

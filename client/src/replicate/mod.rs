@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! lock (inode range or parent entry, on every up brick, in brick order)
-//!   -> quorum, split-brain and arbiter checks (refuse before touching data)
-//!   -> pre-op: dirty += 1, durable
+//!   -> pre-op: dirty += 1, durable; the same request reads every
+//!      changelog counter (no round trip of its own for the judgement)
+//!   -> quorum, split-brain and arbiter checks on those counters (refuse,
+//!      taking the marks back, before touching data)
 //!   -> the operation on every locked brick
 //!   -> post-op: dirty -= 1 where it succeeded; blame the others, durable
 //!   -> unlock
@@ -22,7 +24,7 @@ mod transaction;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mortar_net::{BoxFuture, Runtime};
-use mortar_proto::brick::{self as bp, xattr as xa};
+use mortar_proto::brick::{self as bp, xattr as xa, CounterDelta};
 use mortar_proto::{Errno, FopError, Gfid};
 
 use crate::afr::{self, BrickView, Kind, Quorum, Verdict};
@@ -87,6 +89,35 @@ fn view_of(c: &[[i64; 3]], n: usize) -> BrickView {
         blames: c[..n].to_vec(),
         dirty: c[n],
     }
+}
+
+/// One brick's view of an object from its pre-op reply (the new value of
+/// every counter the pre-op named: dirty and each child's blame key), as
+/// it was before the pre-op's own dirty mark of `kind`. `None` when the
+/// reply lacks a key or a counter is not three wide: the brick cannot be
+/// judged.
+pub(crate) fn view_before_pre_op(
+    reply: &[(String, CounterDelta)],
+    keys: &[String],
+    kind: Kind,
+) -> Option<BrickView> {
+    let value = |name: &str| -> Option<[i64; 3]> {
+        let (_, d) = reply.iter().find(|(n, _)| n == name)?;
+        let v: Vec<i64> = match d {
+            CounterDelta::Add32(v) => v.iter().map(|x| i64::from(*x)).collect(),
+            CounterDelta::Add64(v) => v.clone(),
+        };
+        // A key first written by this pre-op reads back empty: zero.
+        match v.len() {
+            0 => Some([0; 3]),
+            3 => Some([v[0], v[1], v[2]]),
+            _ => None,
+        }
+    };
+    let mut dirty = value(xa::DIRTY)?;
+    dirty[kind as usize] -= 1;
+    let blames = keys.iter().map(|k| value(k)).collect::<Option<Vec<_>>>()?;
+    Some(BrickView { blames, dirty })
 }
 
 /// The counters `names` of each of `gfids` on one brick, a page of
@@ -461,5 +492,86 @@ impl Subvolume for Replicate {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_op_reply_gives_the_view_before_its_mark() {
+        let keys: Vec<String> = (0..3)
+            .map(|i| format!("{}vol-client-{i}", xa::CHANGELOG_PREFIX))
+            .collect();
+        let c32 = |v: &[i32]| CounterDelta::Add32(v.to_vec());
+        let reply =
+            |dirty: CounterDelta, blames: [CounterDelta; 3]| -> Vec<(String, CounterDelta)> {
+                let mut r = vec![(xa::DIRTY.to_string(), dirty)];
+                r.extend(keys.iter().cloned().zip(blames));
+                r
+            };
+        type Row = (
+            &'static str,
+            Vec<(String, CounterDelta)>,
+            Kind,
+            Option<BrickView>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "a clean copy: only this pre-op's mark",
+                reply(
+                    c32(&[1, 0, 0]),
+                    [c32(&[0, 0, 0]), c32(&[0, 0, 0]), c32(&[0, 0, 0])],
+                ),
+                Kind::Data,
+                Some(BrickView {
+                    blames: vec![[0; 3]; 3],
+                    dirty: [0; 3],
+                }),
+            ),
+            (
+                "an earlier unfinished write and a blame on brick 2",
+                reply(
+                    c32(&[2, 0, 0]),
+                    [c32(&[0, 0, 0]), c32(&[0, 0, 0]), c32(&[3, 1, 0])],
+                ),
+                Kind::Data,
+                Some(BrickView {
+                    blames: vec![[0; 3], [0; 3], [3, 1, 0]],
+                    dirty: [1, 0, 0],
+                }),
+            ),
+            (
+                "an entry pre-op lowers the entry counter only",
+                reply(
+                    c32(&[1, 0, 1]),
+                    [c32(&[0, 0, 0]), c32(&[0, 0, 2]), c32(&[0, 0, 0])],
+                ),
+                Kind::Entry,
+                Some(BrickView {
+                    blames: vec![[0; 3], [0, 0, 2], [0; 3]],
+                    dirty: [1, 0, 0],
+                }),
+            ),
+            (
+                "a blame key missing from the reply",
+                vec![(xa::DIRTY.to_string(), c32(&[1, 0, 0]))],
+                Kind::Data,
+                None,
+            ),
+            (
+                "a counter of another width",
+                reply(
+                    c32(&[1, 0, 0]),
+                    [c32(&[0, 0]), c32(&[0, 0, 0]), c32(&[0, 0, 0])],
+                ),
+                Kind::Data,
+                None,
+            ),
+        ];
+        for (what, r, kind, want) in rows {
+            assert_eq!(view_before_pre_op(&r, &keys, kind), want, "{what}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use mortar_proto::{Errno, FopError, Gfid};
 
 use super::rules::{self, Ack, Admission};
 use super::{LockOn, Replicate};
-use crate::afr::{self, dirty_delta, kind_delta, Kind};
+use crate::afr::{self, dirty_delta, kind_delta, BrickView, Kind};
 use crate::fop::{Fop, FopOut, FopResult};
 use crate::txn;
 
@@ -102,8 +102,17 @@ impl Replicate {
         if !self.quorum.met(&mask) {
             return Err(self.no_quorum(&mask));
         }
-        let sources = self.admit_all(kind, ctx, locked, &mask).await?;
-        let participants = self.pre_op(kind, ctx, locked).await?;
+        // The pre-op brings back every changelog counter with the dirty
+        // mark, so the judgement needs no round trip of its own; a refusal
+        // takes the marks back.
+        let (participants, views) = self.pre_op(kind, ctx, locked).await?;
+        let sources = match self.admit_all(kind, ctx, &mask, &views) {
+            Ok(sources) => sources,
+            Err(e) => {
+                self.take_back(kind, ctx, &participants).await;
+                return Err(e);
+            }
+        };
         let results = self
             .fan(&participants, move |c| {
                 let op = op.clone();
@@ -134,19 +143,18 @@ impl Replicate {
         self.conclude(results, &ok, &recorded)
     }
 
-    /// Judge every changed object from the locked bricks' views; the good
-    /// copies of each, or the refusal.
-    async fn admit_all(
+    /// Judge every changed object from the views the pre-op brought back
+    /// (`views[j]` for `ctx[j]`); the good copies of each, or the refusal.
+    fn admit_all(
         &self,
         kind: Kind,
         ctx: &[Gfid],
-        locked: &[usize],
         mask: &[bool],
+        views: &[Vec<Option<BrickView>>],
     ) -> FopResult<Vec<Vec<usize>>> {
         let mut sources = Vec::new();
-        for g in ctx {
-            let views = self.views(*g, locked).await;
-            match rules::admit(&self.quorum, kind, self.arbiter, mask, &views) {
+        for (g, views) in ctx.iter().zip(views) {
+            match rules::admit(&self.quorum, kind, self.arbiter, mask, views) {
                 Admission::Admit { good } => sources.extend(good),
                 Admission::TooFewAnswered { answered } => return Err(self.no_quorum(&answered)),
                 Admission::InDoubt { dirty, unasked } => {
@@ -200,30 +208,85 @@ impl Replicate {
     }
 
     /// Pre-op: mark every locked copy dirty, durably, before the data (on
-    /// all bricks at once; each brick marks its objects in order). The
-    /// bricks that took it, or (marks taken back) EROFS when they are not
-    /// a quorum.
-    async fn pre_op(&self, kind: Kind, ctx: &[Gfid], locked: &[usize]) -> FopResult<Vec<usize>> {
+    /// all bricks at once; each brick marks its objects in order), and read
+    /// every changelog counter in the same request (a zero delta on each
+    /// blame key: the brick reads it and writes nothing). The bricks that
+    /// took it with, per object of `ctx`, each brick's counters as they
+    /// were before this mark ([`super::view_before_pre_op`]); or (marks
+    /// taken back) EROFS when they are not a quorum.
+    async fn pre_op(
+        &self,
+        kind: Kind,
+        ctx: &[Gfid],
+        locked: &[usize],
+    ) -> FopResult<(Vec<usize>, Vec<Vec<Option<BrickView>>>)> {
         let n = self.children.len();
-        let pre = self
-            .xattrop_each(locked, ctx, vec![dirty_delta(kind, 1)], true)
+        let mut deltas = vec![dirty_delta(kind, 1)];
+        deltas.extend(
+            self.keys
+                .iter()
+                .map(|k| (k.clone(), afr::counters_delta([0; 3]))),
+        );
+        let asked = ctx.to_vec();
+        let replies = self
+            .fan_any(locked, move |c| {
+                let (asked, deltas) = (asked.clone(), deltas.clone());
+                Box::pin(async move {
+                    let mut per_object = Vec::with_capacity(asked.len());
+                    for g in asked {
+                        let q = Fop::Xattrop(bp::Xattrop {
+                            gfid: g,
+                            deltas: deltas.clone(),
+                            durable: true,
+                        });
+                        per_object.push(c.fop(q).await.and_then(FopOut::counters)?);
+                    }
+                    Ok::<_, FopError>(per_object)
+                })
+            })
             .await;
-        let participants = txn::succeeded(&pre);
+        let mut participants = Vec::new();
+        let mut views: Vec<Vec<Option<BrickView>>> = vec![vec![None; n]; ctx.len()];
+        for (i, r) in replies {
+            let Some(Ok(per_object)) = r else { continue };
+            let read: Vec<Option<BrickView>> = per_object
+                .iter()
+                .map(|c| super::view_before_pre_op(c, &self.keys, kind))
+                .collect();
+            if read.iter().any(Option::is_none) {
+                // A brick that answered without its counters (never by a
+                // brick of this version) took the mark but cannot be judged.
+                tracing::warn!(set = %self.name, brick = i, "pre-op reply lacks the changelog counters");
+                self.take_back(kind, ctx, &[i]).await;
+                continue;
+            }
+            participants.push(i);
+            for (j, v) in read.into_iter().enumerate() {
+                views[j][i] = v;
+            }
+        }
         if !rules::pre_op_admits(&self.quorum, n, &participants) {
             // Nothing was changed yet: take the marks back and refuse.
-            for &i in &participants {
-                for g in ctx {
-                    let q = Fop::Xattrop(bp::Xattrop {
-                        gfid: *g,
-                        deltas: vec![dirty_delta(kind, -1)],
-                        durable: false,
-                    });
-                    let _ = self.children[i].fop(q).await;
-                }
-            }
+            self.take_back(kind, ctx, &participants).await;
             return Err(self.no_quorum(&rules::mask(n, &participants)));
         }
-        Ok(participants)
+        Ok((participants, views))
+    }
+
+    /// Take back the pre-op's dirty marks on `bricks` (nothing else was
+    /// changed). Not durable and best effort: a mark left behind is dirty
+    /// without blame, which heal settles.
+    async fn take_back(&self, kind: Kind, ctx: &[Gfid], bricks: &[usize]) {
+        for &i in bricks {
+            for g in ctx {
+                let q = Fop::Xattrop(bp::Xattrop {
+                    gfid: *g,
+                    deltas: vec![dirty_delta(kind, -1)],
+                    durable: false,
+                });
+                let _ = self.children[i].fop(q).await;
+            }
+        }
     }
 
     /// Post-op: clear dirty where the operation worked and blame where it

@@ -233,11 +233,15 @@ impl<S: Storage> Brick<S> {
                 .fsync(p, true)
                 .ctx(|| format!("fdatasync {} before lowering its dirty mark", r.gfid))?;
         }
-        for (name, c) in updated {
+        for ((name, c), (_, d)) in updated.iter().zip(&r.deltas) {
+            if !changes(d) {
+                continue;
+            }
             self.storage
                 .setxattr(p, name, &c.encode(), XattrFlags::Any)
                 .ctx(|| format!("write {name} on {}", r.gfid))?;
         }
+        // Durable: the counters on disk before the reply.
         if r.durable {
             self.storage
                 .fsync(p, false)
@@ -303,6 +307,16 @@ impl<S: Storage> Brick<S> {
 
 /// Refuse an xattrop before touching the brick: 1 to `XATTROP_KEYS_MAX`
 /// distinct keys, each a Mortar counter with a sensible array length.
+/// Whether adding `d` changes a counter. A zero delta only reads it (a
+/// replicate pre-op reads every blame key this way), so it is not written:
+/// an absent key stays absent, which every reader takes as zero.
+pub(super) fn changes(d: &CounterDelta) -> bool {
+    match d {
+        CounterDelta::Add32(v) => v.iter().any(|x| *x != 0),
+        CounterDelta::Add64(v) => v.iter().any(|x| *x != 0),
+    }
+}
+
 pub(super) fn check_xattrop(r: &bp::Xattrop) -> FopResult<()> {
     if r.deltas.is_empty() || r.deltas.len() > XATTROP_KEYS_MAX {
         return Err(fop(
@@ -373,6 +387,19 @@ pub(super) fn syncs_data_first(deltas: &[(String, CounterDelta)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_nonzero_delta_is_written() {
+        for (d, want) in [
+            (CounterDelta::Add32(vec![0, 0, 0]), false),
+            (CounterDelta::Add32(vec![0, 0, 1]), true),
+            (CounterDelta::Add32(vec![-1]), true),
+            (CounterDelta::Add64(vec![0, 0]), false),
+            (CounterDelta::Add64(vec![0, 7]), true),
+        ] {
+            assert_eq!(changes(&d), want, "{d:?}");
+        }
+    }
 
     #[test]
     fn only_a_lowered_data_dirty_mark_syncs_data_first() {

@@ -4,7 +4,7 @@
 //! disk before counters that need it, and removed only after the counters
 //! that no longer need it are (and only while they still do not).
 
-use super::counters::{check_xattrop, counter_stripe, Counters};
+use super::counters::{changes, check_xattrop, counter_stripe, Counters};
 use super::*;
 
 /// One op of the batch once its new counters are known.
@@ -101,7 +101,10 @@ impl<S: Storage> Brick<S> {
         // ...then the counters (the caller syncs them all at once).
         planned.retain(|q| {
             let gfid = r.ops[q.at].gfid;
-            for (name, c) in &q.updated {
+            for ((name, c), (_, d)) in q.updated.iter().zip(&r.ops[q.at].deltas) {
+                if !changes(d) {
+                    continue;
+                }
                 if let Err(e) = self
                     .storage
                     .setxattr(&q.p, name, &c.encode(), XattrFlags::Any)
