@@ -101,17 +101,18 @@ pub(crate) fn view_before_pre_op(
     keys: &[String],
     kind: Kind,
 ) -> Option<BrickView> {
-    let value = |name: &str| -> Option<[i64; 3]> {
-        let (_, d) = reply.iter().find(|(n, _)| n == name)?;
-        let v: Vec<i64> = match d {
-            CounterDelta::Add32(v) => v.iter().map(|x| i64::from(*x)).collect(),
-            CounterDelta::Add64(v) => v.clone(),
-        };
-        // A key first written by this pre-op reads back empty: zero.
-        match v.len() {
-            0 => Some([0; 3]),
-            3 => Some([v[0], v[1], v[2]]),
+    // A key first written by this pre-op reads back empty: zero.
+    fn triple<T: Copy + Into<i64>>(v: &[T]) -> Option<[i64; 3]> {
+        match v {
+            [] => Some([0; 3]),
+            [a, b, c] => Some([(*a).into(), (*b).into(), (*c).into()]),
             _ => None,
+        }
+    }
+    let value = |name: &str| -> Option<[i64; 3]> {
+        match &reply.iter().find(|(n, _)| n == name)?.1 {
+            CounterDelta::Add32(v) => triple(v),
+            CounterDelta::Add64(v) => triple(v),
         }
     };
     let mut dirty = value(xa::DIRTY)?;
