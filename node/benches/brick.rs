@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p mortar-node --bench brick
 //!     BRICK_BENCH_SCALE=4 cargo bench -p mortar-node --bench brick
+//!     BRICK_BENCH_CYCLES_ONLY=1 cargo bench -p mortar-node --bench brick
 #![allow(clippy::disallowed_methods, clippy::print_stdout)] // Wall time is what a benchmark measures.
 
 use std::io::Write as _;
@@ -19,9 +20,11 @@ use mortar_net::{Addr, Endpoint, Runtime};
 use mortar_node::brick::BrickConfig;
 use mortar_node::server::{start_brick, BrickServerConfig};
 use mortar_node::service::AuthRules;
-use mortar_proto::brick::{self as bp, NewObject};
+use mortar_proto::brick::xattr as xa;
+use mortar_proto::brick::{self as bp, CounterDelta, NewObject, XattrFlags};
 use mortar_proto::Gfid;
 use mortar_storage::posix::PosixStorage;
+use mortar_storage::{BrickPath, Storage};
 
 const T: Duration = Duration::from_secs(60);
 /// Requests a brick client keeps in flight.
@@ -203,6 +206,111 @@ async fn brick_case(fsync_namespace: bool, files: usize, writes: usize, mib: usi
     }
 }
 
+/// The changelog a replicated 4 KiB write brings to one brick: a durable
+/// pre-op (dirty +1, blame keys read), the write, a clean post-op (dirty
+/// -1, data synced first). Each request waits for the one before, as the
+/// client's transaction does; `files` files each take their own stream of
+/// cycles, `IN_FLIGHT` at once.
+fn pre_op(g: Gfid) -> bp::Xattrop {
+    bp::Xattrop {
+        gfid: g,
+        deltas: vec![
+            (xa::DIRTY.into(), CounterDelta::Add32(vec![1, 0, 0])),
+            (xa::changelog_key("bench-client-1"), CounterDelta::Add32(vec![0; 3])),
+            (xa::changelog_key("bench-client-2"), CounterDelta::Add32(vec![0; 3])),
+        ],
+        durable: true,
+    }
+}
+
+fn post_op(g: Gfid) -> bp::Xattrop {
+    bp::Xattrop {
+        gfid: g,
+        deltas: vec![(xa::DIRTY.into(), CounterDelta::Add32(vec![-1, 0, 0]))],
+        durable: false,
+    }
+}
+
+async fn brick_cycles(cycles: usize) -> f64 {
+    let dir = scratch("brick-cycles");
+    let rt = Runtime::production("bench");
+    let cfg = BrickServerConfig {
+        brick: BrickConfig::new("bench"),
+        brick_path: dir.display().to_string(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        mgmt: None,
+        auth: AuthRules::default(),
+        rpc: RpcConfig::default(),
+    };
+    let b = start_brick(&rt, PosixStorage::open(&dir).unwrap(), cfg)
+        .await
+        .unwrap();
+    let Addr::Inet(sa) = b.local.clone() else {
+        unreachable!()
+    };
+    let rpc = RpcClient::new(&rt, Endpoint::tcp(sa.ip(), sa.port()), RpcConfig::default());
+    rpc.wait_connected(T).await.unwrap();
+    let c = RemoteBrick::new(rpc);
+    c.connect("bench", "", "bench", "bench", T).await.unwrap();
+    let c = Arc::new(c);
+    let files = in_flight();
+    for i in 0..files {
+        let q = bp::Create {
+            parent: Gfid::ROOT,
+            name: format!("f{i}"),
+            new: new_obj(i),
+        };
+        c.call(&q, T).await.unwrap();
+    }
+    let page = Bytes::from(vec![7u8; 4096]);
+    let cc = c.clone();
+    let took = parallel(cycles, move |i| {
+        let (c, page) = (cc.clone(), page.clone());
+        async move {
+            let g = gfid(i % files);
+            c.call(&pre_op(g), T).await.unwrap();
+            let q = bp::Write {
+                gfid: g,
+                offset: ((i / files) * 4096) as u64,
+            };
+            c.write(&q, page, T).await.unwrap();
+            c.call(&post_op(g), T).await.unwrap();
+        }
+    })
+    .await;
+    b.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    rate(cycles, took)
+}
+
+/// The least a crash-safe changelog asks of the disk for the same cycle,
+/// straight on the storage layer, one thread: the dirty mark written and
+/// synced, the data written, the data synced, the mark cleared.
+fn direct_cycles(cycles: usize) -> f64 {
+    let dir = scratch("direct-cycles");
+    let st = PosixStorage::open(&dir).unwrap();
+    let files = in_flight();
+    let paths: Vec<BrickPath> = (0..files)
+        .map(|i| BrickPath::new(&format!("f{i}")).unwrap())
+        .collect();
+    for p in &paths {
+        st.create(p, 0o644).unwrap();
+    }
+    let page = vec![7u8; 4096];
+    let t0 = Instant::now();
+    for i in 0..cycles {
+        let p = &paths[i % files];
+        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 1], XattrFlags::Any).unwrap();
+        st.fsync(p, false).unwrap();
+        st.write(p, ((i / files) * 4096) as u64, &page).unwrap();
+        st.fsync(p, true).unwrap();
+        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 0], XattrFlags::Any).unwrap();
+    }
+    let took = t0.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    rate(cycles, took)
+}
+
 fn sync_dir(d: &Path) {
     std::fs::File::open(d).unwrap().sync_all().unwrap();
 }
@@ -328,6 +436,20 @@ fn main() {
         println!("brick 1 MiB writes only: {:.0} MB/s", f.mb_s);
         return;
     }
+    let cycles = 2000 * scale;
+    let cycle_row = || {
+        let brick = rt.block_on(brick_cycles(cycles));
+        let direct = direct_cycles(cycles);
+        println!(
+            "replicated 4 KiB write on one brick (pre-op, write, post-op), {cycles} cycles: \
+             brick {brick:.0}/s, storage floor {direct:.0}/s, ratio {:.2}x",
+            brick / direct
+        );
+    };
+    if std::env::var_os("BRICK_BENCH_CYCLES_ONLY").is_some() {
+        cycle_row();
+        return;
+    }
     let quick = (files / 4).max(100);
     let brick_sync = rt.block_on(brick_case(true, quick, writes, mib));
     let direct_sync = direct_case(true, quick, writes, mib);
@@ -339,4 +461,5 @@ fn main() {
     row("brick, --no-fsync-namespace", &brick_plain);
     row("direct, no fsync", &direct_plain);
     ratio("ratio brick/direct (no fsync)", &brick_plain, &direct_plain);
+    cycle_row();
 }

@@ -406,3 +406,64 @@ fn recovery_drops_a_file_no_name_links() {
     assert!(b.stat(&gfid(1)).is_ok(), "f1 has its name");
     assert!(b.stat(&gfid(2)).is_ok(), "f2 still has a hard link");
 }
+
+/// The entries a brick kept for files whose counters went clean (their
+/// next write finds the entry in place) are removed when it restarts, and
+/// by a crash too: recovery prunes every clean entry, so the disk's index
+/// holds only pending files again.
+#[test]
+fn a_restart_prunes_the_kept_clean_index_entries() {
+    let disk = SimDisk::new(11);
+    let entry = |i: u64| {
+        mortar_storage::BrickPath::new(&format!(".mortar/index/{}", gfid(i).to_hex())).unwrap()
+    };
+    for crash in [false, true] {
+        {
+            let b = open(&disk);
+            for i in 0..3 {
+                if !crash {
+                    b.create(&bp::Create {
+                        parent: Gfid::ROOT,
+                        name: format!("f{i}"),
+                        new: new_obj(i),
+                    })
+                    .unwrap();
+                }
+                for by in [1, -1] {
+                    b.xattrop(&bp::Xattrop {
+                        gfid: gfid(i),
+                        deltas: vec![(xa::DIRTY.into(), CounterDelta::Add32(vec![by, 0, 0]))],
+                        durable: true,
+                    })
+                    .unwrap();
+                }
+            }
+            // File 2 stays pending.
+            b.xattrop(&bp::Xattrop {
+                gfid: gfid(2),
+                deltas: vec![(xa::DIRTY.into(), CounterDelta::Add32(vec![1, 0, 0]))],
+                durable: true,
+            })
+            .unwrap();
+            let kept = |i| mortar_storage::Storage::lstat(b.storage(), &entry(i)).is_ok();
+            assert!(kept(0) && kept(1), "clean entries are kept while running");
+            assert_eq!(indexed(&b), vec![gfid(2)]);
+            if crash {
+                drop(b);
+                disk.crash(&mut DetRng::from_seed(5));
+            }
+        }
+        let b = open(&disk);
+        let on_disk = |i| mortar_storage::Storage::lstat(b.storage(), &entry(i)).is_ok();
+        assert!(!on_disk(0) && !on_disk(1), "crash {crash}: clean entries pruned");
+        assert!(on_disk(2), "crash {crash}: the pending file keeps its entry");
+        assert_eq!(indexed(&b), vec![gfid(2)]);
+        // Leave file 2 clean for the next round.
+        b.xattrop(&bp::Xattrop {
+            gfid: gfid(2),
+            deltas: vec![(xa::DIRTY.into(), CounterDelta::Add32(vec![-1, 0, 0]))],
+            durable: true,
+        })
+        .unwrap();
+    }
+}

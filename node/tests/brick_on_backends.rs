@@ -4,7 +4,7 @@
 //! for the backends themselves. A difference between the two is a bug in
 //! a backend that the brick's use of it exposes.
 
-use mortar_node::brick::{block_checksum, Brick, BrickConfig};
+use mortar_node::brick::{block_checksum, Brick, BrickConfig, INDEX_KEPT_MAX};
 use mortar_proto::brick::xattr as xa;
 use mortar_proto::brick::{self as bp, CounterDelta, NewObject, XattrFlags};
 use mortar_proto::{Errno, FileKind, Gfid};
@@ -30,6 +30,7 @@ mortar_storage::both_backends!(
     brick_reads_the_xattrs_of_many_files_at_once,
     brick_reads_and_makes_a_file_whole,
     brick_applies_many_xattrops_at_once,
+    brick_keeps_clean_index_entries_for_the_next_write,
 );
 
 #[test]
@@ -1196,4 +1197,64 @@ fn brick_applies_many_xattrops_at_once<S: Storage>(s: S) {
         0,
         "a refused batch changes nothing"
     );
+}
+
+/// A write's post-op leaves its file's counters clean but keeps the index
+/// entry, so the next pre-op finds it in place (no new link); listings pass
+/// over it; past `INDEX_KEPT_MAX` kept entries the oldest is removed
+/// (`brick_crash.rs` shows a restart pruning the rest).
+fn brick_keeps_clean_index_entries_for_the_next_write<S: Storage>(s: S) {
+    let b = brick(s);
+    let entry = |n: u128| BrickPath::new(&format!(".mortar/index/{}", g(n).to_hex())).unwrap();
+    let on_disk = |b: &Brick<S>, n: u128| b.storage().lstat(&entry(n)).is_ok();
+    let dirty = |b: &Brick<S>, n: u128, by: i32| {
+        b.xattrop(&bp::Xattrop {
+            gfid: g(n),
+            deltas: vec![(xa::DIRTY.into(), CounterDelta::Add32(vec![by, 0, 0]))],
+            durable: by > 0,
+        })
+        .unwrap()
+    };
+    let files = INDEX_KEPT_MAX as u128 + 1;
+    for n in 0..files {
+        create(&b, Gfid::ROOT, &format!("f{n}"), n);
+    }
+    dirty(&b, 0, 1);
+    assert_eq!(b.index_count().unwrap(), 1);
+    dirty(&b, 0, -1);
+    assert!(on_disk(&b, 0), "the clean entry is kept");
+    assert_eq!(b.index_count().unwrap(), 0, "and not counted as pending");
+    let base = BrickPath::new(".mortar/index-base").unwrap();
+    let links = b.storage().lstat(&base).unwrap().nlink;
+    // The next write's pre-op: pending again, through the same entry.
+    dirty(&b, 0, 1);
+    assert_eq!(b.storage().lstat(&base).unwrap().nlink, links, "no new link");
+    let listed = b
+        .index_list(&bp::IndexList {
+            after: None,
+            max_entries: 10,
+        })
+        .unwrap()
+        .gfids;
+    assert_eq!(listed, vec![g(0)], "pending again, listed again");
+    dirty(&b, 0, -1);
+    // Every file written once: the oldest kept entry (file 0) goes.
+    for n in 1..files {
+        dirty(&b, n, 1);
+        dirty(&b, n, -1);
+    }
+    assert!(!on_disk(&b, 0), "let go at the bound: its entry is removed");
+    assert!(on_disk(&b, 1) && on_disk(&b, files - 1));
+    assert_eq!(b.index_count().unwrap(), 0);
+    // A pending file among kept ones is still listed.
+    dirty(&b, 7, 1);
+    assert_eq!(b.index_count().unwrap(), 1);
+    dirty(&b, 7, -1);
+    // Unlinking a file removes its kept entry.
+    b.unlink(&bp::Unlink {
+        parent: Gfid::ROOT,
+        name: "f5".into(),
+    })
+    .unwrap();
+    assert!(!on_disk(&b, 5));
 }

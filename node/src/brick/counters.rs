@@ -119,7 +119,11 @@ impl<S: Storage> Brick<S> {
             .lock()
             .expect("counter lock");
         let (p, updated, index) = self.plan_xattrop(r)?;
-        self.store_counters(&p, r, &updated, index)?;
+        let let_go = self.store_counters(&p, r, &updated, index)?;
+        drop(_counter_lock);
+        if let Some(old) = let_go {
+            self.let_go(old);
+        }
         Ok(updated
             .into_iter()
             .map(|(n, c)| (n, c.into_delta_form()))
@@ -207,16 +211,22 @@ impl<S: Storage> Brick<S> {
 
     /// Write the counters, ordering the index entry around them so that
     /// non-zero changelog counters always have one after a crash.
-    /// `index` is (indexed before, pending after).
+    /// `index` is (indexed before, pending after). An entry whose counters
+    /// this leaves clean is kept ([`KeptIndex`]); the gfid the kept set let
+    /// go for it, whose entry the caller removes once it has let go of
+    /// this stripe ([`Brick::let_go`]).
     fn store_counters(
         &self,
         p: &BrickPath,
         r: &bp::Xattrop,
         updated: &[(String, Counters)],
         index: (bool, bool),
-    ) -> FopResult<()> {
+    ) -> FopResult<Option<Gfid>> {
         let (indexed, pending_after) = index;
         let idx = index_path(&r.gfid);
+        if pending_after {
+            self.kept.lock().expect("kept lock").forget(&r.gfid);
+        }
         // Index entry before the counters when entering the index...
         if pending_after && !indexed {
             self.index_add(&idx)
@@ -247,14 +257,41 @@ impl<S: Storage> Brick<S> {
                 .fsync(p, false)
                 .ctx(|| format!("fsync {}", r.gfid))?;
         }
-        // ...and after them when leaving it.
+        // ...and kept when leaving it: the next write finds it in place.
         if !pending_after && indexed {
-            match self.storage.unlink(&idx) {
+            return Ok(self.kept.lock().expect("kept lock").keep(r.gfid));
+        }
+        Ok(None)
+    }
+
+    /// The file `g` is gone: its index entry, kept or pending, goes too
+    /// (best effort: startup prunes an entry whose file is gone).
+    pub(super) fn drop_index_entry(&self, g: &Gfid) {
+        let _ = self.storage.unlink(&index_path(g));
+        self.kept.lock().expect("kept lock").forget(g);
+    }
+
+    /// Remove the index entry of `g`, which the kept set let go, if its
+    /// changelog is still clean; an entry that is pending again, or was
+    /// kept again meanwhile, stays. Takes `g`'s stripe, so the caller must
+    /// hold no stripe (it holds the namespace lock shared). A failure only
+    /// leaves a clean entry behind, which a listing passes over once kept
+    /// again and startup prunes.
+    pub(super) fn let_go(&self, g: Gfid) {
+        let _stripe = self.counters[counter_stripe(&g)]
+            .lock()
+            .expect("counter lock");
+        if self.kept.lock().expect("kept lock").contains(&g) {
+            return;
+        }
+        let clean = self.resolve(&g).and_then(|(p, _)| self.changelog_all_zero(&p));
+        // Pending again, or gone (its unlink removed the entry): it stays.
+        if let Ok(true) = clean {
+            match self.storage.unlink(&index_path(&g)) {
                 Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) => return Err(fop(e, format!("remove {} from the heal index", r.gfid))),
+                Err(e) => tracing::warn!(gfid = %g, error = %e, "cannot remove a clean heal index entry; startup prunes it"),
             }
         }
-        Ok(())
     }
 
     /// Add index entry `idx`: a hard link to the index base, or, where the
@@ -288,7 +325,7 @@ impl<S: Storage> Brick<S> {
     /// number of entries in the index, not to the files on the brick.
     pub fn index_list(&self, r: &bp::IndexList) -> FopResult<bp::IndexListReply> {
         let max = r.max_entries.clamp(1, READDIR_ENTRIES_MAX) as usize;
-        let all = self.index_all()?;
+        let all = self.index_pending()?;
         let start = match r.after {
             Some(a) => all.partition_point(|g| *g <= a),
             None => 0,
@@ -301,7 +338,37 @@ impl<S: Storage> Brick<S> {
     }
 
     pub fn index_count(&self) -> FopResult<u64> {
-        Ok(self.index_all()?.len() as u64)
+        Ok(self.index_pending()?.len() as u64)
+    }
+
+    /// The gfids of the index that are pending heal, in order: every entry
+    /// but the kept ones whose changelog is still clean, each checked under
+    /// its stripe.
+    pub(super) fn index_pending(&self) -> FopResult<Vec<Gfid>> {
+        let mut all = self.index_all()?;
+        let kept: Vec<Gfid> = {
+            let k = self.kept.lock().expect("kept lock");
+            if k.is_empty() {
+                return Ok(all);
+            }
+            all.iter().copied().filter(|g| k.contains(g)).collect()
+        };
+        let _ns = self.ns.read().expect("ns lock");
+        let mut clean = BTreeSet::new();
+        for g in kept {
+            let _stripe = self.counters[counter_stripe(&g)]
+                .lock()
+                .expect("counter lock");
+            if !self.kept.lock().expect("kept lock").contains(&g) {
+                continue; // pending again since
+            }
+            let zero = self.resolve(&g).and_then(|(p, _)| self.changelog_all_zero(&p));
+            if let Ok(true) = zero {
+                clean.insert(g);
+            }
+        }
+        all.retain(|g| !clean.contains(g));
+        Ok(all)
     }
 }
 

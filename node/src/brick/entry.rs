@@ -220,7 +220,7 @@ impl<S: Storage> Brick<S> {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => return Err(fop(e, format!("remove handle of {g}"))),
             }
-            let _ = self.storage.unlink(&index_path(g));
+            self.drop_index_entry(g);
         }
         Ok(())
     }
@@ -265,7 +265,7 @@ impl<S: Storage> Brick<S> {
             .ctx(|| format!("rmdir {:?}", r.name))?;
         if let Some(g) = g {
             let _ = self.storage.unlink(&dir_handle_path(&g));
-            let _ = self.storage.unlink(&index_path(&g));
+            self.drop_index_entry(&g);
         }
         let (dir, _) = p.split_last().expect("entry has a parent");
         self.sync_dir(&dir)
@@ -309,7 +309,7 @@ impl<S: Storage> Brick<S> {
         if let Some((dst_st, Some(dg))) = dst {
             if dst_st.kind == FileKind::Directory {
                 let _ = self.storage.unlink(&dir_handle_path(&dg));
-                let _ = self.storage.unlink(&index_path(&dg));
+                self.drop_index_entry(&dg);
             } else {
                 self.release_if_last(&dg, &dst_st)?;
             }

@@ -27,9 +27,12 @@
 //!   handle, and only then renamed to its name: a name never exists without
 //!   a gfid. Leftovers in `tmp` are removed at startup.
 //! * A changelog counter going non-zero first creates the index entry, then
-//!   writes the counter; going to zero writes the counter, then removes the
-//!   entry. So after any crash, non-zero counters always have an index
-//!   entry; an entry whose counters are all zero is pruned at startup.
+//!   writes the counter; going to zero writes the counter and keeps the
+//!   entry for the file's next write (`kept`: bounded; the entry of a gfid
+//!   it lets go is removed after the counter, and index listings pass over
+//!   kept entries whose counters are clean). So after any crash, non-zero
+//!   counters always have an index entry; an entry whose counters are all
+//!   zero is pruned at startup.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, RwLock};
@@ -69,6 +72,8 @@ const _: () = assert!(DIR_DEPTH_MAX >= PATH_BYTES_MAX.div_ceil(2));
 const _: () = assert!(COUNTER_STRIPES > 0);
 
 pub use checksum::block_checksum;
+pub use kept::INDEX_KEPT_MAX;
+use kept::KeptIndex;
 pub use mortar_proto::brick::FopResult;
 
 fn fop(errno: Errno, detail: impl Into<String>) -> FopError {
@@ -113,6 +118,8 @@ pub struct Brick<S: Storage> {
     counters: Vec<Mutex<()>>,
     /// Handle shard directories known to exist (`ab`, `ab/cd`).
     shards: Mutex<BTreeSet<String>>,
+    /// Index entries kept for files whose changelog went clean.
+    kept: Mutex<KeptIndex>,
 }
 
 fn shard_dirs(base: &str, g: &Gfid) -> (String, String) {
@@ -164,6 +171,7 @@ mod checksum;
 mod counters;
 mod entry;
 mod inode;
+mod kept;
 mod resolve;
 mod whole;
 mod xattr;
@@ -269,6 +277,7 @@ impl<S: Storage> Brick<S> {
             ns: RwLock::new(()),
             counters: (0..COUNTER_STRIPES).map(|_| Mutex::new(())).collect(),
             shards: Mutex::new(BTreeSet::new()),
+            kept: Mutex::new(KeptIndex::default()),
         };
         b.recover()
             .map_err(|error| NodeError::Recovery { brick, error })?;

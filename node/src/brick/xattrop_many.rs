@@ -78,6 +78,9 @@ impl<S: Storage> Brick<S> {
         let mut entered = false;
         planned.retain(|q| {
             let (indexed, pending_after) = q.index;
+            if pending_after {
+                self.kept.lock().expect("kept lock").forget(&r.ops[q.at].gfid);
+            }
             if !pending_after || indexed {
                 return true;
             }
@@ -119,9 +122,11 @@ impl<S: Storage> Brick<S> {
     }
 
     /// After the sync: the index entries of files the batch left with no
-    /// pending counter are removed, each under its stripe lock and only if
-    /// its changelog counters are still all zero (another xattrop may have
-    /// raised them since the batch let go of the lock); each op's result.
+    /// pending counter are kept ([`KeptIndex`]), each under its stripe lock
+    /// and only if its changelog counters are still all zero (another
+    /// xattrop may have raised them since the batch let go of the lock);
+    /// the entries the kept set lets go for them are removed after
+    /// ([`Brick::let_go`]); each op's result.
     fn leave_index(
         &self,
         r: &bp::XattropMany,
@@ -129,6 +134,7 @@ impl<S: Storage> Brick<S> {
         out: &mut bp::XattropResults,
     ) {
         let _ns = self.ns.read().expect("ns lock");
+        let mut let_go = Vec::new();
         for q in planned {
             let gfid = r.ops[q.at].gfid;
             let (indexed, pending_after) = q.index;
@@ -141,13 +147,7 @@ impl<S: Storage> Brick<S> {
                     .and_then(|(p, _)| self.changelog_all_zero(&p));
                 // Pending again, or gone: the entry stays for the crawl.
                 if let Ok(true) = zero {
-                    match self.storage.unlink(&index_path(&gfid)) {
-                        Ok(()) | Err(Errno::ENOENT) => {}
-                        Err(e) => {
-                            out[q.at] = Err(fop(e, format!("remove {gfid} from the heal index")));
-                            continue;
-                        }
-                    }
+                    let_go.extend(self.kept.lock().expect("kept lock").keep(gfid));
                 }
             }
             out[q.at] = Ok(q
@@ -155,6 +155,9 @@ impl<S: Storage> Brick<S> {
                 .into_iter()
                 .map(|(n, c)| (n, c.into_delta_form()))
                 .collect());
+        }
+        for g in let_go {
+            self.let_go(g);
         }
     }
 }
