@@ -32,8 +32,18 @@ fn slug(volume: &str, path: &str) -> String {
     format!("{volume}{p}")
 }
 
+/// Is `pid` a live process? A zombie (exited, not yet reaped: a brick an
+/// earlier mgmtd of this process started, stopped by an adopting one) is
+/// not.
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
+    }
 }
 
 impl ProcessLauncher {

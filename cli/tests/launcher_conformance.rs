@@ -79,6 +79,11 @@ impl Site for ProcessSite {
     fn hostnames(&self) -> Vec<String> {
         vec!["127.0.0.1".into()]
     }
+
+    fn restarted_launcher(&self) -> ProcessLauncher {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_mortar"));
+        ProcessLauncher::new(self.rt.clone(), bin, &self.dir.join("work")).expect("launcher")
+    }
 }
 
 #[tokio::test]
@@ -99,4 +104,9 @@ async fn start_failure_names_the_brick() {
 #[tokio::test]
 async fn shd_starts_and_stops() {
     suite::shd_starts_and_stops(&ProcessSite::new("shd")).await;
+}
+
+#[tokio::test]
+async fn a_restarted_mgmtd_adopts_a_running_brick() {
+    suite::a_restarted_mgmtd_adopts_a_running_brick(&ProcessSite::new("adopt")).await;
 }

@@ -39,6 +39,8 @@ use crate::daemon::{BrickLaunch, Launcher};
 pub const SIGN_IN_WITHIN_SECS: u64 = 30;
 /// How long `running` may still say true after `stop` returned.
 pub const STOPPED_WITHIN_SECS: u64 = 15;
+/// How long the adoption check watches for a second brick's sign-in.
+const SECOND_BRICK_SECS: u64 = 3;
 /// How long one reachability check of a brick may take.
 const PING_TIMEOUT_SECS: u64 = 5;
 /// How long a stopped brick's port is given to refuse a new connection.
@@ -67,6 +69,9 @@ pub trait Site: Send + Sync + 'static {
     fn unusable_brick_path(&self) -> String;
     /// This server's names, as mgmtd passes them to the self-heal daemon.
     fn hostnames(&self) -> Vec<String>;
+    /// The launcher an mgmtd restarted on this server after a crash makes:
+    /// it shares nothing in memory with [`Site::launcher`].
+    fn restarted_launcher(&self) -> Self::L;
 }
 
 /// A stand-in for mgmtd's port map: records sign-ins, accepts sign-outs.
@@ -277,5 +282,68 @@ pub async fn shd_starts_and_stops<S: Site>(site: &S) {
         .await
         .unwrap_or_else(|e| panic!("the self-heal daemon does not stop: {e}"));
     assert_stops(site, id, "the self-heal daemon").await;
+    mgmt.server.shutdown().await;
+}
+
+/// A brick a crashed mgmtd left running is adopted by the launcher of the
+/// mgmtd restarted after it: `start` gives an id for the same brick (no
+/// second brick on the directory: no second sign-in on another port), and
+/// that id stops it.
+pub async fn a_restarted_mgmtd_adopts_a_running_brick<S: Site>(site: &S) {
+    let rt = site.runtime();
+    let mgmt = stand_in_mgmt(site).await;
+    let path = site.brick_path("adopted");
+    site.launcher()
+        .start(launch(&path, &mgmt.endpoint))
+        .await
+        .unwrap_or_else(|e| panic!("brick {path} does not start: {e}"));
+    let ep = mgmt.brick_endpoint(rt, &path).await;
+    let again = site.restarted_launcher();
+    let id = again
+        .start(launch(&path, &mgmt.endpoint))
+        .await
+        .unwrap_or_else(|e| panic!("brick {path} is not adopted: {e}"));
+    assert!(
+        again.running(id),
+        "adopted brick {path} (id {id}) not running"
+    );
+    // A second brick would sign in within this wait, on another port
+    // (a brick signs in well within a second of starting).
+    rt.clock()
+        .sleep(Duration::from_secs(SECOND_BRICK_SECS))
+        .await;
+    let ports: Vec<u16> = mgmt
+        .pm
+        .signed_in
+        .lock()
+        .expect("signed_in")
+        .iter()
+        .filter(|s| s.brick_path == path)
+        .map(|s| s.port)
+        .collect();
+    assert!(
+        ports.iter().all(|p| Endpoint::tcp(mgmt.ip, *p) == ep),
+        "a second brick on {path}: sign-ins on ports {ports:?}, the first at {ep}"
+    );
+    assert!(
+        answers(rt, &ep, Duration::from_secs(PING_TIMEOUT_SECS)).await,
+        "adopted brick {path} does not answer at {ep}"
+    );
+    again
+        .stop(id, false)
+        .await
+        .unwrap_or_else(|e| panic!("adopted brick {path} does not stop: {e}"));
+    let deadline = rt.clock().now() + Duration::from_secs(STOPPED_WITHIN_SECS);
+    while again.running(id) {
+        assert!(
+            rt.clock().now() < deadline,
+            "adopted brick {path} still running {STOPPED_WITHIN_SECS} s after stop"
+        );
+        rt.clock().sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    assert!(
+        !answers(rt, &ep, Duration::from_secs(GONE_CONNECT_SECS)).await,
+        "adopted brick {path} still answers at {ep} after stop"
+    );
     mgmt.server.shutdown().await;
 }

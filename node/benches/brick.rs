@@ -216,8 +216,14 @@ fn pre_op(g: Gfid) -> bp::Xattrop {
         gfid: g,
         deltas: vec![
             (xa::DIRTY.into(), CounterDelta::Add32(vec![1, 0, 0])),
-            (xa::changelog_key("bench-client-1"), CounterDelta::Add32(vec![0; 3])),
-            (xa::changelog_key("bench-client-2"), CounterDelta::Add32(vec![0; 3])),
+            (
+                xa::changelog_key("bench-client-1"),
+                CounterDelta::Add32(vec![0; 3]),
+            ),
+            (
+                xa::changelog_key("bench-client-2"),
+                CounterDelta::Add32(vec![0; 3]),
+            ),
         ],
         durable: true,
     }
@@ -300,11 +306,13 @@ fn direct_cycles(cycles: usize) -> f64 {
     let t0 = Instant::now();
     for i in 0..cycles {
         let p = &paths[i % files];
-        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 1], XattrFlags::Any).unwrap();
+        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 1], XattrFlags::Any)
+            .unwrap();
         st.fsync(p, false).unwrap();
         st.write(p, ((i / files) * 4096) as u64, &page).unwrap();
         st.fsync(p, true).unwrap();
-        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 0], XattrFlags::Any).unwrap();
+        st.setxattr(p, xa::DIRTY, &[0, 0, 0, 0], XattrFlags::Any)
+            .unwrap();
     }
     let took = t0.elapsed();
     let _ = std::fs::remove_dir_all(&dir);

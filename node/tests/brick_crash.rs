@@ -455,8 +455,14 @@ fn a_restart_prunes_the_kept_clean_index_entries() {
         }
         let b = open(&disk);
         let on_disk = |i| mortar_storage::Storage::lstat(b.storage(), &entry(i)).is_ok();
-        assert!(!on_disk(0) && !on_disk(1), "crash {crash}: clean entries pruned");
-        assert!(on_disk(2), "crash {crash}: the pending file keeps its entry");
+        assert!(
+            !on_disk(0) && !on_disk(1),
+            "crash {crash}: clean entries pruned"
+        );
+        assert!(
+            on_disk(2),
+            "crash {crash}: the pending file keeps its entry"
+        );
         assert_eq!(indexed(&b), vec![gfid(2)]);
         // Leave file 2 clean for the next round.
         b.xattrop(&bp::Xattrop {

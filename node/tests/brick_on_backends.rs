@@ -1228,7 +1228,11 @@ fn brick_keeps_clean_index_entries_for_the_next_write<S: Storage>(s: S) {
     let links = b.storage().lstat(&base).unwrap().nlink;
     // The next write's pre-op: pending again, through the same entry.
     dirty(&b, 0, 1);
-    assert_eq!(b.storage().lstat(&base).unwrap().nlink, links, "no new link");
+    assert_eq!(
+        b.storage().lstat(&base).unwrap().nlink,
+        links,
+        "no new link"
+    );
     let listed = b
         .index_list(&bp::IndexList {
             after: None,

@@ -51,11 +51,42 @@ impl SimLauncher {
     }
 }
 
+/// The process on `running` that an earlier mgmtd of this host started
+/// as `{prefix}{number}`, if one still runs. Production adopts a brick or
+/// self-heal daemon a crashed mgmtd left running, found by its pidfile
+/// (`cli/src/launch.rs`); without this the simulator ran two bricks on one
+/// directory after an mgmtd crash, each with its own lock table and kept
+/// index entries (cluster seeds 13, 41 and 54: entries one brick kept as
+/// clean the other listed as pending for ever).
+fn left_running(running: &[String], prefix: &str) -> Option<String> {
+    running
+        .iter()
+        .find(|n| {
+            n.strip_prefix(prefix)
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()))
+        })
+        .cloned()
+}
+
+impl SimLauncher {
+    /// Give an adopted process a new id of this launcher.
+    fn adopt(&self, name: String) -> u32 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(process = %name, "adopting a process an earlier mgmtd left running");
+        self.names.lock().expect("names").insert(id, name);
+        id
+    }
+}
+
 impl Launcher for SimLauncher {
     fn start(&self, b: BrickLaunch) -> BoxFuture<'_, Result<u32, String>> {
         Box::pin(async move {
+            let prefix = format!("brick{}-", b.path.replace('/', "-"));
+            if let Some(name) = left_running(&self.sim.running_processes(&self.host), &prefix) {
+                return Ok(self.adopt(name));
+            }
             let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-            let name = format!("brick{}-{id}", b.path.replace('/', "-"));
+            let name = format!("{prefix}{id}");
             let storage = self
                 .disk
                 .storage(b.path.trim_start_matches('/'))
@@ -104,6 +135,9 @@ impl Launcher for SimLauncher {
         mgmt: Endpoint,
     ) -> BoxFuture<'_, Result<u32, String>> {
         Box::pin(async move {
+            if let Some(name) = left_running(&self.sim.running_processes(&self.host), "shd-") {
+                return Ok(self.adopt(name));
+            }
             let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
             let name = format!("shd-{id}");
             self.sim
@@ -131,6 +165,32 @@ impl Launcher for SimLauncher {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_running;
+
+    #[test]
+    fn only_a_process_of_the_same_brick_is_adopted() {
+        let run = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        #[rustfmt::skip]
+        let rows: [(&[&str], &str, Option<&str>); 6] = [
+            (&["brick-b1-1", "mgmtd"], "brick-b1-",  Some("brick-b1-1")),
+            (&["brick-b10-1"],         "brick-b1-",  None),
+            (&["brick-b1-x-1"],        "brick-b1-",  None),
+            (&["brick-b1-"],           "brick-b1-",  None),
+            (&["mgmtd", "shd-2"],      "shd-",       Some("shd-2")),
+            (&[],                      "shd-",       None),
+        ];
+        for (names, prefix, want) in rows {
+            assert_eq!(
+                left_running(&run(names), prefix).as_deref(),
+                want,
+                "{names:?} {prefix}"
+            );
+        }
     }
 }
 

@@ -17,6 +17,8 @@ const HOST: &str = "s1";
 struct SimSite {
     rt: Runtime,
     launcher: Arc<SimLauncher>,
+    sim: Sim,
+    disk: Arc<SimDisk>,
 }
 
 impl Site for SimSite {
@@ -47,6 +49,10 @@ impl Site for SimSite {
     fn hostnames(&self) -> Vec<String> {
         vec![HOST.into()]
     }
+
+    fn restarted_launcher(&self) -> SimLauncher {
+        SimLauncher::new(self.sim.clone(), HOST, self.disk.clone())
+    }
 }
 
 /// Run one check on a fresh simulated host, from a process on that host
@@ -59,9 +65,15 @@ where
     mortar_sim::run(test, seed, move |sim: Sim| async move {
         sim.add_host(HOST, host_ip(1));
         let disk = SimDisk::new(sim.seed());
-        let launcher = Arc::new(SimLauncher::new(sim.clone(), HOST, disk));
+        let launcher = Arc::new(SimLauncher::new(sim.clone(), HOST, disk.clone()));
+        let s = sim.clone();
         sim.run_on(HOST, "conformance", move |rt| {
-            check(SimSite { rt, launcher })
+            check(SimSite {
+                rt,
+                launcher,
+                sim: s,
+                disk,
+            })
         })
         .await;
     });
@@ -92,5 +104,12 @@ fn start_failure_names_the_brick() {
 fn shd_starts_and_stops() {
     on_sim_site("launcher_shd", 4, |site| async move {
         suite::shd_starts_and_stops(&site).await
+    });
+}
+
+#[test]
+fn a_restarted_mgmtd_adopts_a_running_brick() {
+    on_sim_site("launcher_adopt", 5, |site| async move {
+        suite::a_restarted_mgmtd_adopts_a_running_brick(&site).await
     });
 }

@@ -284,12 +284,16 @@ impl<S: Storage> Brick<S> {
         if self.kept.lock().expect("kept lock").contains(&g) {
             return;
         }
-        let clean = self.resolve(&g).and_then(|(p, _)| self.changelog_all_zero(&p));
+        let clean = self
+            .resolve(&g)
+            .and_then(|(p, _)| self.changelog_all_zero(&p));
         // Pending again, or gone (its unlink removed the entry): it stays.
         if let Ok(true) = clean {
             match self.storage.unlink(&index_path(&g)) {
                 Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) => tracing::warn!(gfid = %g, error = %e, "cannot remove a clean heal index entry; startup prunes it"),
+                Err(e) => {
+                    tracing::warn!(gfid = %g, error = %e, "cannot remove a clean heal index entry; startup prunes it")
+                }
             }
         }
     }
@@ -362,7 +366,9 @@ impl<S: Storage> Brick<S> {
             if !self.kept.lock().expect("kept lock").contains(&g) {
                 continue; // pending again since
             }
-            let zero = self.resolve(&g).and_then(|(p, _)| self.changelog_all_zero(&p));
+            let zero = self
+                .resolve(&g)
+                .and_then(|(p, _)| self.changelog_all_zero(&p));
             if let Ok(true) = zero {
                 clean.insert(g);
             }

@@ -43,7 +43,10 @@ impl KeptIndex {
         self.by_age.insert(self.next, g);
         self.next += 1;
         let out = if self.by_age.len() > INDEX_KEPT_MAX {
-            let (_, old) = self.by_age.pop_first().expect("over the bound, so not empty");
+            let (_, old) = self
+                .by_age
+                .pop_first()
+                .expect("over the bound, so not empty");
             self.age_of.remove(&old);
             Some(old)
         } else {
@@ -91,7 +94,11 @@ mod tests {
         }
         assert_eq!(k.keep(g(0)), None, "kept already: nothing changes");
         assert_eq!(k.len(), INDEX_KEPT_MAX);
-        assert_eq!(k.keep(g(9999)), Some(g(0)), "over the bound: the oldest goes");
+        assert_eq!(
+            k.keep(g(9999)),
+            Some(g(0)),
+            "over the bound: the oldest goes"
+        );
         assert!(!k.contains(&g(0)));
         assert!(k.contains(&g(9999)));
         assert_eq!(k.len(), INDEX_KEPT_MAX);

@@ -72,8 +72,8 @@ const _: () = assert!(DIR_DEPTH_MAX >= PATH_BYTES_MAX.div_ceil(2));
 const _: () = assert!(COUNTER_STRIPES > 0);
 
 pub use checksum::block_checksum;
-pub use kept::INDEX_KEPT_MAX;
 use kept::KeptIndex;
+pub use kept::INDEX_KEPT_MAX;
 pub use mortar_proto::brick::FopResult;
 
 fn fop(errno: Errno, detail: impl Into<String>) -> FopError {

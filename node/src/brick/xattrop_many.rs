@@ -79,7 +79,10 @@ impl<S: Storage> Brick<S> {
         planned.retain(|q| {
             let (indexed, pending_after) = q.index;
             if pending_after {
-                self.kept.lock().expect("kept lock").forget(&r.ops[q.at].gfid);
+                self.kept
+                    .lock()
+                    .expect("kept lock")
+                    .forget(&r.ops[q.at].gfid);
             }
             if !pending_after || indexed {
                 return true;
