@@ -135,11 +135,18 @@ fn json(s: &Mgmtd, args: &[&str]) -> serde_json::Value {
 
 /// Through a FUSE mount made inside the namespace (it lives in that
 /// command's own mount namespace), write `files` files of 32 MiB at once
-/// and, a second in, kill the brick processes `victims`: the writes in
+/// and, once 8 MiB has gone through, kill the brick processes `victims`: the writes in
 /// flight then finish on the four bricks left in each set (k of them
 /// took it) and leave pending-heal entries; later ones are refused
 /// (a 4 + 1 set takes changes only with all five up), which is expected.
-fn write_while_killing(ns: &Netns, dir: &Path, port: u16, files: usize, victims: &[u64]) {
+fn write_while_killing(
+    ns: &Netns,
+    dir: &Path,
+    port: u16,
+    files: usize,
+    victims: &[u64],
+    round: usize,
+) -> String {
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let kill: Vec<String> = victims.iter().map(u64::to_string).collect();
@@ -155,12 +162,23 @@ until grep -q " {mnt} " /proc/self/mounts; do
 done
 writers=""
 for n in $(seq 1 {files}); do
-  dd if=/dev/zero of="{mnt}/f$n" bs=128k count=256 2>/dev/null &
+  dd if=/dev/zero of="{mnt}/r{round}f$n" bs=128k count=256 2>/dev/null &
   writers="$writers $!"
 done
-sleep 1
+# Kill once the writes are under way (8 MiB through the mount), not
+# after a fixed pause: on a loaded machine the first writes may not have
+# reached the bricks a second in, and then nothing is in flight.
+i=0
+until [ "$(ls -l "{mnt}" | awk '{{s+=$5}} END {{print s+0}}')" -ge 8388608 ]; do
+  i=$((i+1)); [ $i -lt 600 ] || {{ echo "writes did not start in 60 s"; ls -l "{mnt}"; cat "{dir}/mount.log"; exit 4; }}
+  sleep 0.1
+done
 kill -KILL {kill}
-for w in $writers; do wait $w || true; done
+failed=0
+for w in $writers; do wait $w || failed=$((failed+1)); done
+echo "writers failed: $failed"
+ls -l "{mnt}"
+cat "{dir}/mount.log"
 exit 0
 "#,
         bin = mortar_bin().display(),
@@ -179,6 +197,7 @@ exit 0
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Entries in each brick's pending-heal index on disk, by `HOST:/PATH`.
@@ -257,25 +276,66 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
         .contains("12 x (4 + 1) = 60"));
     s[0].ok(&["volume", "heal", "ec", "disable"]);
     s[0].ok(&["volume", "start", "ec"]);
-    let status = || json(&s[0], &["volume", "status", "ec", "--json"]);
-    let mut last = serde_json::Value::Null;
-    let online = Instant::now();
-    while online.elapsed() < Duration::from_secs(120) {
-        last = status();
-        let up = last["Status"][0]["bricks"].as_array().is_some_and(|b| {
-            b.len() == 60 && b.iter().all(|b| b["online"].as_bool() == Some(true))
-        });
-        if up {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        online.elapsed() < Duration::from_secs(120),
-        "60 bricks not online: {last}"
-    );
+    wait_online(&s[0]);
     // One brick of every set killed while files are written: the other
-    // four of each set list what it missed.
+    // four of each set list what it missed. Only a write caught between
+    // its pre-op and post-op leaves an entry (one that has not started is
+    // refused, one being recorded goes clean on the four), and the kernel
+    // keeps only a few writes in flight: a round with none caught is
+    // written again, a bounded number of times, with the bricks back.
+    let mut round = 0;
+    let (expected, reported) = loop {
+        round += 1;
+        let (expected, reported, listed, info, wrote) =
+            kill_round(&ns, &dir, port, &s, &bricks, round);
+        if listed > 0 {
+            break (expected, reported);
+        }
+        assert!(
+            round < KILL_ROUNDS_MAX,
+            "no write was mid-flight at the kill in {round} rounds: heal info lists nothing: {info}\n{wrote}"
+        );
+        eprintln!("round {round}: no write mid-flight at the kill; bricks back, writing again");
+        s[0].ok(&["volume", "start", "ec", "force"]);
+        wait_online(&s[0]);
+    };
+    // Now srv2 and srv3 can only be found through the hung DNS.
+    ns.hosts(&["srv1"]);
+    let (info, took) = heal_info(&s[0]);
+    eprintln!("heal info, two servers' names behind hung DNS: {took:?}");
+    assert!(took < HEAL_INFO_BOUND, "heal info took {took:?}");
+    let bricks = info["bricks"].as_array().unwrap();
+    for ((b, (spec, _)), before) in bricks.iter().zip(&expected).zip(&reported) {
+        if spec.starts_with("srv1:") {
+            assert_eq!(b["total"].as_u64(), *before, "{spec}: {b}");
+        } else {
+            let status = b["status"].as_str().unwrap_or_default();
+            assert!(
+                status.contains("DNS") || status.contains("resolv"),
+                "{spec}: {status}"
+            );
+        }
+    }
+}
+
+/// Rounds of writing while killing before the test gives up on catching
+/// a write mid-flight.
+const KILL_ROUNDS_MAX: usize = 4;
+
+type Totals = Vec<Option<u64>>;
+
+/// One round of [`write_while_killing`] with brick 2 of every set as the
+/// victim, checked against the disk: the disk's entry counts, the totals
+/// heal info reported, their sum, heal info itself and the writers' log.
+fn kill_round(
+    ns: &Netns,
+    dir: &Path,
+    port: u16,
+    s: &[Mgmtd],
+    bricks: &[(String, PathBuf)],
+    round: usize,
+) -> (Vec<(String, usize)>, Totals, u64, serde_json::Value, String) {
+    let status = || json(&s[0], &["volume", "status", "ec", "--json"]);
     let victims: Vec<u64> = (0..SETS)
         .map(|i| {
             status()["Status"][0]["bricks"][i * SET_BRICKS + 2]["pid"]
@@ -283,9 +343,9 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
                 .expect("brick pid")
         })
         .collect();
-    write_while_killing(&ns, &dir, port, 36, &victims);
+    let wrote = write_while_killing(ns, dir, port, 36, &victims, round);
 
-    let expected = on_disk_counts(&bricks);
+    let expected = on_disk_counts(bricks);
     let pending: usize = expected.iter().map(|(_, n)| n).sum();
     assert!(pending > 0, "the writes left entries to heal");
     let (info, took) = heal_info(&s[0]);
@@ -316,22 +376,22 @@ fn heal_info_of_a_12_x_4_plus_1_volume_does_not_wait_on_hung_dns() {
     }
 
     let listed: u64 = reported.iter().flatten().sum();
-    assert!(listed > 0, "heal info lists the entries the writes left");
-    // Now srv2 and srv3 can only be found through the hung DNS.
-    ns.hosts(&["srv1"]);
-    let (info, took) = heal_info(&s[0]);
-    eprintln!("heal info, two servers' names behind hung DNS: {took:?}");
-    assert!(took < HEAL_INFO_BOUND, "heal info took {took:?}");
-    let bricks = info["bricks"].as_array().unwrap();
-    for ((b, (spec, _)), before) in bricks.iter().zip(&expected).zip(&reported) {
-        if spec.starts_with("srv1:") {
-            assert_eq!(b["total"].as_u64(), *before, "{spec}: {b}");
-        } else {
-            let status = b["status"].as_str().unwrap_or_default();
-            assert!(
-                status.contains("DNS") || status.contains("resolv"),
-                "{spec}: {status}"
-            );
+    (expected, reported, listed, info, wrote)
+}
+
+/// Wait (bounded) until all 60 bricks of `ec` are online.
+fn wait_online(s: &Mgmtd) {
+    let mut last = serde_json::Value::Null;
+    let online = Instant::now();
+    while online.elapsed() < Duration::from_secs(120) {
+        last = json(s, &["volume", "status", "ec", "--json"]);
+        let up = last["Status"][0]["bricks"].as_array().is_some_and(|b| {
+            b.len() == 60 && b.iter().all(|b| b["online"].as_bool() == Some(true))
+        });
+        if up {
+            return;
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
+    panic!("60 bricks not online in 120 s: {last}");
 }
