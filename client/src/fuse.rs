@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use fuser::{
     AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use mortar_proto::brick::{self as bp, DirEntry, XattrFlags};
 use mortar_proto::{Attr, FileKind, FopError, Gfid, Timespec};
@@ -30,6 +30,40 @@ use crate::fop::FopResult;
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
+
+/// Requests the kernel may have queued in the background (readahead,
+/// asynchronous direct I/O) before it throttles; its default is 12, which
+/// leaves a replicated mount idle between round trips.
+const BACKGROUND_MAX: u16 = 64;
+/// Background requests at which the kernel counts the mount congested.
+const CONGESTION_THRESHOLD: u16 = 48;
+/// Readahead the mount asks for, in bytes (raised on the mount's bdi too,
+/// since the kernel only lowers what it offered at init).
+pub const READAHEAD_BYTES: u32 = 1 << 20;
+/// Largest write the kernel may send in one request, in bytes.
+const WRITE_MAX_BYTES: u32 = 1 << 20;
+
+/// Kernel capabilities the mount uses where the kernel has them: parallel
+/// lookups and listings in one directory, asynchronous direct I/O, and
+/// the page cache dropped when a file's size or mtime changes under it.
+fn wanted_capabilities() -> InitFlags {
+    InitFlags::FUSE_ASYNC_DIO | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_AUTO_INVAL_DATA
+}
+
+/// Tune the kernel side of the mount at init; a value or capability the
+/// kernel refuses falls back to what it allows, never fails the mount.
+fn tune_kernel(config: &mut KernelConfig) {
+    let _ = config.set_max_background(BACKGROUND_MAX);
+    let _ = config.set_congestion_threshold(CONGESTION_THRESHOLD);
+    if let Err(max) = config.set_max_readahead(READAHEAD_BYTES) {
+        let _ = config.set_max_readahead(max);
+    }
+    if let Err(max) = config.set_max_write(WRITE_MAX_BYTES) {
+        let _ = config.set_max_write(max);
+    }
+    let usable = wanted_capabilities() & config.capabilities();
+    let _ = config.add_capabilities(usable);
+}
 
 #[derive(Default)]
 struct Inodes {
@@ -68,6 +102,9 @@ struct Shared {
     /// Open directory handles and their listings.
     dirs: Mutex<BTreeMap<u64, DirSnapshot>>,
     next_fh: Mutex<u64>,
+    /// The mount point, and whether its bdi readahead was raised yet.
+    mountpoint: std::path::PathBuf,
+    readahead_raised: std::sync::Once,
 }
 
 /// Entries of one open directory: (inode, type, name), taken at opendir.
@@ -118,7 +155,7 @@ fn name_of(n: &OsStr) -> Result<String, FErrno> {
 }
 
 impl MortarFs {
-    pub fn new(client: Arc<Client>, handle: tokio::runtime::Handle) -> MortarFs {
+    pub fn new(client: Arc<Client>, handle: tokio::runtime::Handle, mountpoint: &Path) -> MortarFs {
         MortarFs {
             s: Arc::new(Shared {
                 client,
@@ -126,6 +163,8 @@ impl MortarFs {
                 inodes: Mutex::new(Inodes::new()),
                 dirs: Mutex::new(BTreeMap::new()),
                 next_fh: Mutex::new(1),
+                mountpoint: mountpoint.to_path_buf(),
+                readahead_raised: std::sync::Once::new(),
             }),
         }
     }
@@ -136,6 +175,11 @@ impl MortarFs {
         F: FnOnce(Arc<Shared>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        // The kernel sends nothing else until it has taken the init
+        // reply, which only lowers readahead: raise it now, once.
+        self.s
+            .readahead_raised
+            .call_once(|| raise_readahead(&self.s.mountpoint));
         let fut = f(self.s.clone());
         let _entered = self.s.handle.enter();
         self.s.client.runtime().spawn(fut);
@@ -200,7 +244,54 @@ macro_rules! name_or_reply {
     };
 }
 
+/// The bdi (`MAJOR:MINOR`) of the mount at `mountpoint`, from a
+/// `/proc/self/mountinfo` text; the last mount there wins.
+fn bdi_of(mountinfo: &str, mountpoint: &Path) -> Option<String> {
+    let want = mountpoint.to_str()?;
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let dev = f.nth(2)?;
+        let _root = f.next()?;
+        let point = f.next()?;
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        let point = point
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\");
+        (point == want).then(|| dev.to_string())
+    })
+}
+
+/// Set the mount's bdi readahead to [`READAHEAD_BYTES`]; a failure (no
+/// writable `/sys`) is logged and the kernel's readahead stays.
+fn raise_readahead(mountpoint: &Path) {
+    let point = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let r = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))
+        .and_then(|mi| {
+            bdi_of(&mi, &point).ok_or_else(|| format!("{} is not in mountinfo", point.display()))
+        })
+        .and_then(|bdi| {
+            let f = format!("/sys/class/bdi/{bdi}/read_ahead_kb");
+            std::fs::write(&f, format!("{}\n", READAHEAD_BYTES >> 10))
+                .map_err(|e| format!("cannot write {f}: {e}"))
+        });
+    match r {
+        Ok(()) => tracing::debug!(kib = READAHEAD_BYTES >> 10, "mount readahead raised"),
+        Err(e) => tracing::warn!(
+            "readahead stays at the kernel's default: {e} (sequential reads will be slower; \
+             mount as root with /sys writable to raise it)"
+        ),
+    }
+}
+
 impl Filesystem for MortarFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        tune_kernel(config);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_or_reply!(name, reply);
         self.run(move |s| async move {
@@ -706,7 +797,7 @@ pub fn mount(
     ];
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(4);
-    fuser::spawn_mount(MortarFs::new(client, handle), mountpoint, &cfg)
+    fuser::spawn_mount(MortarFs::new(client, handle, mountpoint), mountpoint, &cfg)
 }
 
 /// Check that `Errno` values cross into the kernel unchanged.
@@ -718,5 +809,28 @@ mod tests {
         assert_eq!(Errno::ENOENT.0, 2);
         assert_eq!(Errno::ENOTCONN.0, 107);
         let _ = super::errno(&mortar_proto::FopError::from(Errno::EIO));
+    }
+
+    #[test]
+    fn bdi_of_finds_the_last_mount_at_a_point() {
+        use std::path::Path;
+        let mi = "22 1 253:0 / / rw - ext4 /dev/vda rw\n\
+                  40 22 0:52 / /mnt/a\\040b rw - fuse.mortar mortar:v rw\n\
+                  41 22 0:53 / /mnt/c rw - fuse.mortar mortar:v rw\n\
+                  42 22 0:57 / /mnt/c rw - fuse.mortar mortar:w rw\n";
+        let cases = [
+            ("/mnt/a b", Some("0:52")),
+            ("/mnt/c", Some("0:57")),
+            ("/", Some("253:0")),
+            ("/mnt", None),
+            ("/mnt/a\\040b", None),
+        ];
+        for (point, want) in cases {
+            assert_eq!(
+                super::bdi_of(mi, Path::new(point)).as_deref(),
+                want,
+                "{point}"
+            );
+        }
     }
 }

@@ -62,6 +62,48 @@ fn mount(dir: &Path, port: u16, volume: &str) -> Mount {
     m
 }
 
+/// The `MAJOR:MINOR` of the mount at `at`, from mountinfo.
+fn mount_dev(at: &Path) -> String {
+    let at = at.display().to_string();
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mi.lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(4) == Some(&at.as_str())).then(|| f[2].to_string())
+        })
+        .unwrap_or_else(|| panic!("{at} not in mountinfo"))
+}
+
+/// What the mount's init asked of the kernel: readahead on its bdi and
+/// the background queue on its fusectl connection (fusectl is mounted
+/// here if the machine has not).
+fn kernel_tuning(at: &Path) -> (u64, u64, u64) {
+    let dev = mount_dev(at);
+    let read = |p: &str| -> u64 {
+        fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let readahead_kib = read(&format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(conns).map(|d| d.count()).unwrap_or(0) == 0 {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(conns)
+            .status();
+    }
+    let minor = dev.split(':').nth(1).unwrap();
+    let c = conns.join(minor);
+    (
+        readahead_kib,
+        read(&c.join("max_background").display().to_string()),
+        read(&c.join("congestion_threshold").display().to_string()),
+    )
+}
+
 /// Stop a mount the way an operator does (SIGTERM) and check it unmounted.
 fn unmount(mut m: Mount) {
     let pid = m.child.id().to_string();
@@ -195,6 +237,12 @@ fn posix_behaviour_through_fuse_mounts() {
     // create, write, read, append
     fs::write(root.join("a.txt"), b"hello").unwrap();
     assert_eq!(fs::read(root.join("a.txt")).unwrap(), b"hello");
+    // The init tuned the kernel side (its defaults: 128 KiB, 12, 9).
+    assert_eq!(
+        kernel_tuning(&root),
+        (1024, 64, 48),
+        "readahead KiB, max_background, congestion threshold"
+    );
     OpenOptions::new()
         .append(true)
         .open(root.join("a.txt"))
