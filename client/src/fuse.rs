@@ -102,9 +102,69 @@ struct Shared {
     /// Open directory handles and their listings.
     dirs: Mutex<BTreeMap<u64, DirSnapshot>>,
     next_fh: Mutex<u64>,
+    /// Each file's attributes at its last open (`KEEP_CACHE` or not).
+    stamps: Mutex<Stamps>,
     /// The mount point, and whether its bdi readahead was raised yet.
     mountpoint: std::path::PathBuf,
     readahead_raised: std::sync::Once,
+}
+
+/// What a file looked like at an open: if nothing of it changed by the
+/// next open, the pages the kernel cached since are still the file's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: Timespec,
+    ctime: Timespec,
+}
+
+impl Stamp {
+    fn of(a: &Attr) -> Stamp {
+        Stamp {
+            size: a.size,
+            mtime: a.mtime,
+            ctime: a.ctime,
+        }
+    }
+}
+
+/// Files whose stamp the mount remembers; past this the oldest inode is
+/// forgotten (its next open drops the kernel's pages, as without a stamp).
+const STAMPED_FILES_MAX: usize = 65_536;
+
+/// The stamp of each file at its last open, bounded by
+/// [`STAMPED_FILES_MAX`].
+#[derive(Default)]
+struct Stamps {
+    by_ino: BTreeMap<u64, (u64, Stamp)>,
+    by_age: BTreeMap<u64, u64>,
+    next_age: u64,
+}
+
+impl Stamps {
+    /// Record `now` (`None`: the volume did not answer) as the stamp of
+    /// `ino`'s open; true if the cached pages may be kept, which needs a
+    /// stamp from the last open equal to `now`.
+    fn reopened(&mut self, ino: u64, now: Option<Stamp>) -> bool {
+        let before = self.by_ino.remove(&ino).map(|(age, st)| {
+            self.by_age.remove(&age);
+            st
+        });
+        let Some(now) = now else {
+            return false;
+        };
+        let age = self.next_age;
+        self.next_age += 1;
+        self.by_ino.insert(ino, (age, now));
+        self.by_age.insert(age, ino);
+        while self.by_ino.len() > STAMPED_FILES_MAX {
+            let Some((_, old)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.by_ino.remove(&old);
+        }
+        before == Some(now)
+    }
 }
 
 /// Entries of one open directory: (inode, type, name), taken at opendir.
@@ -163,6 +223,7 @@ impl MortarFs {
                 inodes: Mutex::new(Inodes::new()),
                 dirs: Mutex::new(BTreeMap::new()),
                 next_fh: Mutex::new(1),
+                stamps: Mutex::new(Stamps::default()),
                 mountpoint: mountpoint.to_path_buf(),
                 readahead_raised: std::sync::Once::new(),
             }),
@@ -509,9 +570,22 @@ impl Filesystem for MortarFs {
         });
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Bricks keep no per-open state; every read and write names the file.
-        reply.opened(FileHandle(0), FopenFlags::empty());
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Bricks keep no per-open state; every read and write names the
+        // file. The open asks the volume for the file's attributes: the
+        // kernel keeps its cached pages only if they are what they were
+        // at this mount's last open (close-to-open across clients).
+        self.run(move |s| async move {
+            let g = gfid_or_reply!(s, ino, reply);
+            let now = s.client.stat(g).await.ok().map(|a| Stamp::of(&a));
+            let keep = s.stamps.lock().expect("stamps").reopened(ino.0, now);
+            let flags = if keep {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            reply.opened(FileHandle(0), flags);
+        });
     }
 
     fn read(
@@ -809,6 +883,42 @@ mod tests {
         assert_eq!(Errno::ENOENT.0, 2);
         assert_eq!(Errno::ENOTCONN.0, 107);
         let _ = super::errno(&mortar_proto::FopError::from(Errno::EIO));
+    }
+
+    #[test]
+    fn a_reopen_keeps_the_cache_only_if_nothing_changed() {
+        use super::{Stamp, Stamps, STAMPED_FILES_MAX};
+        use mortar_proto::Timespec;
+        let st = |size: u64, m: i64, c: i64| Stamp {
+            size,
+            mtime: Timespec { secs: m, nsecs: 0 },
+            ctime: Timespec { secs: c, nsecs: 0 },
+        };
+        let mut s = Stamps::default();
+        // (inode, what the volume said at open, keep the cache?)
+        let cases = [
+            (7, Some(st(10, 1, 1)), false), // first open: nothing to trust
+            (7, Some(st(10, 1, 1)), true),  // unchanged
+            (7, Some(st(10, 2, 2)), false), // written elsewhere, same size
+            (7, Some(st(10, 2, 2)), true),
+            (7, Some(st(10, 2, 3)), false), // times set back, ctime moved
+            (7, Some(st(11, 2, 3)), false), // size alone
+            (7, None, false),               // volume unreachable
+            (7, Some(st(11, 2, 3)), false), // and the stamp was forgotten
+            (8, Some(st(11, 2, 3)), false), // another inode, same attrs
+            (7, Some(st(11, 2, 3)), true),
+        ];
+        for (i, (ino, now, keep)) in cases.into_iter().enumerate() {
+            assert_eq!(s.reopened(ino, now), keep, "case {i}");
+        }
+        // Bounded: the oldest inode goes first.
+        for ino in 100..100 + STAMPED_FILES_MAX as u64 {
+            s.reopened(ino, Some(st(1, 1, 1)));
+        }
+        assert_eq!(s.by_ino.len(), STAMPED_FILES_MAX);
+        assert_eq!(s.by_age.len(), STAMPED_FILES_MAX);
+        assert!(!s.reopened(8, Some(st(11, 2, 3))), "8 was the oldest");
+        assert!(s.reopened(100 + STAMPED_FILES_MAX as u64 - 1, Some(st(1, 1, 1))));
     }
 
     #[test]

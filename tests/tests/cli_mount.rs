@@ -39,9 +39,15 @@ fn mounted(at: &Path) -> bool {
 }
 
 fn mount(dir: &Path, port: u16, volume: &str) -> Mount {
-    let at = dir.join(format!("mnt-{volume}"));
+    mount_as(dir, port, volume, volume)
+}
+
+/// Mount `volume` at `dir/mnt-{name}` (a second mount of one volume gets
+/// its own name).
+fn mount_as(dir: &Path, port: u16, volume: &str, name: &str) -> Mount {
+    let at = dir.join(format!("mnt-{name}"));
     fs::create_dir_all(&at).unwrap();
-    let log = File::create(dir.join(format!("mount-{volume}.log"))).unwrap();
+    let log = File::create(dir.join(format!("mount-{name}.log"))).unwrap();
     let child = Command::new(mortar_bin())
         .args(["mount", &format!("127.0.0.1:/{volume}")])
         .arg(&at)
@@ -54,12 +60,28 @@ fn mount(dir: &Path, port: u16, volume: &str) -> Mount {
     let at = m.at.clone();
     wait("mount appears", Duration::from_secs(30), || {
         if let Some(status) = m.child.try_wait().unwrap() {
-            let log = fs::read_to_string(dir.join(format!("mount-{volume}.log"))).unwrap();
+            let log = fs::read_to_string(dir.join(format!("mount-{name}.log"))).unwrap();
             panic!("mortar mount exited with {status}: {log}");
         }
         mounted(&at)
     });
     m
+}
+
+/// Bytes of `path` in the page cache (util-linux `fincore`, which opens
+/// the file: through a mount that is an open like any other).
+fn resident(path: &Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fincore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 /// The `MAJOR:MINOR` of the mount at `at`, from mountinfo.
@@ -455,6 +477,33 @@ fn posix_behaviour_through_fuse_mounts() {
     fs::write(root.join("big.bin"), &big).unwrap();
     assert!(fs::read(root.join("big.bin")).unwrap() == big);
     on_every_brick("big.bin", &big);
+
+    // Close-to-open across two mounts of one volume: a reopen keeps the
+    // kernel's pages while the file is unchanged and drops them once the
+    // other mount wrote it.
+    let m2 = mount_as(&dir, port, "rep", "rep-b");
+    let (here, there) = (root.join("c2o"), m2.at.join("c2o"));
+    let len = 256 << 10;
+    fs::write(&here, vec![b'a'; len]).unwrap();
+    assert!(fs::read(&here).unwrap() == vec![b'a'; len]);
+    assert_eq!(
+        resident(&here),
+        len as u64,
+        "pages kept by an unchanged reopen"
+    );
+    assert!(fs::read(&there).unwrap() == vec![b'a'; len]);
+    fs::write(&there, vec![b'b'; len]).unwrap();
+    assert_eq!(
+        resident(&here),
+        0,
+        "pages dropped: the other mount wrote the file"
+    );
+    assert!(
+        fs::read(&here).unwrap() == vec![b'b'; len],
+        "the other mount's data"
+    );
+    unmount(m2);
+    fs::remove_file(&here).unwrap();
 
     // a sparse file past 4 GiB
     let far = (4u64 << 30) + 123;
