@@ -564,6 +564,29 @@ impl Client {
         }
     }
 
+    /// Every entry of a directory, each with whether its attributes are
+    /// what a lookup would give (false: ask [`Client::lookup`]).
+    pub async fn readdir_plus(&self, dir: Gfid) -> FopResult<Vec<(bp::DirEntry, bool)>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let q = bp::Readdir {
+                dir,
+                after,
+                max_entries: 1024,
+            };
+            let (page, good) = match self.op(Fop::ReaddirPlus(q)).await? {
+                FopOut::DirPlus(p, good) if good.len() == p.entries.len() => (p, good),
+                other => return Err(shape_error("readdir", &other)),
+            };
+            after = page.entries.last().map(|e| e.name.clone());
+            out.extend(page.entries.into_iter().zip(good));
+            if page.eof || after.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     pub async fn getxattr(&self, gfid: Gfid, name: &str) -> FopResult<Vec<u8>> {
         match self
             .op(Fop::Getxattr(bp::Getxattr {

@@ -443,14 +443,30 @@ impl Distribute {
         Ok(FopOut::Done)
     }
 
-    async fn readdir(&self, q: bp::Readdir) -> FopResult<FopOut> {
+    /// One merged page of every subvolume's listing; with `plus`, each
+    /// entry says whether its attributes are a lookup's (a file's come
+    /// from the one subvolume holding it; a directory is on every
+    /// subvolume, so its attributes are left to a lookup).
+    async fn readdir(&self, q: bp::Readdir, plus: bool) -> FopResult<FopOut> {
         let max = q.max_entries.clamp(1, bp::READDIR_ENTRIES_MAX) as usize;
-        let mut merged: BTreeMap<String, bp::DirEntry> = BTreeMap::new();
+        let mut merged: BTreeMap<String, (bp::DirEntry, bool)> = BTreeMap::new();
         let mut all_eof = true;
         let mut horizon: Option<String> = None;
+        let one = self.subvols.len() == 1;
         for s in &self.subvols {
-            let page = match s.fop(Fop::Readdir(q.clone())).await? {
-                FopOut::Dir(p) => p,
+            let (page, good) = match s
+                .fop(if plus {
+                    Fop::ReaddirPlus(q.clone())
+                } else {
+                    Fop::Readdir(q.clone())
+                })
+                .await?
+            {
+                FopOut::Dir(p) => {
+                    let n = p.entries.len();
+                    (p, vec![false; n])
+                }
+                FopOut::DirPlus(p, good) if good.len() == p.entries.len() => (p, good),
                 other => return Err(shape_error("readdir", &other)),
             };
             if !page.eof {
@@ -464,23 +480,30 @@ impl Distribute {
                     }
                 }
             }
-            for e in page.entries {
+            for (e, good) in page.entries.into_iter().zip(good) {
                 let is_link = e.attr.kind == FileKind::Regular
                     && e.attr.size == 0
                     && e.attr.mode & 0o1000 != 0;
                 if is_link {
                     continue;
                 }
-                merged.entry(e.name.clone()).or_insert(e);
+                let good = good && (one || e.attr.kind != FileKind::Directory);
+                merged.entry(e.name.clone()).or_insert((e, good));
             }
         }
-        let mut entries: Vec<bp::DirEntry> = merged
+        let (mut entries, mut good): (Vec<bp::DirEntry>, Vec<bool>) = merged
             .into_values()
-            .filter(|e| horizon.as_ref().is_none_or(|h| e.name <= *h))
-            .collect();
+            .filter(|(e, _)| horizon.as_ref().is_none_or(|h| e.name <= *h))
+            .unzip();
         let eof = all_eof && entries.len() <= max;
         entries.truncate(max);
-        Ok(FopOut::Dir(bp::ReaddirReply { entries, eof }))
+        good.truncate(max);
+        let page = bp::ReaddirReply { entries, eof };
+        Ok(if plus {
+            FopOut::DirPlus(page, good)
+        } else {
+            FopOut::Dir(page)
+        })
     }
 
     async fn statfs(&self) -> FopResult<FopOut> {
@@ -870,7 +893,8 @@ impl Subvolume for Distribute {
                 }
                 Fop::Unlink(q) => self.unlink(q).await,
                 Fop::Rename(q) => self.rename(q).await,
-                Fop::Readdir(q) => self.readdir(q).await,
+                Fop::Readdir(q) => self.readdir(q, false).await,
+                Fop::ReaddirPlus(q) => self.readdir(q, true).await,
                 Fop::Statfs => self.statfs().await,
                 Fop::Stat(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,
                 Fop::Readlink(ref q) => self.by_gfid(q.gfid, op.clone(), false).await,

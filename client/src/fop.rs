@@ -39,6 +39,9 @@ pub enum Fop {
     Fsync(bp::Fsync),
     Setattr(bp::Setattr),
     Readdir(bp::Readdir),
+    /// A readdir whose answer says, per entry, whether its attributes
+    /// are the file's as a lookup would give them ([`FopOut::DirPlus`]).
+    ReaddirPlus(bp::Readdir),
     Getxattr(bp::Getxattr),
     GetxattrMany(bp::GetxattrMany),
     Setxattr(bp::Setxattr),
@@ -83,7 +86,7 @@ impl Fop {
             Fop::Truncate(q) => q.gfid,
             Fop::Fsync(q) => q.gfid,
             Fop::Setattr(q) => q.gfid,
-            Fop::Readdir(q) => q.dir,
+            Fop::Readdir(q) | Fop::ReaddirPlus(q) => q.dir,
             Fop::Getxattr(q) => q.gfid,
             Fop::GetxattrMany(q) => q.gfid,
             Fop::Setxattr(q) => q.gfid,
@@ -158,6 +161,9 @@ pub enum FopOut {
     Data(Bytes),
     Written(bp::WriteReply),
     Dir(bp::ReaddirReply),
+    /// A [`Fop::ReaddirPlus`]'s page and, per entry, whether its
+    /// attributes come from a good copy of that file (else ask a lookup).
+    DirPlus(bp::ReaddirReply, Vec<bool>),
     Value(Vec<u8>),
     Values(Vec<Option<Vec<u8>>>),
     Names(Vec<String>),
@@ -295,6 +301,12 @@ impl Subvolume for ProtocolClient {
                 }
                 Fop::Setattr(q) => FopOut::Attr(call(self, &q).await?),
                 Fop::Readdir(q) => FopOut::Dir(call(self, &q).await?),
+                // One brick's copy is all a brick has: its own attributes.
+                Fop::ReaddirPlus(q) => {
+                    let page: bp::ReaddirReply = call(self, &q).await?;
+                    let good = vec![true; page.entries.len()];
+                    FopOut::DirPlus(page, good)
+                }
                 Fop::Getxattr(q) => FopOut::Value(call(self, &q).await?),
                 Fop::GetxattrMany(q) => FopOut::Values(call(self, &q).await?),
                 Fop::Setxattr(q) => {

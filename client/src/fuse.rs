@@ -19,8 +19,8 @@ use bytes::Bytes;
 use fuser::{
     AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use mortar_proto::brick::{self as bp, DirEntry, XattrFlags};
 use mortar_proto::{Attr, FileKind, FopError, Gfid, Timespec};
@@ -44,10 +44,15 @@ pub const READAHEAD_BYTES: u32 = 1 << 20;
 const WRITE_MAX_BYTES: u32 = 1 << 20;
 
 /// Kernel capabilities the mount uses where the kernel has them: parallel
-/// lookups and listings in one directory, asynchronous direct I/O, and
-/// the page cache dropped when a file's size or mtime changes under it.
+/// lookups and listings in one directory, asynchronous direct I/O, the
+/// page cache dropped when a file's size or mtime changes under it, and
+/// listings that bring each entry's attributes (always, so `ls -l` needs
+/// no lookup per name).
 fn wanted_capabilities() -> InitFlags {
-    InitFlags::FUSE_ASYNC_DIO | InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_AUTO_INVAL_DATA
+    InitFlags::FUSE_ASYNC_DIO
+        | InitFlags::FUSE_PARALLEL_DIROPS
+        | InitFlags::FUSE_AUTO_INVAL_DATA
+        | InitFlags::FUSE_DO_READDIRPLUS
 }
 
 /// Tune the kernel side of the mount at init; a value or capability the
@@ -167,8 +172,24 @@ impl Stamps {
     }
 }
 
-/// Entries of one open directory: (inode, type, name), taken at opendir.
-type DirSnapshot = Vec<(u64, FileType, String)>;
+/// One entry of an open directory's listing.
+#[derive(Clone)]
+struct Listed {
+    ino: u64,
+    kind: FileType,
+    name: String,
+    attr: FileAttr,
+    /// How long the kernel may trust `attr`: [`TTL`] where it is what a
+    /// lookup gives, zero where the kernel must look the name up itself.
+    ttl: Duration,
+}
+
+/// Entries of one open directory, taken at its first listing call.
+type DirSnapshot = Vec<Listed>;
+
+/// Lookups a listing runs at once for entries whose attributes the
+/// volume did not vouch for.
+const LISTING_LOOKUPS_MAX: usize = 16;
 
 /// The filesystem fuser drives.
 pub struct MortarFs {
@@ -276,6 +297,119 @@ impl Shared {
             rdev: 0,
             blksize: 128 << 10,
             flags: 0,
+        }
+    }
+
+    /// The listing of open directory `fh` (inode `ino`): read from the
+    /// volume at offset 0, else the snapshot the first call took. With
+    /// `plus`, entries carry attributes a lookup would give: the volume's
+    /// where it vouches for them, else this mount's own lookup (at most
+    /// [`LISTING_LOOKUPS_MAX`] at once); a name gone by then is left out.
+    async fn listing(
+        self: &Arc<Self>,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        plus: bool,
+    ) -> Result<DirSnapshot, FErrno> {
+        if offset > 0 {
+            if let Some(l) = self.dirs.lock().expect("dirs").get(&fh.0).cloned() {
+                return Ok(l);
+            }
+        }
+        let g = self.gfid(ino)?;
+        let entries: Vec<(DirEntry, bool)> = if plus {
+            self.client.readdir_plus(g).await
+        } else {
+            self.client
+                .readdir(g)
+                .await
+                .map(|v| v.into_iter().map(|e| (e, false)).collect())
+        }
+        .map_err(|e| errno(&e))?;
+        let mut attrs: Vec<Option<(Attr, Duration)>> = entries
+            .iter()
+            .map(|(e, good)| good.then(|| (e.attr.clone(), TTL)))
+            .collect();
+        if plus {
+            self.look_up_unvouched(g, &entries, &mut attrs).await;
+        }
+        let mut l = vec![self.dot(ino, "."), self.dot(ino, "..")];
+        for ((e, _), a) in entries.into_iter().zip(attrs) {
+            let (attr, ttl) = match a {
+                Some(found) => found,
+                None if plus => continue,
+                None => (e.attr, Duration::ZERO),
+            };
+            let attr = self.attr(&attr);
+            l.push(Listed {
+                ino: attr.ino.0,
+                kind: attr.kind,
+                name: e.name,
+                attr,
+                ttl,
+            });
+        }
+        self.dirs.lock().expect("dirs").insert(fh.0, l.clone());
+        Ok(l)
+    }
+
+    /// Fill `attrs` for the entries the volume did not vouch for, by
+    /// lookups of their names in `dir`: a name that is gone stays `None`;
+    /// any other failure keeps the listing's attributes with no lifetime,
+    /// so the kernel asks again and meets the error itself.
+    async fn look_up_unvouched(
+        self: &Arc<Self>,
+        dir: Gfid,
+        entries: &[(DirEntry, bool)],
+        attrs: &mut [Option<(Attr, Duration)>],
+    ) {
+        let todo: Vec<usize> = (0..entries.len()).filter(|i| attrs[*i].is_none()).collect();
+        for batch in todo.chunks(LISTING_LOOKUPS_MAX) {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|i| {
+                    let (client, name) = (self.client.clone(), entries[*i].0.name.clone());
+                    self.client
+                        .runtime()
+                        .spawn(async move { client.lookup(dir, &name).await })
+                })
+                .collect();
+            for (i, h) in batch.iter().zip(handles) {
+                attrs[*i] = match h.await.ok().flatten() {
+                    Some(Ok(a)) => Some((a, TTL)),
+                    Some(Err(e)) if e.errno == mortar_proto::Errno::ENOENT => None,
+                    _ => Some((entries[*i].0.attr.clone(), Duration::ZERO)),
+                };
+            }
+        }
+    }
+
+    /// A `.` or `..` entry (the kernel takes no attributes from these).
+    fn dot(&self, ino: INodeNo, name: &str) -> Listed {
+        let attr = FileAttr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: FileType::Directory,
+            perm: 0o755,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 128 << 10,
+            flags: 0,
+        };
+        Listed {
+            ino: ino.0,
+            kind: FileType::Directory,
+            name: name.to_string(),
+            attr,
+            ttl: Duration::ZERO,
         }
     }
 
@@ -675,30 +809,35 @@ impl Filesystem for MortarFs {
         mut reply: ReplyDirectory,
     ) {
         self.run(move |s| async move {
-            let g = gfid_or_reply!(s, ino, reply);
-            let cached = s.dirs.lock().expect("dirs").get(&fh.0).cloned();
-            let listing = match cached {
-                Some(l) if offset > 0 => l,
-                _ => {
-                    let entries: Vec<DirEntry> = match s.client.readdir(g).await {
-                        Ok(e) => e,
-                        Err(e) => return reply.error(errno(&e)),
-                    };
-                    let mut l = vec![
-                        (ino.0, FileType::Directory, ".".to_string()),
-                        (ino.0, FileType::Directory, "..".to_string()),
-                    ];
-                    let mut inodes = s.inodes.lock().expect("inodes");
-                    for e in entries {
-                        l.push((inodes.ino(e.attr.gfid), kind(e.attr.kind), e.name));
-                    }
-                    drop(inodes);
-                    s.dirs.lock().expect("dirs").insert(fh.0, l.clone());
-                    l
-                }
+            let listing = match s.listing(ino, fh, offset, false).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(e),
             };
-            for (i, (eino, k, name)) in listing.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(*eino), (i + 1) as u64, *k, name) {
+            for (i, l) in listing.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(l.ino), (i + 1) as u64, l.kind, &l.name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.run(move |s| async move {
+            let listing = match s.listing(ino, fh, offset, true).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(e),
+            };
+            for (i, l) in listing.iter().enumerate().skip(offset as usize) {
+                let off = (i + 1) as u64;
+                if reply.add(INodeNo(l.ino), off, &l.name, &l.ttl, &l.attr, Generation(0)) {
                     break;
                 }
             }

@@ -30,7 +30,13 @@ impl std::ops::Deref for Cluster {
 
 impl Cluster {
     async fn start(quorum: Quorum) -> Cluster {
-        let b = Bricks::start(&format!("{VOL}-{quorum:?}"), 3).await;
+        Cluster::start_as("", quorum).await
+    }
+
+    /// A cluster whose brick directories carry `tag` too (tests in one
+    /// binary run at once and must not share bricks).
+    async fn start_as(tag: &str, quorum: Quorum) -> Cluster {
+        let b = Bricks::start(&format!("{VOL}{tag}-{quorum:?}"), 3).await;
         let set = Replicate::new(
             &b.rt,
             &format!("{VOL}-replicate-0"),
@@ -218,5 +224,68 @@ async fn copies_that_blame_each_other_are_a_split_brain() {
         }))
         .await
         .unwrap();
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// A readdir-plus page from `set`: (name, size, vouched for) per entry.
+async fn listing_plus(set: &Replicate) -> Vec<(String, u64, bool)> {
+    let q = bp::Readdir {
+        dir: Gfid::ROOT,
+        after: None,
+        max_entries: 64,
+    };
+    match set.fop(Fop::ReaddirPlus(q)).await.unwrap() {
+        FopOut::DirPlus(page, good) => {
+            assert_eq!(page.entries.len(), good.len());
+            page.entries
+                .into_iter()
+                .zip(good)
+                .map(|(e, g)| (e.name, e.attr.size, g))
+                .collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_vouches_only_for_attributes_from_a_good_copy() {
+    let mut c = Cluster::start_as("-plus", Quorum::Auto).await;
+    let (f, h) = (obj(1).gfid, obj(2).gfid);
+    create(&c.set, "f", 1).await.unwrap();
+    create(&c.set, "h", 2).await.unwrap();
+    write(&c.set, f, &[1u8; 100]).await.unwrap();
+    write(&c.set, h, &[1u8; 100]).await.unwrap();
+    let all_clean = listing_plus(&c.set).await;
+    assert_eq!(
+        all_clean,
+        vec![("f".to_string(), 100, true), ("h".to_string(), 100, true)]
+    );
+    // Brick 0 misses f's growth; back up, unhealed, it still lists the
+    // directory (entries unchanged) but its copy of f is stale.
+    c.kill(0).await;
+    write(&c.set, f, &[2u8; 300]).await.unwrap();
+    c.revive(0).await;
+    let stat = match c.set.fop(Fop::Stat(bp::Stat { gfid: f })).await.unwrap() {
+        FopOut::Attr(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stat.size, 300, "a stat reads a good copy");
+    let listed = listing_plus(&c.set).await;
+    for (name, size, good) in &listed {
+        if *good {
+            let want = if name == "f" { 300 } else { 100 };
+            assert_eq!(
+                *size, want,
+                "{name}: vouched for a stale copy's size: {listed:?}"
+            );
+        }
+    }
+    assert!(listed.iter().any(|(n, _, g)| n == "h" && *g), "{listed:?}");
+    // The listing came from brick 0 (the first good copy of the
+    // directory), so the stale f is the one left to a lookup.
+    assert!(
+        listed.iter().any(|(n, s, g)| n == "f" && *s == 100 && !*g),
+        "{listed:?}"
+    );
     let _ = std::fs::remove_dir_all(&c.dir);
 }

@@ -368,6 +368,15 @@ impl Subvolume for Disperse {
                 }
                 Fop::Read(q) => self.read(q).await,
                 Fop::Readdir(q) => self.readdir(q).await,
+                // A listing's sizes come from one brick's fragments; a
+                // stat is the authority, so no entry is vouched for.
+                Fop::ReaddirPlus(q) => match self.readdir(q).await? {
+                    FopOut::Dir(page) => {
+                        let good = vec![false; page.entries.len()];
+                        Ok(FopOut::DirPlus(page, good))
+                    }
+                    other => Err(crate::fop::shape_error("readdir", &other)),
+                },
                 Fop::Readlink(_) | Fop::Getxattr(_) | Fop::Listxattr(_) => {
                     self.read_meta(gfid, op).await
                 }
